@@ -1,0 +1,10 @@
+/** Checks a username and password; unknown users cost the same time as wrong passwords. */
+import type { Db } from '../storage/db.ts';
+import { DECOY_HASH, verifyPassword } from './passwords.ts';
+import { findAccountByUsername } from './store.ts';
+
+export async function authenticate(db: Db, username: string, password: string): Promise<string | undefined> {
+  const account = await findAccountByUsername(db, username);
+  const ok = await verifyPassword(password, account?.passwordHash ?? DECOY_HASH);
+  return ok && account && !account.disabled ? account.id : undefined;
+}

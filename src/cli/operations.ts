@@ -1,0 +1,104 @@
+/**
+ * What the `agentauth` command can do, as plain functions over validated JSON input. The CLI
+ * runs them in its own process, or, when a server holds the embedded database, asks that server
+ * to run them over its admin socket; the input schema guards both doors.
+ */
+import { z } from 'zod';
+import { hashPassword } from '../accounts/passwords.ts';
+import { insertAccount } from '../accounts/store.ts';
+import { clientInputSchema, registerClient, RegistrationError } from '../clients/registration.ts';
+import { findClient, listClients, type ClientRecord } from '../clients/store.ts';
+import { rotateSigningKey } from '../keys/signing-keys.ts';
+import { announceConfigChange } from '../oauth/live-provider.ts';
+import { listScopes, upsertScope } from '../scopes/store.ts';
+import type { Db } from '../storage/db.ts';
+import type { Kv } from '../storage/kv.ts';
+import { migrate } from '../storage/migrate.ts';
+
+export interface OperationContext {
+  db: Db;
+  kv: Kv;
+  keyEncryptionKey: Buffer;
+}
+
+/** An error whose message is meant for the operator (one line, no secrets). */
+export class OperationError extends Error {}
+
+const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
+
+const clientView = (c: ClientRecord) => ({ ...c.metadata, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null });
+
+function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>) {
+  return { input, run };
+}
+
+export const operations = {
+  migrate: operation(z.object({}), async ({ db }) => migrate(db)),
+
+  'users.create': operation(
+    z.object({
+      username: z.string().regex(USERNAME, 'must be 1-100 letters, digits or . _ @ + -'),
+      password: z.string().min(8, 'must be at least 8 characters').max(1000),
+    }),
+    async ({ db }, { username, password }) => {
+      const created = await insertAccount(db, username, await hashPassword(password));
+      if (!created) throw new OperationError(`user ${username} already exists`);
+      return created;
+    },
+  ),
+
+  'scopes.create': operation(
+    z.object({
+      name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
+      description: z.string().trim().min(1).max(300),
+    }),
+    async ({ db, kv }, scope) => {
+      if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
+      const created = await upsertScope(db, scope);
+      await announceConfigChange(db, kv);
+      return created;
+    },
+  ),
+
+  'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
+
+  'clients.create': operation(clientInputSchema, async ({ db }, input) => {
+    try {
+      return await registerClient(db, input);
+    } catch (err) {
+      if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
+      throw err;
+    }
+  }),
+
+  'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),
+
+  'clients.show': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db }, { clientId }) => {
+    const client = await findClient(db, clientId);
+    if (!client) throw new OperationError(`no client ${clientId}`);
+    return clientView(client);
+  }),
+
+  'keys.rotate': operation(z.object({}), async ({ db, kv, keyEncryptionKey }) => {
+    const key = await rotateSigningKey(db, keyEncryptionKey);
+    await announceConfigChange(db, kv);
+    return key;
+  }),
+};
+
+export type OperationName = keyof typeof operations;
+
+export const isOperationName = (name: string): name is OperationName => Object.hasOwn(operations, name);
+
+/** Validates the input and runs the operation; bad input becomes one readable OperationError. */
+export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
+  if (!isOperationName(name)) throw new OperationError(`unknown operation ${name}`);
+  const op = operations[name] as { input: z.ZodType; run: (ctx: OperationContext, input: unknown) => Promise<unknown> };
+  const parsed = op.input.safeParse(rawInput);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new OperationError(`${issue.path.join('.') || 'input'} ${issue.message}`);
+  }
+  return op.run(ctx, parsed.data);
+}

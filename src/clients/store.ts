@@ -1,0 +1,38 @@
+/** The clients table: one row per agent, its oidc-provider metadata as JSON. */
+import type { Db } from '../storage/db.ts';
+
+export type ClientMetadata = Record<string, unknown> & { client_id: string };
+
+export interface ClientRecord {
+  metadata: ClientMetadata;
+  createdAt: Date;
+  disabledAt: Date | null;
+}
+
+interface ClientRow {
+  metadata: ClientMetadata;
+  created_at: Date;
+  disabled_at: Date | null;
+}
+
+const toRecord = (row: ClientRow): ClientRecord => ({ metadata: row.metadata, createdAt: row.created_at, disabledAt: row.disabled_at });
+
+export async function insertClient(db: Db, metadata: ClientMetadata): Promise<void> {
+  await db.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [metadata.client_id, metadata]);
+}
+
+/** The metadata of a client that may authenticate now (not disabled). */
+export async function findActiveClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
+  const r = await db.query<{ metadata: ClientMetadata }>('SELECT metadata FROM clients WHERE client_id = $1 AND disabled_at IS NULL', [clientId]);
+  return r.rows[0]?.metadata;
+}
+
+export async function findClient(db: Db, clientId: string): Promise<ClientRecord | undefined> {
+  const r = await db.query<ClientRow>('SELECT metadata, created_at, disabled_at FROM clients WHERE client_id = $1', [clientId]);
+  return r.rows[0] && toRecord(r.rows[0]);
+}
+
+export async function listClients(db: Db): Promise<ClientRecord[]> {
+  const r = await db.query<ClientRow>('SELECT metadata, created_at, disabled_at FROM clients ORDER BY created_at, client_id');
+  return r.rows.map(toRecord);
+}

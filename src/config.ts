@@ -1,0 +1,120 @@
+/**
+ * The one reader of `process.env`. Parses every setting once, synchronously, and reports
+ * every problem at once so an operator fixes a bad deployment in one go.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+const booleanString = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const seconds = (fallback: number) => z.coerce.number().int().positive().max(366 * 24 * 3600).default(fallback);
+
+const base64Key32 = z
+  .string()
+  .refine((v) => Buffer.from(v, 'base64url').length === 32, 'must be 32 bytes, base64url-encoded');
+
+const cookieKeyList = z
+  .string()
+  .transform((v) => v.split(',').map((k) => k.trim()).filter(Boolean))
+  .refine((keys) => keys.length > 0 && keys.every((k) => k.length >= 32), 'must be a comma-separated list of keys of 32 or more characters');
+
+const urlWithProtocol = (protocols: string[]) =>
+  z.string().url().refine((v) => protocols.includes(new URL(v).protocol), `must use ${protocols.join(' or ')}`);
+
+const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  ISSUER: urlWithProtocol(['http:', 'https:'])
+    .refine((v) => !new URL(v).search && !new URL(v).hash, 'must have no query or fragment')
+    .optional(),
+  DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: urlWithProtocol(['postgres:', 'postgresql:']).optional(),
+  REDIS_URL: urlWithProtocol(['redis:', 'rediss:']).optional(),
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 : _ -').default('agentauth:'),
+  KEY_ENCRYPTION_KEY: base64Key32.optional(),
+  COOKIE_KEYS: cookieKeyList.optional(),
+  TRUST_PROXY: booleanString.default(false),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ACCESS_TOKEN_TTL: seconds(600),
+  REFRESH_TOKEN_TTL: seconds(14 * 24 * 3600),
+  AUTHORIZATION_CODE_TTL: z.coerce.number().int().min(10).max(600).default(60),
+  SESSION_TTL: seconds(24 * 3600),
+  CONFIG_POLL_INTERVAL: seconds(30),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  /** Set when ISSUER is given; otherwise derived from the port once the server listens. */
+  issuer: string | undefined;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  redisKeyPrefix: string;
+  keyEncryptionKey: Buffer | undefined;
+  cookieKeys: string[] | undefined;
+  trustProxy: boolean;
+  logLevel: string;
+  ttl: {
+    accessToken: number;
+    refreshToken: number;
+    authorizationCode: number;
+    session: number;
+  };
+  configPollIntervalSeconds: number;
+  /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
+  embedded: boolean;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`);
+    this.problems = problems;
+  }
+}
+
+/** Parses the environment; throws ConfigError listing every bad variable by name (never its value). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  if (e.DATABASE_URL && !e.KEY_ENCRYPTION_KEY) {
+    problems.push('KEY_ENCRYPTION_KEY is required when DATABASE_URL is set (signing keys are encrypted with it)');
+  }
+  if (e.DATABASE_URL && !e.COOKIE_KEYS) {
+    problems.push('COOKIE_KEYS is required when DATABASE_URL is set (every instance must sign cookies alike)');
+  }
+  if (!e.ISSUER && e.HOST !== '127.0.0.1' && e.HOST !== 'localhost' && e.HOST !== '::1') {
+    problems.push('ISSUER is required when HOST is not a loopback address');
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    issuer: e.ISSUER?.replace(/\/$/, ''),
+    dataDir: path.resolve(e.DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    redisKeyPrefix: e.REDIS_KEY_PREFIX,
+    keyEncryptionKey: e.KEY_ENCRYPTION_KEY ? Buffer.from(e.KEY_ENCRYPTION_KEY, 'base64url') : undefined,
+    cookieKeys: e.COOKIE_KEYS,
+    trustProxy: e.TRUST_PROXY,
+    logLevel: e.LOG_LEVEL,
+    ttl: {
+      accessToken: e.ACCESS_TOKEN_TTL,
+      refreshToken: e.REFRESH_TOKEN_TTL,
+      authorizationCode: e.AUTHORIZATION_CODE_TTL,
+      session: e.SESSION_TTL,
+    },
+    configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
+    embedded: !e.DATABASE_URL,
+  };
+}

@@ -1,0 +1,55 @@
+/**
+ * The grants table: what a user allowed an agent. Grants are never deleted by a revocation;
+ * revoked_at stays as a tombstone that every grant-bound token insert checks.
+ */
+import type { Db } from '../storage/db.ts';
+
+export interface GrantRow {
+  id: string;
+  account_id: string;
+  client_id: string;
+  payload: Record<string, unknown>;
+}
+
+/** Inserts or updates a live grant; false when the grant is revoked (its tombstone wins). */
+export async function upsertGrant(db: Db, grant: GrantRow, expiresAt: Date | null): Promise<boolean> {
+  const r = await db.query(
+    `INSERT INTO grants (id, account_id, client_id, payload, expires_at)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (id) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at, updated_at = now()
+       WHERE grants.revoked_at IS NULL`,
+    [grant.id, grant.account_id, grant.client_id, grant.payload, expiresAt],
+  );
+  return r.rowCount === 1;
+}
+
+export async function findLiveGrant(db: Db, id: string): Promise<Record<string, unknown> | undefined> {
+  const r = await db.query<{ payload: Record<string, unknown> }>(
+    'SELECT payload FROM grants WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())',
+    [id],
+  );
+  const row = r.rows[0];
+  return row && { ...row.payload, jti: id };
+}
+
+/**
+ * Locks the grant row against a concurrent revocation until this transaction ends and says
+ * whether tokens may still be stored for it.
+ */
+export async function lockLiveGrant(db: Db, id: string): Promise<boolean> {
+  const r = await db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM grants WHERE id = $1 FOR SHARE', [id]);
+  const row = r.rows[0];
+  return row !== undefined && row.revoked_at === null;
+}
+
+/**
+ * Tombstones the grant and deletes every credential issued under it. The UPDATE takes the row
+ * lock first, so an insert racing with it either committed before (and is deleted here) or sees
+ * the tombstone. Idempotent: oidc-provider calls it once per model, concurrently.
+ */
+export async function tombstoneGrant(db: Db, id: string): Promise<void> {
+  await db.tx(async () => {
+    await db.query('UPDATE grants SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id]);
+    await db.query('DELETE FROM oidc_artifacts WHERE grant_id = $1', [id]);
+  });
+}

@@ -1,0 +1,66 @@
+/**
+ * Our middleware and routes, mounted on an oidc-provider instance (which is itself a Koa app).
+ * `provider.use` places each one ahead of the provider's own router, in this order.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import { createCsrf } from '../interactions/csrf.ts';
+import { interactionRoutes } from '../interactions/routes.ts';
+import type { Db } from '../storage/db.ts';
+import type { Kv } from '../storage/kv.ts';
+import { errorHandler } from './errors.ts';
+import { withRequestContext } from './request-context.ts';
+import { securityHeaders } from './security-headers.ts';
+import { requestTransaction } from './transaction.ts';
+import { STATIC_DIR, type Views } from './views.ts';
+
+export interface AppDeps {
+  db: Db;
+  kv: Kv;
+  log: Logger;
+  views: Views;
+  cookieKeys: string[];
+  /** Reloads keys and scopes if another process changed them. */
+  ensureFresh(): Promise<void>;
+}
+
+/** Routes whose answers depend on the current signing keys or scopes. */
+const CONFIG_DEPENDENT = /^\/(auth|token|request|jwks|\.well-known\/)/;
+
+const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
+
+export function mountApp(provider: Provider, deps: AppDeps): Provider {
+  const { db, kv, log, views } = deps;
+  provider.use(withRequestContext(log));
+  provider.use(errorHandler(views));
+  provider.use(securityHeaders);
+  provider.use(async function healthAndStatic(ctx: Context, next: Next) {
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
+    if (ctx.path === '/healthz') {
+      ctx.body = { status: 'ok' };
+    } else if (ctx.path === '/readyz') {
+      const [database, store] = await Promise.all([db.query('SELECT 1').then(() => true, () => false), kv.ping()]);
+      ctx.status = database && store ? 200 : 503;
+      ctx.body = { status: database && store ? 'ready' : 'unavailable', database, store };
+    } else if (ctx.path === '/static/app.css') {
+      ctx.type = 'text/css';
+      ctx.set('Cache-Control', 'public, max-age=3600');
+      ctx.body = STYLESHEET;
+    } else {
+      return next();
+    }
+  });
+  provider.use(async function freshConfig(ctx: Context, next: Next) {
+    if (CONFIG_DEPENDENT.test(ctx.path)) await deps.ensureFresh();
+    return next();
+  });
+  provider.use(requestTransaction(db));
+  const interactions = interactionRoutes({ provider, db, views, csrf: createCsrf(deps.cookieKeys[0]!) });
+  provider.use(interactions.routes());
+  provider.use(interactions.allowedMethods());
+  provider.on('server_error', (_ctx: unknown, err: unknown) => log.error({ err }, 'oidc-provider server error'));
+  return provider;
+}

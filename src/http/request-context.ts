@@ -1,0 +1,31 @@
+/** A request id and a child logger per request, reachable anywhere below through AsyncLocalStorage. */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+
+export interface RequestContext {
+  requestId: string;
+  log: Logger;
+}
+
+const storage = new AsyncLocalStorage<RequestContext>();
+const INCOMING_ID = /^[A-Za-z0-9._-]{8,64}$/;
+
+export const requestContext = (): RequestContext | undefined => storage.getStore();
+
+export function withRequestContext(log: Logger) {
+  return async function requestScope(ctx: Context, next: Next): Promise<void> {
+    const incoming = ctx.get('x-request-id');
+    const requestId = INCOMING_ID.test(incoming) ? incoming : randomUUID();
+    const child = log.child({ requestId });
+    ctx.set('X-Request-Id', requestId);
+    const started = performance.now();
+    try {
+      await storage.run({ requestId, log: child }, next);
+    } finally {
+      // The path only: query strings can carry codes and state.
+      child.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
+    }
+  };
+}

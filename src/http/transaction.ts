@@ -1,0 +1,26 @@
+/**
+ * One Postgres transaction per request, begun at the first query and committed before the
+ * response is sent: a 200 always means its writes are durable. A 5xx rolls back; a 4xx commits,
+ * because refusing a reused code or refresh token must still revoke the grant.
+ */
+import type { Context, Next } from 'koa';
+import { CommitFailedError, type Db } from '../storage/db.ts';
+import { requestContext } from './request-context.ts';
+
+export function requestTransaction(db: Db) {
+  return async function inTransaction(ctx: Context, next: Next): Promise<void> {
+    try {
+      await db.unitOfWork(async () => {
+        await next();
+        return ctx.status;
+      }, (status) => status < 500);
+    } catch (err) {
+      if (!(err instanceof CommitFailedError)) throw err;
+      requestContext()?.log.error({ err: err.cause }, 'commit failed');
+      ctx.remove('Location');
+      ctx.status = 503;
+      ctx.set('Retry-After', '1');
+      ctx.body = { error: 'temporarily_unavailable', error_description: 'the request could not be completed; try again' };
+    }
+  };
+}

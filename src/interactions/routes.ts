@@ -1,0 +1,149 @@
+/**
+ * Our login and consent pages. oidc-provider sends the browser here with an interaction; each
+ * POST checks its CSRF token, does one thing, and answers 303 back into the provider.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
+import { authenticate } from '../accounts/login.ts';
+import { findAccountById } from '../accounts/store.ts';
+import { AppError } from '../http/errors.ts';
+import { readForm, seeOther } from '../http/forms.ts';
+import { requestContext } from '../http/request-context.ts';
+import type { Views } from '../http/views.ts';
+import { findScopes } from '../scopes/store.ts';
+import type { Db } from '../storage/db.ts';
+import type { Csrf } from './csrf.ts';
+
+type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+const BUILT_IN_SCOPE_DESCRIPTIONS: Record<string, string> = {
+  openid: 'Know your account identifier',
+};
+
+export interface InteractionDeps {
+  provider: Provider;
+  db: Db;
+  views: Views;
+  csrf: Csrf;
+}
+
+const expired = () =>
+  new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
+
+export function interactionRoutes({ provider, db, views, csrf }: InteractionDeps): Router {
+  const router = new Router({ prefix: '/interaction/:uid' });
+
+  /** The interaction bound to this browser's cookie, which must be the one in the URL. */
+  async function interactionFor(ctx: Context): Promise<Interaction> {
+    let details: Interaction;
+    try {
+      details = await provider.interactionDetails(ctx.req, ctx.res);
+    } catch {
+      throw expired();
+    }
+    if (details.uid !== ctx.params.uid) throw expired();
+    return details;
+  }
+
+  /** The form of a POST, refused unless it carries this interaction's CSRF token. */
+  async function checkedForm(ctx: Context, uid: string): Promise<URLSearchParams> {
+    if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
+    const form = await readForm(ctx);
+    if (!csrf.verify(uid, form.get('csrf'))) {
+      throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back and try again.');
+    }
+    return form;
+  }
+
+  async function finish(ctx: Context, result: InteractionResults): Promise<void> {
+    const url = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    seeOther(ctx, url);
+  }
+
+  async function clientName(clientId: string): Promise<string> {
+    const client = await provider.Client.find(clientId);
+    return client?.clientName ?? clientId;
+  }
+
+  router.get('/', async (ctx) => {
+    const details = await interactionFor(ctx);
+    const clientId = String(details.params.client_id);
+    const common = { uid: details.uid, csrf: csrf.tokenFor(details.uid), clientName: await clientName(clientId), clientId };
+    if (details.prompt.name === 'login') {
+      const error = ctx.query.error === 'credentials' ? 'The username or password is not right.' : undefined;
+      ctx.body = views.render('login', { ...common, error });
+      return;
+    }
+    if (details.prompt.name === 'consent') {
+      const account = details.session?.accountId ? await findAccountById(db, details.session.accountId) : undefined;
+      if (!account) throw expired();
+      const names = requestedScopes(details);
+      const known = new Map((await findScopes(db, names)).map((s) => [s.name, s.description]));
+      const scopes = names.map((name) => ({ name, description: known.get(name) ?? BUILT_IN_SCOPE_DESCRIPTIONS[name] ?? name }));
+      ctx.body = views.render('consent', { ...common, username: account.username, scopes, redirectHost: hostOf(details.params.redirect_uri) });
+      return;
+    }
+    throw new AppError(400, 'invalid_request', 'This sign-in step is not supported.');
+  });
+
+  router.post('/login', async (ctx) => {
+    const details = await interactionFor(ctx);
+    const form = await checkedForm(ctx, details.uid);
+    if (details.prompt.name !== 'login') throw expired();
+    const accountId = await authenticate(db, form.get('username') ?? '', form.get('password') ?? '');
+    if (!accountId) {
+      requestContext()?.log.info({ interaction: details.uid }, 'login failed');
+      seeOther(ctx, `/interaction/${details.uid}?error=credentials`);
+      return;
+    }
+    await finish(ctx, { login: { accountId } });
+  });
+
+  router.post('/consent', async (ctx) => {
+    const details = await interactionFor(ctx);
+    const form = await checkedForm(ctx, details.uid);
+    if (details.prompt.name !== 'consent' || !details.session?.accountId) throw expired();
+    if (form.get('decision') !== 'allow') {
+      await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
+      return;
+    }
+    const requested = requestedScopes(details);
+    const ticked = new Set(form.getAll('scope'));
+    const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined)
+      ?? new provider.Grant({ accountId: details.session.accountId, clientId: String(details.params.client_id) });
+    const granted = requested.filter((s) => ticked.has(s));
+    const refused = requested.filter((s) => !ticked.has(s));
+    if (granted.length) grant.addOIDCScope(granted.join(' '));
+    // Recording refusals stops oidc-provider from asking again for what the user unticked.
+    if (refused.length) grant.rejectOIDCScope(refused.join(' '));
+    const missingClaims = details.prompt.details.missingOIDCClaims;
+    if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
+    const grantId = await grant.save();
+    await finish(ctx, { consent: { grantId } });
+  });
+
+  router.post('/abort', async (ctx) => {
+    const details = await interactionFor(ctx);
+    await checkedForm(ctx, details.uid);
+    await finish(ctx, { error: 'access_denied', error_description: 'the user cancelled the request' });
+  });
+
+  return router;
+}
+
+/** The scopes this consent asks for: those the request names that no grant covers yet. */
+function requestedScopes(details: Interaction): string[] {
+  const missing = details.prompt.details.missingOIDCScope;
+  return Array.isArray(missing) ? (missing as string[]) : [];
+}
+
+function hostOf(uri: unknown): string | undefined {
+  if (typeof uri !== 'string') return undefined;
+  try {
+    return new URL(uri).host;
+  } catch {
+    return undefined;
+  }
+}

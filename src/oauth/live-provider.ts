@@ -1,0 +1,100 @@
+/**
+ * The running provider and its reloads. oidc-provider takes its signing keys at construction,
+ * so a key rotation builds a new provider (with the same app middleware) and swaps it in.
+ * Scopes live in one Set that every provider shares, so a new scope needs no rebuild.
+ *
+ * Instances learn of a change three ways: the key-value store's generation, checked before
+ * each request that depends on keys or scopes; a pub/sub nudge; and a timer reading Postgres,
+ * which also covers a store that lost its data.
+ */
+import type { JsonWebKey } from '../keys/signing-keys.ts';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import { loadSigningKeys } from '../keys/signing-keys.ts';
+import { listScopes } from '../scopes/store.ts';
+import type { Db } from '../storage/db.ts';
+import { CONFIG_CHANNEL, readConfigGeneration } from '../storage/generation.ts';
+import type { Kv } from '../storage/kv.ts';
+
+const GENERATION_KEY = 'config-generation';
+/** Scope values oidc-provider needs to recognise besides the ones in the scopes table. */
+const BUILT_IN_SCOPES = ['openid'];
+
+export interface LiveProvider {
+  current(): Provider;
+  /** Reloads if another process changed keys or scopes since this one last looked. */
+  ensureFresh(): Promise<void>;
+  reload(): Promise<void>;
+  close(): void;
+}
+
+export interface LiveProviderDeps {
+  db: Db;
+  kv: Kv;
+  kek: Buffer;
+  log: Logger;
+  pollIntervalSeconds: number;
+  build(signingKeys: JsonWebKey[], scopes: Set<string>): Provider;
+}
+
+/** Tells every instance that keys or scopes changed; call after the change committed. */
+export async function announceConfigChange(db: Db, kv: Kv): Promise<void> {
+  const generation = await readConfigGeneration(db);
+  await kv.set(GENERATION_KEY, generation, 365 * 24 * 3600);
+  await kv.publish(CONFIG_CHANNEL, generation);
+}
+
+export async function startLiveProvider(deps: LiveProviderDeps): Promise<LiveProvider> {
+  const { db, kv, log } = deps;
+  const scopes = new Set<string>(BUILT_IN_SCOPES);
+  let provider: Provider | undefined;
+  let loadedGeneration = '';
+  let loadedKeyIds = '';
+  let inFlight: Promise<void> | undefined;
+
+  async function load(): Promise<void> {
+    const generation = await readConfigGeneration(db);
+    const [keys, scopeRows] = await Promise.all([loadSigningKeys(db, deps.kek), listScopes(db)]);
+    for (const row of scopeRows) scopes.add(row.name);
+    const keyIds = keys.map((k) => k.kid).join(',');
+    if (!provider || keyIds !== loadedKeyIds) {
+      provider = deps.build(keys.map((k) => k.privateJwk), scopes);
+      if (loadedKeyIds) log.info({ kids: keys.map((k) => k.kid) }, 'signing keys reloaded');
+      loadedKeyIds = keyIds;
+    }
+    loadedGeneration = generation;
+  }
+
+  function reload(): Promise<void> {
+    inFlight ??= load().finally(() => {
+      inFlight = undefined;
+    });
+    return inFlight;
+  }
+
+  await reload();
+  await kv.subscribe(CONFIG_CHANNEL, (generation) => {
+    if (generation !== loadedGeneration) reload().catch((err: unknown) => log.error({ err }, 'config reload failed'));
+  });
+  const timer = setInterval(() => {
+    readConfigGeneration(db)
+      .then((generation) => (generation !== loadedGeneration ? reload() : undefined))
+      .catch((err: unknown) => log.warn({ err }, 'config generation check failed'));
+  }, deps.pollIntervalSeconds * 1000);
+  timer.unref();
+
+  return {
+    current: () => provider!,
+    async ensureFresh() {
+      let generation: string | null;
+      try {
+        generation = await kv.get(GENERATION_KEY);
+      } catch {
+        return; // freshness is best effort here; the timer catches up
+      }
+      if (generation && generation !== loadedGeneration) await reload();
+    },
+    reload,
+    close: () => clearInterval(timer),
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Every oidc-provider setting lives here. Each non-default has a comment saying why: the spec
+ * (OAuth 2.1, RFC 9700) or the attack it answers.
+ */
+import type { JsonWebKey } from '../keys/signing-keys.ts';
+import Provider from 'oidc-provider';
+import type { Configuration, FindAccount } from 'oidc-provider';
+import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
+
+export interface ProviderSettings {
+  issuer: string;
+  adapter: AdapterConstructor;
+  signingKeys: JsonWebKey[];
+  cookieKeys: string[];
+  /** Live set shared with the reloader: oidc-provider keeps a Set it is given, by reference. */
+  scopes: Set<string>;
+  ttl: { accessToken: number; refreshToken: number; authorizationCode: number; session: number };
+  trustProxy: boolean;
+  findAccount: FindAccount;
+  renderError: NonNullable<Configuration['renderError']>;
+}
+
+/** Algorithms a client may sign its assertion with: asymmetric only, never HMAC or none. */
+export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'PS256'] as const;
+
+export function buildProvider(s: ProviderSettings): Provider {
+  const configuration: Configuration = {
+    adapter: s.adapter,
+    jwks: { keys: s.signingKeys as unknown as NonNullable<Configuration['jwks']>['keys'] },
+    findAccount: s.findAccount,
+    renderError: s.renderError,
+    scopes: s.scopes as unknown as string[],
+    claims: { openid: ['sub'] },
+    // OAuth 2.1: the authorization code flow only; no implicit or hybrid response types.
+    responseTypes: ['code'],
+    // OAuth 2.1 §4.1.1: PKCE for every client, confidential ones included (RFC 9700 §2.1.1).
+    pkce: { required: () => true },
+    // No client secrets: private_key_jwt for confidential clients, none (+PKCE) for public ones.
+    clientAuthMethods: ['private_key_jwt', 'none'],
+    clientDefaults: {
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      id_token_signed_response_alg: 'ES256',
+    },
+    enabledJWA: {
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
+      idTokenSigningAlgValues: ['ES256'],
+      userinfoSigningAlgValues: ['ES256'],
+      introspectionSigningAlgValues: ['ES256'],
+      authorizationSigningAlgValues: ['ES256'],
+    },
+    cookies: {
+      keys: s.cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    features: {
+      // Our own login and consent pages; the built-in ones are for development only.
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      revocation: { enabled: true },
+      introspection: {
+        enabled: true,
+        // The default lets any confidential client introspect any token (SECURITY-TESTS F-3).
+        // Until resource servers are registered, a client introspects only its own tokens.
+        allowedPolicy: async (ctx, client, token) => client.clientId === token.clientId,
+      },
+      // DPoP is on by default in v9; we do not offer it yet, so we do not expose its surface.
+      dPoP: { enabled: false },
+      // Resource indicators come with registered resource servers; until then tokens carry
+      // exactly the granted scopes.
+      resourceIndicators: { enabled: false },
+      // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
+      rpInitiatedLogout: { enabled: false },
+      userinfo: { enabled: false },
+      registration: { enabled: false },
+    },
+    // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
+    // tied neither to offline_access nor to the browser session.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
+    // OAuth 2.1 §4.3.1: rotate on every use; a reused rotated token revokes the grant.
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: s.ttl.accessToken,
+      ClientCredentials: s.ttl.accessToken,
+      AuthorizationCode: s.ttl.authorizationCode,
+      RefreshToken: s.ttl.refreshToken,
+      // The grant lives as long as its refresh chain may; later rotation work caps it further.
+      Grant: s.ttl.refreshToken,
+      Session: s.ttl.session,
+      Interaction: 3600,
+    },
+    interactions: {
+      url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    // Responses at most 64 KiB from any URL oidc-provider fetches (jwks_uri): the default is unbounded.
+    fetchResponseBodyLimits: { jwks_uri: 64 * 1024, sector_identifier_uri: 64 * 1024, client_id_metadata_document: 64 * 1024 },
+  };
+  const provider = new Provider(s.issuer, configuration);
+  provider.proxy = s.trustProxy;
+  return provider;
+}

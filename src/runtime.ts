@@ -1,0 +1,58 @@
+/**
+ * Opens what the configuration names: Postgres or PGlite, Redis or the in-process store, and
+ * the secrets (from the environment, or generated under the data directory when embedded).
+ * The server and the CLI share it, so they always read the same configuration alike.
+ */
+import type { Config } from './config.ts';
+import { createPgliteDb, createPostgresDb, type Db } from './storage/db.ts';
+import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
+import { loadOrCreateSecrets } from './storage/embedded-secrets.ts';
+import { createMemoryKv, createRedisKv, type Kv } from './storage/kv.ts';
+import { migrate } from './storage/migrate.ts';
+
+export interface Runtime {
+  db: Db;
+  kv: Kv;
+  keyEncryptionKey: Buffer;
+  cookieKeys: string[];
+  close(): Promise<void>;
+}
+
+export async function openRuntime(config: Config): Promise<Runtime> {
+  let lock: DataDirLock | undefined;
+  let db: Db;
+  let secrets: { keyEncryptionKey: Buffer; cookieKeys: string[] };
+  if (config.databaseUrl) {
+    db = createPostgresDb(config.databaseUrl);
+    secrets = { keyEncryptionKey: config.keyEncryptionKey!, cookieKeys: config.cookieKeys! };
+  } else {
+    lock = lockDataDir(config.dataDir);
+    try {
+      const generated = loadOrCreateSecrets(config.dataDir);
+      secrets = { keyEncryptionKey: config.keyEncryptionKey ?? generated.keyEncryptionKey, cookieKeys: config.cookieKeys ?? generated.cookieKeys };
+      db = await createPgliteDb(`${config.dataDir}/pglite`);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+  let kv: Kv;
+  try {
+    await migrate(db);
+    kv = config.redisUrl ? await createRedisKv(config.redisUrl, config.redisKeyPrefix) : createMemoryKv();
+  } catch (err) {
+    await db.close().catch(() => {});
+    lock?.release();
+    throw err;
+  }
+  return {
+    db,
+    kv,
+    ...secrets,
+    async close() {
+      await kv.close();
+      await db.close();
+      lock?.release();
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * oidc_artifacts and replay_detection: every credential oidc-provider issues, keyed by the
+ * SHA-256 of its value, and single-use markers. Consumption and replay checks are one atomic
+ * statement each, so concurrent requests cannot both win.
+ */
+import { createHash } from 'node:crypto';
+import type { Db } from './db.ts';
+
+export type Payload = Record<string, unknown>;
+
+export const hashId = (id: string): Buffer => createHash('sha256').update(id).digest();
+
+export interface StoredArtifact {
+  payload: Payload;
+  consumedAt: Date | null;
+  grantId: string | null;
+}
+
+export async function upsertArtifact(db: Db, model: string, id: string, grantId: string | null, payload: Payload, expiresAt: Date): Promise<void> {
+  await db.query(
+    `INSERT INTO oidc_artifacts (model, id_hash, grant_id, payload, expires_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (model, id_hash) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at`,
+    [model, hashId(id), grantId, payload, expiresAt],
+  );
+}
+
+export async function findArtifact(db: Db, model: string, id: string): Promise<StoredArtifact | undefined> {
+  const r = await db.query<{ payload: Payload; consumed_at: Date | null; grant_id: string | null }>(
+    'SELECT payload, consumed_at, grant_id FROM oidc_artifacts WHERE model = $1 AND id_hash = $2 AND expires_at > now()',
+    [model, hashId(id)],
+  );
+  const row = r.rows[0];
+  return row && { payload: row.payload, consumedAt: row.consumed_at, grantId: row.grant_id };
+}
+
+/**
+ * Marks an artifact consumed if nobody did before. The row lock makes a concurrent consumer wait
+ * for this transaction and then find it consumed. Returns false when it lost (already consumed).
+ */
+export async function consumeArtifact(db: Db, model: string, id: string): Promise<{ won: boolean; grantId: string | null }> {
+  const r = await db.query<{ grant_id: string | null }>(
+    'UPDATE oidc_artifacts SET consumed_at = now() WHERE model = $1 AND id_hash = $2 AND consumed_at IS NULL RETURNING grant_id',
+    [model, hashId(id)],
+  );
+  if (r.rows[0]) return { won: true, grantId: r.rows[0].grant_id };
+  const other = await findArtifact(db, model, id);
+  return { won: false, grantId: other?.grantId ?? null };
+}
+
+export async function deleteArtifact(db: Db, model: string, id: string): Promise<void> {
+  await db.query('DELETE FROM oidc_artifacts WHERE model = $1 AND id_hash = $2', [model, hashId(id)]);
+}
+
+export async function deleteArtifactsOfGrant(db: Db, model: string, grantId: string): Promise<void> {
+  await db.query('DELETE FROM oidc_artifacts WHERE model = $1 AND grant_id = $2', [model, grantId]);
+}
+
+/** Records a single-use marker; false when it was already recorded (a replay). */
+export async function recordOnce(db: Db, id: string, expiresAt: Date): Promise<boolean> {
+  const r = await db.query(
+    `INSERT INTO replay_detection (id_hash, expires_at) VALUES ($1, $2)
+     ON CONFLICT (id_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay_detection.expires_at <= now()`,
+    [hashId(id), expiresAt],
+  );
+  return r.rowCount === 1;
+}
+
+/** Deletes what has expired; tombstones stay until their grant's tokens could have expired. */
+export async function purgeExpired(db: Db, graceSeconds: number): Promise<void> {
+  await db.query('DELETE FROM oidc_artifacts WHERE expires_at < now()');
+  await db.query('DELETE FROM replay_detection WHERE expires_at < now()');
+  await db.query(`DELETE FROM grants WHERE revoked_at < now() - make_interval(secs => $1)`, [graceSeconds]);
+}

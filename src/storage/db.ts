@@ -1,0 +1,199 @@
+/**
+ * The one database interface: Postgres through `pg`, or PGlite on disk for the embedded default.
+ *
+ * Work runs in a unit of work bound by AsyncLocalStorage: `tx()` for explicit transactions and
+ * `unitOfWork()` for a whole HTTP request, whose transaction begins lazily at the first query
+ * and is committed before the response is sent.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+
+export interface QueryResult<T> {
+  rows: T[];
+  rowCount: number;
+}
+
+export interface Db {
+  readonly kind: 'postgres' | 'pglite';
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
+  /** Runs a multi-statement SQL script with no parameters (migrations). */
+  script(sql: string): Promise<void>;
+  /** Runs fn in a transaction (joining the surrounding one if any). Throwing rolls back. */
+  tx<T>(fn: () => Promise<T>): Promise<T>;
+  /** Runs fn with a lazily-begun transaction; `finish` decides commit (true) or rollback. */
+  unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** A connection that stays ours until released: a pg pool client, or PGlite behind a mutex. */
+interface Connection {
+  query<T>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
+  script(sql: string): Promise<void>;
+  release(broken: boolean): void;
+}
+
+interface Driver {
+  kind: Db['kind'];
+  acquire(): Promise<Connection>;
+  close(): Promise<void>;
+}
+
+interface Work {
+  connection?: Promise<Connection>;
+  began: boolean;
+}
+
+const currentWork = new AsyncLocalStorage<Work>();
+
+/** Thrown by a unit of work whose COMMIT failed: the response must not claim success. */
+export class CommitFailedError extends Error {
+  constructor(cause: unknown) {
+    super('commit failed', { cause });
+  }
+}
+
+function createDb(driver: Driver): Db {
+  async function connectionFor(work: Work): Promise<Connection> {
+    if (!work.connection) {
+      work.connection = (async () => {
+        const connection = await driver.acquire();
+        try {
+          await connection.query('BEGIN');
+        } catch (err) {
+          connection.release(true);
+          throw err;
+        }
+        work.began = true;
+        return connection;
+      })();
+    }
+    return work.connection;
+  }
+
+  async function finishWork(work: Work, commit: boolean): Promise<void> {
+    if (!work.connection) return;
+    let connection: Connection;
+    try {
+      connection = await work.connection;
+    } catch {
+      return; // never began: nothing to end
+    }
+    try {
+      await connection.query(commit ? 'COMMIT' : 'ROLLBACK');
+      connection.release(false);
+    } catch (err) {
+      connection.release(true);
+      if (commit) throw new CommitFailedError(err);
+    }
+  }
+
+  async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
+    const work: Work = { began: false };
+    let result: T;
+    try {
+      result = await currentWork.run(work, fn);
+    } catch (err) {
+      await finishWork(work, false);
+      throw err;
+    }
+    await finishWork(work, commit(result));
+    return result;
+  }
+
+  return {
+    kind: driver.kind,
+    async query<T>(sql: string, params: unknown[] = []) {
+      const work = currentWork.getStore();
+      if (work) return (await connectionFor(work)).query<T>(sql, params);
+      const connection = await driver.acquire();
+      try {
+        const result = await connection.query<T>(sql, params);
+        connection.release(false);
+        return result;
+      } catch (err) {
+        connection.release(isConnectionError(err));
+        throw err;
+      }
+    },
+    async script(sql) {
+      const work = currentWork.getStore();
+      if (!work) throw new Error('script() runs inside tx()');
+      await (await connectionFor(work)).script(sql);
+    },
+    tx(fn) {
+      if (currentWork.getStore()) return fn();
+      return runWork(fn, () => true);
+    },
+    unitOfWork(fn, commit) {
+      if (currentWork.getStore()) return fn();
+      return runWork(fn, commit);
+    },
+    close: () => driver.close(),
+  };
+}
+
+function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  // SQLSTATE classes 08 (connection) and 57 (operator intervention) leave the client unusable.
+  return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57');
+}
+
+export function createPostgresDb(connectionString: string, options: { max?: number } = {}): Db {
+  const pool = new pg.Pool({
+    connectionString,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: 5_000,
+    statement_timeout: 5_000,
+    idle_in_transaction_session_timeout: 30_000,
+  });
+  // An idle client that loses its server emits here; without a listener the process would exit.
+  pool.on('error', () => {});
+  return createDb({
+    kind: 'postgres',
+    async acquire() {
+      const client = await pool.connect();
+      return {
+        async query<T>(sql: string, params?: unknown[]) {
+          const r = await client.query(sql, params);
+          return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+        },
+        async script(sql: string) {
+          await client.query(sql);
+        },
+        release: (broken) => client.release(broken),
+      };
+    },
+    close: () => pool.end(),
+  });
+}
+
+/** PGlite is a single connection: a FIFO mutex hands it to one unit of work at a time. */
+export async function createPgliteDb(dataDir: string): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const db: PGlite = await PGlite.create(dataDir);
+  let tail: Promise<void> = Promise.resolve();
+  return createDb({
+    kind: 'pglite',
+    async acquire() {
+      let release!: () => void;
+      const previous = tail;
+      tail = new Promise<void>((resolve) => { release = resolve; });
+      await previous;
+      return {
+        async query<T>(sql: string, params?: unknown[]) {
+          const r = await db.query<T>(sql, params ?? []);
+          return { rows: r.rows, rowCount: r.affectedRows || r.rows.length };
+        },
+        async script(sql: string) {
+          await db.exec(sql);
+        },
+        release: () => release(),
+      };
+    },
+    async close() {
+      await tail;
+      await db.close();
+    },
+  });
+}

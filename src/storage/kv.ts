@@ -1,0 +1,93 @@
+/**
+ * What may be lost: browser sessions, interactions, caches and pub/sub between instances.
+ * Redis when REDIS_URL is set; an in-process store on the embedded default (one process only).
+ */
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+
+export interface Kv {
+  readonly kind: 'redis' | 'memory';
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string, ttlSeconds: number): Promise<void>;
+  del(key: string): Promise<void>;
+  publish(channel: string, message: string): Promise<void>;
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
+  // Fail fast instead of queueing while Redis is away: a request errors cleanly, never hangs.
+  const options = { keyPrefix: prefix, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 };
+  const redis = new Redis(url, options);
+  const subscriber = new Redis(url, { ...options, keyPrefix: undefined, enableOfflineQueue: true, commandTimeout: undefined });
+  redis.on('error', () => {});
+  subscriber.on('error', () => {});
+  await redis.connect();
+  const handlers = new Map<string, (message: string) => void>();
+  subscriber.on('message', (channel: string, message: string) => handlers.get(channel)?.(message));
+  return {
+    kind: 'redis',
+    get: (key) => redis.get(key),
+    async set(key, value, ttlSeconds) {
+      await redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttlSeconds)));
+    },
+    async del(key) {
+      await redis.del(key);
+    },
+    async publish(channel, message) {
+      await redis.publish(prefix + channel, message);
+    },
+    async subscribe(channel, onMessage) {
+      handlers.set(prefix + channel, onMessage);
+      if (subscriber.status === 'wait') await subscriber.connect();
+      await subscriber.subscribe(prefix + channel);
+    },
+    async ping() {
+      try {
+        return (await redis.ping()) === 'PONG';
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      redis.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
+
+export function createMemoryKv(): Kv {
+  const entries = new Map<string, { value: string; expiresAt: number }>();
+  const bus = new EventEmitter();
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [key, entry] of entries) if (entry.expiresAt <= now) entries.delete(key);
+  }, 60_000);
+  sweep.unref();
+  return {
+    kind: 'memory',
+    async get(key) {
+      const entry = entries.get(key);
+      if (!entry || entry.expiresAt <= Date.now()) return null;
+      return entry.value;
+    },
+    async set(key, value, ttlSeconds) {
+      entries.set(key, { value, expiresAt: Date.now() + ttlSeconds * 1000 });
+    },
+    async del(key) {
+      entries.delete(key);
+    },
+    async publish(channel, message) {
+      bus.emit(channel, message);
+    },
+    async subscribe(channel, onMessage) {
+      bus.on(channel, onMessage);
+    },
+    ping: async () => true,
+    async close() {
+      clearInterval(sweep);
+      bus.removeAllListeners();
+    },
+  };
+}

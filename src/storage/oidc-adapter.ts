@@ -1,0 +1,113 @@
+/**
+ * The oidc-provider adapter. Postgres holds every credential (artifacts, grants, replay markers,
+ * clients); the key-value store holds browser sessions and interactions, which may be lost.
+ *
+ * oidc-provider checks `consumed` and later calls `consume()`; its replay check is find-then-save.
+ * Both are made atomic here, so concurrency cannot turn a single-use artifact into two wins.
+ */
+import { errors } from 'oidc-provider';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { findActiveClientMetadata } from '../clients/store.ts';
+import { findLiveGrant, lockLiveGrant, tombstoneGrant, upsertGrant } from '../grants/store.ts';
+import * as artifacts from './artifacts.ts';
+import type { Db } from './db.ts';
+import type { Kv } from './kv.ts';
+
+/** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
+const STORAGE_GRACE_SECONDS = 60;
+const DEFAULT_TTL_SECONDS = 24 * 3600;
+const KV_MODELS = new Set(['Session', 'Interaction']);
+
+const expiryDate = (expiresIn: number | undefined) =>
+  new Date(Date.now() + ((expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS) * 1000);
+
+export type AdapterConstructor = new (model: string) => Adapter;
+
+export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
+  return class StorageAdapter implements Adapter {
+    readonly model: string;
+    constructor(model: string) {
+      this.model = model;
+    }
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+      if (KV_MODELS.has(this.model)) return kvUpsert(kv, this.model, id, payload, expiresIn);
+      if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
+      if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
+      if (this.model === 'Client') throw new Error('clients are written by agentauth, not by oidc-provider');
+      const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
+      // A grant-bound credential is stored only while its grant lives: the row lock orders this
+      // insert against a concurrent revocation.
+      if (grantId && !(await lockLiveGrant(db, grantId))) throw new errors.InvalidGrant('grant is no longer valid');
+      const { jti: _value, ...rest } = payload;
+      await artifacts.upsertArtifact(db, this.model, id, grantId, rest, expiryDate(expiresIn));
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
+      if (this.model === 'Client') return findActiveClientMetadata(db, id);
+      if (this.model === 'Grant') return findLiveGrant(db, id);
+      if (this.model === 'ReplayDetection') return undefined; // decided atomically in upsert
+      const stored = await artifacts.findArtifact(db, this.model, id);
+      if (!stored) return undefined;
+      const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
+      return { ...stored.payload, ...consumed, jti: id };
+    }
+
+    async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      const id = await kv.get(`sessionUid:${uid}`);
+      return id ? kvFind(kv, 'Session', id) : undefined;
+    }
+
+    async findByUserCode(): Promise<AdapterPayload | undefined> {
+      return undefined; // the device flow is not enabled
+    }
+
+    async consume(id: string): Promise<void> {
+      const { won, grantId } = await artifacts.consumeArtifact(db, this.model, id);
+      if (won) return;
+      // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
+      if (grantId) await tombstoneGrant(db, grantId);
+      throw new errors.InvalidGrant(`${this.model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
+    }
+
+    async destroy(id: string): Promise<void> {
+      if (KV_MODELS.has(this.model)) {
+        const stored = await kvFind(kv, this.model, id);
+        if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
+        return kv.del(`${this.model}:${id}`);
+      }
+      if (this.model === 'Grant') return tombstoneGrant(db, id);
+      return artifacts.deleteArtifact(db, this.model, id);
+    }
+
+    async revokeByGrantId(grantId: string): Promise<void> {
+      await artifacts.deleteArtifactsOfGrant(db, this.model, grantId);
+    }
+  };
+}
+
+async function kvUpsert(kv: Kv, model: string, id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+  const ttl = (expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS;
+  await kv.set(`${model}:${id}`, JSON.stringify(payload), ttl);
+  if (model === 'Session' && typeof payload.uid === 'string') await kv.set(`sessionUid:${payload.uid}`, id, ttl);
+}
+
+async function kvFind(kv: Kv, model: string, id: string): Promise<AdapterPayload | undefined> {
+  const raw = await kv.get(`${model}:${id}`);
+  return raw ? (JSON.parse(raw) as AdapterPayload) : undefined;
+}
+
+async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresIn: number | undefined): Promise<void> {
+  const { accountId, clientId } = payload;
+  if (typeof accountId !== 'string' || typeof clientId !== 'string') throw new TypeError('grant without account or client');
+  const { jti: _id, ...rest } = payload;
+  const stored = await upsertGrant(db, { id, account_id: accountId, client_id: clientId, payload: rest }, expiresIn ? expiryDate(expiresIn) : null);
+  if (!stored) throw new errors.InvalidGrant('grant is no longer valid');
+}
+
+async function replayUpsert(db: Db, id: string, expiresIn: number): Promise<void> {
+  if (!(await artifacts.recordOnce(db, id, expiryDate(expiresIn)))) {
+    throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
+  }
+}

@@ -36,7 +36,7 @@ export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Lo
     try {
       const request = JSON.parse(line) as { operation?: unknown; input?: unknown };
       if (typeof request.operation !== 'string') return { ok: false, error: 'malformed request' };
-      const result = await ctx.db.tx(() => runOperation(ctx, request.operation as string, request.input));
+      const result = await runOperation(ctx, request.operation, request.input);
       await afterChange();
       log.info({ operation: request.operation }, 'admin operation');
       return { ok: true, result };

@@ -29,8 +29,8 @@ const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
 const clientView = (c: ClientRecord) => ({ ...c.metadata, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null });
 
-function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>) {
-  return { input, run };
+function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
+  return { input, run, changesConfig: options.changesConfig ?? false };
 }
 
 export const operations = {
@@ -53,12 +53,11 @@ export const operations = {
       name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
       description: z.string().trim().min(1).max(300),
     }),
-    async ({ db, kv }, scope) => {
+    async ({ db }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
-      const created = await upsertScope(db, scope);
-      await announceConfigChange(db, kv);
-      return created;
+      return upsertScope(db, scope);
     },
+    { changesConfig: true },
   ),
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
@@ -80,25 +79,26 @@ export const operations = {
     return clientView(client);
   }),
 
-  'keys.rotate': operation(z.object({}), async ({ db, kv, keyEncryptionKey }) => {
-    const key = await rotateSigningKey(db, keyEncryptionKey);
-    await announceConfigChange(db, kv);
-    return key;
-  }),
+  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey }) => rotateSigningKey(db, keyEncryptionKey), { changesConfig: true }),
 };
 
 export type OperationName = keyof typeof operations;
 
 export const isOperationName = (name: string): name is OperationName => Object.hasOwn(operations, name);
 
-/** Validates the input and runs the operation; bad input becomes one readable OperationError. */
+/**
+ * Validates the input and runs the operation in one transaction; bad input becomes one readable
+ * OperationError. A change to keys or scopes is announced to every instance once committed.
+ */
 export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
   if (!isOperationName(name)) throw new OperationError(`unknown operation ${name}`);
-  const op = operations[name] as { input: z.ZodType; run: (ctx: OperationContext, input: unknown) => Promise<unknown> };
+  const op = operations[name] as { input: z.ZodType; run: (ctx: OperationContext, input: unknown) => Promise<unknown>; changesConfig: boolean };
   const parsed = op.input.safeParse(rawInput);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new OperationError(`${issue.path.join('.') || 'input'} ${issue.message}`);
   }
-  return op.run(ctx, parsed.data);
+  const result = await ctx.db.tx(() => op.run(ctx, parsed.data));
+  if (op.changesConfig) await announceConfigChange(ctx.db, ctx.kv);
+  return result;
 }

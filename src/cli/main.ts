@@ -1,0 +1,243 @@
+/**
+ * `agentauth <command>`: parses arguments into an operation and its input, runs it against the
+ * configured storage (or through the running embedded server), prints the result.
+ */
+import { readFile } from 'node:fs/promises';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { openRuntime } from '../runtime.ts';
+import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
+import { callAdminSocket } from './admin-socket.ts';
+import { OperationError, runOperation, type OperationName } from './operations.ts';
+
+class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+interface Command {
+  usage: string;
+  summary: string;
+  options?: Options;
+  positionals?: string[];
+  operation: OperationName;
+  /** Turns parsed arguments into the operation's input (reading files or stdin as needed). */
+  input(values: Values, positionals: string[]): Promise<unknown>;
+  print(result: unknown): string;
+}
+
+const json = (v: unknown) => JSON.stringify(v, null, 2);
+
+const COMMANDS: Record<string, Command> = {
+  migrate: {
+    usage: 'agentauth migrate [--json]',
+    summary: 'Apply database migrations (the server also applies them at start).',
+    operation: 'migrate',
+    input: async () => ({}),
+    print: (r) => {
+      const applied = (r as { applied: string[] }).applied;
+      return applied.length ? `applied ${applied.join(', ')}` : 'the database is up to date';
+    },
+  },
+  'users create': {
+    usage: 'agentauth users create <username> --password-stdin [--json]',
+    summary: 'Create a user; the password is read from standard input.',
+    options: { 'password-stdin': { type: 'boolean' } },
+    positionals: ['username'],
+    operation: 'users.create',
+    async input(values, [username]) {
+      if (!values['password-stdin']) throw new UsageError('--password-stdin is required (passwords never go on the command line)');
+      return { username, password: await readPasswordFromStdin() };
+    },
+    print: (r) => `created user ${(r as { username: string }).username} (${(r as { id: string }).id})`,
+  },
+  'scopes create': {
+    usage: 'agentauth scopes create <name> --description "<what the user is told>" [--json]',
+    summary: 'Create a scope (or change its description). Usable at once.',
+    options: { description: { type: 'string' } },
+    positionals: ['name'],
+    operation: 'scopes.create',
+    async input(values, [name]) {
+      if (typeof values.description !== 'string') throw new UsageError('--description is required');
+      return { name, description: values.description };
+    },
+    print: (r) => `scope ${(r as { name: string }).name}: ${(r as { description: string }).description}`,
+  },
+  'scopes list': {
+    usage: 'agentauth scopes list [--json]',
+    summary: 'List scopes.',
+    operation: 'scopes.list',
+    input: async () => ({}),
+    print: (r) => {
+      const scopes = (r as { scopes: { name: string; description: string }[] }).scopes;
+      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}`).join('\n') : 'no scopes yet';
+    },
+  },
+  'clients create': {
+    usage:
+      'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--json]',
+    summary: 'Register an agent. Prints the client, client_id included.',
+    options: {
+      name: { type: 'string' },
+      'redirect-uri': { type: 'string', multiple: true },
+      'jwks-file': { type: 'string' },
+      'jwks-uri': { type: 'string' },
+      public: { type: 'boolean' },
+      'grant-types': { type: 'string' },
+      scope: { type: 'string' },
+    },
+    operation: 'clients.create',
+    async input(values) {
+      if (typeof values.name !== 'string') throw new UsageError('--name is required');
+      const grantTypes = typeof values['grant-types'] === 'string' ? values['grant-types'].split(',').map((g) => g.trim()).filter(Boolean) : undefined;
+      return {
+        name: values.name,
+        redirectUris: values['redirect-uri'] ?? [],
+        jwks: typeof values['jwks-file'] === 'string' ? await readJwksFile(values['jwks-file']) : undefined,
+        jwksUri: values['jwks-uri'],
+        public: values.public === true,
+        grantTypes,
+        scope: values.scope,
+      };
+    },
+    print: json,
+  },
+  'clients list': {
+    usage: 'agentauth clients list [--json]',
+    summary: 'List clients.',
+    operation: 'clients.list',
+    input: async () => ({}),
+    print: (r) => {
+      const clients = (r as { clients: { client_id: string; client_name?: string; disabled: boolean }[] }).clients;
+      return clients.length ? clients.map((c) => `${c.client_id}\t${c.client_name ?? ''}${c.disabled ? '\t(disabled)' : ''}`).join('\n') : 'no clients yet';
+    },
+  },
+  'clients show': {
+    usage: 'agentauth clients show <client_id> [--json]',
+    summary: 'Show one client.',
+    positionals: ['client_id'],
+    operation: 'clients.show',
+    input: async (_values, [clientId]) => ({ clientId }),
+    print: json,
+  },
+  'keys rotate': {
+    usage: 'agentauth keys rotate [--json]',
+    summary: 'Add a new signing key and sign with it; older keys stay published.',
+    operation: 'keys.rotate',
+    input: async () => ({}),
+    print: (r) => `new signing key ${(r as { kid: string }).kid} is now in use`,
+  },
+};
+
+const GROUPS = ['users', 'scopes', 'clients', 'keys'];
+
+function overview(): string {
+  return [
+    'agentauth: an OAuth 2.1 authorization server for AI agents',
+    '',
+    'Usage:',
+    ...Object.values(COMMANDS).map((c) => `  ${c.usage.split('\n')[0]}`),
+    '',
+    'Every command takes --help and --json. Configuration comes from the environment (see README).',
+  ].join('\n');
+}
+
+function commandHelp(c: Command): string {
+  return `${c.usage}\n\n${c.summary}`;
+}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) throw new UsageError('pipe the password on standard input, e.g. printf %s "$PASSWORD" | agentauth users create alice --password-stdin');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readPasswordFromStdin(): Promise<string> {
+  return (await readStdin()).replace(/\r?\n$/, '');
+}
+
+async function readJwksFile(file: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new UsageError(`cannot read --jwks-file ${file}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new UsageError(`--jwks-file ${file} is not JSON`);
+  }
+}
+
+async function execute(config: Config, operation: OperationName, input: unknown): Promise<unknown> {
+  // On the embedded default a running server owns the database: ask it to do the work.
+  if (config.embedded && lockHolder(config.dataDir) !== undefined) return callAdminSocket(config.dataDir, operation, input);
+  const runtime = await openRuntime(config);
+  try {
+    return await runOperation({ db: runtime.db, kv: runtime.kv, keyEncryptionKey: runtime.keyEncryptionKey }, operation, input);
+  } finally {
+    await runtime.close();
+  }
+}
+
+function resolveCommand(args: string[]): { name: string; command: Command; rest: string[] } {
+  const [first, second] = args;
+  if (first && GROUPS.includes(first)) {
+    const name = `${first} ${second ?? ''}`.trim();
+    const command = COMMANDS[name];
+    if (!command) throw new UsageError(`unknown command "${name}"; try agentauth --help`);
+    return { name, command, rest: args.slice(2) };
+  }
+  const command = first ? COMMANDS[first] : undefined;
+  if (!first || !command) throw new UsageError(first ? `unknown command "${first}"; try agentauth --help` : 'no command given; try agentauth --help');
+  return { name: first, command, rest: args.slice(1) };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const wantsJson = argv.includes('--json');
+  const report = (message: string) => {
+    process.stderr.write(`agentauth: ${message}\n`);
+    if (wantsJson) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
+  };
+  try {
+    if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
+      process.stdout.write(`${overview()}\n`);
+      return argv.length === 0 ? 2 : 0;
+    }
+    const { command, rest } = resolveCommand(argv);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(`${commandHelp(command)}\n`);
+      return 0;
+    }
+    let parsed: { values: Values; positionals: string[] };
+    try {
+      parsed = parseArgs({
+        args: rest,
+        options: { ...command.options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+        allowPositionals: true,
+        strict: true,
+      }) as { values: Values; positionals: string[] };
+    } catch (err) {
+      throw new UsageError((err as Error).message.split('\n')[0]!);
+    }
+    const expected = command.positionals ?? [];
+    if (parsed.positionals.length !== expected.length) {
+      throw new UsageError(expected.length ? `expected ${expected.map((p) => `<${p}>`).join(' ')}; usage: ${command.usage.split('\n')[0]}` : `unexpected argument ${parsed.positionals[0]}`);
+    }
+    const input = await command.input(parsed.values, parsed.positionals);
+    const config = loadConfig();
+    const result = await execute(config, command.operation, input);
+    process.stdout.write(`${parsed.values.json ? JSON.stringify(result) : command.print(result)}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof OperationError || err instanceof ConfigError || err instanceof DataDirLockedError) {
+      report(err.message);
+      return err instanceof UsageError ? 2 : 1;
+    }
+    report(`failed: ${(err as Error).message}`);
+    return 1;
+  }
+}

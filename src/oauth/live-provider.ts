@@ -1,7 +1,7 @@
 /**
- * The running provider and its reloads. oidc-provider takes its signing keys at construction,
- * so a key rotation builds a new provider (with the same app middleware) and swaps it in.
- * Scopes live in one Set that every provider shares, so a new scope needs no rebuild.
+ * The running provider and its reloads. oidc-provider takes its signing keys and scopes at
+ * construction (it copies what it is given), so a change to either builds a new provider, with
+ * the same app middleware, and swaps it in; requests under way finish on the old one.
  *
  * Instances learn of a change three ways: the key-value store's generation, checked before
  * each request that depends on keys or scopes; a pub/sub nudge; and a timer reading Postgres,
@@ -34,7 +34,7 @@ export interface LiveProviderDeps {
   kek: Buffer;
   log: Logger;
   pollIntervalSeconds: number;
-  build(signingKeys: JsonWebKey[], scopes: Set<string>): Provider;
+  build(signingKeys: JsonWebKey[], scopes: string[]): Provider;
 }
 
 /** Tells every instance that keys or scopes changed; call after the change committed. */
@@ -46,22 +46,16 @@ export async function announceConfigChange(db: Db, kv: Kv): Promise<void> {
 
 export async function startLiveProvider(deps: LiveProviderDeps): Promise<LiveProvider> {
   const { db, kv, log } = deps;
-  const scopes = new Set<string>(BUILT_IN_SCOPES);
   let provider: Provider | undefined;
   let loadedGeneration = '';
-  let loadedKeyIds = '';
   let inFlight: Promise<void> | undefined;
 
   async function load(): Promise<void> {
     const generation = await readConfigGeneration(db);
     const [keys, scopeRows] = await Promise.all([loadSigningKeys(db, deps.kek), listScopes(db)]);
-    for (const row of scopeRows) scopes.add(row.name);
-    const keyIds = keys.map((k) => k.kid).join(',');
-    if (!provider || keyIds !== loadedKeyIds) {
-      provider = deps.build(keys.map((k) => k.privateJwk), scopes);
-      if (loadedKeyIds) log.info({ kids: keys.map((k) => k.kid) }, 'signing keys reloaded');
-      loadedKeyIds = keyIds;
-    }
+    const scopes = [...BUILT_IN_SCOPES, ...scopeRows.map((row) => row.name)];
+    provider = deps.build(keys.map((k) => k.privateJwk), scopes);
+    if (loadedGeneration) log.info({ generation, kids: keys.map((k) => k.kid), scopes: scopes.length }, 'keys and scopes reloaded');
     loadedGeneration = generation;
   }
 

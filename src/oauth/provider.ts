@@ -12,8 +12,7 @@ export interface ProviderSettings {
   adapter: AdapterConstructor;
   signingKeys: JsonWebKey[];
   cookieKeys: string[];
-  /** Live set shared with the reloader: oidc-provider keeps a Set it is given, by reference. */
-  scopes: Set<string>;
+  scopes: string[];
   ttl: { accessToken: number; refreshToken: number; authorizationCode: number; session: number };
   trustProxy: boolean;
   findAccount: FindAccount;
@@ -29,7 +28,7 @@ export function buildProvider(s: ProviderSettings): Provider {
     jwks: { keys: s.signingKeys as unknown as NonNullable<Configuration['jwks']>['keys'] },
     findAccount: s.findAccount,
     renderError: s.renderError,
-    scopes: s.scopes as unknown as string[],
+    scopes: s.scopes,
     claims: { openid: ['sub'] },
     // OAuth 2.1: the authorization code flow only; no implicit or hybrid response types.
     responseTypes: ['code'],

@@ -1,0 +1,99 @@
+/**
+ * Drives our login and consent pages over plain HTTP with a cookie jar, the way a browser
+ * would, for flows that need no JavaScript. (The Chromium suite covers the real browser.)
+ */
+import type { TestUser } from './factories.ts';
+
+export class CookieJar {
+  readonly cookies = new Map<string, string>();
+
+  header(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+
+  absorb(res: Response): void {
+    for (const line of res.headers.getSetCookie()) {
+      const [pair, ...attrs] = line.split(';');
+      const eq = pair!.indexOf('=');
+      const name = pair!.slice(0, eq).trim();
+      const value = pair!.slice(eq + 1).trim();
+      const expired = attrs.some((a) => /^\s*expires=Thu, 01 Jan 1970/i.test(a)) || value === '';
+      if (expired) this.cookies.delete(name);
+      else this.cookies.set(name, value);
+    }
+  }
+}
+
+export async function browse(jar: CookieJar, url: string | URL, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  if (jar.cookies.size) headers.set('cookie', jar.header());
+  headers.set('accept', 'text/html');
+  const res = await fetch(url, { ...init, headers, redirect: 'manual' });
+  jar.absorb(res);
+  return res;
+}
+
+export function postForm(jar: CookieJar, url: string | URL, form: Record<string, string | string[]>): Promise<Response> {
+  const body = new URLSearchParams();
+  for (const [k, v] of Object.entries(form)) for (const item of [v].flat()) body.append(k, item);
+  return browse(jar, url, { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+}
+
+const decode = (s: string) => s.replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+
+export const csrfOf = (html: string): string => decode(/name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? '');
+export const scopesOnPage = (html: string): string[] => [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => decode(m[1]!));
+
+/** Follows redirects on the AS until one leaves it; returns that response. */
+export async function followOnIssuer(jar: CookieJar, issuer: string, res: Response): Promise<Response> {
+  let current = res;
+  for (let hops = 0; hops < 10; hops++) {
+    const location = current.headers.get('location');
+    if (!location || current.status < 300 || current.status >= 400) return current;
+    const next = new URL(location, issuer);
+    if (next.origin !== new URL(issuer).origin) return current;
+    current = await browse(jar, next);
+  }
+  throw new Error('too many redirects');
+}
+
+export interface ConsentChoice {
+  decision?: 'allow' | 'deny';
+  /** Scopes to untick on the consent page. */
+  untick?: string[];
+}
+
+export interface AuthorizeResult {
+  /** The redirect back to the client (with code or error), if the flow got there. */
+  callback: URL;
+  consentScopes: string[];
+  consentHtml: string;
+}
+
+/** Signs in and answers consent; returns where the AS finally sends the browser. */
+export async function authorize(issuer: string, authorizationUrl: URL, user: TestUser, choice: ConsentChoice = {}, jar = new CookieJar()): Promise<AuthorizeResult> {
+  let res = await followOnIssuer(jar, issuer, await browse(jar, authorizationUrl));
+  let consentScopes: string[] = [];
+  let consentHtml = '';
+  for (let step = 0; step < 4; step++) {
+    const location = res.headers.get('location');
+    if (location && new URL(location, issuer).origin !== new URL(issuer).origin) {
+      return { callback: new URL(location), consentScopes, consentHtml };
+    }
+    if (res.status !== 200) throw new Error(`unexpected ${res.status} at ${res.url}: ${await res.text()}`);
+    const html = await res.text();
+    const action = /<form method="post" action="([^"]+)"/.exec(html)?.[1];
+    if (!action) throw new Error(`no form on page:\n${html}`);
+    const target = new URL(decode(action), issuer);
+    if (target.pathname.endsWith('/login')) {
+      res = await postForm(jar, target, { csrf: csrfOf(html), username: user.username, password: user.password });
+    } else {
+      consentHtml = html;
+      consentScopes = scopesOnPage(html);
+      const keep = consentScopes.filter((s) => !(choice.untick ?? []).includes(s));
+      res = await postForm(jar, target, { csrf: csrfOf(html), scope: keep, decision: choice.decision ?? 'allow' });
+    }
+    res = await followOnIssuer(jar, issuer, res);
+  }
+  throw new Error('authorization did not finish');
+}

@@ -1,0 +1,74 @@
+/** Test factories: scopes, users and agents created through the real CLI. */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as client from 'openid-client';
+import type { TestServer } from './server.ts';
+
+export interface TestUser {
+  username: string;
+  password: string;
+}
+
+export interface TestAgent {
+  clientId: string;
+  metadata: Record<string, unknown>;
+  privateKey?: CryptoKey;
+  kid?: string;
+}
+
+function ok(result: { code: number; stdout: string; stderr: string }, what: string): string {
+  if (result.code !== 0) throw new Error(`${what} failed (${result.code}): ${result.stderr}`);
+  return result.stdout;
+}
+
+export async function createScope(server: TestServer, name: string, description: string): Promise<void> {
+  ok(await server.cli(['scopes', 'create', name, '--description', description, '--json']), 'scopes create');
+}
+
+export async function createUser(server: TestServer, username = `user-${randomBytes(4).toString('hex')}`): Promise<TestUser> {
+  const password = `pw-${randomBytes(12).toString('base64url')}`;
+  ok(await server.cli(['users', 'create', username, '--password-stdin', '--json'], password), 'users create');
+  return { username, password };
+}
+
+export async function generateAgentKey(): Promise<{ privateKey: CryptoKey; publicJwk: Record<string, unknown> & { kid: string } }> {
+  const { privateKey, publicKey } = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as { privateKey: CryptoKey; publicKey: CryptoKey };
+  const kid = randomBytes(8).toString('hex');
+  return { privateKey, publicJwk: { ...(await crypto.subtle.exportKey('jwk', publicKey)), kid, alg: 'ES256', use: 'sig' } as Record<string, unknown> & { kid: string } };
+}
+
+export interface AgentOptions {
+  name?: string;
+  redirectUris?: string[];
+  scope?: string;
+  grantTypes?: string[];
+  public?: boolean;
+}
+
+export async function createAgent(server: TestServer, options: AgentOptions = {}): Promise<TestAgent> {
+  const args = ['clients', 'create', '--name', options.name ?? 'Test agent', '--json'];
+  for (const uri of options.redirectUris ?? []) args.push('--redirect-uri', uri);
+  if (options.scope) args.push('--scope', options.scope);
+  if (options.grantTypes) args.push('--grant-types', options.grantTypes.join(','));
+  let key: Awaited<ReturnType<typeof generateAgentKey>> | undefined;
+  if (options.public) {
+    args.push('--public');
+  } else {
+    key = await generateAgentKey();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-jwks-'));
+    const file = path.join(dir, 'jwks.json');
+    writeFileSync(file, JSON.stringify({ keys: [key.publicJwk] }));
+    args.push('--jwks-file', file);
+  }
+  const metadata = JSON.parse(ok(await server.cli(args), 'clients create')) as Record<string, unknown>;
+  return { clientId: String(metadata.client_id), metadata, privateKey: key?.privateKey, kid: key?.publicJwk.kid };
+}
+
+/** An openid-client configuration for the agent, authenticating as it registered. */
+export async function clientFor(server: TestServer, agent: TestAgent): Promise<client.Configuration> {
+  const auth = agent.privateKey ? client.PrivateKeyJwt({ key: agent.privateKey, kid: agent.kid }) : client.None();
+  const config = await client.discovery(new URL(server.issuer), agent.clientId, undefined, auth, { execute: [client.allowInsecureRequests] });
+  return config;
+}

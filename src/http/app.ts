@@ -8,6 +8,7 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import { createCsrf } from '../interactions/csrf.ts';
+import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
@@ -58,6 +59,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
     return next();
   });
   provider.use(requestTransaction(db));
+  provider.use(correctTokenErrors);
   const interactions = interactionRoutes({ provider, db, views, csrf: createCsrf(deps.cookieKeys[0]!) });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

@@ -133,6 +133,28 @@ function createDb(driver: Driver): Db {
   };
 }
 
+/**
+ * A database error reduced to what may be logged: some drivers attach the query's parameters,
+ * which can hold hashes, sealed keys or user input.
+ */
+export class DbError extends Error {
+  readonly code: string | undefined;
+  constructor(err: unknown) {
+    const source = err as { message?: unknown; code?: unknown };
+    super(typeof source?.message === 'string' ? source.message : 'database error');
+    this.name = 'DbError';
+    this.code = typeof source?.code === 'string' ? source.code : undefined;
+  }
+}
+
+async function sanitized<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw new DbError(err);
+  }
+}
+
 function isConnectionError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
   // SQLSTATE classes 08 (connection) and 57 (operator intervention) leave the client unusable.
@@ -155,11 +177,11 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
       const client = await pool.connect();
       return {
         async query<T>(sql: string, params?: unknown[]) {
-          const r = await client.query(sql, params);
+          const r = await sanitized(() => client.query(sql, params));
           return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
         },
         async script(sql: string) {
-          await client.query(sql);
+          await sanitized(() => client.query(sql));
         },
         release: (broken) => client.release(broken),
       };
@@ -182,11 +204,11 @@ export async function createPgliteDb(dataDir: string): Promise<Db> {
       await previous;
       return {
         async query<T>(sql: string, params?: unknown[]) {
-          const r = await db.query<T>(sql, params ?? []);
+          const r = await sanitized(() => db.query<T>(sql, params ?? []));
           return { rows: r.rows, rowCount: r.affectedRows || r.rows.length };
         },
         async script(sql: string) {
-          await db.exec(sql);
+          await sanitized(() => db.exec(sql));
         },
         release: () => release(),
       };

@@ -23,6 +23,12 @@ const expiryDate = (expiresIn: number | undefined) =>
 
 export type AdapterConstructor = new (model: string) => Adapter;
 
+/**
+ * Identifiers come from requests. One that no stored row could have (NUL, which Postgres text
+ * cannot hold, or absurd length) is answered as "not found" instead of reaching the database.
+ */
+const storableId = (id: unknown): id is string => typeof id === 'string' && id.length > 0 && id.length <= 1024 && !id.includes('\u0000');
+
 export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
   return class StorageAdapter implements Adapter {
     readonly model: string;
@@ -44,6 +50,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {
+      if (!storableId(id)) return undefined;
       if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
       if (this.model === 'Client') return findActiveClientMetadata(db, id);
       if (this.model === 'Grant') return findLiveGrant(db, id);
@@ -55,6 +62,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      if (!storableId(uid)) return undefined;
       const id = await kv.get(`sessionUid:${uid}`);
       return id ? kvFind(kv, 'Session', id) : undefined;
     }
@@ -64,6 +72,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
     }
 
     async consume(id: string): Promise<void> {
+      if (!storableId(id)) throw new errors.InvalidGrant('unknown token');
       const { won, grantId } = await artifacts.consumeArtifact(db, this.model, id);
       if (won) return;
       // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
@@ -72,6 +81,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
     }
 
     async destroy(id: string): Promise<void> {
+      if (!storableId(id)) return;
       if (KV_MODELS.has(this.model)) {
         const stored = await kvFind(kv, this.model, id);
         if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);

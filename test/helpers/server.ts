@@ -19,6 +19,8 @@ export const allServerOutput: string[] = [];
 
 export interface TestServer {
   issuer: string;
+  /** Where the server is reached; the issuer unless a test set a different ISSUER. */
+  baseUrl: string;
   env: NodeJS.ProcessEnv;
   /** Runs `agentauth …` against this server's configuration. */
   cli(args: string[], stdin?: string): Promise<CliResult>;
@@ -116,14 +118,15 @@ export function spawnServer(env: NodeJS.ProcessEnv): Promise<{ child: ChildProce
   });
 }
 
-export async function startServer(): Promise<TestServer> {
+export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestServer> {
   const deployment = await newDeployment();
-  const port = await freePort();
-  const issuer = `http://localhost:${port}`;
-  const env = { ...deployment.env, PORT: String(port), ISSUER: issuer };
+  const port = extraEnv.PORT ? Number(extraEnv.PORT) : await freePort();
+  const baseUrl = `http://localhost:${port}`;
+  const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
   const { child, output } = await spawnServer(env);
   return {
-    issuer,
+    issuer: env.ISSUER!,
+    baseUrl,
     env,
     cli: (args, stdin) => runCli(env, args, stdin),
     output,

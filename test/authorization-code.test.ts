@@ -104,12 +104,27 @@ describe('authorization code flow with PKCE', () => {
     const wins = attempts.filter((a) => a.status === 'fulfilled');
     assert.ok(wins.length <= 1, `${wins.length} redemptions succeeded`);
     for (const a of attempts) {
-      if (a.status === 'rejected') assert.equal((a.reason as client.ResponseBodyError).error, 'invalid_grant');
+      if (a.status === 'rejected') assert.equal((a.reason as client.ResponseBodyError).error, 'invalid_grant', String(a.reason) + JSON.stringify((a.reason as { cause?: unknown }).cause));
     }
     // Every loser counts as reuse: whatever the winner got is dead.
     for (const w of wins) {
       const tokens = (w as PromiseFulfilledResult<client.TokenEndpointResponse>).value;
       assert.equal((await client.tokenIntrospection(config, tokens.access_token)).active, false);
+    }
+  });
+
+  it('a refresh token sent 10 times at once rotates at most once and never errors with 5xx', async () => {
+    const { tokens } = await obtainTokens();
+    const attempts = await Promise.allSettled(Array.from({ length: 10 }, () => client.refreshTokenGrant(config, tokens.refresh_token!)));
+    const wins = attempts.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
+    assert.ok(wins.length <= 1, `${wins.length} refreshes succeeded`);
+    for (const a of attempts) {
+      if (a.status === 'rejected') assert.equal((a.reason as client.ResponseBodyError).error, 'invalid_grant', String(a.reason));
+    }
+    // The losers count as reuse of a rotated token: no token of the grant survives.
+    for (const w of wins) {
+      assert.equal((await client.tokenIntrospection(config, w.access_token)).active, false);
+      await assert.rejects(client.refreshTokenGrant(config, w.refresh_token!));
     }
   });
 

@@ -88,6 +88,27 @@ describe('client_credentials and the token endpoint', () => {
     assert.equal(((await replay.json()) as { error: string }).error, 'invalid_client');
   });
 
+  it('accepts one assertion sent 20 times at once exactly once', async () => {
+    let assertion = '';
+    config[client.customFetch] = async (url, options) => {
+      assertion = new URLSearchParams(String(options.body)).get('client_assertion') ?? '';
+      return new Response(JSON.stringify({ error: 'invalid_request' }), { status: 400, headers: { 'content-type': 'application/json' } });
+    };
+    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'reports:generate' }));
+    delete config[client.customFetch];
+    assert.ok(assertion);
+    const body = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+    });
+    const results = await Promise.all(Array.from({ length: 20 }, () =>
+      fetch(`${server.issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body })));
+    const statuses = results.map((r) => r.status).sort();
+    assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses.join(',')}`);
+    assert.ok(statuses.every((s) => s === 200 || s === 401), `statuses: ${statuses.join(',')}`);
+  });
+
   it('refuses a grant type the client is not registered for with unauthorized_client', async () => {
     await assert.rejects(
       client.refreshTokenGrant(config, 'not-a-real-token'),

@@ -33,19 +33,23 @@ export async function findLiveGrant(db: Db, id: string): Promise<Record<string, 
 }
 
 /**
- * Locks the grant row against a concurrent revocation until this transaction ends and says
- * whether tokens may still be stored for it.
+ * Takes the grant's row lock until this transaction ends and says whether it still lives.
+ *
+ * Lock order, everywhere: the grant row first, then its artifacts. Every path that writes an
+ * artifact of a grant (insert, consume, delete, revoke) takes this lock first, so concurrent
+ * requests on one grant queue up instead of deadlocking, and a token insert racing with a
+ * revocation either commits before it (and is deleted by it) or sees the tombstone.
  */
-export async function lockLiveGrant(db: Db, id: string): Promise<boolean> {
-  const r = await db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM grants WHERE id = $1 FOR SHARE', [id]);
+export async function lockGrant(db: Db, id: string): Promise<'live' | 'revoked' | 'missing'> {
+  const r = await db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM grants WHERE id = $1 FOR UPDATE', [id]);
   const row = r.rows[0];
-  return row !== undefined && row.revoked_at === null;
+  if (!row) return 'missing';
+  return row.revoked_at === null ? 'live' : 'revoked';
 }
 
 /**
- * Tombstones the grant and deletes every credential issued under it. The UPDATE takes the row
- * lock first, so an insert racing with it either committed before (and is deleted here) or sees
- * the tombstone. Idempotent: oidc-provider calls it once per model, concurrently.
+ * Tombstones the grant and deletes every credential issued under it, grant row first (see
+ * lockGrant). Idempotent: oidc-provider calls it once per model, concurrently.
  */
 export async function tombstoneGrant(db: Db, id: string): Promise<void> {
   await db.tx(async () => {

@@ -33,26 +33,26 @@ export async function findArtifact(db: Db, model: string, id: string): Promise<S
   return row && { payload: row.payload, consumedAt: row.consumed_at, grantId: row.grant_id };
 }
 
+/** The grant an artifact belongs to, read without a lock (to know which grant row to lock first). */
+export async function grantOfArtifact(db: Db, model: string, id: string): Promise<string | null> {
+  const r = await db.query<{ grant_id: string | null }>('SELECT grant_id FROM oidc_artifacts WHERE model = $1 AND id_hash = $2', [model, hashId(id)]);
+  return r.rows[0]?.grant_id ?? null;
+}
+
 /**
- * Marks an artifact consumed if nobody did before. The row lock makes a concurrent consumer wait
- * for this transaction and then find it consumed. Returns false when it lost (already consumed).
+ * Marks an artifact consumed if nobody did before; false when it lost (already consumed, or
+ * deleted by a revocation). A concurrent consumer waits for this transaction's row lock.
  */
-export async function consumeArtifact(db: Db, model: string, id: string): Promise<{ won: boolean; grantId: string | null }> {
-  const r = await db.query<{ grant_id: string | null }>(
-    'UPDATE oidc_artifacts SET consumed_at = now() WHERE model = $1 AND id_hash = $2 AND consumed_at IS NULL RETURNING grant_id',
+export async function consumeArtifact(db: Db, model: string, id: string): Promise<boolean> {
+  const r = await db.query(
+    'UPDATE oidc_artifacts SET consumed_at = now() WHERE model = $1 AND id_hash = $2 AND consumed_at IS NULL',
     [model, hashId(id)],
   );
-  if (r.rows[0]) return { won: true, grantId: r.rows[0].grant_id };
-  const other = await findArtifact(db, model, id);
-  return { won: false, grantId: other?.grantId ?? null };
+  return r.rowCount === 1;
 }
 
 export async function deleteArtifact(db: Db, model: string, id: string): Promise<void> {
   await db.query('DELETE FROM oidc_artifacts WHERE model = $1 AND id_hash = $2', [model, hashId(id)]);
-}
-
-export async function deleteArtifactsOfGrant(db: Db, model: string, grantId: string): Promise<void> {
-  await db.query('DELETE FROM oidc_artifacts WHERE model = $1 AND grant_id = $2', [model, grantId]);
 }
 
 /** Records a single-use marker; false when it was already recorded (a replay). */

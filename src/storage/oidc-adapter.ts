@@ -8,7 +8,7 @@
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { findActiveClientMetadata } from '../clients/store.ts';
-import { findLiveGrant, lockLiveGrant, tombstoneGrant, upsertGrant } from '../grants/store.ts';
+import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
 import type { Kv } from './kv.ts';
@@ -42,9 +42,8 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
       if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
       if (this.model === 'Client') throw new Error('clients are written by agentauth, not by oidc-provider');
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
-      // A grant-bound credential is stored only while its grant lives: the row lock orders this
-      // insert against a concurrent revocation.
-      if (grantId && !(await lockLiveGrant(db, grantId))) throw new errors.InvalidGrant('grant is no longer valid');
+      // A grant-bound credential is stored only while its grant lives (see lockGrant).
+      if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
       const { jti: _value, ...rest } = payload;
       await artifacts.upsertArtifact(db, this.model, id, grantId, rest, expiryDate(expiresIn));
     }
@@ -73,8 +72,9 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
 
     async consume(id: string): Promise<void> {
       if (!storableId(id)) throw new errors.InvalidGrant('unknown token');
-      const { won, grantId } = await artifacts.consumeArtifact(db, this.model, id);
-      if (won) return;
+      const grantId = await artifacts.grantOfArtifact(db, this.model, id);
+      if (grantId) await lockGrant(db, grantId);
+      if (await artifacts.consumeArtifact(db, this.model, id)) return;
       // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
       if (grantId) await tombstoneGrant(db, grantId);
       throw new errors.InvalidGrant(`${this.model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
@@ -88,11 +88,17 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
         return kv.del(`${this.model}:${id}`);
       }
       if (this.model === 'Grant') return tombstoneGrant(db, id);
+      const grantId = await artifacts.grantOfArtifact(db, this.model, id);
+      if (grantId) await lockGrant(db, grantId);
       return artifacts.deleteArtifact(db, this.model, id);
     }
 
+    /**
+     * oidc-provider calls this for each token model when a grant must die (code or refresh token
+     * reuse, revocation). The whole grant is tombstoned: no token of it may outlive the call.
+     */
     async revokeByGrantId(grantId: string): Promise<void> {
-      await artifacts.deleteArtifactsOfGrant(db, this.model, grantId);
+      await tombstoneGrant(db, grantId);
     }
   };
 }

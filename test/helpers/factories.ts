@@ -6,6 +6,9 @@ import path from 'node:path';
 import * as client from 'openid-client';
 import type { TestServer } from './server.ts';
 
+/** What the factories need of a running deployment: its CLI and its issuer. */
+export type Target = Pick<TestServer, 'cli' | 'issuer'>;
+
 export interface TestUser {
   username: string;
   password: string;
@@ -23,11 +26,11 @@ function ok(result: { code: number; stdout: string; stderr: string }, what: stri
   return result.stdout;
 }
 
-export async function createScope(server: TestServer, name: string, description: string): Promise<void> {
+export async function createScope(server: Target, name: string, description: string): Promise<void> {
   ok(await server.cli(['scopes', 'create', name, '--description', description, '--json']), 'scopes create');
 }
 
-export async function createUser(server: TestServer, username = `user-${randomBytes(4).toString('hex')}`): Promise<TestUser> {
+export async function createUser(server: Target, username = `user-${randomBytes(4).toString('hex')}`): Promise<TestUser> {
   const password = `pw-${randomBytes(12).toString('base64url')}`;
   ok(await server.cli(['users', 'create', username, '--password-stdin', '--json'], password), 'users create');
   return { username, password };
@@ -47,7 +50,7 @@ export interface AgentOptions {
   public?: boolean;
 }
 
-export async function createAgent(server: TestServer, options: AgentOptions = {}): Promise<TestAgent> {
+export async function createAgent(server: Target, options: AgentOptions = {}): Promise<TestAgent> {
   const args = ['clients', 'create', '--name', options.name ?? 'Test agent', '--json'];
   for (const uri of options.redirectUris ?? []) args.push('--redirect-uri', uri);
   if (options.scope) args.push('--scope', options.scope);
@@ -67,7 +70,7 @@ export async function createAgent(server: TestServer, options: AgentOptions = {}
 }
 
 /** An openid-client configuration for the agent, authenticating as it registered. */
-export async function clientFor(server: TestServer, agent: TestAgent): Promise<client.Configuration> {
+export async function clientFor(server: Target, agent: TestAgent): Promise<client.Configuration> {
   const auth = agent.privateKey ? client.PrivateKeyJwt({ key: agent.privateKey, kid: agent.kid }) : client.None();
   const config = await client.discovery(new URL(server.issuer), agent.clientId, undefined, auth, { execute: [client.allowInsecureRequests] });
   return config;

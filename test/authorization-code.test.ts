@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { authorize, browse, CookieJar, csrfOf, followOnIssuer, openLoginPage, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -197,12 +197,10 @@ describe('authorization code flow with PKCE', () => {
 
   it('refuses a consent POST without its CSRF token and changes nothing', async () => {
     const flow = await startFlow();
-    const jar = new CookieJar();
-    let res = await followOnIssuer(jar, server.issuer, await browse(jar, flow.url));
-    let html = await res.text();
-    const uid = /\/interaction\/([^/]+)\/login/.exec(html)![1]!;
-    res = await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: user.username, password: user.password }));
-    html = await res.text();
+    const login = await openLoginPage(server.issuer, flow.url);
+    const jar = login.jar;
+    const res = await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}/interaction/${login.uid}/login`, { csrf: csrfOf(login.html), username: user.username, password: user.password }));
+    const html = await res.text();
     assert.match(html, /Allow/);
     const consentUid = /\/interaction\/([^/]+)\/consent/.exec(html)![1]!;
     const forged = await postForm(jar, `${server.issuer}/interaction/${consentUid}/consent`, { scope: 'notes:read', decision: 'allow' });
@@ -218,10 +216,7 @@ describe('authorization code flow with PKCE', () => {
 
   it('a wrong password shows the login page again with a message, after a 303', async () => {
     const flow = await startFlow();
-    const jar = new CookieJar();
-    const res = await followOnIssuer(jar, server.issuer, await browse(jar, flow.url));
-    const html = await res.text();
-    const uid = /\/interaction\/([^/]+)\/login/.exec(html)![1]!;
+    const { jar, html, uid } = await openLoginPage(server.issuer, flow.url);
     const post = await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: user.username, password: 'wrong password' });
     assert.equal(post.status, 303);
     const page = await browse(jar, new URL(post.headers.get('location')!, server.issuer));

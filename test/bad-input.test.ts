@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { browse, csrfOf, openLoginPage, postForm, postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, type TestAgent } from './helpers/factories.ts';
 import { freePort, startServer, type TestServer } from './helpers/server.ts';
 
@@ -31,14 +31,15 @@ describe('bad input', () => {
   }
 
   it('answers token endpoint misuse with RFC 6749 errors', async () => {
-    const post = (body: string | URLSearchParams, contentType = 'application/x-www-form-urlencoded') =>
+    const post = (body: string, contentType = 'application/x-www-form-urlencoded') =>
       fetch(`${server.issuer}/token`, { method: 'POST', headers: { 'content-type': contentType }, body });
     await expectJsonError(await post(JSON.stringify({ grant_type: 'client_credentials' }), 'application/json'), 400, 'invalid_request');
     await expectJsonError(await post(''), 400, 'invalid_request');
     await expectJsonError(await post('grant_type=authorization_code&grant_type=refresh_token'), 400, 'invalid_request');
     await expectJsonError(await post(`grant_type=client_credentials&pad=${'a'.repeat(100_000)}`), 400, 'invalid_request');
-    await expectJsonError(await post(new URLSearchParams({ grant_type: 'client_credentials', client_id: agent.clientId, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: 'not.a.jwt' })), 400, 'invalid_request');
-    await expectJsonError(await post(new URLSearchParams({ grant_type: 'client_credentials', client_id: agent.clientId, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: 'eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.' })), 401, 'invalid_client');
+    const withAssertion = (assertion: string) => postToken(server.issuer, { grant_type: 'client_credentials', client_id: agent.clientId, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion });
+    await expectJsonError(await withAssertion('not.a.jwt'), 400, 'invalid_request');
+    await expectJsonError(await withAssertion('eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.'), 401, 'invalid_client');
     const get = await fetch(`${server.issuer}/token`);
     assert.ok([400, 404, 405].includes(get.status), `GET /token: ${get.status}`);
   });
@@ -72,14 +73,11 @@ describe('bad input', () => {
   });
 
   it('limits form bodies on our own pages', async () => {
-    const jar = new CookieJar();
     const config = await clientFor(server, agent);
     const url = client.buildAuthorizationUrl(config, {
       redirect_uri: 'https://agent.example/cb', scope: 'docs:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
     });
-    const page = await followOnIssuer(jar, server.issuer, await browse(jar, url));
-    const html = await page.text();
-    const uid = /\/interaction\/([^/]+)\/login/.exec(html)![1]!;
+    const { jar, html, uid } = await openLoginPage(server.issuer, url);
     const huge = await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: 'a', password: 'b'.repeat(1024 * 1024) });
     assert.equal(huge.status, 413);
     const json = await browse(jar, `${server.issuer}/interaction/${uid}/login`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import pg from 'pg';
+import { postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, type TestAgent } from './helpers/factories.ts';
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 
@@ -43,11 +44,7 @@ describe('client_credentials and the token endpoint', () => {
   });
 
   it('answers token requests with Cache-Control: no-store, errors included', async () => {
-    const res = await fetch(`${server.issuer}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'password', username: 'a', password: 'b', client_id: publicAgent.clientId }),
-    });
+    const res = await postToken(server.issuer, { grant_type: 'password', username: 'a', password: 'b', client_id: publicAgent.clientId });
     assert.equal(res.status, 400);
     assert.equal(res.headers.get('cache-control'), 'no-store');
     const body = (await res.json()) as { error: string; error_description: string };
@@ -56,54 +53,27 @@ describe('client_credentials and the token endpoint', () => {
   });
 
   it('refuses a client that does not authenticate', async () => {
-    const res = await fetch(`${server.issuer}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: agent.clientId }),
-    });
+    const res = await postToken(server.issuer, { grant_type: 'client_credentials', client_id: agent.clientId });
     assert.equal(res.status, 401);
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
   });
 
   it('refuses an assertion replayed a second time', async () => {
-    // Capture one assertion by signing it through openid-client's own private_key_jwt helper.
-    let assertion = '';
-    const capture: client.CustomFetch = async (url, options) => {
-      assertion = new URLSearchParams(String(options.body)).get('client_assertion') ?? '';
-      return fetch(url, options as RequestInit);
-    };
-    config[client.customFetch] = capture;
-    await client.clientCredentialsGrant(config, { scope: 'reports:generate' });
-    delete config[client.customFetch];
-    const replay = await fetch(`${server.issuer}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({
+    const assertion = await signedAssertion(server, agent);
+    assert.equal((await postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion })).status, 200);
+    const replay = await postToken(server.issuer, {
         grant_type: 'client_credentials',
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion_type: JWT_BEARER,
         client_assertion: assertion,
-      }),
-    });
+      });
     assert.equal(replay.status, 401);
     assert.equal(((await replay.json()) as { error: string }).error, 'invalid_client');
   });
 
   it('accepts one assertion sent 20 times at once exactly once', async () => {
-    let assertion = '';
-    config[client.customFetch] = async (url, options) => {
-      assertion = new URLSearchParams(String(options.body)).get('client_assertion') ?? '';
-      return new Response(JSON.stringify({ error: 'invalid_request' }), { status: 400, headers: { 'content-type': 'application/json' } });
-    };
-    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'reports:generate' }));
-    delete config[client.customFetch];
-    assert.ok(assertion);
-    const body = new URLSearchParams({
-      grant_type: 'client_credentials',
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: assertion,
-    });
-    const results = await Promise.all(Array.from({ length: 20 }, () =>
-      fetch(`${server.issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body })));
+    const assertion = await signedAssertion(server, agent);
+    const body = { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion };
+    const results = await Promise.all(Array.from({ length: 20 }, () => postToken(server.issuer, body)));
     const statuses = results.map((r) => r.status).sort();
     assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses.join(',')}`);
     assert.ok(statuses.every((s) => s === 200 || s === 401), `statuses: ${statuses.join(',')}`);
@@ -114,11 +84,7 @@ describe('client_credentials and the token endpoint', () => {
       client.refreshTokenGrant(config, 'not-a-real-token'),
       (err: client.ResponseBodyError) => err.error === 'unauthorized_client' && err.status === 400,
     );
-    const res = await fetch(`${server.issuer}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: publicAgent.clientId }),
-    });
+    const res = await postToken(server.issuer, { grant_type: 'client_credentials', client_id: publicAgent.clientId });
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { error: string }).error, 'unauthorized_client');
   });
@@ -162,6 +128,21 @@ describe('client_credentials and the token endpoint', () => {
     }
   });
 });
+
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+/** A fresh client assertion signed by openid-client's own private_key_jwt code, never sent. */
+async function signedAssertion(server: TestServer, agent: TestAgent): Promise<string> {
+  const capturing = await clientFor(server, agent);
+  let assertion = '';
+  capturing[client.customFetch] = async (_url, options) => {
+    assertion = new URLSearchParams(String(options.body)).get('client_assertion') ?? '';
+    return new Response(JSON.stringify({ error: 'invalid_request' }), { status: 400, headers: { 'content-type': 'application/json' } });
+  };
+  await assert.rejects(client.clientCredentialsGrant(capturing));
+  assert.ok(assertion);
+  return assertion;
+}
 
 /** How many files under dir contain the needle's bytes (the embedded database's files and WAL). */
 function filesContaining(dir: string, needle: string): number {

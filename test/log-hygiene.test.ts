@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { authorize, csrfOf, openLoginPage, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -43,10 +43,7 @@ describe('log hygiene', () => {
     const url = client.buildAuthorizationUrl(config, {
       redirect_uri: 'http://127.0.0.1/cb', scope: 'mail:send', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state: 'st4te-value',
     });
-    const jar = new CookieJar();
-    const page = await followOnIssuer(jar, server.issuer, await browse(jar, url));
-    const html = await page.text();
-    const uid = /\/interaction\/([^/]+)\/login/.exec(html)![1]!;
+    const { jar, html, uid } = await openLoginPage(server.issuer, url);
     await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: user.username, password: wrongPassword });
 
     const { callback } = await authorize(server.issuer, url, user, {}, jar);

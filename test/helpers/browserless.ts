@@ -97,3 +97,22 @@ export async function authorize(issuer: string, authorizationUrl: URL, user: Tes
   }
   throw new Error('authorization did not finish');
 }
+
+/** Opens the authorization URL in a fresh jar and returns the login page and its interaction uid. */
+export async function openLoginPage(issuer: string, authorizationUrl: URL): Promise<{ jar: CookieJar; html: string; uid: string }> {
+  const jar = new CookieJar();
+  const res = await followOnIssuer(jar, issuer, await browse(jar, authorizationUrl));
+  const html = await res.text();
+  const uid = /\/interaction\/([^/]+)\/login/.exec(html)?.[1];
+  if (!uid) throw new Error(`no login form:\n${html}`);
+  return { jar, html, uid };
+}
+
+/** POSTs a form to the token endpoint without any client library, as an attacker would. */
+export function postToken(issuer: string, params: Record<string, string> | URLSearchParams): Promise<Response> {
+  return fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(params),
+  });
+}

@@ -42,6 +42,9 @@ const envSchema = z.object({
   AUTHORIZATION_CODE_TTL: z.coerce.number().int().min(10).max(600).default(60),
   SESSION_TTL: seconds(24 * 3600),
   CONFIG_POLL_INTERVAL: seconds(30),
+  AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
+  AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
+  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).optional(),
 });
 
 export interface Config {
@@ -64,6 +67,14 @@ export interface Config {
     session: number;
   };
   configPollIntervalSeconds: number;
+  audit: {
+    /** Days audit events are kept; 0 keeps them forever. */
+    retentionDays: number;
+    /** Share of introspection calls recorded, 0 to 1. */
+    introspectionSampleRate: number;
+  };
+  /** Bearer credential for the admin HTTP endpoints; unset disables them. */
+  adminToken: string | undefined;
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
 }
@@ -115,6 +126,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       session: e.SESSION_TTL,
     },
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
+    audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
+    adminToken: e.ADMIN_TOKEN,
     embedded: !e.DATABASE_URL,
   };
 }

@@ -20,6 +20,7 @@ import { openRuntime } from './runtime.ts';
 import { purgeExpired } from './storage/artifacts.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './storage/oidc-adapter.ts';
+import { auditGrantRevocation } from './audit/provider-events.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 
@@ -43,7 +44,7 @@ async function start(config: Config): Promise<void> {
   const issuer = config.issuer ?? `http://localhost:${port}`;
 
   const views = createViews();
-  const Adapter = createAdapterClass(db, kv);
+  const Adapter = createAdapterClass(db, kv, auditGrantRevocation(runtime.audit));
   const live = await startLiveProvider({
     db,
     kv,
@@ -69,7 +70,12 @@ async function start(config: Config): Promise<void> {
             renderErrorPage(ctx, views, ctx.status, String(out.error), String(out.error_description ?? 'The request could not be completed.'));
           },
         }),
-        { db, kv, log, views, cookieKeys: runtime.cookieKeys, ensureFresh: () => live.ensureFresh() },
+        {
+          db, kv, log, views, audit: runtime.audit, cookieKeys: runtime.cookieKeys,
+          introspectionSampleRate: config.audit.introspectionSampleRate,
+          adminToken: config.adminToken,
+          ensureFresh: () => live.ensureFresh(),
+        },
       ),
   });
 
@@ -86,11 +92,15 @@ async function start(config: Config): Promise<void> {
 
   let adminSocket: Server | undefined;
   if (config.embedded) {
-    adminSocket = await serveAdminSocket(config.dataDir, { db, kv, keyEncryptionKey: runtime.keyEncryptionKey }, log, () => live.ensureFresh());
+    adminSocket = await serveAdminSocket(config.dataDir, runtime, log, () => live.ensureFresh());
   }
 
   const purge = setInterval(() => {
     purgeExpired(db, config.ttl.refreshToken).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+    if (config.audit.retentionDays > 0) {
+      const cutoff = new Date(Date.now() - config.audit.retentionDays * 24 * 3600 * 1000);
+      runtime.audit.purge(cutoff, { type: 'system' }).catch((err: unknown) => log.warn({ err }, 'audit purge failed'));
+    }
   }, PURGE_INTERVAL_MS);
   purge.unref();
 

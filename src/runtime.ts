@@ -3,6 +3,8 @@
  * the secrets (from the environment, or generated under the data directory when embedded).
  * The server and the CLI share it, so they always read the same configuration alike.
  */
+import { chainKey } from './audit/chain.ts';
+import { createAuditLog, type AuditLog } from './audit/log.ts';
 import type { Config } from './config.ts';
 import { createPgliteDb, createPostgresDb, type Db } from './storage/db.ts';
 import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
@@ -13,6 +15,7 @@ import { migrate } from './storage/migrate.ts';
 export interface Runtime {
   db: Db;
   kv: Kv;
+  audit: AuditLog;
   keyEncryptionKey: Buffer;
   cookieKeys: string[];
   close(): Promise<void>;
@@ -48,6 +51,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   return {
     db,
     kv,
+    audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey)),
     ...secrets,
     async close() {
       await kv.close();

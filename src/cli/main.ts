@@ -8,6 +8,7 @@ import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { openRuntime } from '../runtime.ts';
 import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
 import { callAdminSocket } from './admin-socket.ts';
+import type { VerifyResult } from '../audit/log.ts';
 import { OperationError, runOperation, type OperationName } from './operations.ts';
 
 class UsageError extends Error {}
@@ -22,9 +23,13 @@ interface Command {
   positionals?: string[];
   operation: OperationName;
   /** Turns parsed arguments into the operation's input (reading files or stdin as needed). */
-  input(values: Values, positionals: string[]): Promise<unknown>;
+  input(values: Values, positionals: string[], config: Config): Promise<unknown>;
   print(result: unknown): string;
+  /** Whether the result means the command failed (exit 1), e.g. a broken audit chain. */
+  failed?(result: unknown): boolean;
 }
+
+const DAY_MS = 24 * 3600 * 1000;
 
 const json = (v: unknown) => JSON.stringify(v, null, 2);
 
@@ -128,9 +133,45 @@ const COMMANDS: Record<string, Command> = {
     input: async () => ({}),
     print: (r) => `new signing key ${(r as { kid: string }).kid} is now in use`,
   },
+  'audit verify': {
+    usage: 'agentauth audit verify [--json]',
+    summary: 'Walk the audit chain; name the first row that does not fit. Exits 1 if one does not.',
+    operation: 'audit.verify',
+    input: async () => ({}),
+    print: (r) => {
+      const v = r as VerifyResult;
+      return v.ok
+        ? `audit chain intact: ${v.checked} rows checked; head row ${v.head.seq}, hash ${v.head.hash}`
+        : `audit chain broken at row ${v.problem?.seq}: ${v.problem?.reason}`;
+    },
+    failed: (r) => !(r as VerifyResult).ok,
+  },
+  'audit export': {
+    usage: 'agentauth audit export [--since <ISO time>] [--user <username or id>] [--client <client_id>] [--json]',
+    summary: 'Write audit events as JSON lines, oldest first (with --json: one object {"events": [...]}).',
+    options: { since: { type: 'string' }, user: { type: 'string' }, client: { type: 'string' } },
+    operation: 'audit.export',
+    input: async (values) => ({ since: values.since, user: values.user, client: values.client }),
+    print: (r) => (r as { events: unknown[] }).events.map((e) => JSON.stringify(e)).join('\n'),
+  },
+  'audit purge': {
+    usage: 'agentauth audit purge [--before <ISO time>] [--json]',
+    summary: 'Delete audit events older than AUDIT_RETENTION_DAYS (or --before); the rest still verifies.',
+    options: { before: { type: 'string' } },
+    operation: 'audit.purge',
+    async input(values, _positionals, config) {
+      if (typeof values.before === 'string') return { before: values.before };
+      if (config.audit.retentionDays === 0) throw new UsageError('AUDIT_RETENTION_DAYS is 0 (keep forever); pass --before to purge anyway');
+      return { before: new Date(Date.now() - config.audit.retentionDays * DAY_MS).toISOString() };
+    },
+    print: (r) => {
+      const p = r as { purged: number; throughSeq?: number };
+      return p.purged ? `purged ${p.purged} audit events (through row ${p.throughSeq})` : 'nothing to purge';
+    },
+  },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit'];
 
 function overview(): string {
   return [
@@ -177,7 +218,7 @@ async function execute(config: Config, operation: OperationName, input: unknown)
   if (config.embedded && lockHolder(config.dataDir) !== undefined) return callAdminSocket(config.dataDir, operation, input);
   const runtime = await openRuntime(config);
   try {
-    return await runOperation({ db: runtime.db, kv: runtime.kv, keyEncryptionKey: runtime.keyEncryptionKey }, operation, input);
+    return await runOperation(runtime, operation, input);
   } finally {
     await runtime.close();
   }
@@ -227,11 +268,12 @@ export async function main(argv: string[]): Promise<number> {
     if (parsed.positionals.length !== expected.length) {
       throw new UsageError(expected.length ? `expected ${expected.map((p) => `<${p}>`).join(' ')}; usage: ${command.usage.split('\n')[0]}` : `unexpected argument ${parsed.positionals[0]}`);
     }
-    const input = await command.input(parsed.values, parsed.positionals);
     const config = loadConfig();
+    const input = await command.input(parsed.values, parsed.positionals, config);
     const result = await execute(config, command.operation, input);
-    process.stdout.write(`${parsed.values.json ? JSON.stringify(result) : command.print(result)}\n`);
-    return 0;
+    const text = parsed.values.json ? JSON.stringify(result) : command.print(result);
+    if (text) process.stdout.write(`${text}\n`);
+    return command.failed?.(result) ? 1 : 0;
   } catch (err) {
     if (err instanceof UsageError || err instanceof OperationError || err instanceof ConfigError || err instanceof DataDirLockedError) {
       report(err.message);

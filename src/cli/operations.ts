@@ -5,10 +5,11 @@
  */
 import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
-import { insertAccount } from '../accounts/store.ts';
+import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { clientInputSchema, registerClient, RegistrationError } from '../clients/registration.ts';
 import { findClient, listClients, type ClientRecord } from '../clients/store.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
+import type { AuditLog } from '../audit/log.ts';
 import { announceConfigChange } from '../oauth/live-provider.ts';
 import { listScopes, upsertScope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
@@ -19,7 +20,11 @@ export interface OperationContext {
   db: Db;
   kv: Kv;
   keyEncryptionKey: Buffer;
+  audit: AuditLog;
 }
+
+/** Operations are an operator's acts: the audit trail names the admin command line. */
+const ADMIN = { type: 'admin', id: 'cli' } as const;
 
 /** An error whose message is meant for the operator (one line, no secrets). */
 export class OperationError extends Error {}
@@ -41,9 +46,10 @@ export const operations = {
       username: z.string().regex(USERNAME, 'must be 1-100 letters, digits or . _ @ + -'),
       password: z.string().min(8, 'must be at least 8 characters').max(1000),
     }),
-    async ({ db }, { username, password }) => {
+    async ({ db, audit }, { username, password }) => {
       const created = await insertAccount(db, username, await hashPassword(password));
       if (!created) throw new OperationError(`user ${username} already exists`);
+      await audit.record({ type: 'user.created', actor: ADMIN, accountId: created.id, details: { username } });
       return created;
     },
   ),
@@ -53,8 +59,9 @@ export const operations = {
       name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
       description: z.string().trim().min(1).max(300),
     }),
-    async ({ db }, scope) => {
+    async ({ db, audit }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
+      await audit.record({ type: 'scope.created', actor: ADMIN, scopes: scope.name, details: { description: scope.description } });
       return upsertScope(db, scope);
     },
     { changesConfig: true },
@@ -62,9 +69,14 @@ export const operations = {
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
 
-  'clients.create': operation(clientInputSchema, async ({ db }, input) => {
+  'clients.create': operation(clientInputSchema, async ({ db, audit }, input) => {
     try {
-      return await registerClient(db, input);
+      const client = await registerClient(db, input);
+      await audit.record({
+        type: 'client.registered', actor: ADMIN, clientId: client.client_id, scopes: typeof client.scope === 'string' ? client.scope : null,
+        details: { client_name: client.client_name, grant_types: client.grant_types, redirect_uris: client.redirect_uris, token_endpoint_auth_method: client.token_endpoint_auth_method },
+      });
+      return client;
     } catch (err) {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
       throw err;
@@ -79,7 +91,27 @@ export const operations = {
     return clientView(client);
   }),
 
-  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey }) => rotateSigningKey(db, keyEncryptionKey), { changesConfig: true }),
+  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey, audit }) => {
+    const key = await rotateSigningKey(db, keyEncryptionKey);
+    await audit.record({ type: 'signing_key.rotated', actor: ADMIN, details: { kid: key.kid, alg: key.alg } });
+    return key;
+  }, { changesConfig: true }),
+
+  'audit.verify': operation(z.object({}), async ({ audit }) => audit.verify()),
+
+  'audit.export': operation(
+    z.object({ since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional() }),
+    async ({ db, audit }, { since, user, client }) => {
+      // --user takes a username or an account id.
+      const accountId = user ? ((await findAccountByUsername(db, user))?.id ?? user) : undefined;
+      return { events: await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }) };
+    },
+  ),
+
+  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ audit }, { before }) => {
+    const result = await audit.purge(new Date(before), ADMIN);
+    return result ?? { purged: 0 };
+  }),
 };
 
 export type OperationName = keyof typeof operations;

@@ -47,13 +47,27 @@ export async function lockGrant(db: Db, id: string): Promise<'live' | 'revoked' 
   return row.revoked_at === null ? 'live' : 'revoked';
 }
 
+export interface RevokedGrant {
+  grantId: string;
+  accountId: string;
+  clientId: string;
+}
+
 /**
  * Tombstones the grant and deletes every credential issued under it, grant row first (see
- * lockGrant). Idempotent: oidc-provider calls it once per model, concurrently.
+ * lockGrant). Idempotent: oidc-provider calls it once per model, concurrently. Returns the grant
+ * only from the call that revoked it, so the revocation is audited once.
  */
-export async function tombstoneGrant(db: Db, id: string): Promise<void> {
-  await db.tx(async () => {
-    await db.query('UPDATE grants SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id]);
+export async function tombstoneGrant(db: Db, id: string): Promise<RevokedGrant | undefined> {
+  return db.tx(async () => {
+    const r = await db.query<{ account_id: string; client_id: string; revoked_at: Date | null }>(
+      'SELECT account_id, client_id, revoked_at FROM grants WHERE id = $1 FOR UPDATE',
+      [id],
+    );
+    const row = r.rows[0];
+    const revokedNow = row !== undefined && row.revoked_at === null;
+    if (revokedNow) await db.query('UPDATE grants SET revoked_at = now() WHERE id = $1', [id]);
     await db.query('DELETE FROM oidc_artifacts WHERE grant_id = $1', [id]);
+    return revokedNow ? { grantId: id, accountId: row.account_id, clientId: row.client_id } : undefined;
   });
 }

@@ -7,6 +7,9 @@ import path from 'node:path';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../audit/log.ts';
+import { adminAuditRoute } from '../audit/admin-route.ts';
+import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
@@ -23,6 +26,9 @@ export interface AppDeps {
   kv: Kv;
   log: Logger;
   views: Views;
+  audit: AuditLog;
+  introspectionSampleRate: number;
+  adminToken: string | undefined;
   cookieKeys: string[];
   /** Reloads keys and scopes if another process changed them. */
   ensureFresh(): Promise<void>;
@@ -60,9 +66,11 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   });
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
-  const interactions = interactionRoutes({ provider, db, views, csrf: createCsrf(deps.cookieKeys[0]!) });
+  provider.use(adminAuditRoute(db, deps.audit, deps.adminToken));
+  const interactions = interactionRoutes({ provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!) });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
+  auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
   provider.on('server_error', (_ctx: unknown, err: unknown) => log.error({ err }, 'oidc-provider server error'));
   return provider;
 }

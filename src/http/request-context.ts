@@ -7,6 +7,9 @@ import type { Logger } from 'pino';
 export interface RequestContext {
   requestId: string;
   log: Logger;
+  /** The client's address (from X-Forwarded-For only when TRUST_PROXY is set). */
+  ip: string;
+  userAgent: string;
 }
 
 const storage = new AsyncLocalStorage<RequestContext>();
@@ -22,7 +25,7 @@ export function withRequestContext(log: Logger) {
     ctx.set('X-Request-Id', requestId);
     const started = performance.now();
     try {
-      await storage.run({ requestId, log: child }, next);
+      await storage.run({ requestId, log: child, ip: ctx.ip, userAgent: ctx.get('user-agent') }, next);
     } finally {
       // The path only: query strings can carry codes and state.
       child.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');

@@ -7,6 +7,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import { authenticate } from '../accounts/login.ts';
+import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../accounts/store.ts';
 import { AppError } from '../http/errors.ts';
 import { readForm, seeOther } from '../http/forms.ts';
@@ -26,13 +27,14 @@ export interface InteractionDeps {
   provider: Provider;
   db: Db;
   views: Views;
+  audit: AuditLog;
   csrf: Csrf;
 }
 
 const expired = () =>
   new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
-export function interactionRoutes({ provider, db, views, csrf }: InteractionDeps): Router {
+export function interactionRoutes({ provider, db, views, audit, csrf }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** The interaction bound to this browser's cookie, which must be the one in the URL. */
@@ -92,12 +94,16 @@ export function interactionRoutes({ provider, db, views, csrf }: InteractionDeps
     const details = await interactionFor(ctx);
     const form = await checkedForm(ctx, details.uid);
     if (details.prompt.name !== 'login') throw expired();
-    const accountId = await authenticate(db, form.get('username') ?? '', form.get('password') ?? '');
+    const username = form.get('username') ?? '';
+    const clientId = String(details.params.client_id);
+    const accountId = await authenticate(db, username, form.get('password') ?? '');
     if (!accountId) {
       requestContext()?.log.info({ interaction: details.uid }, 'login failed');
+      await audit.record({ type: 'login.failed', actor: { type: 'user' }, clientId, outcome: 'failure', details: { username: username.slice(0, 200) } });
       seeOther(ctx, `/interaction/${details.uid}?error=credentials`);
       return;
     }
+    await audit.record({ type: 'login.succeeded', actor: { type: 'user', id: accountId }, clientId, accountId });
     await finish(ctx, { login: { accountId } });
   });
 
@@ -105,14 +111,17 @@ export function interactionRoutes({ provider, db, views, csrf }: InteractionDeps
     const details = await interactionFor(ctx);
     const form = await checkedForm(ctx, details.uid);
     if (details.prompt.name !== 'consent' || !details.session?.accountId) throw expired();
+    const accountId = details.session.accountId;
+    const clientId = String(details.params.client_id);
+    const requested = requestedScopes(details);
     if (form.get('decision') !== 'allow') {
+      await audit.record({ type: 'consent.denied', actor: { type: 'user', id: accountId }, clientId, accountId, details: { requested } });
       await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       return;
     }
-    const requested = requestedScopes(details);
     const ticked = new Set(form.getAll('scope'));
     const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined)
-      ?? new provider.Grant({ accountId: details.session.accountId, clientId: String(details.params.client_id) });
+      ?? new provider.Grant({ accountId, clientId });
     const granted = requested.filter((s) => ticked.has(s));
     const refused = requested.filter((s) => !ticked.has(s));
     if (granted.length) grant.addOIDCScope(granted.join(' '));
@@ -121,6 +130,7 @@ export function interactionRoutes({ provider, db, views, csrf }: InteractionDeps
     const missingClaims = details.prompt.details.missingOIDCClaims;
     if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
     const grantId = await grant.save();
+    await audit.record({ type: 'consent.granted', actor: { type: 'user', id: accountId }, clientId, accountId, grantId, scopes: granted, details: { granted, refused } });
     await finish(ctx, { consent: { grantId } });
   });
 

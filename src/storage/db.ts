@@ -21,8 +21,15 @@ export interface Db {
   script(sql: string): Promise<void>;
   /** Runs fn in a transaction (joining the surrounding one if any). Throwing rolls back. */
   tx<T>(fn: () => Promise<T>): Promise<T>;
-  /** Runs fn with a lazily-begun transaction; `finish` decides commit (true) or rollback. */
+  /** Runs fn with a lazily-begun transaction; `commit` decides commit (true) or rollback. */
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
+  /**
+   * State kept for the current unit of work under `key`, created by `init` on first use;
+   * undefined outside a unit of work. `init` may register beforeCommit hooks.
+   */
+  workState<T>(key: symbol, init: () => T): T | undefined;
+  /** Runs hook inside the transaction just before COMMIT; if it throws, the work rolls back. */
+  beforeCommit(hook: () => Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -30,6 +37,8 @@ export interface Db {
 interface Connection {
   query<T>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
   script(sql: string): Promise<void>;
+  /** COMMIT that fails if the transaction had aborted (Postgres then answers COMMIT with ROLLBACK). */
+  commit(): Promise<void>;
   release(broken: boolean): void;
 }
 
@@ -41,7 +50,14 @@ interface Driver {
 
 interface Work {
   connection?: Promise<Connection>;
-  began: boolean;
+  state: Map<symbol, unknown>;
+  beforeCommit: (() => Promise<void>)[];
+  /**
+   * Set once the work ends. A continuation that outlives its work (a promise started inside it
+   * and not awaited) still sees it through AsyncLocalStorage; it must not touch a connection
+   * that has gone back to the pool, so it runs outside any transaction instead.
+   */
+  ended: boolean;
 }
 
 const currentWork = new AsyncLocalStorage<Work>();
@@ -64,7 +80,6 @@ function createDb(driver: Driver): Db {
           connection.release(true);
           throw err;
         }
-        work.began = true;
         return connection;
       })();
     }
@@ -72,6 +87,16 @@ function createDb(driver: Driver): Db {
   }
 
   async function finishWork(work: Work, commit: boolean): Promise<void> {
+    if (work.ended) return;
+    if (commit && work.beforeCommit.length) {
+      try {
+        for (const hook of work.beforeCommit.splice(0)) await currentWork.run(work, hook);
+      } catch (err) {
+        await finishWork(work, false);
+        throw new CommitFailedError(err);
+      }
+    }
+    work.ended = true;
     if (!work.connection) return;
     let connection: Connection;
     try {
@@ -80,7 +105,8 @@ function createDb(driver: Driver): Db {
       return; // never began: nothing to end
     }
     try {
-      await connection.query(commit ? 'COMMIT' : 'ROLLBACK');
+      if (commit) await connection.commit();
+      else await connection.query('ROLLBACK');
       connection.release(false);
     } catch (err) {
       connection.release(true);
@@ -88,8 +114,14 @@ function createDb(driver: Driver): Db {
     }
   }
 
+  /** The work this code runs in, if it is still open. */
+  const openWork = (): Work | undefined => {
+    const work = currentWork.getStore();
+    return work && !work.ended ? work : undefined;
+  };
+
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { began: false };
+    const work: Work = { state: new Map(), beforeCommit: [], ended: false };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -104,7 +136,7 @@ function createDb(driver: Driver): Db {
   return {
     kind: driver.kind,
     async query<T>(sql: string, params: unknown[] = []) {
-      const work = currentWork.getStore();
+      const work = openWork();
       if (work) return (await connectionFor(work)).query<T>(sql, params);
       const connection = await driver.acquire();
       try {
@@ -117,17 +149,28 @@ function createDb(driver: Driver): Db {
       }
     },
     async script(sql) {
-      const work = currentWork.getStore();
+      const work = openWork();
       if (!work) throw new Error('script() runs inside tx()');
       await (await connectionFor(work)).script(sql);
     },
     tx(fn) {
-      if (currentWork.getStore()) return fn();
+      if (openWork()) return fn();
       return runWork(fn, () => true);
     },
     unitOfWork(fn, commit) {
-      if (currentWork.getStore()) return fn();
+      if (openWork()) return fn();
       return runWork(fn, commit);
+    },
+    workState<T>(key: symbol, init: () => T): T | undefined {
+      const work = openWork();
+      if (!work) return undefined;
+      if (!work.state.has(key)) work.state.set(key, init());
+      return work.state.get(key) as T;
+    },
+    beforeCommit(hook) {
+      const work = openWork();
+      if (!work) throw new Error('beforeCommit() outside a unit of work');
+      work.beforeCommit.push(hook);
     },
     close: () => driver.close(),
   };
@@ -183,6 +226,10 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
         async script(sql: string) {
           await sanitized(() => client.query(sql));
         },
+        async commit() {
+          const r = await sanitized(() => client.query('COMMIT'));
+          if (r.command === 'ROLLBACK') throw new Error('the transaction had aborted; COMMIT rolled it back');
+        },
         release: (broken) => client.release(broken),
       };
     },
@@ -209,6 +256,11 @@ export async function createPgliteDb(dataDir: string): Promise<Db> {
         },
         async script(sql: string) {
           await sanitized(() => db.exec(sql));
+        },
+        async commit() {
+          // PGlite does not report COMMIT's outcome: a statement fails inside an aborted transaction.
+          await sanitized(() => db.query('SELECT 1'));
+          await sanitized(() => db.query('COMMIT'));
         },
         release: () => release(),
       };

@@ -8,7 +8,7 @@
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { findActiveClientMetadata } from '../clients/store.ts';
-import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant } from '../grants/store.ts';
+import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant, type RevokedGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
 import type { Kv } from './kv.ts';
@@ -29,7 +29,16 @@ export type AdapterConstructor = new (model: string) => Adapter;
  */
 const storableId = (id: unknown): id is string => typeof id === 'string' && id.length > 0 && id.length <= 1024 && !id.includes('\u0000');
 
-export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
+/**
+ * @param onGrantRevoked told once per grant that a request killed (reuse, revocation), inside
+ *   that request's transaction, so the audit row commits with the revocation.
+ */
+export function createAdapterClass(db: Db, kv: Kv, onGrantRevoked: (grant: RevokedGrant) => Promise<void>): AdapterConstructor {
+  async function revokeGrant(grantId: string): Promise<void> {
+    const revoked = await tombstoneGrant(db, grantId);
+    if (revoked) await onGrantRevoked(revoked);
+  }
+
   return class StorageAdapter implements Adapter {
     readonly model: string;
     constructor(model: string) {
@@ -76,7 +85,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
       if (grantId) await lockGrant(db, grantId);
       if (await artifacts.consumeArtifact(db, this.model, id)) return;
       // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
-      if (grantId) await tombstoneGrant(db, grantId);
+      if (grantId) await revokeGrant(grantId);
       throw new errors.InvalidGrant(`${this.model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
     }
 
@@ -87,7 +96,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
         if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
         return kv.del(`${this.model}:${id}`);
       }
-      if (this.model === 'Grant') return tombstoneGrant(db, id);
+      if (this.model === 'Grant') return revokeGrant(id);
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       return artifacts.deleteArtifact(db, this.model, id);
@@ -98,7 +107,7 @@ export function createAdapterClass(db: Db, kv: Kv): AdapterConstructor {
      * reuse, revocation). The whole grant is tombstoned: no token of it may outlive the call.
      */
     async revokeByGrantId(grantId: string): Promise<void> {
-      await tombstoneGrant(db, grantId);
+      await revokeGrant(grantId);
     }
   };
 }

@@ -1,0 +1,108 @@
+/**
+ * Turns what oidc-provider does into audit events. Its events fire synchronously inside the
+ * request, so each event joins that request's transaction and commits (or not) with it.
+ */
+import { createHash } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { RevokedGrant } from '../grants/store.ts';
+import type { AuditInput, AuditLog } from './log.ts';
+
+/** SHA-256 of a token value: the key it is stored under, never the value itself. */
+const tokenHash = (value: unknown) => (typeof value === 'string' ? createHash('sha256').update(value).digest('hex') : undefined);
+
+interface TokenLike {
+  kind: string;
+  jti: string;
+  clientId?: string;
+  accountId?: string;
+  grantId?: string;
+  scope?: string;
+  resource?: string | string[];
+}
+
+const currentOidc = (): KoaContextWithOIDC['oidc'] | undefined => (Provider.ctx as KoaContextWithOIDC | undefined)?.oidc;
+
+const asResource = (r: unknown) => (Array.isArray(r) ? r.join(' ') : typeof r === 'string' ? r : null);
+
+export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Logger, introspectionSampleRate: number): void {
+  const record = (input: AuditInput) => {
+    audit.record(input).catch((err: unknown) => log.error({ err, type: input.type }, 'audit record failed'));
+  };
+
+  provider.on('authorization_code.saved', (code: TokenLike) => {
+    record({
+      type: 'authorization_code.issued',
+      actor: { type: 'user', id: code.accountId },
+      clientId: code.clientId, accountId: code.accountId, grantId: code.grantId, scopes: code.scope, resource: asResource(code.resource),
+    });
+  });
+
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    const { params, entities, client } = ctx.oidc;
+    const body = ctx.body as { scope?: string; access_token?: string; refresh_token?: string };
+    const grantType = String(params?.grant_type ?? '');
+    const common = {
+      actor: { type: 'client' as const, id: client?.clientId },
+      clientId: client?.clientId,
+      accountId: entities.Account?.accountId ?? null,
+      grantId: entities.Grant?.jti ?? null,
+      scopes: body.scope,
+      resource: asResource(params?.resource),
+    };
+    record({ ...common, type: 'token.issued', details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) } });
+    if (grantType === 'refresh_token' && body.refresh_token) {
+      record({ ...common, type: 'refresh_token.rotated', details: { previous_sha256: tokenHash(params?.refresh_token), next_sha256: tokenHash(body.refresh_token) } });
+    }
+  });
+
+  const onRevoked = (token: TokenLike) => {
+    const oidc = currentOidc();
+    if (oidc?.route !== 'revocation') return;
+    record({
+      type: 'token.revoked',
+      actor: { type: 'client', id: oidc.client?.clientId },
+      clientId: token.clientId, accountId: token.accountId, grantId: token.grantId, scopes: token.scope,
+      details: { token_type: token.kind, token_sha256: tokenHash(token.jti) },
+    });
+  };
+  provider.on('access_token.destroyed', onRevoked);
+  provider.on('refresh_token.destroyed', onRevoked);
+  provider.on('client_credentials.destroyed', onRevoked);
+
+  provider.use(async function auditIntrospection(ctx: Context, next: Next) {
+    await next();
+    if (ctx.path !== '/token/introspection' || ctx.status !== 200 || Math.random() >= introspectionSampleRate) return;
+    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
+    const body = ctx.body as { active?: boolean; client_id?: string; sub?: string; scope?: string };
+    record({
+      type: 'token.introspected',
+      actor: { type: 'client', id: oidc?.client?.clientId },
+      clientId: body.client_id, accountId: body.sub, scopes: body.scope,
+      details: { active: body.active === true, sample_rate: introspectionSampleRate },
+    });
+  });
+}
+
+/** Audits a grant killed inside an oidc-provider request, naming why from the request itself. */
+export function auditGrantRevocation(audit: AuditLog) {
+  return async (grant: RevokedGrant): Promise<void> => {
+    const oidc = currentOidc();
+    const grantType = oidc?.params?.grant_type;
+    const actor = { type: 'client' as const, id: oidc?.client?.clientId };
+    const common = { actor, clientId: grant.clientId, accountId: grant.accountId, grantId: grant.grantId };
+    let reason = oidc?.route ?? 'unknown';
+    if (oidc?.route === 'token' && grantType === 'refresh_token') {
+      reason = 'refresh_token_reuse';
+      await audit.record({ ...common, type: 'refresh_token.reuse_detected', outcome: 'failure', details: { token_sha256: tokenHash(oidc.params?.refresh_token) } });
+    } else if (oidc?.route === 'token' && grantType === 'authorization_code') {
+      reason = 'authorization_code_reuse';
+      await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc.params?.code) } });
+    } else if (oidc?.route === 'revocation') {
+      reason = 'token_revoked';
+    }
+    await audit.record({ ...common, type: 'grant.revoked', details: { reason } });
+  };
+}

@@ -1,6 +1,7 @@
 /**
- * After a full run of every flow, including failures, no log line holds a password, code,
- * verifier, token, client assertion or configured secret; every request line has a request id.
+ * After a full run of every flow, including failures, no log line and no audit row holds a
+ * password, code, verifier, token, client assertion or configured secret; every request log line
+ * has a request id.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -70,6 +71,13 @@ describe('log hygiene', () => {
     const log = server.output();
     assert.ok(secrets.size >= 12, `collected ${secrets.size} secret values`);
     for (const secret of secrets) assert.ok(!log.includes(secret), `a secret value appears in the log: ${secret.slice(0, 4)}…`);
+  });
+
+  it('finds none of those values in any audit row', async () => {
+    const exported = await server.cli(['audit', 'export', '--json']);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.ok(JSON.parse(exported.stdout).events.length > 10);
+    for (const secret of secrets) assert.ok(!exported.stdout.includes(secret), `a secret value appears in the audit trail: ${secret.slice(0, 4)}…`);
   });
 
   it('writes JSON lines with a request id for every request', () => {

@@ -10,6 +10,7 @@ import type { TestServer } from './server.ts';
 export type Target = Pick<TestServer, 'cli' | 'issuer'>;
 
 export interface TestUser {
+  id: string;
   username: string;
   password: string;
 }
@@ -32,8 +33,8 @@ export async function createScope(server: Target, name: string, description: str
 
 export async function createUser(server: Target, username = `user-${randomBytes(4).toString('hex')}`): Promise<TestUser> {
   const password = `pw-${randomBytes(12).toString('base64url')}`;
-  ok(await server.cli(['users', 'create', username, '--password-stdin', '--json'], password), 'users create');
-  return { username, password };
+  const created = JSON.parse(ok(await server.cli(['users', 'create', username, '--password-stdin', '--json'], password), 'users create')) as { id: string };
+  return { id: created.id, username, password };
 }
 
 export async function generateAgentKey(): Promise<{ privateKey: CryptoKey; publicJwk: Record<string, unknown> & { kid: string } }> {

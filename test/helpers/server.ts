@@ -25,6 +25,8 @@ export interface TestServer {
   /** Runs `agentauth …` against this server's configuration. */
   cli(args: string[], stdin?: string): Promise<CliResult>;
   output(): string;
+  /** Stops the server process but keeps its data, so a test can open the database itself. */
+  halt(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,19 +126,22 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<Tes
   const baseUrl = `http://localhost:${port}`;
   const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
   const { child, output } = await spawnServer(env);
+  async function halt(): Promise<void> {
+    child.removeAllListeners('exit');
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+  }
   return {
     issuer: env.ISSUER!,
     baseUrl,
     env,
     cli: (args, stdin) => runCli(env, args, stdin),
     output,
+    halt,
     async stop() {
-      child.removeAllListeners('exit');
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      await halt();
       await deployment.cleanup();
     },
   };

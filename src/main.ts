@@ -23,6 +23,8 @@ import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
+/** How soon committed audit rows join the hash chain. */
+const AUDIT_SEAL_INTERVAL_MS = 250;
 
 function fail(message: string): never {
   process.stderr.write(`agentauth: ${message}\n`);
@@ -104,6 +106,16 @@ async function start(config: Config): Promise<void> {
   }, PURGE_INTERVAL_MS);
   purge.unref();
 
+  let sealing = false;
+  const sealer = setInterval(() => {
+    if (sealing) return;
+    sealing = true;
+    runtime.audit.seal()
+      .catch((err: unknown) => log.warn({ err }, 'audit seal failed'))
+      .finally(() => { sealing = false; });
+  }, AUDIT_SEAL_INTERVAL_MS);
+  sealer.unref();
+
   log.info({ issuer, port, storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
   process.stderr.write(banner(issuer, config));
 
@@ -113,6 +125,7 @@ async function start(config: Config): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     clearInterval(purge);
+    clearInterval(sealer);
     live.close();
     adminSocket?.close();
     server.close();
@@ -120,6 +133,7 @@ async function start(config: Config): Promise<void> {
     const force = setTimeout(() => server.closeAllConnections(), 5_000);
     force.unref();
     await new Promise((resolve) => server.once('close', resolve));
+    await runtime.audit.seal().catch(() => {});
     await runtime.close();
     process.exit(0);
   };

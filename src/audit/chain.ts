@@ -8,6 +8,7 @@ import { createHmac, hkdfSync } from 'node:crypto';
 export const GENESIS_HASH = '0'.repeat(64);
 
 export interface ChainedFields {
+  id: number;
   seq: number;
   occurredAt: string;
   eventType: string;
@@ -44,7 +45,7 @@ export function chainKey(keyEncryptionKey: Buffer): Buffer {
 
 export function chainHash(key: Buffer, fields: ChainedFields): string {
   const content = [
-    fields.seq, fields.occurredAt, fields.eventType, fields.actorType, fields.actorId, fields.clientId, fields.accountId,
+    fields.id, fields.seq, fields.occurredAt, fields.eventType, fields.actorType, fields.actorId, fields.clientId, fields.accountId,
     fields.grantId, fields.scopes, fields.resource, fields.ip, fields.userAgent, fields.requestId, fields.outcome,
     fields.details, fields.prevHash,
   ];

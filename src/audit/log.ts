@@ -1,12 +1,13 @@
 /**
  * The audit log: "user X, via agent Z, did Y". Events recorded during a unit of work are
- * appended to the chain just before it commits, so a committed change always has its rows and
- * a rolled-back one never does. Request metadata (IP, user agent, request id) is added here.
+ * inserted just before it commits, so a committed change always has its rows and a rolled-back
+ * one never does; a sealer then links committed rows into the hash chain. Request metadata
+ * (IP, user agent, request id) is added here.
  */
 import { requestContext } from '../http/request-context.ts';
 import type { Db } from '../storage/db.ts';
 import { chainHash } from './chain.ts';
-import { appendChained, fieldsOf, findEvents, purgeBefore, readAnchor, readChainPage, type ActorType, type AuditEvent, type AuditFilter, type AuditRow } from './store.ts';
+import { countUnsealed, fieldsOf, findEvents, insertEvents, purgeBefore, readAnchor, readChainPage, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow } from './store.ts';
 
 /** Every event type the log records. */
 export type AuditEventType =
@@ -36,28 +37,29 @@ export interface VerifyResult {
   ok: boolean;
   checked: number;
   head: { seq: number; hash: string };
+  /** Rows committed but not yet sealed into the chain (their transactions were still open). */
+  unsealed: number;
   problem?: { seq: number; reason: string };
 }
 
 export interface AuditLog {
   /** Records an event in the current unit of work (or a transaction of its own). */
   record(input: AuditInput): Promise<void>;
-  /** Whether this unit of work already recorded an event with this key (for de-duplication). */
-  once(key: string): boolean;
+  /** Links every committed, unsealed row into the chain; returns how many. */
+  seal(): Promise<number>;
   verify(): Promise<VerifyResult>;
   find(filter: AuditFilter): Promise<AuditRow[]>;
   purge(cutoff: Date, actor: AuditInput['actor']): Promise<{ purged: number; throughSeq: number } | undefined>;
 }
 
 const PENDING = Symbol('pending audit events');
-const SEEN = Symbol('audit de-duplication keys');
 const truncated = (v: string | null | undefined, max: number) => (v ? v.slice(0, max) : null);
 
 export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
   function pendingEvents(): AuditEvent[] | undefined {
     return db.workState(PENDING, () => {
       const events: AuditEvent[] = [];
-      db.beforeCommit(() => appendChained(db, chainKey, events));
+      db.beforeCommit(() => insertEvents(db, events));
       return events;
     });
   }
@@ -93,16 +95,14 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
       await db.tx(async () => log.record(input));
     },
 
-    once(key) {
-      const seen = db.workState(SEEN, () => new Set<string>());
-      if (!seen || !seen.has(key)) {
-        seen?.add(key);
-        return true;
-      }
-      return false;
+    async seal() {
+      let total = 0;
+      for (let sealed = await sealPending(db, chainKey); sealed > 0; sealed = await sealPending(db, chainKey)) total += sealed;
+      return total;
     },
 
     async verify() {
+      await log.seal();
       const anchor = await readAnchor(db);
       let expectedSeq = anchor.seq + 1;
       let prevHash = anchor.hash;
@@ -112,8 +112,8 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
         const page = await readChainPage(db, expectedSeq - 1, 1000);
         if (page.length === 0) break;
         for (const row of page) {
-          const fail = (reason: string): VerifyResult => ({ ok: false, checked, head: { seq: expectedSeq - 1, hash: prevHash }, problem: { seq: row.seq, reason } });
-          if (row.seq !== expectedSeq) return { ...fail(`row ${expectedSeq} is missing`), problem: { seq: expectedSeq, reason: `row ${expectedSeq} is missing` } };
+          const fail = (reason: string, seq = row.seq): VerifyResult => ({ ok: false, checked, unsealed: 0, head: { seq: expectedSeq - 1, hash: prevHash }, problem: { seq, reason } });
+          if (row.seq !== expectedSeq) return fail(`row ${expectedSeq} is missing`, expectedSeq);
           if (row.prev_hash !== prevHash) return fail(`row ${row.seq} does not follow row ${row.seq - 1} (prev_hash differs)`);
           if (chainHash(chainKey, fieldsOf(row)) !== row.hash) return fail(`row ${row.seq} was changed (its hash does not match its content)`);
           if (row.event_type === 'audit.purged' && row.details.through_seq === anchor.seq) purgeRecorded = true;
@@ -123,15 +123,20 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
         }
       }
       const head = { seq: expectedSeq - 1, hash: prevHash };
+      const unsealed = await countUnsealed(db);
       if (!purgeRecorded) {
-        return { ok: false, checked, head, problem: { seq: anchor.seq + 1, reason: `rows up to ${anchor.seq} are gone without a recorded purge` } };
+        return { ok: false, checked, head, unsealed, problem: { seq: anchor.seq + 1, reason: `rows up to ${anchor.seq} are gone without a recorded purge` } };
       }
-      return { ok: true, checked, head };
+      return { ok: true, checked, head, unsealed };
     },
 
-    find: (filter) => findEvents(db, filter),
+    async find(filter) {
+      await log.seal();
+      return findEvents(db, filter);
+    },
 
     async purge(cutoff, actor) {
+      await log.seal();
       return db.tx(async () => {
         const result = await purgeBefore(db, cutoff);
         if (result) {

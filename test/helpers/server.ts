@@ -105,14 +105,14 @@ export function runCli(env: NodeJS.ProcessEnv, args: string[], stdin?: string): 
 }
 
 /** Spawns `node src/main.ts` and waits until it listens; rejects with its output if it exits. */
-export function spawnServer(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; output: () => string }> {
+export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'src/main.ts')], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(checkout, 'src/main.ts')], { env, cwd: checkout, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const collect = (d: Buffer) => {
       out += d;
       allServerOutput.push(d.toString());
-      if (out.includes('"msg":"listening"')) resolve({ child, output: () => out });
+      if (out.includes('agentauth is running at')) resolve({ child, output: () => out });
     };
     child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);

@@ -1,9 +1,10 @@
--- The audit trail: who did what, through which agent, when. Append-only and hash-chained.
+-- The audit trail: who did what, through which agent, when.
 --
--- A request inserts its events in its own transaction (so a rolled-back change leaves none),
--- without touching the chain: the chain is extended afterwards by a sealer that takes the
--- committed, unsealed rows in id order and gives each its seq, prev_hash and hash (an HMAC over
--- its content and the previous row's hash). Requests therefore never queue behind one lock.
+-- Events are inserted by the request that caused them, in its own transaction: a committed
+-- change always has its rows, a rolled-back one never does. Rows are never changed afterwards.
+-- Tamper evidence comes from seals: a sealer regularly takes the committed rows not yet sealed
+-- and appends one audit_seals row holding their ids and content digests, chained to the previous
+-- seal by an HMAC keyed from the key-encryption key (which never sits in the database).
 CREATE TABLE audit_events (
   id          bigserial PRIMARY KEY,
   occurred_at timestamptz NOT NULL,
@@ -19,41 +20,44 @@ CREATE TABLE audit_events (
   user_agent  text,
   request_id  text,
   outcome     text NOT NULL CHECK (outcome IN ('success', 'failure')),
-  details     jsonb NOT NULL DEFAULT '{}',
-  seq         bigint,          -- position in the chain: gapless, assigned by the sealer
-  prev_hash   text,
-  hash        text,
-  CHECK ((seq IS NULL) = (hash IS NULL) AND (seq IS NULL) = (prev_hash IS NULL))
+  details     jsonb NOT NULL DEFAULT '{}'
 );
--- Indexes are kept few and partial: every one is written on the token endpoint's path.
-CREATE UNIQUE INDEX audit_events_seq_idx ON audit_events (seq) WHERE seq IS NOT NULL;
-CREATE INDEX audit_events_unsealed_idx ON audit_events (id) WHERE seq IS NULL;
+-- Few, partial indexes: every one is written on the token endpoint's path.
 CREATE INDEX audit_events_account_idx ON audit_events (account_id, id) WHERE account_id IS NOT NULL;
 CREATE INDEX audit_events_client_idx ON audit_events (client_id, id) WHERE client_id IS NOT NULL;
 CREATE INDEX audit_events_time_idx ON audit_events USING brin (occurred_at);
 
--- Where the chain starts: after a purge, the last purged row's seq and hash.
-CREATE TABLE audit_chain_anchor (
-  id   int PRIMARY KEY CHECK (id = 1),
-  seq  bigint NOT NULL,
-  hash text NOT NULL
+CREATE TABLE audit_seals (
+  seq         bigint PRIMARY KEY,   -- gapless
+  after_id    bigint NOT NULL,      -- the seal covers the events with after_id < id <= last_id
+  last_id     bigint NOT NULL,
+  row_ids     bigint[] NOT NULL,    -- the ids that exist in that range (rolled-back ones leave gaps)
+  row_digests text[] NOT NULL,      -- SHA-256 of each row's content, in id order
+  sealed_at   timestamptz NOT NULL,
+  prev_hash   text NOT NULL,
+  hash        text NOT NULL
 );
-INSERT INTO audit_chain_anchor (id, seq, hash) VALUES (1, 0, repeat('0', 64));
 
--- Rows are never changed, except once by the sealer (chain columns only, from empty), and are
--- deleted only by a purge (which sets agentauth.audit_purge for its own transaction and moves
--- the anchor). The chain, not this trigger, is the tamper evidence.
-CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Where the chain starts: after a purge, the last purged seal.
+CREATE TABLE audit_chain_anchor (
+  id      int PRIMARY KEY CHECK (id = 1),
+  seq     bigint NOT NULL,
+  last_id bigint NOT NULL,
+  hash    text NOT NULL
+);
+INSERT INTO audit_chain_anchor (id, seq, last_id, hash) VALUES (1, 0, 0, repeat('0', 64));
+
+-- Nothing is ever updated; rows are deleted only by a purge, which sets agentauth.audit_purge for
+-- its own transaction and moves the anchor. The seals, not this trigger, are the tamper evidence.
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' AND current_setting('agentauth.audit_purge', true) = 'on' THEN
     RETURN OLD;
   END IF;
-  IF TG_OP = 'UPDATE' AND OLD.seq IS NULL
-     AND (to_jsonb(NEW) - 'seq' - 'prev_hash' - 'hash') = (to_jsonb(OLD) - 'seq' - 'prev_hash' - 'hash') THEN
-    RETURN NEW;
-  END IF;
-  RAISE EXCEPTION 'audit_events is append-only';
+  RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END;
 $$;
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
-  FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+  FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_seals_append_only BEFORE UPDATE OR DELETE ON audit_seals
+  FOR EACH ROW EXECUTE FUNCTION audit_append_only();

@@ -14,7 +14,7 @@ import { clientFor, createAgent, createScope, createUser, type TestAgent, type T
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 
 interface Row {
-  seq: number;
+  id: number;
   event_type: string;
   actor_type: string;
   actor_id: string | null;
@@ -34,7 +34,7 @@ async function exportEvents(server: TestServer, ...filter: string[]): Promise<Ro
   return (JSON.parse(r.stdout) as { events: Row[] }).events;
 }
 
-async function verify(server: TestServer): Promise<{ code: number; result: { ok: boolean; checked: number; problem?: { seq: number; reason: string } } }> {
+async function verify(server: TestServer): Promise<{ code: number; result: { ok: boolean; checked: number; problem?: { row?: number; seal?: number; reason: string } } }> {
   const r = await server.cli(['audit', 'verify', '--json']);
   return { code: r.code, result: JSON.parse(r.stdout) };
 }
@@ -123,7 +123,7 @@ describe('audit events', () => {
     assert.ok(reuse.ip);
     const revoked = expectOne(rows, 'grant.revoked', { grant_id: reuse.grant_id, account_id: user.id, client_id: agent.clientId });
     assert.equal(revoked.details.reason, 'refresh_token_reuse');
-    assert.ok(revoked.seq > reuse.seq);
+    assert.ok(revoked.id > reuse.id);
   });
 
   it('records code reuse, revocation, introspection, client credentials and a denied consent', async () => {
@@ -223,47 +223,55 @@ describe('audit tamper evidence and retention', () => {
   });
   after(() => server?.stop());
 
-  it('refuses UPDATE and DELETE on audit rows', async () => {
+  it('refuses UPDATE and DELETE on audit rows and seals', async () => {
+    assert.equal((await verify(server)).result.ok, true); // seals everything so far
     if (!REAL_SERVICES) await server.halt();
     const db = await openDirect(server);
     try {
-      await assert.rejects(db.query("UPDATE audit_events SET outcome = 'failure' WHERE seq = 1"), /append-only/);
-      await assert.rejects(db.query('DELETE FROM audit_events WHERE seq = 1'), /append-only/);
+      await assert.rejects(db.query("UPDATE audit_events SET outcome = 'failure' WHERE id = 1"), /append-only/);
+      await assert.rejects(db.query('DELETE FROM audit_events WHERE id = 1'), /append-only/);
+      await assert.rejects(db.query("UPDATE audit_seals SET hash = 'x' WHERE seq = 1"), /append-only/);
     } finally {
       await db.close();
     }
   });
 
-  it('names a changed row, then a deleted row', async () => {
+  it('names a changed row, a deleted row and a changed seal', async () => {
     if (!REAL_SERVICES) await server.halt();
     assert.equal((await verify(server)).result.ok, true);
-    const db = await openDirect(server);
-    try {
-      await db.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only');
-      await db.query(`UPDATE audit_events SET details = '{"description":"forged"}' WHERE seq = 3`);
-    } finally {
-      await db.close();
-    }
+    const tamper = async (...statements: string[]) => {
+      const db = await openDirect(server);
+      try {
+        await db.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only');
+        await db.query('ALTER TABLE audit_seals DISABLE TRIGGER audit_seals_append_only');
+        for (const sql of statements) await db.query(sql);
+        await db.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only');
+        await db.query('ALTER TABLE audit_seals ENABLE TRIGGER audit_seals_append_only');
+      } finally {
+        await db.close();
+      }
+    };
+
+    await tamper(`UPDATE audit_events SET details = '{"description":"forged"}' WHERE id = 3`);
     let v = await verify(server);
     assert.equal(v.code, 1);
-    assert.equal(v.result.problem?.seq, 3);
+    assert.equal(v.result.problem?.row, 3);
     assert.match(v.result.problem?.reason ?? '', /row 3 was changed/);
     const human = await server.cli(['audit', 'verify']);
     assert.equal(human.code, 1);
-    assert.match(human.stdout, /broken at row 3/);
+    assert.match(human.stdout, /does not verify: row 3 was changed/);
 
-    const again = await openDirect(server);
-    try {
-      await again.query(`UPDATE audit_events SET details = '{"description":"Scope 2"}' WHERE seq = 3`);
-      await again.query('DELETE FROM audit_events WHERE seq = 5');
-      await again.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only');
-    } finally {
-      await again.close();
-    }
+    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2"}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
     v = await verify(server);
     assert.equal(v.code, 1);
-    assert.equal(v.result.problem?.seq, 5);
+    assert.equal(v.result.problem?.row, 5);
     assert.match(v.result.problem?.reason ?? '', /row 5 is missing/);
+
+    await tamper(`UPDATE audit_seals SET sealed_at = sealed_at + interval '1 second' WHERE seq = 1`);
+    v = await verify(server);
+    assert.equal(v.code, 1);
+    assert.equal(v.result.problem?.seal, 1);
+    assert.match(v.result.problem?.reason ?? '', /seal 1 was changed/);
   });
 });
 
@@ -274,19 +282,21 @@ describe('audit purge', () => {
   });
   after(() => server?.stop());
 
-  it('purges old events and leaves a chain that still verifies', async () => {
+  it('purges old events and leaves a trail that still verifies', async () => {
     await createScope(server, 'old:one', 'Old one');
     await createScope(server, 'old:two', 'Old two');
+    assert.equal((await verify(server)).result.ok, true); // sealed now
     await new Promise((resolve) => setTimeout(resolve, 20));
     const cutoff = new Date().toISOString();
     await new Promise((resolve) => setTimeout(resolve, 20));
     await createScope(server, 'new:one', 'New one');
     const r = await server.cli(['audit', 'purge', '--before', cutoff, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), { purged: 2, throughSeq: 2 });
+    const purged = JSON.parse(r.stdout) as { purged: number; throughSeq: number };
+    assert.equal(purged.purged, 2);
     const rows = await exportEvents(server);
     assert.deepEqual(rows.map((row) => row.event_type), ['scope.created', 'audit.purged']);
-    assert.equal(rows[1]!.details.through_seq, 2);
+    assert.equal(rows[1]!.details.through_seq, purged.throughSeq);
     const v = await verify(server);
     assert.equal(v.result.ok, true, JSON.stringify(v.result));
     assert.equal((await server.cli(['audit', 'purge', '--before', cutoff, '--json'])).stdout.trim(), '{"purged":0}');

@@ -1,31 +1,12 @@
 /**
- * The audit chain's hash: an HMAC over a row's content and the previous row's hash, keyed from
- * the key-encryption key, which never sits in the database. Someone who can write the database
- * but does not hold that key cannot rewrite the chain so that it verifies again.
+ * The audit seals' cryptography. Each row is summarised by a SHA-256 digest of its content; each
+ * seal carries the digests of the rows it covers and an HMAC over them and the previous seal's
+ * hash, keyed from the key-encryption key, which never sits in the database. Someone who can write
+ * the database but does not hold that key cannot rewrite rows or seals so that they verify again.
  */
-import { createHmac, hkdfSync } from 'node:crypto';
+import { createHash, createHmac, hkdfSync } from 'node:crypto';
 
 export const GENESIS_HASH = '0'.repeat(64);
-
-export interface ChainedFields {
-  id: number;
-  seq: number;
-  occurredAt: string;
-  eventType: string;
-  actorType: string;
-  actorId: string | null;
-  clientId: string | null;
-  accountId: string | null;
-  grantId: string | null;
-  scopes: string | null;
-  resource: string | null;
-  ip: string | null;
-  userAgent: string | null;
-  requestId: string | null;
-  outcome: string;
-  details: unknown;
-  prevHash: string;
-}
 
 /** JSON with object keys sorted at every depth, so equal content always hashes alike. */
 export function canonicalJson(value: unknown): string {
@@ -43,11 +24,22 @@ export function chainKey(keyEncryptionKey: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', keyEncryptionKey, 'agentauth', 'audit-chain', 32));
 }
 
-export function chainHash(key: Buffer, fields: ChainedFields): string {
-  const content = [
-    fields.id, fields.seq, fields.occurredAt, fields.eventType, fields.actorType, fields.actorId, fields.clientId, fields.accountId,
-    fields.grantId, fields.scopes, fields.resource, fields.ip, fields.userAgent, fields.requestId, fields.outcome,
-    fields.details, fields.prevHash,
-  ];
+/** The digest of one audit row: every column, id included. */
+export function rowDigest(row: Record<string, unknown>): string {
+  return createHash('sha256').update(canonicalJson(row)).digest('hex');
+}
+
+export interface SealFields {
+  seq: number;
+  afterId: number;
+  lastId: number;
+  rowIds: number[];
+  rowDigests: string[];
+  sealedAt: string;
+  prevHash: string;
+}
+
+export function sealHash(key: Buffer, seal: SealFields): string {
+  const content = [seal.seq, seal.afterId, seal.lastId, seal.rowIds, seal.rowDigests, seal.sealedAt, seal.prevHash];
   return createHmac('sha256', key).update(canonicalJson(content)).digest('hex');
 }

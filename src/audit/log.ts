@@ -1,13 +1,13 @@
 /**
  * The audit log: "user X, via agent Z, did Y". Events recorded during a unit of work are
  * inserted just before it commits, so a committed change always has its rows and a rolled-back
- * one never does; a sealer then links committed rows into the hash chain. Request metadata
+ * one never does; a sealer then covers committed rows with chained seals. Request metadata
  * (IP, user agent, request id) is added here.
  */
 import { requestContext } from '../http/request-context.ts';
 import type { Db } from '../storage/db.ts';
-import { chainHash } from './chain.ts';
-import { countUnsealed, fieldsOf, findEvents, insertEvents, purgeBefore, readAnchor, readChainPage, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow } from './store.ts';
+import { rowDigest, sealHash } from './chain.ts';
+import { countAfter, eventsInRange, findEvents, insertEvents, purgeBefore, readAnchor, readSeals, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow, type Seal } from './store.ts';
 
 /** Every event type the log records. */
 export type AuditEventType =
@@ -35,11 +35,14 @@ export interface AuditInput {
 
 export interface VerifyResult {
   ok: boolean;
+  /** Event rows checked against their seals. */
   checked: number;
+  /** The last seal that verified: keep its hash somewhere else to detect a truncated tail. */
   head: { seq: number; hash: string };
-  /** Rows committed but not yet sealed into the chain (their transactions were still open). */
+  /** Rows committed after the last seal (none right after a verify, which seals first). */
   unsealed: number;
-  problem?: { seq: number; reason: string };
+  /** The first thing that does not fit: an event row by id, or a seal by seq. */
+  problem?: { row?: number; seal?: number; reason: string };
 }
 
 export interface AuditLog {
@@ -104,28 +107,25 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
     async verify() {
       await log.seal();
       const anchor = await readAnchor(db);
-      let expectedSeq = anchor.seq + 1;
-      let prevHash = anchor.hash;
+      let previous = { seq: anchor.seq, lastId: anchor.lastId, hash: anchor.hash };
       let checked = 0;
       let purgeRecorded = anchor.seq === 0;
       for (;;) {
-        const page = await readChainPage(db, expectedSeq - 1, 1000);
-        if (page.length === 0) break;
-        for (const row of page) {
-          const fail = (reason: string, seq = row.seq): VerifyResult => ({ ok: false, checked, unsealed: 0, head: { seq: expectedSeq - 1, hash: prevHash }, problem: { seq, reason } });
-          if (row.seq !== expectedSeq) return fail(`row ${expectedSeq} is missing`, expectedSeq);
-          if (row.prev_hash !== prevHash) return fail(`row ${row.seq} does not follow row ${row.seq - 1} (prev_hash differs)`);
-          if (chainHash(chainKey, fieldsOf(row)) !== row.hash) return fail(`row ${row.seq} was changed (its hash does not match its content)`);
-          if (row.event_type === 'audit.purged' && row.details.through_seq === anchor.seq) purgeRecorded = true;
-          prevHash = row.hash;
-          expectedSeq += 1;
-          checked += 1;
+        const seals = await readSeals(db, previous.seq, 200);
+        if (seals.length === 0) break;
+        for (const seal of seals) {
+          const rows = await eventsInRange(db, seal.afterId, seal.lastId);
+          const problem = checkSeal(seal, previous) ?? checkRows(seal, rows);
+          if (problem) return { ok: false, checked, head: { seq: previous.seq, hash: previous.hash }, unsealed: 0, problem };
+          if (rows.some((row) => row.event_type === 'audit.purged' && row.details.through_seq === anchor.seq)) purgeRecorded = true;
+          checked += seal.rowIds.length;
+          previous = { seq: seal.seq, lastId: seal.lastId, hash: seal.hash };
         }
       }
-      const head = { seq: expectedSeq - 1, hash: prevHash };
-      const unsealed = await countUnsealed(db);
+      const head = { seq: previous.seq, hash: previous.hash };
+      const unsealed = await countAfter(db, previous.lastId);
       if (!purgeRecorded) {
-        return { ok: false, checked, head, unsealed, problem: { seq: anchor.seq + 1, reason: `rows up to ${anchor.seq} are gone without a recorded purge` } };
+        return { ok: false, checked, head, unsealed, problem: { seal: anchor.seq, reason: `events up to seal ${anchor.seq} are gone without a recorded purge` } };
       }
       return { ok: true, checked, head, unsealed };
     },
@@ -147,4 +147,26 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
     },
   };
   return log;
+
+  function checkSeal(seal: Seal, previous: { seq: number; lastId: number; hash: string }): VerifyResult['problem'] {
+    if (seal.seq !== previous.seq + 1) return { seal: previous.seq + 1, reason: `seal ${previous.seq + 1} is missing` };
+    if (seal.prevHash !== previous.hash || seal.afterId !== previous.lastId) return { seal: seal.seq, reason: `seal ${seal.seq} does not follow seal ${previous.seq}` };
+    if (sealHash(chainKey, seal) !== seal.hash) return { seal: seal.seq, reason: `seal ${seal.seq} was changed` };
+    return undefined;
+  }
+}
+
+/** The first row, in id order, that is missing from, added to, or changed since its seal. */
+function checkRows(seal: Seal, rows: AuditRow[]): VerifyResult['problem'] {
+  const sealed = new Map(seal.rowIds.map((id, i) => [id, seal.rowDigests[i]]));
+  const present = new Map(rows.map((row) => [row.id, row]));
+  const ids = [...new Set([...seal.rowIds, ...present.keys()])].sort((a, b) => a - b);
+  for (const id of ids) {
+    const row = present.get(id);
+    if (!row) return { row: id, reason: `row ${id} is missing (deleted after seal ${seal.seq})` };
+    const digest = sealed.get(id);
+    if (digest === undefined) return { row: id, reason: `row ${id} was added after seal ${seal.seq}` };
+    if (rowDigest({ ...row }) !== digest) return { row: id, reason: `row ${id} was changed after seal ${seal.seq}` };
+  }
+  return undefined;
 }

@@ -1,9 +1,11 @@
 /**
- * audit_events: inserted by the request that caused them, sealed into the chain afterwards in
- * one place under one lock, read back for export and verification, purged from the oldest end.
+ * audit_events and audit_seals. A request inserts its events under a shared gate lock; the
+ * sealer briefly takes that gate exclusively to learn the highest id no open transaction can
+ * still fill in below, then seals every row up to it. Export and verification read back; a purge
+ * removes whole seals from the oldest end and moves the anchor.
  */
 import type { Db } from '../storage/db.ts';
-import { chainHash, type ChainedFields } from './chain.ts';
+import { rowDigest, sealHash, type SealFields } from './chain.ts';
 
 export const ACTOR_TYPES = ['user', 'admin', 'client', 'system'] as const;
 export type ActorType = (typeof ACTOR_TYPES)[number];
@@ -26,7 +28,7 @@ export interface AuditEvent {
   details: Record<string, unknown>;
 }
 
-/** A stored row, as exported (JSON lines) and verified. seq, prev_hash and hash are null until sealed. */
+/** A stored row, as exported (JSON lines) and verified. */
 export interface AuditRow {
   id: number;
   occurred_at: string;
@@ -43,39 +45,49 @@ export interface AuditRow {
   request_id: string | null;
   outcome: string;
   details: Record<string, unknown>;
-  seq: number | null;
-  prev_hash: string | null;
-  hash: string | null;
+}
+
+export interface Seal extends SealFields {
+  hash: string;
 }
 
 const CONTENT_COLUMNS = 'occurred_at, event_type, actor_type, actor_id, client_id, account_id, grant_id, scopes, resource, ip, user_agent, request_id, outcome, details';
-const COLUMNS = `id, ${CONTENT_COLUMNS}, seq, prev_hash, hash`;
-const CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('agentauth:audit'))";
-const SEAL_BATCH = 500;
+const COLUMNS = `id, ${CONTENT_COLUMNS}`;
+/** Held shared by every transaction inserting events, taken exclusively for a moment by the sealer. */
+const GATE = "hashtext('agentauth:audit-gate')";
+/** One sealer or purge at a time. */
+const SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('agentauth:audit-seal'))";
+const SEAL_BATCH = 1000;
 
-interface RawRow extends Omit<AuditRow, 'id' | 'seq' | 'occurred_at'> {
-  id: string | number;
-  seq: string | number | null;
-  occurred_at: Date;
+type RawRow = Omit<AuditRow, 'id' | 'occurred_at'> & { id: string | number; occurred_at: Date };
+const toRow = (r: RawRow): AuditRow => ({ ...r, id: Number(r.id), occurred_at: r.occurred_at.toISOString() });
+
+interface RawSeal {
+  seq: string;
+  after_id: string;
+  last_id: string;
+  row_ids: (string | number)[];
+  row_digests: string[];
+  sealed_at: Date;
+  prev_hash: string;
+  hash: string;
 }
-
-const toRow = (r: RawRow): AuditRow => ({ ...r, id: Number(r.id), seq: r.seq === null ? null : Number(r.seq), occurred_at: r.occurred_at.toISOString() });
-
-/** What the chain hash covers: the row's identity, content, position and predecessor. */
-export const fieldsOf = (row: AuditRow & { seq: number; prev_hash: string }): ChainedFields => ({
-  id: row.id, seq: row.seq, occurredAt: row.occurred_at, eventType: row.event_type, actorType: row.actor_type, actorId: row.actor_id,
-  clientId: row.client_id, accountId: row.account_id, grantId: row.grant_id, scopes: row.scopes, resource: row.resource,
-  ip: row.ip, userAgent: row.user_agent, requestId: row.request_id, outcome: row.outcome, details: row.details, prevHash: row.prev_hash,
+const toSeal = (r: RawSeal): Seal => ({
+  seq: Number(r.seq), afterId: Number(r.after_id), lastId: Number(r.last_id), rowIds: r.row_ids.map(Number),
+  rowDigests: r.row_digests, sealedAt: r.sealed_at.toISOString(), prevHash: r.prev_hash, hash: r.hash,
 });
+const SEAL_COLUMNS = 'seq::text AS seq, after_id::text AS after_id, last_id::text AS last_id, row_ids, row_digests, sealed_at, prev_hash, hash';
 
-export async function readAnchor(db: Db): Promise<{ seq: number; hash: string }> {
-  const r = await db.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_chain_anchor WHERE id = 1');
-  return { seq: Number(r.rows[0]!.seq), hash: r.rows[0]!.hash };
+export async function readAnchor(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {
+  const r = await db.query<{ seq: string; last_id: string; hash: string }>('SELECT seq::text AS seq, last_id::text AS last_id, hash FROM audit_chain_anchor WHERE id = 1');
+  const row = r.rows[0]!;
+  return { seq: Number(row.seq), lastId: Number(row.last_id), hash: row.hash };
 }
 
-/** Stores events in the current transaction. No lock: concurrent requests insert side by side. */
+/** Stores events in the current transaction, under the shared gate: requests never queue here. */
 export async function insertEvents(db: Db, events: AuditEvent[]): Promise<void> {
   if (events.length === 0) return;
+  await db.query(`SELECT pg_advisory_xact_lock_shared(${GATE})`);
   const values: unknown[] = [];
   const tuples = events.map((e) => {
     const base = values.length;
@@ -85,46 +97,70 @@ export async function insertEvents(db: Db, events: AuditEvent[]): Promise<void> 
   await db.query(`INSERT INTO audit_events (${CONTENT_COLUMNS}) VALUES ${tuples.join(', ')}`, values);
 }
 
+async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {
+  // Order by the column, not a text alias: '9' sorts after '10'.
+  const r = await db.query<{ seq: string; last_id: string; hash: string }>(
+    'SELECT seq::text AS seq, last_id::text AS last_id, hash FROM audit_seals ORDER BY audit_seals.seq DESC LIMIT 1',
+  );
+  const row = r.rows[0];
+  return row ? { seq: Number(row.seq), lastId: Number(row.last_id), hash: row.hash } : readAnchor(db);
+}
+
 /**
- * Extends the chain with committed rows not yet in it, oldest id first. One sealer at a time
- * (the chain lock), so positions are gapless; rows of transactions still open are invisible
- * here and are sealed by a later pass. Returns how many rows it sealed.
+ * The highest event id below which every row is final: taking the gate exclusively waits for
+ * the transactions inserting events to end, and any that starts later draws a higher id.
  */
+async function settledMaxId(db: Db): Promise<number> {
+  await db.query(`SELECT pg_advisory_lock(${GATE})`);
+  try {
+    const r = await db.query<{ max: string | null }>('SELECT max(id)::text AS max FROM audit_events');
+    return Number(r.rows[0]?.max ?? 0);
+  } finally {
+    await db.query(`SELECT pg_advisory_unlock(${GATE})`);
+  }
+}
+
+/** Seals the committed rows not yet sealed (up to a batch); returns how many rows it sealed. */
 export async function sealPending(db: Db, key: Buffer): Promise<number> {
   return db.tx(async () => {
-    await db.query(CHAIN_LOCK);
-    const pending = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT ${SEAL_BATCH}`);
-    if (pending.rows.length === 0) return 0;
-    // Order by the column, not a text alias: '9' sorts after '10'.
-    const last = await db.query<{ seq: string; hash: string }>('SELECT seq::text AS seq, hash FROM audit_events WHERE seq IS NOT NULL ORDER BY audit_events.seq DESC LIMIT 1');
-    let { seq, hash } = last.rows[0] ? { seq: Number(last.rows[0].seq), hash: last.rows[0].hash } : await readAnchor(db);
-    const values: unknown[] = [];
-    const tuples: string[] = [];
-    for (const raw of pending.rows) {
-      seq += 1;
-      const row = { ...toRow(raw), seq, prev_hash: hash };
-      hash = chainHash(key, fieldsOf(row));
-      const base = values.length;
-      tuples.push(`($${base + 1}::bigint, $${base + 2}::bigint, $${base + 3}, $${base + 4})`);
-      values.push(row.id, seq, row.prev_hash, hash);
-    }
+    await db.query(SEAL_LOCK);
+    const previous = await lastSeal(db);
+    const maxId = await settledMaxId(db);
+    if (maxId <= previous.lastId) return 0;
+    const rows = await eventsInRange(db, previous.lastId, maxId, SEAL_BATCH);
+    if (rows.length === 0) return 0;
+    const lastId = rows.length === SEAL_BATCH ? rows.at(-1)!.id : maxId;
+    const seal: SealFields = {
+      seq: previous.seq + 1,
+      afterId: previous.lastId,
+      lastId,
+      rowIds: rows.map((row) => row.id),
+      rowDigests: rows.map((row) => rowDigest({ ...row })),
+      sealedAt: new Date().toISOString(),
+      prevHash: previous.hash,
+    };
     await db.query(
-      `UPDATE audit_events AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
-       FROM (VALUES ${tuples.join(', ')}) AS v(id, seq, prev_hash, hash) WHERE e.id = v.id`,
-      values,
+      'INSERT INTO audit_seals (seq, after_id, last_id, row_ids, row_digests, sealed_at, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+      [seal.seq, seal.afterId, seal.lastId, seal.rowIds, seal.rowDigests, seal.sealedAt, seal.prevHash, sealHash(key, seal)],
     );
-    return pending.rows.length;
+    return rows.length;
   });
 }
 
-/** Sealed rows after position `afterSeq`, in chain order, a page at a time. */
-export async function readChainPage(db: Db, afterSeq: number, limit: number): Promise<(AuditRow & { seq: number; prev_hash: string; hash: string })[]> {
-  const r = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, [afterSeq, limit]);
-  return r.rows.map(toRow) as (AuditRow & { seq: number; prev_hash: string; hash: string })[];
+/** Events with afterId < id <= lastId, in id order. */
+export async function eventsInRange(db: Db, afterId: number, lastId: number, limit = 100_000): Promise<AuditRow[]> {
+  const r = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`, [afterId, lastId, limit]);
+  return r.rows.map(toRow);
 }
 
-export async function countUnsealed(db: Db): Promise<number> {
-  const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_events WHERE seq IS NULL');
+/** Seals after position `afterSeq`, in chain order, a page at a time. */
+export async function readSeals(db: Db, afterSeq: number, limit: number): Promise<Seal[]> {
+  const r = await db.query<RawSeal>(`SELECT ${SEAL_COLUMNS} FROM audit_seals WHERE seq > $1 ORDER BY audit_seals.seq LIMIT $2`, [afterSeq, limit]);
+  return r.rows.map(toSeal);
+}
+
+export async function countAfter(db: Db, id: number): Promise<number> {
+  const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_events WHERE id > $1', [id]);
   return r.rows[0]!.n;
 }
 
@@ -147,24 +183,21 @@ export async function findEvents(db: Db, filter: AuditFilter): Promise<AuditRow[
 }
 
 /**
- * Deletes the sealed rows that occurred before `cutoff` (a prefix of the chain) and moves the
- * anchor to the last deleted row, so the rest still verifies. Returns the last deleted seq.
+ * Deletes every seal made before `cutoff`, with the events it covers (all of which occurred
+ * before it was made), and moves the anchor to the last of them, so the rest still verifies.
  */
 export async function purgeBefore(db: Db, cutoff: Date): Promise<{ purged: number; throughSeq: number } | undefined> {
-  await db.query(CHAIN_LOCK);
-  // A prefix only: stop before the first sealed row that is still to be kept.
-  const r = await db.query<{ seq: string; hash: string }>(
-    `SELECT seq::text AS seq, hash FROM audit_events
-     WHERE seq IS NOT NULL
-       AND seq < coalesce((SELECT min(seq) FROM audit_events WHERE seq IS NOT NULL AND occurred_at >= $1), 9223372036854775807)
-     ORDER BY audit_events.seq DESC LIMIT 1`,
+  await db.query(SEAL_LOCK);
+  const r = await db.query<RawSeal>(
+    `SELECT ${SEAL_COLUMNS} FROM audit_seals WHERE sealed_at < $1 ORDER BY audit_seals.seq DESC LIMIT 1`,
     [cutoff],
   );
-  const last = r.rows[0];
+  const last = r.rows[0] && toSeal(r.rows[0]);
   if (!last) return undefined;
   await db.query("SELECT set_config('agentauth.audit_purge', 'on', true)");
-  const deleted = await db.query('DELETE FROM audit_events WHERE seq <= $1', [last.seq]);
+  const deleted = await db.query('DELETE FROM audit_events WHERE id <= $1', [last.lastId]);
+  await db.query('DELETE FROM audit_seals WHERE seq <= $1', [last.seq]);
   await db.query("SELECT set_config('agentauth.audit_purge', 'off', true)");
-  await db.query('UPDATE audit_chain_anchor SET seq = $1, hash = $2 WHERE id = 1', [last.seq, last.hash]);
-  return { purged: deleted.rowCount, throughSeq: Number(last.seq) };
+  await db.query('UPDATE audit_chain_anchor SET seq = $1, last_id = $2, hash = $3 WHERE id = 1', [last.seq, last.lastId, last.hash]);
+  return { purged: deleted.rowCount, throughSeq: last.seq };
 }

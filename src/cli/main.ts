@@ -141,8 +141,8 @@ const COMMANDS: Record<string, Command> = {
     print: (r) => {
       const v = r as VerifyResult;
       return v.ok
-        ? `audit chain intact: ${v.checked} rows checked; head row ${v.head.seq}, hash ${v.head.hash}`
-        : `audit chain broken at row ${v.problem?.seq}: ${v.problem?.reason}`;
+        ? `audit trail intact: ${v.checked} events checked; last seal ${v.head.seq}, hash ${v.head.hash}`
+        : `audit trail does not verify: ${v.problem?.reason}`;
     },
     failed: (r) => !(r as VerifyResult).ok,
   },

@@ -84,17 +84,26 @@ export async function readAnchor(db: Db): Promise<{ seq: number; lastId: number;
   return { seq: Number(row.seq), lastId: Number(row.last_id), hash: row.hash };
 }
 
-/** Stores events in the current transaction, under the shared gate: requests never queue here. */
+const INSERT_TYPES = ['timestamptz', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'jsonb'];
+
+/**
+ * Stores events in the current transaction, under the shared gate (requests never queue here).
+ * One statement: the gate is taken before the first row draws its id.
+ */
 export async function insertEvents(db: Db, events: AuditEvent[]): Promise<void> {
   if (events.length === 0) return;
-  await db.query(`SELECT pg_advisory_xact_lock_shared(${GATE})`);
   const values: unknown[] = [];
   const tuples = events.map((e) => {
     const base = values.length;
     values.push(e.occurredAt, e.type, e.actorType, e.actorId, e.clientId, e.accountId, e.grantId, e.scopes, e.resource, e.ip, e.userAgent, e.requestId, e.outcome, e.details);
-    return `(${Array.from({ length: 14 }, (_, i) => `$${base + i + 1}`).join(', ')})`;
+    return `(${INSERT_TYPES.map((type, i) => `$${base + i + 1}::${type}`).join(', ')})`;
   });
-  await db.query(`INSERT INTO audit_events (${CONTENT_COLUMNS}) VALUES ${tuples.join(', ')}`, values);
+  await db.query(
+    `WITH gate AS (SELECT pg_advisory_xact_lock_shared(${GATE}))
+     INSERT INTO audit_events (${CONTENT_COLUMNS})
+     SELECT v.* FROM gate, (VALUES ${tuples.join(', ')}) AS v(${CONTENT_COLUMNS})`,
+    values,
+  );
 }
 
 async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {

@@ -6,6 +6,7 @@
  *   node bench/token-endpoint.ts [--seconds 10] [--concurrency 16] [--server-dir <checkout>]
  *
  * --server-dir runs another checkout's server with the same load, for before/after comparisons.
+ * --cpu-prof-dir writes the server's CPU profile there (node --cpu-prof).
  */
 import { createSign, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -14,7 +15,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort, newDeployment, runCli, spawnServer } from '../test/helpers/server.ts';
 
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, concurrency: { type: 'string', default: '16' }, 'server-dir': { type: 'string' } } });
+const { values } = parseArgs({
+  options: { seconds: { type: 'string', default: '10' }, concurrency: { type: 'string', default: '16' }, 'server-dir': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
+});
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 const serverDir = values['server-dir'] ? path.resolve(values['server-dir']) : path.resolve(import.meta.dirname, '..');
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
   const port = await freePort();
   const issuer = `http://localhost:${port}`;
   const env: NodeJS.ProcessEnv = { ...deployment.env, PORT: String(port), ISSUER: issuer, LOG_LEVEL: 'warn' };
+  if (values['cpu-prof-dir']) env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${path.resolve(values['cpu-prof-dir'])}`;
   const { child } = await spawnServer(env, serverDir);
   try {
     const cli = (args: string[]) => runCli(env, args);

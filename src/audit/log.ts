@@ -7,7 +7,7 @@
 import { requestContext } from '../http/request-context.ts';
 import type { Db } from '../storage/db.ts';
 import { rowDigest, sealHash } from './chain.ts';
-import { countAfter, eventsInRange, findEvents, insertEvents, purgeBefore, readAnchor, readSeals, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow, type Seal } from './store.ts';
+import { countAfter, eventsInRange, findEvents, insertStatement, purgeBefore, readAnchor, readSeals, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow, type Seal } from './store.ts';
 
 /** Every event type the log records. */
 export type AuditEventType =
@@ -62,15 +62,25 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
   function pendingEvents(): AuditEvent[] | undefined {
     return db.workState(PENDING, () => {
       const events: AuditEvent[] = [];
-      db.beforeCommit(() => insertEvents(db, events));
+      db.atCommit(() => insertStatement(events));
       return events;
     });
+  }
+
+  /** Postgres text cannot hold NUL; hostile input (a username, say) may. */
+  function withoutNul<T>(value: T): T {
+    if (typeof value === 'string') return value.replaceAll('\u0000', '') as T;
+    if (Array.isArray(value)) return value.map(withoutNul) as T;
+    if (value && typeof value === 'object' && !(value instanceof Date)) {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [withoutNul(k), withoutNul(v)])) as T;
+    }
+    return value;
   }
 
   function toEvent(input: AuditInput): AuditEvent {
     const request = requestContext();
     const scopes = typeof input.scopes === 'string' ? input.scopes : input.scopes?.join(' ');
-    return {
+    return withoutNul({
       occurredAt: new Date(),
       type: input.type,
       actorType: input.actor.type,
@@ -85,7 +95,7 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
       requestId: request?.requestId ?? null,
       outcome: input.outcome ?? 'success',
       details: input.details ?? {},
-    };
+    } satisfies AuditEvent);
   }
 
   const log: AuditLog = {

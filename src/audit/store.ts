@@ -5,6 +5,7 @@
  * removes whole seals from the oldest end and moves the anchor.
  */
 import type { Db } from '../storage/db.ts';
+import { sqlLiteral, type LiteralValue } from '../storage/sql-literal.ts';
 import { rowDigest, sealHash, type SealFields } from './chain.ts';
 
 export const ACTOR_TYPES = ['user', 'admin', 'client', 'system'] as const;
@@ -87,23 +88,19 @@ export async function readAnchor(db: Db): Promise<{ seq: number; lastId: number;
 const INSERT_TYPES = ['timestamptz', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'jsonb'];
 
 /**
- * Stores events in the current transaction, under the shared gate (requests never queue here).
- * One statement: the gate is taken before the first row draws its id.
+ * The statement that stores events, sent with the COMMIT of the transaction that recorded them
+ * (Db.atCommit). It takes the shared gate before the first row draws its id; requests never
+ * queue on it, only the sealer does.
  */
-export async function insertEvents(db: Db, events: AuditEvent[]): Promise<void> {
-  if (events.length === 0) return;
-  const values: unknown[] = [];
+export function insertStatement(events: AuditEvent[]): string | undefined {
+  if (events.length === 0) return undefined;
   const tuples = events.map((e) => {
-    const base = values.length;
-    values.push(e.occurredAt, e.type, e.actorType, e.actorId, e.clientId, e.accountId, e.grantId, e.scopes, e.resource, e.ip, e.userAgent, e.requestId, e.outcome, e.details);
-    return `(${INSERT_TYPES.map((type, i) => `$${base + i + 1}::${type}`).join(', ')})`;
+    const values: LiteralValue[] = [e.occurredAt, e.type, e.actorType, e.actorId, e.clientId, e.accountId, e.grantId, e.scopes, e.resource, e.ip, e.userAgent, e.requestId, e.outcome, e.details];
+    return `(${values.map((v, i) => `${sqlLiteral(v)}::${INSERT_TYPES[i]}`).join(', ')})`;
   });
-  await db.query(
-    `WITH gate AS (SELECT pg_advisory_xact_lock_shared(${GATE}))
-     INSERT INTO audit_events (${CONTENT_COLUMNS})
-     SELECT v.* FROM gate, (VALUES ${tuples.join(', ')}) AS v(${CONTENT_COLUMNS})`,
-    values,
-  );
+  return `WITH gate AS (SELECT pg_advisory_xact_lock_shared(${GATE}))
+    INSERT INTO audit_events (${CONTENT_COLUMNS})
+    SELECT v.* FROM gate, (VALUES ${tuples.join(', ')}) AS v(${CONTENT_COLUMNS})`;
 }
 
 async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {

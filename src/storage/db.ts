@@ -25,11 +25,15 @@ export interface Db {
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
   /**
    * State kept for the current unit of work under `key`, created by `init` on first use;
-   * undefined outside a unit of work. `init` may register beforeCommit hooks.
+   * undefined outside a unit of work. `init` may register atCommit statements.
    */
   workState<T>(key: symbol, init: () => T): T | undefined;
-  /** Runs hook inside the transaction just before COMMIT; if it throws, the work rolls back. */
-  beforeCommit(hook: () => Promise<void>): void;
+  /**
+   * Adds a statement, built when the work commits, that is sent together with the COMMIT in one
+   * round trip: the last write of a request costs no extra trip to the database. It takes no
+   * parameters, so every value in it must go through sqlLiteral(). If it fails, nothing commits.
+   */
+  atCommit(build: () => string | undefined): void;
   close(): Promise<void>;
 }
 
@@ -37,8 +41,11 @@ export interface Db {
 interface Connection {
   query<T>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
   script(sql: string): Promise<void>;
-  /** COMMIT that fails if the transaction had aborted (Postgres then answers COMMIT with ROLLBACK). */
-  commit(): Promise<void>;
+  /**
+   * Runs `statements` (if any) and COMMIT in one round trip; fails if the transaction had
+   * aborted (Postgres then answers COMMIT with ROLLBACK).
+   */
+  commit(statements: string): Promise<void>;
   release(broken: boolean): void;
 }
 
@@ -51,7 +58,7 @@ interface Driver {
 interface Work {
   connection?: Promise<Connection>;
   state: Map<symbol, unknown>;
-  beforeCommit: (() => Promise<void>)[];
+  atCommit: (() => string | undefined)[];
   /**
    * Set once the work ends. A continuation that outlives its work (a promise started inside it
    * and not awaited) still sees it through AsyncLocalStorage; it must not touch a connection
@@ -88,9 +95,11 @@ function createDb(driver: Driver): Db {
 
   async function finishWork(work: Work, commit: boolean): Promise<void> {
     if (work.ended) return;
-    if (commit && work.beforeCommit.length) {
+    let statements = '';
+    if (commit && work.atCommit.length) {
       try {
-        for (const hook of work.beforeCommit.splice(0)) await currentWork.run(work, hook);
+        statements = work.atCommit.splice(0).map((build) => build()).filter(Boolean).join(';\n');
+        if (statements) await connectionFor(work);
       } catch (err) {
         await finishWork(work, false);
         throw new CommitFailedError(err);
@@ -105,7 +114,7 @@ function createDb(driver: Driver): Db {
       return; // never began: nothing to end
     }
     try {
-      if (commit) await connection.commit();
+      if (commit) await connection.commit(statements);
       else await connection.query('ROLLBACK');
       connection.release(false);
     } catch (err) {
@@ -121,7 +130,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), beforeCommit: [], ended: false };
+    const work: Work = { state: new Map(), atCommit: [], ended: false };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -167,10 +176,10 @@ function createDb(driver: Driver): Db {
       if (!work.state.has(key)) work.state.set(key, init());
       return work.state.get(key) as T;
     },
-    beforeCommit(hook) {
+    atCommit(build) {
       const work = openWork();
-      if (!work) throw new Error('beforeCommit() outside a unit of work');
-      work.beforeCommit.push(hook);
+      if (!work) throw new Error('atCommit() outside a unit of work');
+      work.atCommit.push(build);
     },
     close: () => driver.close(),
   };
@@ -226,9 +235,10 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
         async script(sql: string) {
           await sanitized(() => client.query(sql));
         },
-        async commit() {
-          const r = await sanitized(() => client.query('COMMIT'));
-          if (r.command === 'ROLLBACK') throw new Error('the transaction had aborted; COMMIT rolled it back');
+        async commit(statements: string) {
+          const r: pg.QueryResult | pg.QueryResult[] = await sanitized(() => client.query(statements ? `${statements};\nCOMMIT` : 'COMMIT'));
+          const last = Array.isArray(r) ? r.at(-1) : r;
+          if (last?.command === 'ROLLBACK') throw new Error('the transaction had aborted; COMMIT rolled it back');
         },
         release: (broken) => client.release(broken),
       };
@@ -257,8 +267,10 @@ export async function createPgliteDb(dataDir: string): Promise<Db> {
         async script(sql: string) {
           await sanitized(() => db.exec(sql));
         },
-        async commit() {
-          // PGlite does not report COMMIT's outcome: a statement fails inside an aborted transaction.
+        async commit(statements: string) {
+          // In-process, so round trips cost nothing. PGlite does not report COMMIT's outcome: a
+          // statement fails inside an aborted transaction.
+          if (statements) await sanitized(() => db.exec(statements));
           await sanitized(() => db.query('SELECT 1'));
           await sanitized(() => db.query('COMMIT'));
         },

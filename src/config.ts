@@ -45,6 +45,9 @@ const envSchema = z.object({
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).optional(),
+  ALLOW_PRIVATE_FETCH: booleanString.default(false),
+  CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
+  CLIENT_AUTH_ALLOW_RS256: booleanString.default(false),
 });
 
 export interface Config {
@@ -75,6 +78,13 @@ export interface Config {
   };
   /** Bearer credential for the admin HTTP endpoints; unset disables them. */
   adminToken: string | undefined;
+  clientAuth: {
+    /** Longest accepted client assertion lifetime (exp - iat), seconds. */
+    maxAssertionLifetime: number;
+    allowRs256: boolean;
+  };
+  /** Development and tests only: let jwks_uri (and later webhooks) reach loopback and private hosts. */
+  allowPrivateFetch: boolean;
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
 }
@@ -128,6 +138,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
     adminToken: e.ADMIN_TOKEN,
+    clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
+    allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
     embedded: !e.DATABASE_URL,
   };
 }

@@ -63,6 +63,8 @@ async function start(config: Config): Promise<void> {
           cookieKeys: runtime.cookieKeys,
           ttl: config.ttl,
           trustProxy: config.trustProxy,
+          clientAuth: config.clientAuth,
+          allowPrivateFetch: config.allowPrivateFetch,
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
             if (!account || account.disabled) return undefined;
@@ -116,6 +118,10 @@ async function start(config: Config): Promise<void> {
   }, AUDIT_SEAL_INTERVAL_MS);
   sealer.unref();
 
+  if (config.allowPrivateFetch) {
+    log.warn('ALLOW_PRIVATE_FETCH is on: jwks_uri may point at loopback and private addresses. Never use this in production.');
+    process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth fetch from loopback and private addresses. Development and tests only.\n');
+  }
   log.info({ issuer, port, storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
   process.stderr.write(banner(issuer, config));
 

@@ -5,6 +5,7 @@
  */
 import { chainKey } from './audit/chain.ts';
 import { createAuditLog, type AuditLog } from './audit/log.ts';
+import type { ClientPolicy } from './clients/registration.ts';
 import type { Config } from './config.ts';
 import { createPgliteDb, createPostgresDb, type Db } from './storage/db.ts';
 import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
@@ -16,6 +17,7 @@ export interface Runtime {
   db: Db;
   kv: Kv;
   audit: AuditLog;
+  clientPolicy: ClientPolicy;
   keyEncryptionKey: Buffer;
   cookieKeys: string[];
   close(): Promise<void>;
@@ -52,6 +54,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     db,
     kv,
     audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey)),
+    clientPolicy: { allowPrivateFetch: config.allowPrivateFetch },
     ...secrets,
     async close() {
       await kv.close();

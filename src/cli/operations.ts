@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
 import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
-import { clientInputSchema, registerClient, RegistrationError } from '../clients/registration.ts';
+import { clientInputSchema, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { findClient, listClients, type ClientRecord } from '../clients/store.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
@@ -21,6 +21,7 @@ export interface OperationContext {
   kv: Kv;
   keyEncryptionKey: Buffer;
   audit: AuditLog;
+  clientPolicy: ClientPolicy;
 }
 
 /** Operations are an operator's acts: the audit trail names the admin command line. */
@@ -69,9 +70,9 @@ export const operations = {
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
 
-  'clients.create': operation(clientInputSchema, async ({ db, audit }, input) => {
+  'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy }, input) => {
     try {
-      const client = await registerClient(db, input);
+      const client = await registerClient(db, input, clientPolicy);
       await audit.record({
         type: 'client.registered', actor: ADMIN, clientId: client.client_id, scopes: typeof client.scope === 'string' ? client.scope : null,
         details: { client_name: client.client_name, grant_types: client.grant_types, redirect_uris: client.redirect_uris, token_endpoint_auth_method: client.token_endpoint_auth_method },

@@ -53,25 +53,32 @@ function checkRedirectUri(raw: string): { native: boolean } {
   throw problem('must use https, or http on a loopback address (127.0.0.1, [::1], localhost)');
 }
 
-function checkJwksUri(raw: string): void {
+/** What registration allows beyond the fixed rules. */
+export interface ClientPolicy {
+  /** ALLOW_PRIVATE_FETCH: development and tests may serve jwks_uri from loopback over http. */
+  allowPrivateFetch: boolean;
+}
+
+function checkJwksUri(raw: string, policy: ClientPolicy): void {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
     throw new RegistrationError('invalid_client_metadata', 'jwks_uri is not an absolute URI');
   }
-  if (url.protocol !== 'https:' || url.username || url.password || url.hash) {
+  const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  if ((url.protocol !== 'https:' && !loopbackHttp) || url.username || url.password || url.hash) {
     throw new RegistrationError('invalid_client_metadata', 'jwks_uri must be an https URI without userinfo or fragment');
   }
 }
 
-export async function buildClientMetadata(db: Db, input: ClientInput): Promise<ClientMetadata> {
+export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy): Promise<ClientMetadata> {
   const authChoices = [input.jwks !== undefined, input.jwksUri !== undefined, input.public].filter(Boolean).length;
   if (authChoices !== 1) {
     throw new RegistrationError('invalid_client_metadata', 'choose exactly one of --jwks-file, --jwks-uri or --public');
   }
   const natives = input.redirectUris.map(checkRedirectUri);
-  if (input.jwksUri) checkJwksUri(input.jwksUri);
+  if (input.jwksUri) checkJwksUri(input.jwksUri, policy);
 
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
   if (grantTypes.includes('authorization_code') && input.redirectUris.length === 0) {
@@ -107,8 +114,8 @@ export async function buildClientMetadata(db: Db, input: ClientInput): Promise<C
   return metadata;
 }
 
-export async function registerClient(db: Db, input: ClientInput): Promise<ClientMetadata> {
-  const metadata = await buildClientMetadata(db, input);
+export async function registerClient(db: Db, input: ClientInput, policy: ClientPolicy): Promise<ClientMetadata> {
+  const metadata = await buildClientMetadata(db, input, policy);
   await insertClient(db, metadata);
   return metadata;
 }

@@ -3,7 +3,7 @@
  * (OAuth 2.1, RFC 9700) or the attack it answers.
  */
 import type { JsonWebKey } from '../keys/signing-keys.ts';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import type { Configuration, FindAccount } from 'oidc-provider';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 
@@ -17,10 +17,40 @@ export interface ProviderSettings {
   trustProxy: boolean;
   findAccount: FindAccount;
   renderError: NonNullable<Configuration['renderError']>;
+  clientAuth: { maxAssertionLifetime: number; allowRs256: boolean };
+  allowPrivateFetch: boolean;
 }
 
 /** Algorithms a client may sign its assertion with: asymmetric only, never HMAC or none. */
 export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'PS256'] as const;
+
+/** How far in the future an assertion's iat may lie (client clock skew). */
+const MAX_IAT_SKEW_SECONDS = 60;
+
+/**
+ * Checks on a client assertion beyond oidc-provider's (which verifies the signature with the
+ * client's keys, requires exp, jti and iss = client_id, and records the jti once).
+ */
+function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['assertJwtClientAuthClaimsAndHeader']> {
+  return async (ctx, claims, header, client) => {
+    // Audience injection (RFC 7523bis, FAPI 2.0): only the issuer, as a single string.
+    if (typeof claims.aud !== 'string' || claims.aud !== ctx.oidc.issuer) {
+      throw new errors.InvalidClientAuth('aud must be the issuer identifier, as a single string');
+    }
+    if (claims.sub !== client.clientId) throw new errors.InvalidClientAuth('sub must be the client_id');
+    if (typeof claims.jti !== 'string' || claims.jti.length > 256) throw new errors.InvalidClientAuth('jti must be a string of at most 256 characters');
+    // No extension this server understands may be marked critical (RFC 7515 §4.1.11).
+    if (header.crit !== undefined) throw new errors.InvalidClientAuth('crit header parameters are not supported');
+    const now = Math.floor(Date.now() / 1000);
+    const exp = Number(claims.exp);
+    const iat = typeof claims.iat === 'number' ? claims.iat : now;
+    if (iat > now + MAX_IAT_SKEW_SECONDS) throw new errors.InvalidClientAuth('iat is in the future');
+    // A short lifetime bounds how long the jti must be remembered and how long a leak is useful.
+    if (exp - iat > maxLifetime || exp - now > maxLifetime) {
+      throw new errors.InvalidClientAuth(`the client assertion may be valid for at most ${maxLifetime} seconds`);
+    }
+  };
+}
 
 export function buildProvider(s: ProviderSettings): Provider {
   const configuration: Configuration = {
@@ -43,7 +73,7 @@ export function buildProvider(s: ProviderSettings): Provider {
       id_token_signed_response_alg: 'ES256',
     },
     enabledJWA: {
-      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
+      clientAuthSigningAlgValues: s.clientAuth.allowRs256 ? [...CLIENT_AUTH_ALGS, 'RS256'] : [...CLIENT_AUTH_ALGS],
       idTokenSigningAlgValues: ['ES256'],
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],
@@ -93,6 +123,15 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     interactions: {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    assertJwtClientAuthClaimsAndHeader: assertClientAssertion(s.clientAuth.maxAssertionLifetime),
+    // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
+    // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
+    // development and tests ALLOW_PRIVATE_FETCH lifts the address check.
+    fetch: async (url, options) => {
+      const request = { ...(options as RequestInit & { dispatcher?: unknown }), redirect: 'error' as const };
+      if (s.allowPrivateFetch) delete request.dispatcher;
+      return globalThis.fetch(url, request);
     },
     // Responses at most 64 KiB from any URL oidc-provider fetches (jwks_uri): the default is unbounded.
     fetchResponseBodyLimits: { jwks_uri: 64 * 1024, sector_identifier_uri: 64 * 1024, client_id_metadata_document: 64 * 1024 },

@@ -49,6 +49,9 @@ export interface AgentOptions {
   scope?: string;
   grantTypes?: string[];
   public?: boolean;
+  /** Register these public keys instead of a generated one. */
+  jwks?: { keys: Record<string, unknown>[] };
+  jwksUri?: string;
 }
 
 export async function createAgent(server: Target, options: AgentOptions = {}): Promise<TestAgent> {
@@ -59,11 +62,13 @@ export async function createAgent(server: Target, options: AgentOptions = {}): P
   let key: Awaited<ReturnType<typeof generateAgentKey>> | undefined;
   if (options.public) {
     args.push('--public');
+  } else if (options.jwksUri) {
+    args.push('--jwks-uri', options.jwksUri);
   } else {
-    key = await generateAgentKey();
+    key = options.jwks ? undefined : await generateAgentKey();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-jwks-'));
     const file = path.join(dir, 'jwks.json');
-    writeFileSync(file, JSON.stringify({ keys: [key.publicJwk] }));
+    writeFileSync(file, JSON.stringify(options.jwks ?? { keys: [key!.publicJwk] }));
     args.push('--jwks-file', file);
   }
   const metadata = JSON.parse(ok(await server.cli(args), 'clients create')) as Record<string, unknown>;

@@ -1,0 +1,46 @@
+/**
+ * Hand-made JWTs for attacking the client-assertion checks: any header, any claims, any
+ * algorithm, including the ones a correct library would refuse to produce.
+ */
+import { constants, createHmac, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+
+const b64 = (v: string | Buffer) => Buffer.from(v).toString('base64url');
+
+export type Alg = 'ES256' | 'EdDSA' | 'PS256' | 'RS256' | 'HS256' | 'none';
+
+export interface TestKey {
+  alg: Alg;
+  kid: string;
+  privateKey: KeyObject;
+  publicJwk: Record<string, unknown>;
+}
+
+export function generateTestKey(alg: 'ES256' | 'EdDSA' | 'PS256' | 'RS256', kid = randomBytes(6).toString('hex')): TestKey {
+  const pair = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : alg === 'EdDSA' ? generateKeyPairSync('ed25519')
+    : generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { alg, kid, privateKey: pair.privateKey, publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' } };
+}
+
+export function signJwt(header: Record<string, unknown>, payload: Record<string, unknown>, key?: KeyObject | Buffer): string {
+  const input = `${b64(JSON.stringify(header))}.${b64(JSON.stringify(payload))}`;
+  const alg = header.alg;
+  let signature: Buffer;
+  if (alg === 'none') signature = Buffer.alloc(0);
+  else if (alg === 'HS256') signature = createHmac('sha256', key as Buffer).update(input).digest();
+  else if (alg === 'ES256') signature = sign('sha256', Buffer.from(input), { key: key as KeyObject, dsaEncoding: 'ieee-p1363' });
+  else if (alg === 'EdDSA') signature = sign(null, Buffer.from(input), key as KeyObject);
+  else if (alg === 'PS256') signature = sign('sha256', Buffer.from(input), { key: key as KeyObject, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+  else signature = sign('sha256', Buffer.from(input), key as KeyObject);
+  return `${input}.${b64(signature)}`;
+}
+
+/** A well-formed client assertion for clientId at audience, with overrides applied last. */
+export function clientAssertion(key: TestKey, clientId: string, audience: string, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}): string {
+  const now = Math.floor(Date.now() / 1000);
+  return signJwt(
+    { alg: key.alg, kid: key.kid, typ: 'JWT', ...header },
+    { iss: clientId, sub: clientId, aud: audience, jti: randomBytes(12).toString('base64url'), iat: now, exp: now + 120, ...claims },
+    key.privateKey,
+  );
+}

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { isPrivateHost } from '../net/private-hosts.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { insertClient, type ClientMetadata } from './store.ts';
@@ -69,6 +70,9 @@ function checkJwksUri(raw: string, policy: ClientPolicy): void {
   const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
   if ((url.protocol !== 'https:' && !loopbackHttp) || url.username || url.password || url.hash) {
     throw new RegistrationError('invalid_client_metadata', 'jwks_uri must be an https URI without userinfo or fragment');
+  }
+  if (!policy.allowPrivateFetch && isPrivateHost(url)) {
+    throw new RegistrationError('invalid_client_metadata', 'jwks_uri must not point at a loopback, private or link-local address');
   }
 }
 

@@ -21,8 +21,11 @@ export interface ProviderSettings {
   allowPrivateFetch: boolean;
 }
 
-/** Algorithms a client may sign its assertion with: asymmetric only, never HMAC or none. */
-export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'PS256'] as const;
+/**
+ * Algorithms a client may sign its assertion with: asymmetric only, never HMAC or none.
+ * Ed25519 is the fully-specified name of EdDSA over Ed25519 (RFC 9864), which oauth4webapi uses.
+ */
+export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
 
 /** How far in the future an assertion's iat may lie (client clock skew). */
 const MAX_IAT_SKEW_SECONDS = 60;

@@ -6,11 +6,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize } from './helpers/browserless.ts';
+import { Redis } from 'ioredis';
+import { authorize, postToken } from './helpers/browserless.ts';
+import { clientAssertion, generateTestKey } from './helpers/jwt.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
 import { REAL_SERVICES } from './helpers/server.ts';
 
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const skip = REAL_SERVICES ? false : 'needs two server processes on real PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)';
 
 describe('two instances on one PostgreSQL and Redis', { skip }, () => {
@@ -37,6 +40,31 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
       await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
     }
     assert.equal((await client.tokenIntrospection(config, refreshed.access_token)).active, false);
+  });
+
+  it('accepts one client assertion sent 20 times at once across both instances exactly once', async () => {
+    const key = generateTestKey('ES256');
+    const agent = await createAgent(cluster, { grantTypes: ['client_credentials'], jwks: { keys: [key.publicJwk] } });
+    const assertion = clientAssertion(key, agent.clientId, cluster.issuer);
+    const body = { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion };
+    const statuses = (await Promise.all(Array.from({ length: 20 }, () => postToken(cluster.issuer, body)))).map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(','));
+    assert.ok(statuses.every((s) => s === 200 || s === 401), statuses.join(','));
+  });
+
+  it('does not accept an earlier assertion again after Redis loses its data', async () => {
+    const key = generateTestKey('ES256');
+    const agent = await createAgent(cluster, { grantTypes: ['client_credentials'], jwks: { keys: [key.publicJwk] } });
+    const body = { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: clientAssertion(key, agent.clientId, cluster.issuer) };
+    assert.equal((await postToken(cluster.issuer, body)).status, 200);
+    // Everything this deployment keeps in Redis goes (a FLUSHALL limited to our prefix, so the
+    // test files running beside this one keep theirs).
+    const redis = new Redis(cluster.env.REDIS_URL!);
+    const keys = await redis.keys(`${cluster.env.REDIS_KEY_PREFIX}*`);
+    if (keys.length) await redis.del(...keys);
+    assert.equal((await redis.keys(`${cluster.env.REDIS_KEY_PREFIX}*`)).length, 0);
+    redis.disconnect();
+    assert.equal((await postToken(cluster.issuer, body)).status, 401);
   });
 
   it('shows a scope created by the CLI on every instance at once', async () => {

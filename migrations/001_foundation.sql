@@ -44,12 +44,14 @@ CREATE TABLE oidc_artifacts (
   model       text NOT NULL,
   id_hash     bytea NOT NULL,
   grant_id    text,
+  client_id   text,                 -- so a disabled or deleted client's tokens die with it
   payload     jsonb NOT NULL,
   expires_at  timestamptz NOT NULL,
   consumed_at timestamptz,
   PRIMARY KEY (model, id_hash)
 );
 CREATE INDEX oidc_artifacts_grant_idx ON oidc_artifacts (grant_id) WHERE grant_id IS NOT NULL;
+CREATE INDEX oidc_artifacts_client_idx ON oidc_artifacts (client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX oidc_artifacts_expiry_idx ON oidc_artifacts (expires_at);
 
 -- Single-use markers (client assertion jti): kept in Postgres so losing Redis reopens no replay.

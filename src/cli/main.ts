@@ -31,6 +31,30 @@ interface Command {
 
 const DAY_MS = 24 * 3600 * 1000;
 
+const CLIENT_OPTIONS: Options = {
+  name: { type: 'string' },
+  'redirect-uri': { type: 'string', multiple: true },
+  'jwks-file': { type: 'string' },
+  'jwks-uri': { type: 'string' },
+  public: { type: 'boolean' },
+  'grant-types': { type: 'string' },
+  scope: { type: 'string' },
+};
+
+/** The client registration flags, as the input of clients.create (and the base of an update). */
+async function clientOptions(values: Values) {
+  const grantTypes = typeof values['grant-types'] === 'string' ? values['grant-types'].split(',').map((g) => g.trim()).filter(Boolean) : undefined;
+  return {
+    name: typeof values.name === 'string' ? values.name : undefined,
+    redirectUris: (values['redirect-uri'] as string[] | undefined) ?? [],
+    jwks: typeof values['jwks-file'] === 'string' ? await readJwksFile(values['jwks-file']) : undefined,
+    jwksUri: values['jwks-uri'] as string | undefined,
+    public: values.public === true,
+    grantTypes,
+    scope: values.scope as string | undefined,
+  };
+}
+
 const json = (v: unknown) => JSON.stringify(v, null, 2);
 
 const COMMANDS: Record<string, Command> = {
@@ -83,30 +107,58 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--json]',
     summary: 'Register an agent. Prints the client, client_id included.',
-    options: {
-      name: { type: 'string' },
-      'redirect-uri': { type: 'string', multiple: true },
-      'jwks-file': { type: 'string' },
-      'jwks-uri': { type: 'string' },
-      public: { type: 'boolean' },
-      'grant-types': { type: 'string' },
-      scope: { type: 'string' },
-    },
+    options: CLIENT_OPTIONS,
     operation: 'clients.create',
     async input(values) {
       if (typeof values.name !== 'string') throw new UsageError('--name is required');
-      const grantTypes = typeof values['grant-types'] === 'string' ? values['grant-types'].split(',').map((g) => g.trim()).filter(Boolean) : undefined;
+      return clientOptions(values);
+    },
+    print: json,
+  },
+  'clients update': {
+    usage:
+      'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--json]',
+    summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
+    options: CLIENT_OPTIONS,
+    positionals: ['client_id'],
+    operation: 'clients.update',
+    async input(values, [clientId]) {
+      const given = await clientOptions(values);
       return {
-        name: values.name,
-        redirectUris: values['redirect-uri'] ?? [],
-        jwks: typeof values['jwks-file'] === 'string' ? await readJwksFile(values['jwks-file']) : undefined,
-        jwksUri: values['jwks-uri'],
-        public: values.public === true,
-        grantTypes,
-        scope: values.scope,
+        clientId,
+        name: given.name,
+        redirectUris: values['redirect-uri'] === undefined ? undefined : given.redirectUris,
+        jwks: given.jwks,
+        jwksUri: given.jwksUri,
+        public: values.public === true ? true : undefined,
+        grantTypes: given.grantTypes,
+        scope: given.scope,
       };
     },
     print: json,
+  },
+  'clients disable': {
+    usage: 'agentauth clients disable <client_id> [--json]',
+    summary: 'Disable a client: it can no longer authenticate, and every grant and token it holds is revoked.',
+    positionals: ['client_id'],
+    operation: 'clients.disable',
+    input: async (_values, [clientId]) => ({ clientId }),
+    print: (r) => {
+      const d = r as { client_id: string; revoked_grants: number; deleted_tokens: number };
+      return `disabled ${d.client_id}: revoked ${d.revoked_grants} grants, ${d.deleted_tokens} tokens`;
+    },
+  },
+  'clients delete': {
+    usage: 'agentauth clients delete <client_id> [--json]',
+    summary: 'Delete a client after revoking every grant and token it holds.',
+    positionals: ['client_id'],
+    operation: 'clients.delete',
+    input: async (_values, [clientId]) => ({ clientId }),
+    print: (r) => {
+      const d = r as { client_id: string; revoked_grants: number; deleted_tokens: number };
+      return `deleted ${d.client_id}: revoked ${d.revoked_grants} grants, ${d.deleted_tokens} tokens`;
+    },
   },
   'clients list': {
     usage: 'agentauth clients list [--json]',

@@ -6,8 +6,9 @@
 import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
 import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
-import { clientInputSchema, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
-import { findClient, listClients, type ClientRecord } from '../clients/store.ts';
+import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
+import { deleteClient, disableClient, findClient, listClients, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
+import { revokeClientAccess } from '../grants/revoke.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { announceConfigChange } from '../oauth/live-provider.ts';
@@ -82,6 +83,44 @@ export const operations = {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
       throw err;
     }
+  }),
+
+  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, ...changes }) => {
+    const current = await findClient(db, clientId);
+    if (!current) throw new OperationError(`no client ${clientId}`);
+    const base = inputOf(current.metadata);
+    const authChanged = changes.jwks !== undefined || changes.jwksUri !== undefined || changes.public !== undefined;
+    const next = {
+      ...base,
+      ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)),
+      ...(authChanged ? { jwks: changes.jwks, jwksUri: changes.jwksUri, public: changes.public ?? false } : {}),
+    };
+    try {
+      const metadata = await buildClientMetadata(db, next, clientPolicy, clientId);
+      await updateClientMetadata(db, metadata);
+      const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
+      await audit.record({ type: 'client.updated', actor: ADMIN, clientId, details: { changed } });
+      return metadata;
+    } catch (err) {
+      if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
+      throw err;
+    }
+  }),
+
+  'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit }, { clientId }) => {
+    if (!(await findClient(db, clientId))) throw new OperationError(`no client ${clientId}`);
+    const disabled = await disableClient(db, clientId);
+    const revoked = await revokeClientAccess(db, audit, clientId, ADMIN, 'client_disabled');
+    if (disabled) await audit.record({ type: 'client.disabled', actor: ADMIN, clientId, details: revoked });
+    return { client_id: clientId, disabled: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
+  }),
+
+  'clients.delete': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit }, { clientId }) => {
+    if (!(await findClient(db, clientId))) throw new OperationError(`no client ${clientId}`);
+    const revoked = await revokeClientAccess(db, audit, clientId, ADMIN, 'client_deleted');
+    await deleteClient(db, clientId);
+    await audit.record({ type: 'client.deleted', actor: ADMIN, clientId, details: revoked });
+    return { client_id: clientId, deleted: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
   }),
 
   'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),

@@ -37,6 +37,18 @@ export const clientInputSchema = z.object({
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
+/** An update names the client and only what changes; the result is checked as a whole. */
+export const clientUpdateSchema = z.object({
+  clientId: z.string().min(1).max(200),
+  name: clientInputSchema.shape.name.optional(),
+  redirectUris: z.array(z.string().max(2000)).max(20).optional(),
+  jwks: clientInputSchema.shape.jwks,
+  jwksUri: clientInputSchema.shape.jwksUri,
+  public: z.literal(true).optional(),
+  grantTypes: clientInputSchema.shape.grantTypes,
+  scope: clientInputSchema.shape.scope,
+});
+
 /** Exact-match redirect URIs: https, or http on a loopback host for native apps. */
 function checkRedirectUri(raw: string): { native: boolean } {
   let url: URL;
@@ -76,7 +88,26 @@ function checkJwksUri(raw: string, policy: ClientPolicy): void {
   }
 }
 
-export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy): Promise<ClientMetadata> {
+/** The input that would register this client as it is: the base for an update. */
+export function inputOf(metadata: ClientMetadata): ClientInput {
+  const jwks = metadata.jwks as ClientInput['jwks'];
+  return {
+    name: String(metadata.client_name ?? metadata.client_id),
+    redirectUris: (metadata.redirect_uris as string[] | undefined) ?? [],
+    jwks,
+    jwksUri: metadata.jwks_uri as string | undefined,
+    public: metadata.token_endpoint_auth_method === 'none',
+    grantTypes: metadata.grant_types as ClientInput['grantTypes'],
+    scope: metadata.scope as string | undefined,
+  };
+}
+
+/**
+ * Builds a client's metadata from registration input, checking the result as a whole: an update
+ * is checked as if the resulting client were registered anew, so no sequence of partial updates
+ * reaches a client that registration would refuse.
+ */
+export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy, clientId?: string): Promise<ClientMetadata> {
   const authChoices = [input.jwks !== undefined, input.jwksUri !== undefined, input.public].filter(Boolean).length;
   if (authChoices !== 1) {
     throw new RegistrationError('invalid_client_metadata', 'choose exactly one of --jwks-file, --jwks-uri or --public');
@@ -104,7 +135,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   if (unknown.length) throw new RegistrationError('invalid_client_metadata', `unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
 
   const metadata: ClientMetadata = {
-    client_id: `agt_${randomBytes(16).toString('base64url')}`,
+    client_id: clientId ?? `agt_${randomBytes(16).toString('base64url')}`,
     client_name: input.name,
     application_type: natives.length > 0 && natives.every((n) => n.native) ? 'native' : 'web',
     redirect_uris: input.redirectUris,

@@ -36,3 +36,18 @@ export async function listClients(db: Db): Promise<ClientRecord[]> {
   const r = await db.query<ClientRow>('SELECT metadata, created_at, disabled_at FROM clients ORDER BY created_at, client_id');
   return r.rows.map(toRecord);
 }
+
+export async function updateClientMetadata(db: Db, metadata: ClientMetadata): Promise<boolean> {
+  const r = await db.query('UPDATE clients SET metadata = $2, updated_at = now() WHERE client_id = $1', [metadata.client_id, metadata]);
+  return r.rowCount === 1;
+}
+
+/** Marks a client disabled; false when it does not exist or already was. */
+export async function disableClient(db: Db, clientId: string): Promise<boolean> {
+  const r = await db.query('UPDATE clients SET disabled_at = now(), updated_at = now() WHERE client_id = $1 AND disabled_at IS NULL', [clientId]);
+  return r.rowCount === 1;
+}
+
+export async function deleteClient(db: Db, clientId: string): Promise<boolean> {
+  return (await db.query('DELETE FROM clients WHERE client_id = $1', [clientId])).rowCount === 1;
+}

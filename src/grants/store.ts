@@ -71,3 +71,9 @@ export async function tombstoneGrant(db: Db, id: string): Promise<RevokedGrant |
     return revokedNow ? { grantId: id, accountId: row.account_id, clientId: row.client_id } : undefined;
   });
 }
+
+/** Ids of a client's grants that are still live. */
+export async function liveGrantIdsOfClient(db: Db, clientId: string): Promise<string[]> {
+  const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL ORDER BY id', [clientId]);
+  return r.rows.map((row) => row.id);
+}

@@ -16,12 +16,27 @@ export interface StoredArtifact {
   grantId: string | null;
 }
 
-export async function upsertArtifact(db: Db, model: string, id: string, grantId: string | null, payload: Payload, expiresAt: Date): Promise<void> {
+export interface ArtifactOwners {
+  grantId: string | null;
+  clientId: string | null;
+}
+
+export async function upsertArtifact(db: Db, model: string, id: string, owners: ArtifactOwners, payload: Payload, expiresAt: Date): Promise<void> {
   await db.query(
-    `INSERT INTO oidc_artifacts (model, id_hash, grant_id, payload, expires_at) VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO oidc_artifacts (model, id_hash, grant_id, client_id, payload, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (model, id_hash) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at`,
-    [model, hashId(id), grantId, payload, expiresAt],
+    [model, hashId(id), owners.grantId, owners.clientId, payload, expiresAt],
   );
+}
+
+export async function countArtifactsOfClient(db: Db, clientId: string): Promise<number> {
+  const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_artifacts WHERE client_id = $1', [clientId]);
+  return r.rows[0]!.n;
+}
+
+/** Deletes every credential issued to a client, grant-bound or not (client credentials). */
+export async function deleteArtifactsOfClient(db: Db, clientId: string): Promise<number> {
+  return (await db.query('DELETE FROM oidc_artifacts WHERE client_id = $1', [clientId])).rowCount;
 }
 
 export async function findArtifact(db: Db, model: string, id: string): Promise<StoredArtifact | undefined> {

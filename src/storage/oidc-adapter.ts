@@ -54,7 +54,8 @@ export function createAdapterClass(db: Db, kv: Kv, onGrantRevoked: (grant: Revok
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
       const { jti: _value, ...rest } = payload;
-      await artifacts.upsertArtifact(db, this.model, id, grantId, rest, expiryDate(expiresIn));
+      const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
+      await artifacts.upsertArtifact(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
     }
 
     async find(id: string): Promise<AdapterPayload | undefined> {

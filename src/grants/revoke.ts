@@ -1,0 +1,24 @@
+/**
+ * Revocations that are not oidc-provider's own: everything a client holds, when an admin
+ * disables or deletes it. Each grant is tombstoned the one way (grant row first), audited with
+ * its reason, and tokens that belong to no grant (client credentials) are deleted too.
+ */
+import type { AuditInput, AuditLog } from '../audit/log.ts';
+import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
+import type { Db } from '../storage/db.ts';
+import { liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
+
+export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: string, actor: AuditInput['actor'], reason: string): Promise<{ grants: number; tokens: number }> {
+  return db.tx(async () => {
+    const tokens = await countArtifactsOfClient(db, clientId);
+    let grants = 0;
+    for (const grantId of await liveGrantIdsOfClient(db, clientId)) {
+      const revoked = await tombstoneGrant(db, grantId);
+      if (!revoked) continue;
+      grants += 1;
+      await audit.record({ type: 'grant.revoked', actor, clientId, accountId: revoked.accountId, grantId, details: { reason } });
+    }
+    await deleteArtifactsOfClient(db, clientId);
+    return { grants, tokens };
+  });
+}

@@ -7,6 +7,7 @@ import { chainKey } from './audit/chain.ts';
 import { createAuditLog, type AuditLog } from './audit/log.ts';
 import type { ClientPolicy } from './clients/registration.ts';
 import type { Config } from './config.ts';
+import { clientAuthAlgs } from './oauth/provider.ts';
 import { createPgliteDb, createPostgresDb, type Db } from './storage/db.ts';
 import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
 import { loadOrCreateSecrets } from './storage/embedded-secrets.ts';
@@ -54,7 +55,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     db,
     kv,
     audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey)),
-    clientPolicy: { allowPrivateFetch: config.allowPrivateFetch },
+    clientPolicy: { allowPrivateFetch: config.allowPrivateFetch, signingAlgs: clientAuthAlgs(config.clientAuth.allowRs256) },
     ...secrets,
     async close() {
       await kv.close();

@@ -30,7 +30,7 @@ describe('client management', () => {
     assert.deepEqual(JSON.parse(renamed.stdout).redirect_uris, [REDIRECT_URI], 'what was not given stays');
 
     const refusals: [string[], RegExp][] = [
-      [['--grant-types', 'client_credentials'], /redirect URIs are only for clients with the authorization_code grant/],
+      [['--grant-types', 'client_credentials'], /redirect_uris are only for clients with the authorization_code grant/],
       [['--redirect-uri', 'http://evil.example/cb'], /invalid_redirect_uri/],
       [['--jwks-uri', 'https://169.254.169.254/keys'], /invalid_client_metadata: jwks_uri/],
       [['--scope', 'not:a:scope'], /unknown scope/],

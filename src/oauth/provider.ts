@@ -27,6 +27,8 @@ export interface ProviderSettings {
  */
 export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
 
+export const clientAuthAlgs = (allowRs256: boolean): string[] => (allowRs256 ? [...CLIENT_AUTH_ALGS, 'RS256'] : [...CLIENT_AUTH_ALGS]);
+
 /** How far in the future an assertion's iat may lie (client clock skew). */
 const MAX_IAT_SKEW_SECONDS = 60;
 
@@ -76,7 +78,7 @@ export function buildProvider(s: ProviderSettings): Provider {
       id_token_signed_response_alg: 'ES256',
     },
     enabledJWA: {
-      clientAuthSigningAlgValues: s.clientAuth.allowRs256 ? [...CLIENT_AUTH_ALGS, 'RS256'] : [...CLIENT_AUTH_ALGS],
+      clientAuthSigningAlgValues: clientAuthAlgs(s.clientAuth.allowRs256) as NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']>,
       idTokenSigningAlgValues: ['ES256'],
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],

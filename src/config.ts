@@ -48,6 +48,7 @@ const envSchema = z.object({
   ALLOW_PRIVATE_FETCH: booleanString.default(false),
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
   CLIENT_AUTH_ALLOW_RS256: booleanString.default(false),
+  OPEN_REGISTRATION: booleanString.default(false),
 });
 
 export interface Config {
@@ -85,6 +86,8 @@ export interface Config {
   };
   /** Development and tests only: let jwks_uri (and later webhooks) reach loopback and private hosts. */
   allowPrivateFetch: boolean;
+  /** RFC 7591 registration without an initial access token, for public clients only. */
+  openRegistration: boolean;
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
 }
@@ -140,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     adminToken: e.ADMIN_TOKEN,
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
     allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
+    openRegistration: e.OPEN_REGISTRATION,
     embedded: !e.DATABASE_URL,
   };
 }

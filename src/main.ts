@@ -21,6 +21,7 @@ import { purgeExpired } from './storage/artifacts.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
+import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -46,7 +47,11 @@ async function start(config: Config): Promise<void> {
   const issuer = config.issuer ?? `http://localhost:${port}`;
 
   const views = createViews();
-  const Adapter = createAdapterClass(db, kv, auditGrantRevocation(runtime.audit));
+  const Adapter = createAdapterClass(db, kv, {
+    onGrantRevoked: auditGrantRevocation(runtime.audit),
+    storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
+    deleteClient: deleteRegisteredClient(db, runtime.audit),
+  });
   const live = await startLiveProvider({
     db,
     kv,
@@ -78,6 +83,7 @@ async function start(config: Config): Promise<void> {
           db, kv, log, views, audit: runtime.audit, cookieKeys: runtime.cookieKeys,
           introspectionSampleRate: config.audit.introspectionSampleRate,
           adminToken: config.adminToken,
+          openRegistration: config.openRegistration,
           ensureFresh: () => live.ensureFresh(),
         },
       ),

@@ -160,6 +160,21 @@ const COMMANDS: Record<string, Command> = {
       return `deleted ${d.client_id}: revoked ${d.revoked_grants} grants, ${d.deleted_tokens} tokens`;
     },
   },
+  'registration-tokens create': {
+    usage: 'agentauth registration-tokens create [--expires-in <30m|24h|7d|seconds>] [--uses <n>] [--json]',
+    summary: 'Create an initial access token for RFC 7591 registration (default: 24h, any number of uses). Shown once.',
+    options: { 'expires-in': { type: 'string' }, uses: { type: 'string' } },
+    operation: 'registration-tokens.create',
+    async input(values) {
+      const uses = typeof values.uses === 'string' ? Number(values.uses) : null;
+      if (uses !== null && !Number.isInteger(uses)) throw new UsageError('--uses must be a whole number');
+      return { expiresIn: parseDuration(typeof values['expires-in'] === 'string' ? values['expires-in'] : '24h'), uses };
+    },
+    print: (r) => {
+      const t = r as { token: string; expires_at: string; uses: number | null };
+      return `${t.token}\n(expires ${t.expires_at}; ${t.uses === null ? 'any number of uses' : `${t.uses} use${t.uses === 1 ? '' : 's'}`}. It is shown only this once.)`;
+    },
+  },
   'clients list': {
     usage: 'agentauth clients list [--json]',
     summary: 'List clients.',
@@ -223,7 +238,16 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens'];
+
+const DURATION = /^(\d+)([smhd]?)$/;
+const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+function parseDuration(text: string): number {
+  const match = DURATION.exec(text.trim());
+  if (!match) throw new UsageError(`--expires-in ${JSON.stringify(text)} is not a duration like 30m, 24h, 7d or 3600`);
+  return Number(match[1]) * UNIT_SECONDS[match[2]!]!;
+}
 
 function overview(): string {
   return [

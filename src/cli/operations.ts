@@ -9,6 +9,7 @@ import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
+import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { announceConfigChange } from '../oauth/live-provider.ts';
@@ -122,6 +123,15 @@ export const operations = {
     await audit.record({ type: 'client.deleted', actor: ADMIN, clientId, details: revoked });
     return { client_id: clientId, deleted: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
   }),
+
+  'registration-tokens.create': operation(
+    z.object({ expiresIn: z.number().int().min(60).max(365 * 24 * 3600), uses: z.number().int().min(1).max(1_000_000).nullable() }),
+    async ({ db, audit }, { expiresIn, uses }) => {
+      const created = await createRegistrationToken(db, expiresIn, uses);
+      await audit.record({ type: 'registration_token.issued', actor: ADMIN, details: { expires_at: created.expires_at, uses } });
+      return created;
+    },
+  ),
 
   'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),
 

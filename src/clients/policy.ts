@@ -7,7 +7,7 @@
 import { isPrivateHost } from '../net/private-hosts.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
-import type { ClientMetadata } from './store.ts';
+import type { ClientMetadata, RegistrationKind } from './store.ts';
 
 export const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
@@ -31,11 +31,7 @@ export interface ClientPolicy {
   signingAlgs: readonly string[];
 }
 
-/**
- * How a client came to be: by an admin, by RFC 7591 registration with an initial access token,
- * or by open registration (public clients only, shown to users as unverified).
- */
-export type RegistrationKind = 'admin' | 'token' | 'open';
+export type { RegistrationKind } from './store.ts';
 
 const metadataError = (field: string, why: string) => new RegistrationError('invalid_client_metadata', `${field} ${why}`);
 

@@ -3,22 +3,28 @@ import type { Db } from '../storage/db.ts';
 
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
 
+/** How a client came to be: an admin, RFC 7591 with an initial access token, or open registration. */
+export type RegistrationKind = 'admin' | 'token' | 'open';
+
 export interface ClientRecord {
   metadata: ClientMetadata;
+  registration: RegistrationKind;
   createdAt: Date;
   disabledAt: Date | null;
 }
 
 interface ClientRow {
   metadata: ClientMetadata;
+  registration: RegistrationKind;
   created_at: Date;
   disabled_at: Date | null;
 }
 
-const toRecord = (row: ClientRow): ClientRecord => ({ metadata: row.metadata, createdAt: row.created_at, disabledAt: row.disabled_at });
+const toRecord = (row: ClientRow): ClientRecord => ({ metadata: row.metadata, registration: row.registration, createdAt: row.created_at, disabledAt: row.disabled_at });
+const CLIENT_COLUMNS = 'metadata, registration, created_at, disabled_at';
 
-export async function insertClient(db: Db, metadata: ClientMetadata): Promise<void> {
-  await db.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [metadata.client_id, metadata]);
+export async function insertClient(db: Db, metadata: ClientMetadata, registration: RegistrationKind = 'admin'): Promise<void> {
+  await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3)', [metadata.client_id, metadata, registration]);
 }
 
 /** The metadata of a client that may authenticate now (not disabled). */
@@ -28,12 +34,12 @@ export async function findActiveClientMetadata(db: Db, clientId: string): Promis
 }
 
 export async function findClient(db: Db, clientId: string): Promise<ClientRecord | undefined> {
-  const r = await db.query<ClientRow>('SELECT metadata, created_at, disabled_at FROM clients WHERE client_id = $1', [clientId]);
+  const r = await db.query<ClientRow>(`SELECT ${CLIENT_COLUMNS} FROM clients WHERE client_id = $1`, [clientId]);
   return r.rows[0] && toRecord(r.rows[0]);
 }
 
 export async function listClients(db: Db): Promise<ClientRecord[]> {
-  const r = await db.query<ClientRow>('SELECT metadata, created_at, disabled_at FROM clients ORDER BY created_at, client_id');
+  const r = await db.query<ClientRow>(`SELECT ${CLIENT_COLUMNS} FROM clients ORDER BY created_at, client_id`);
   return r.rows.map(toRecord);
 }
 

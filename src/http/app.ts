@@ -9,6 +9,7 @@ import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { adminAuditRoute } from '../audit/admin-route.ts';
+import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
@@ -29,6 +30,7 @@ export interface AppDeps {
   audit: AuditLog;
   introspectionSampleRate: number;
   adminToken: string | undefined;
+  openRegistration: boolean;
   cookieKeys: string[];
   /** Reloads keys and scopes if another process changed them. */
   ensureFresh(): Promise<void>;
@@ -67,6 +69,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
   provider.use(adminAuditRoute(db, deps.audit, deps.adminToken));
+  provider.use(registrationGate(db, deps.audit, deps.openRegistration));
   const interactions = interactionRoutes({ provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!) });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

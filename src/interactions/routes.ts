@@ -13,6 +13,7 @@ import { AppError } from '../http/errors.ts';
 import { readForm, seeOther } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
+import { findClient } from '../clients/store.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Csrf } from './csrf.ts';
@@ -84,7 +85,9 @@ export function interactionRoutes({ provider, db, views, audit, csrf }: Interact
       const names = requestedScopes(details);
       const known = new Map((await findScopes(db, names)).map((s) => [s.name, s.description]));
       const scopes = names.map((name) => ({ name, description: known.get(name) ?? BUILT_IN_SCOPE_DESCRIPTIONS[name] ?? name }));
-      ctx.body = views.render('consent', { ...common, username: account.username, scopes, redirectHost: hostOf(details.params.redirect_uri) });
+      // An agent that registered itself (open registration) is flagged, with where it will send you.
+      const unverified = (await findClient(db, clientId))?.registration === 'open';
+      ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
       return;
     }
     throw new AppError(400, 'invalid_request', 'This sign-in step is not supported.');

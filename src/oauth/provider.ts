@@ -3,6 +3,7 @@
  * (OAuth 2.1, RFC 9700) or the attack it answers.
  */
 import type { JsonWebKey } from '../keys/signing-keys.ts';
+import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import type { Configuration, FindAccount } from 'oidc-provider';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
@@ -108,7 +109,17 @@ export function buildProvider(s: ProviderSettings): Provider {
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
       userinfo: { enabled: false },
-      registration: { enabled: false },
+      // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
+      // initial access token, or open registration for public clients); every resulting client
+      // is checked against our policy when the adapter stores it.
+      registration: {
+        enabled: true,
+        initialAccessToken: false,
+        issueRegistrationAccessToken: true,
+        idFactory: () => `agt_${randomBytes(16).toString('base64url')}`,
+      },
+      // The registration access token is replaced on every update (RFC 7592 §3).
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
     },
     // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
     // tied neither to offline_access nor to the browser session.

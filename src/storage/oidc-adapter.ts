@@ -7,7 +7,7 @@
  */
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { findActiveClientMetadata } from '../clients/store.ts';
+import { findActiveClientMetadata, type ClientMetadata } from '../clients/store.ts';
 import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant, type RevokedGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
@@ -29,11 +29,19 @@ export type AdapterConstructor = new (model: string) => Adapter;
  */
 const storableId = (id: unknown): id is string => typeof id === 'string' && id.length > 0 && id.length <= 1024 && !id.includes('\u0000');
 
-/**
- * @param onGrantRevoked told once per grant that a request killed (reuse, revocation), inside
- *   that request's transaction, so the audit row commits with the revocation.
- */
-export function createAdapterClass(db: Db, kv: Kv, onGrantRevoked: (grant: RevokedGrant) => Promise<void>): AdapterConstructor {
+export interface AdapterHooks {
+  /**
+   * Told once per grant that a request killed (reuse, revocation), inside that request's
+   * transaction, so the audit row commits with the revocation.
+   */
+  onGrantRevoked(grant: RevokedGrant): Promise<void>;
+  /** Client writes from RFC 7591/7592 registration: checked against policy, then stored. */
+  storeClient(clientId: string, metadata: ClientMetadata): Promise<void>;
+  deleteClient(clientId: string): Promise<void>;
+}
+
+export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
+  const { onGrantRevoked } = hooks;
   async function revokeGrant(grantId: string): Promise<void> {
     const revoked = await tombstoneGrant(db, grantId);
     if (revoked) await onGrantRevoked(revoked);
@@ -49,7 +57,7 @@ export function createAdapterClass(db: Db, kv: Kv, onGrantRevoked: (grant: Revok
       if (KV_MODELS.has(this.model)) return kvUpsert(kv, this.model, id, payload, expiresIn);
       if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
       if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
-      if (this.model === 'Client') throw new Error('clients are written by agentauth, not by oidc-provider');
+      if (this.model === 'Client') return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
@@ -98,6 +106,7 @@ export function createAdapterClass(db: Db, kv: Kv, onGrantRevoked: (grant: Revok
         return kv.del(`${this.model}:${id}`);
       }
       if (this.model === 'Grant') return revokeGrant(id);
+      if (this.model === 'Client') return hooks.deleteClient(id);
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       return artifacts.deleteArtifact(db, this.model, id);

@@ -1,0 +1,98 @@
+/**
+ * RFC 7591 registration and RFC 7592 management, on oidc-provider's endpoints (/reg, /reg/:id).
+ *
+ * - registrationGate: before oidc-provider sees POST /reg, require a valid initial access token,
+ *   or (OPEN_REGISTRATION) nothing, in which case only public clients may register and they are
+ *   marked unverified. A token's use is spent only when the registration succeeds.
+ * - storeRegisteredClient / deleteRegisteredClient: the adapter's Client writes. Every create and
+ *   update is checked against the registration policy as a whole, and the method a client
+ *   authenticates with cannot change through RFC 7592 (register a new client instead).
+ */
+import type { Context, Next } from 'koa';
+import Provider, { errors } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { AuditLog } from '../audit/log.ts';
+import { revokeClientAccess } from '../grants/revoke.ts';
+import type { Db } from '../storage/db.ts';
+import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
+import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
+import { deleteClient, findClient, insertClient, updateClientMetadata, type ClientMetadata, type RegistrationKind } from './store.ts';
+
+const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
+
+interface RegistrationState {
+  registrationKind?: RegistrationKind;
+}
+
+function refuse(ctx: Context, description: string): void {
+  ctx.status = 401;
+  ctx.set('WWW-Authenticate', `Bearer error="invalid_token", error_description="${description}"`);
+  ctx.body = { error: 'invalid_token', error_description: description };
+}
+
+export function registrationGate(db: Db, audit: AuditLog, openRegistration: boolean) {
+  return async function gateRegistration(ctx: Context, next: Next): Promise<void> {
+    if (ctx.path !== '/reg' || ctx.method !== 'POST') return next();
+    const state = ctx.state as RegistrationState;
+    const presented = BEARER.exec(ctx.get('authorization'))?.[1];
+    if (!presented) {
+      if (!openRegistration) return refuse(ctx, 'an initial access token is required to register a client');
+      state.registrationKind = 'open';
+      return next();
+    }
+    const token = await lockRegistrationToken(db, presented);
+    if (!token) return refuse(ctx, 'the initial access token is unknown, expired or used up');
+    state.registrationKind = 'token';
+    await next();
+    if (ctx.status === 201) await spendRegistrationToken(db, token);
+  };
+}
+
+const currentContext = () => Provider.ctx as (KoaContextWithOIDC & { state: RegistrationState }) | undefined;
+
+/** The policy's verdict in the error oidc-provider renders for it (RFC 7591 §3.2.2). */
+async function checked(db: Db, metadata: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
+  try {
+    await checkClientMetadata(db, metadata, kind, policy);
+  } catch (err) {
+    if (!(err instanceof RegistrationError)) throw err;
+    if (err.code === 'invalid_client_metadata') throw new errors.InvalidClientMetadata(err.message);
+    // oidc-provider's InvalidRedirectUri carries a fixed description; say which URI and why.
+    const redirectError = new errors.InvalidRedirectUri();
+    redirectError.error_description = err.message;
+    throw redirectError;
+  }
+}
+
+export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPolicy) {
+  return async (clientId: string, metadata: ClientMetadata): Promise<void> => {
+    const actor = { type: 'client' as const, id: clientId };
+    const existing = await findClient(db, clientId);
+    if (existing) {
+      if (metadata.token_endpoint_auth_method !== existing.metadata.token_endpoint_auth_method) {
+        throw new errors.InvalidClientMetadata('token_endpoint_auth_method cannot change; register a new client instead');
+      }
+      await checked(db, metadata, existing.registration, policy);
+      await updateClientMetadata(db, metadata);
+      const changed = Object.keys({ ...metadata, ...existing.metadata }).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(existing.metadata[k]));
+      await audit.record({ type: 'client.updated', actor, clientId, details: { changed, via: 'rfc7592' } });
+      return;
+    }
+    const kind = currentContext()?.state.registrationKind;
+    if (!kind) throw new errors.InvalidRequest('registration is not allowed here');
+    await checked(db, metadata, kind, policy);
+    await insertClient(db, metadata, kind);
+    await audit.record({
+      type: 'client.registered', actor, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+      details: { registration: kind, client_name: metadata.client_name, redirect_uris: metadata.redirect_uris, token_endpoint_auth_method: metadata.token_endpoint_auth_method },
+    });
+  };
+}
+
+export function deleteRegisteredClient(db: Db, audit: AuditLog) {
+  return async (clientId: string): Promise<void> => {
+    const actor = { type: 'client' as const, id: clientId };
+    const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
+    if (await deleteClient(db, clientId)) await audit.record({ type: 'client.deleted', actor, clientId, details: { ...revoked, via: 'rfc7592' } });
+  };
+}

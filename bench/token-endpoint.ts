@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     const kid = 'bench';
     const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-bench-'));
     writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' }] }));
-    const created = await cli(['clients', 'create', '--name', 'bench', '--grant-types', 'client_credentials', '--scope', 'bench:run', '--jwks-file', path.join(dir, 'jwks.json'), '--json']);
+    const created = await cli(['clients', 'create', '--name', 'bench', '--grant-types', 'client_credentials', '--scope', 'bench:run', '--jwks-file', path.join(dir, 'jwks.json'), '--rate-limit', '1000000', '--json']);
     const clientId = (JSON.parse(created.stdout) as { client_id: string }).client_id;
 
     const expected = Math.ceil(seconds * 4000) + 2000;

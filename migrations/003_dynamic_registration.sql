@@ -9,3 +9,6 @@ CREATE TABLE registration_tokens (
   uses_left  int CHECK (uses_left IS NULL OR uses_left > 0),   -- NULL: any number until expiry
   created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Token endpoint requests a client may make per minute; NULL takes TOKEN_RATE_LIMIT.
+ALTER TABLE clients ADD COLUMN token_rate_limit int CHECK (token_rate_limit IS NULL OR token_rate_limit > 0);

@@ -49,6 +49,9 @@ const envSchema = z.object({
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
   CLIENT_AUTH_ALLOW_RS256: booleanString.default(false),
   OPEN_REGISTRATION: booleanString.default(false),
+  TOKEN_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(600),
+  REGISTRATION_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(30),
+  LOGIN_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
 });
 
 export interface Config {
@@ -88,6 +91,14 @@ export interface Config {
   allowPrivateFetch: boolean;
   /** RFC 7591 registration without an initial access token, for public clients only. */
   openRegistration: boolean;
+  limits: {
+    /** Token endpoint requests per client per minute (a client may have its own). */
+    tokenPerMinute: number;
+    /** Registration requests per IP address per hour. */
+    registrationPerHour: number;
+    /** Failed sign-ins per IP address per 15 minutes. */
+    loginFailuresPer15Minutes: number;
+  };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
 }
@@ -144,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
     allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
     openRegistration: e.OPEN_REGISTRATION,
+    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT },
     embedded: !e.DATABASE_URL,
   };
 }

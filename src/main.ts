@@ -22,6 +22,8 @@ import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
+import { createRateLimiter } from './limits/rate-limit.ts';
+import { tokenEndpointLimit } from './limits/token-limit.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -47,7 +49,10 @@ async function start(config: Config): Promise<void> {
   const issuer = config.issuer ?? `http://localhost:${port}`;
 
   const views = createViews();
+  const limiter = createRateLimiter(kv, log);
+  const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
   const Adapter = createAdapterClass(db, kv, {
+    clientFound: tokenLimit.clientFound,
     onGrantRevoked: auditGrantRevocation(runtime.audit),
     storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
     deleteClient: deleteRegisteredClient(db, runtime.audit),
@@ -84,6 +89,9 @@ async function start(config: Config): Promise<void> {
           introspectionSampleRate: config.audit.introspectionSampleRate,
           adminToken: config.adminToken,
           openRegistration: config.openRegistration,
+          limiter,
+          limits: config.limits,
+          countIssuedToken: tokenLimit.issued,
           ensureFresh: () => live.ensureFresh(),
         },
       ),

@@ -45,7 +45,8 @@ describe('dynamic client registration with initial access tokens', () => {
   const confidential = () => ({ client_name: 'Registered agent', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.publicJwk] }, scope: 'tasks:read' });
 
   before(async () => {
-    server = await startServer();
+    // This file registers many clients from one address; the per-IP limit has its own test.
+    server = await startServer({ REGISTRATION_RATE_LIMIT: '1000' });
     await createScope(server, 'tasks:read', 'See your tasks');
     token = await registrationToken(server, '--expires-in', '1h');
   });

@@ -39,7 +39,16 @@ const CLIENT_OPTIONS: Options = {
   public: { type: 'boolean' },
   'grant-types': { type: 'string' },
   scope: { type: 'string' },
+  'rate-limit': { type: 'string' },
 };
+
+function parseRateLimit(value: unknown): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'default') return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError('--rate-limit must be a whole number of requests per minute, or "default"');
+  return n;
+}
 
 /** The client registration flags, as the input of clients.create (and the base of an update). */
 async function clientOptions(values: Values) {
@@ -52,6 +61,7 @@ async function clientOptions(values: Values) {
     public: values.public === true,
     grantTypes,
     scope: values.scope as string | undefined,
+    tokenRateLimit: parseRateLimit(values['rate-limit']),
   };
 }
 
@@ -105,7 +115,7 @@ const COMMANDS: Record<string, Command> = {
   'clients create': {
     usage:
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
-      '                         [--grant-types <a,b>] [--scope "<a b>"] [--json]',
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>] [--json]',
     summary: 'Register an agent. Prints the client, client_id included.',
     options: CLIENT_OPTIONS,
     operation: 'clients.create',
@@ -118,7 +128,7 @@ const COMMANDS: Record<string, Command> = {
   'clients update': {
     usage:
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
-      '                         [--grant-types <a,b>] [--scope "<a b>"] [--json]',
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default] [--json]',
     summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
     options: CLIENT_OPTIONS,
     positionals: ['client_id'],
@@ -134,6 +144,7 @@ const COMMANDS: Record<string, Command> = {
         public: values.public === true ? true : undefined,
         grantTypes: given.grantTypes,
         scope: given.scope,
+        tokenRateLimit: given.tokenRateLimit,
       };
     },
     print: json,

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
 import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
-import { deleteClient, disableClient, findClient, listClients, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
+import { deleteClient, disableClient, findClient, listClients, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
@@ -35,7 +35,9 @@ export class OperationError extends Error {}
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
-const clientView = (c: ClientRecord) => ({ ...c.metadata, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null });
+const clientView = (c: ClientRecord) => ({
+  ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
+});
 
 function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
   return { input, run, changesConfig: options.changesConfig ?? false };
@@ -86,7 +88,7 @@ export const operations = {
     }
   }),
 
-  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, ...changes }) => {
+  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, tokenRateLimit, ...changes }) => {
     const current = await findClient(db, clientId);
     if (!current) throw new OperationError(`no client ${clientId}`);
     const base = inputOf(current.metadata);
@@ -99,9 +101,11 @@ export const operations = {
     try {
       const metadata = await buildClientMetadata(db, next, clientPolicy, clientId);
       await updateClientMetadata(db, metadata);
+      if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
+      if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
       await audit.record({ type: 'client.updated', actor: ADMIN, clientId, details: { changed } });
-      return metadata;
+      return clientView((await findClient(db, clientId))!);
     } catch (err) {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
       throw err;

@@ -13,6 +13,7 @@ import Provider, { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
+import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
 import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
@@ -30,9 +31,16 @@ function refuse(ctx: Context, description: string): void {
   ctx.body = { error: 'invalid_token', error_description: description };
 }
 
-export function registrationGate(db: Db, audit: AuditLog, openRegistration: boolean) {
+export function registrationGate(db: Db, openRegistration: boolean, limiter: RateLimiter, perIp: Window) {
   return async function gateRegistration(ctx: Context, next: Next): Promise<void> {
     if (ctx.path !== '/reg' || ctx.method !== 'POST') return next();
+    const verdict = await limiter.hit('registration', ctx.ip, perIp);
+    if (!verdict.allowed) {
+      ctx.status = 429;
+      ctx.set('Retry-After', String(verdict.retryAfter));
+      ctx.body = { error: 'too_many_requests', error_description: `too many registrations from this address; retry after ${verdict.retryAfter} s` };
+      return;
+    }
     const state = ctx.state as RegistrationState;
     const presented = BEARER.exec(ctx.get('authorization'))?.[1];
     if (!presented) {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
-import { insertClient, type ClientMetadata } from './store.ts';
+import { insertClient, setTokenRateLimit, type ClientMetadata } from './store.ts';
 
 export { RegistrationError, type ClientPolicy } from './policy.ts';
 
@@ -23,6 +23,8 @@ export const clientInputSchema = z.object({
   public: z.boolean().default(false),
   grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).optional(),
   scope: z.string().max(2000).optional(),
+  /** Token endpoint requests per minute for this client; null or absent: TOKEN_RATE_LIMIT. */
+  tokenRateLimit: z.number().int().min(1).max(1_000_000).nullable().optional(),
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
@@ -36,6 +38,7 @@ export const clientUpdateSchema = z.object({
   public: z.literal(true).optional(),
   grantTypes: clientInputSchema.shape.grantTypes,
   scope: clientInputSchema.shape.scope,
+  tokenRateLimit: clientInputSchema.shape.tokenRateLimit,
 });
 
 /** The input that would register this client as it is: the base for an update. */
@@ -85,5 +88,6 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
 export async function registerClient(db: Db, input: ClientInput, policy: ClientPolicy): Promise<ClientMetadata> {
   const metadata = await buildClientMetadata(db, input, policy);
   await insertClient(db, metadata);
+  if (input.tokenRateLimit) await setTokenRateLimit(db, metadata.client_id, input.tokenRateLimit);
   return metadata;
 }

@@ -9,6 +9,7 @@ export type RegistrationKind = 'admin' | 'token' | 'open';
 export interface ClientRecord {
   metadata: ClientMetadata;
   registration: RegistrationKind;
+  tokenRateLimit: number | null;
   createdAt: Date;
   disabledAt: Date | null;
 }
@@ -16,21 +17,33 @@ export interface ClientRecord {
 interface ClientRow {
   metadata: ClientMetadata;
   registration: RegistrationKind;
+  token_rate_limit: number | null;
   created_at: Date;
   disabled_at: Date | null;
 }
 
-const toRecord = (row: ClientRow): ClientRecord => ({ metadata: row.metadata, registration: row.registration, createdAt: row.created_at, disabledAt: row.disabled_at });
-const CLIENT_COLUMNS = 'metadata, registration, created_at, disabled_at';
+const toRecord = (row: ClientRow): ClientRecord => ({
+  metadata: row.metadata, registration: row.registration, tokenRateLimit: row.token_rate_limit, createdAt: row.created_at, disabledAt: row.disabled_at,
+});
+const CLIENT_COLUMNS = 'metadata, registration, token_rate_limit, created_at, disabled_at';
 
 export async function insertClient(db: Db, metadata: ClientMetadata, registration: RegistrationKind = 'admin'): Promise<void> {
   await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3)', [metadata.client_id, metadata, registration]);
 }
 
-/** The metadata of a client that may authenticate now (not disabled). */
-export async function findActiveClientMetadata(db: Db, clientId: string): Promise<ClientMetadata | undefined> {
-  const r = await db.query<{ metadata: ClientMetadata }>('SELECT metadata FROM clients WHERE client_id = $1 AND disabled_at IS NULL', [clientId]);
-  return r.rows[0]?.metadata;
+/** A client that may authenticate now (not disabled): its metadata and its own token rate limit. */
+export async function findActiveClient(db: Db, clientId: string): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null } | undefined> {
+  const r = await db.query<{ metadata: ClientMetadata; token_rate_limit: number | null }>(
+    'SELECT metadata, token_rate_limit FROM clients WHERE client_id = $1 AND disabled_at IS NULL',
+    [clientId],
+  );
+  const row = r.rows[0];
+  return row && { metadata: row.metadata, tokenRateLimit: row.token_rate_limit };
+}
+
+/** Sets the client's own token endpoint limit (per minute); null returns it to the default. */
+export async function setTokenRateLimit(db: Db, clientId: string, perMinute: number | null): Promise<void> {
+  await db.query('UPDATE clients SET token_rate_limit = $2, updated_at = now() WHERE client_id = $1', [clientId, perMinute]);
 }
 
 export async function findClient(db: Db, clientId: string): Promise<ClientRecord | undefined> {

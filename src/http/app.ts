@@ -6,6 +6,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config.ts';
+import type { RateLimiter } from '../limits/rate-limit.ts';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { adminAuditRoute } from '../audit/admin-route.ts';
@@ -31,6 +34,10 @@ export interface AppDeps {
   introspectionSampleRate: number;
   adminToken: string | undefined;
   openRegistration: boolean;
+  limiter: RateLimiter;
+  limits: Config['limits'];
+  /** Counts an issued token against its client's token endpoint limit. */
+  countIssuedToken(clientId: string): Promise<void>;
   cookieKeys: string[];
   /** Reloads keys and scopes if another process changed them. */
   ensureFresh(): Promise<void>;
@@ -69,11 +76,18 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
   provider.use(adminAuditRoute(db, deps.audit, deps.adminToken));
-  provider.use(registrationGate(db, deps.audit, deps.openRegistration));
-  const interactions = interactionRoutes({ provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!) });
+  provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
+  const interactions = interactionRoutes({
+    provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!),
+    loginFailures: { limiter: deps.limiter, window: { limit: deps.limits.loginFailuresPer15Minutes, seconds: 15 * 60 } },
+  });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    const clientId = ctx.oidc.client?.clientId;
+    if (clientId) deps.countIssuedToken(clientId).catch((err: unknown) => log.warn({ err }, 'token count failed'));
+  });
   provider.on('server_error', (_ctx: unknown, err: unknown) => log.error({ err }, 'oidc-provider server error'));
   return provider;
 }

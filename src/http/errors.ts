@@ -24,6 +24,7 @@ const HEADINGS: Record<number, string> = {
   403: 'That request was refused',
   404: 'Page not found',
   413: 'That request was too large',
+  429: 'Please wait a moment',
   503: 'Service temporarily unavailable',
 };
 

@@ -15,6 +15,7 @@ import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
 import { findClient } from '../clients/store.ts';
 import { findScopes } from '../scopes/store.ts';
+import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import type { Db } from '../storage/db.ts';
 import type { Csrf } from './csrf.ts';
 
@@ -30,12 +31,14 @@ export interface InteractionDeps {
   views: Views;
   audit: AuditLog;
   csrf: Csrf;
+  /** Failed sign-ins allowed per IP address and window. */
+  loginFailures: { limiter: RateLimiter; window: Window };
 }
 
 const expired = () =>
   new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
-export function interactionRoutes({ provider, db, views, audit, csrf }: InteractionDeps): Router {
+export function interactionRoutes({ provider, db, views, audit, csrf, loginFailures }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** The interaction bound to this browser's cookie, which must be the one in the URL. */
@@ -99,8 +102,15 @@ export function interactionRoutes({ provider, db, views, audit, csrf }: Interact
     if (details.prompt.name !== 'login') throw expired();
     const username = form.get('username') ?? '';
     const clientId = String(details.params.client_id);
+    // Password guessing: after too many failures from one address, stop checking passwords.
+    const allowance = await loginFailures.limiter.check('login-failure', ctx.ip, loginFailures.window);
+    if (!allowance.allowed) {
+      ctx.set('Retry-After', String(allowance.retryAfter));
+      throw new AppError(429, 'too_many_requests', `Too many failed sign-ins from your network. Try again in ${Math.ceil(allowance.retryAfter / 60)} minutes.`);
+    }
     const accountId = await authenticate(db, username, form.get('password') ?? '');
     if (!accountId) {
+      await loginFailures.limiter.hit('login-failure', ctx.ip, loginFailures.window);
       requestContext()?.log.info({ interaction: details.uid }, 'login failed');
       await audit.record({ type: 'login.failed', actor: { type: 'user' }, clientId, outcome: 'failure', details: { username: username.slice(0, 200) } });
       seeOther(ctx, `/interaction/${details.uid}?error=credentials`);

@@ -10,6 +10,8 @@ export interface Kv {
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlSeconds: number): Promise<void>;
   del(key: string): Promise<void>;
+  /** Adds one to a counter that expires ttlSeconds after its first increment; returns the count. */
+  incr(key: string, ttlSeconds: number): Promise<number>;
   publish(channel: string, message: string): Promise<void>;
   subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
   ping(): Promise<boolean>;
@@ -34,6 +36,12 @@ export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
     },
     async del(key) {
       await redis.del(key);
+    },
+    async incr(key, ttlSeconds) {
+      const results = await redis.multi().incr(key).expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX').exec();
+      const [error, count] = results?.[0] ?? [new Error('no reply'), 0];
+      if (error) throw error;
+      return Number(count);
     },
     async publish(channel, message) {
       await redis.publish(prefix + channel, message);
@@ -77,6 +85,13 @@ export function createMemoryKv(): Kv {
     },
     async del(key) {
       entries.delete(key);
+    },
+    async incr(key, ttlSeconds) {
+      const entry = entries.get(key);
+      const live = entry && entry.expiresAt > Date.now() ? entry : { value: '0', expiresAt: Date.now() + ttlSeconds * 1000 };
+      live.value = String(Number(live.value) + 1);
+      entries.set(key, live);
+      return Number(live.value);
     },
     async publish(channel, message) {
       bus.emit(channel, message);

@@ -7,7 +7,7 @@
  */
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { findActiveClientMetadata, type ClientMetadata } from '../clients/store.ts';
+import { findActiveClient, type ClientMetadata } from '../clients/store.ts';
 import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant, type RevokedGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
@@ -38,6 +38,8 @@ export interface AdapterHooks {
   /** Client writes from RFC 7591/7592 registration: checked against policy, then stored. */
   storeClient(clientId: string, metadata: ClientMetadata): Promise<void>;
   deleteClient(clientId: string): Promise<void>;
+  /** Called when a request looks an active client up; may refuse it (rate limits). */
+  clientFound(clientId: string, tokenRateLimit: number | null): Promise<void>;
 }
 
 export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
@@ -69,7 +71,12 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (!storableId(id)) return undefined;
       if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
-      if (this.model === 'Client') return findActiveClientMetadata(db, id);
+      if (this.model === 'Client') {
+        const found = await findActiveClient(db, id);
+        if (!found) return undefined;
+        await hooks.clientFound(id, found.tokenRateLimit);
+        return found.metadata;
+      }
       if (this.model === 'Grant') return findLiveGrant(db, id);
       if (this.model === 'ReplayDetection') return undefined; // decided atomically in upsert
       const stored = await artifacts.findArtifact(db, this.model, id);

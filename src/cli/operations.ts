@@ -99,7 +99,7 @@ export const operations = {
       ...(authChanged ? { jwks: changes.jwks, jwksUri: changes.jwksUri, public: changes.public ?? false } : {}),
     };
     try {
-      const metadata = await buildClientMetadata(db, next, clientPolicy, clientId);
+      const metadata = await buildClientMetadata(db, next, clientPolicy, current);
       await updateClientMetadata(db, metadata);
       if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
-import { insertClient, setTokenRateLimit, type ClientMetadata } from './store.ts';
+import { insertClient, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 export { RegistrationError, type ClientPolicy } from './policy.ts';
 
@@ -60,7 +60,13 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
  * is checked as if the resulting client were registered anew, so no sequence of partial updates
  * reaches a client that registration would refuse.
  */
-export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy, clientId?: string): Promise<ClientMetadata> {
+/** For an update: the client as it is, whose other metadata (logo, URIs…) and kind carry over. */
+export interface ExistingClient {
+  metadata: ClientMetadata;
+  registration: RegistrationKind;
+}
+
+export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy, existing?: ExistingClient): Promise<ClientMetadata> {
   const authChoices = [input.jwks !== undefined, input.jwksUri !== undefined, input.public].filter(Boolean).length;
   if (authChoices !== 1) {
     throw new RegistrationError('invalid_client_metadata', 'choose exactly one of --jwks-file, --jwks-uri or --public');
@@ -68,8 +74,11 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   const loopbacks = input.redirectUris.map((uri) => checkRedirectUri(uri).loopback);
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
   const scopes = input.scope ? [...new Set(input.scope.split(' ').filter(Boolean))] : [];
+  // Carried over: what the CLI does not manage (logo, URIs…); the rest is rebuilt from the input.
+  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, ...carried }: Record<string, unknown> = existing?.metadata ?? {};
   const metadata: ClientMetadata = {
-    client_id: clientId ?? `agt_${randomBytes(16).toString('base64url')}`,
+    ...carried,
+    client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
     client_name: input.name,
     // Only loopback redirect URIs make a native app (whose port may vary, RFC 8252 §7.3).
     application_type: loopbacks.length > 0 && loopbacks.every(Boolean) ? 'native' : 'web',
@@ -81,7 +90,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(input.jwksUri ? { jwks_uri: input.jwksUri } : {}),
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
   };
-  await checkClientMetadata(db, metadata, 'admin', policy);
+  await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;
 }
 

@@ -52,6 +52,8 @@ const envSchema = z.object({
   TOKEN_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(600),
   REGISTRATION_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(30),
   LOGIN_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
+  REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
 });
 
 export interface Config {
@@ -69,10 +71,15 @@ export interface Config {
   logLevel: string;
   ttl: {
     accessToken: number;
+    /** Idle timeout: a refresh token unused this long expires. */
     refreshToken: number;
+    /** Absolute lifetime of a grant's refresh chain, however often it is used. */
+    refreshChain: number;
     authorizationCode: number;
     session: number;
   };
+  /** Default seconds within which the previous refresh token gets the same successor again. */
+  refreshRetryWindow: number;
   configPollIntervalSeconds: number;
   audit: {
     /** Days audit events are kept; 0 keeps them forever. */
@@ -146,10 +153,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ttl: {
       accessToken: e.ACCESS_TOKEN_TTL,
       refreshToken: e.REFRESH_TOKEN_TTL,
+      refreshChain: e.REFRESH_ABSOLUTE_LIFETIME,
       authorizationCode: e.AUTHORIZATION_CODE_TTL,
       session: e.SESSION_TTL,
     },
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
+    refreshRetryWindow: e.REFRESH_RETRY_WINDOW,
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
     adminToken: e.ADMIN_TOKEN,
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },

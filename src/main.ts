@@ -24,6 +24,8 @@ import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
+import { installRefreshRotation } from './oauth/refresh-rotation.ts';
+import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -49,11 +51,20 @@ async function start(config: Config): Promise<void> {
   const issuer = config.issuer ?? `http://localhost:${port}`;
 
   const views = createViews();
+  const onGrantRevoked = auditGrantRevocation(runtime.audit);
+  const revokeGrantNow = async (grantId: string) => {
+    const revoked = await tombstoneGrant(db, grantId);
+    if (revoked) await onGrantRevoked(revoked);
+  };
   const limiter = createRateLimiter(kv, log);
+  const withRefreshRotation = (provider: Provider) => {
+    installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
+    return provider;
+  };
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
   const Adapter = createAdapterClass(db, kv, {
     clientFound: tokenLimit.clientFound,
-    onGrantRevoked: auditGrantRevocation(runtime.audit),
+    onGrantRevoked,
     storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
     deleteClient: deleteRegisteredClient(db, runtime.audit),
   });
@@ -64,7 +75,7 @@ async function start(config: Config): Promise<void> {
     kek: runtime.keyEncryptionKey,
     pollIntervalSeconds: config.configPollIntervalSeconds,
     build: (signingKeys, scopes) =>
-      mountApp(
+      withRefreshRotation(mountApp(
         buildProvider({
           issuer,
           adapter: Adapter,
@@ -94,7 +105,7 @@ async function start(config: Config): Promise<void> {
           countIssuedToken: tokenLimit.issued,
           ensureFresh: () => live.ensureFresh(),
         },
-      ),
+      )),
   });
 
   const handlers = new WeakMap<Provider, ReturnType<Provider['callback']>>();

@@ -14,7 +14,7 @@ export type AuditEventType =
   | 'login.succeeded' | 'login.failed'
   | 'consent.granted' | 'consent.denied'
   | 'authorization_code.issued' | 'authorization_code.reuse_detected'
-  | 'token.issued' | 'refresh_token.rotated' | 'refresh_token.reuse_detected'
+  | 'token.issued' | 'refresh_token.rotated' | 'refresh_token.retried' | 'refresh_token.reuse_detected'
   | 'token.revoked' | 'grant.revoked' | 'token.introspected'
   | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted'
   | 'user.created' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'

@@ -44,6 +44,13 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     const { params, entities, client } = ctx.oidc;
     const body = ctx.body as { scope?: string; access_token?: string; refresh_token?: string };
     const grantType = String(params?.grant_type ?? '');
+    if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) {
+      record({
+        type: 'refresh_token.retried', actor: { type: 'client', id: client?.clientId }, clientId: client?.clientId, scopes: body.scope,
+        details: { token_sha256: tokenHash(params?.refresh_token), successor_sha256: tokenHash(body.refresh_token) },
+      });
+      return;
+    }
     const common = {
       actor: { type: 'client' as const, id: client?.clientId },
       clientId: client?.clientId,

@@ -40,7 +40,16 @@ const CLIENT_OPTIONS: Options = {
   'grant-types': { type: 'string' },
   scope: { type: 'string' },
   'rate-limit': { type: 'string' },
+  'refresh-retry-window': { type: 'string' },
 };
+
+function parseRetryWindow(value: unknown): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'default') return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 300) throw new UsageError('--refresh-retry-window must be 0 to 300 seconds, or "default"');
+  return n;
+}
 
 function parseRateLimit(value: unknown): number | null | undefined {
   if (value === undefined) return undefined;
@@ -62,6 +71,7 @@ async function clientOptions(values: Values) {
     grantTypes,
     scope: values.scope as string | undefined,
     tokenRateLimit: parseRateLimit(values['rate-limit']),
+    refreshRetryWindow: parseRetryWindow(values['refresh-retry-window']),
   };
 }
 
@@ -115,7 +125,8 @@ const COMMANDS: Record<string, Command> = {
   'clients create': {
     usage:
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
-      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>] [--json]',
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
+      '                         [--refresh-retry-window <seconds>] [--json]',
     summary: 'Register an agent. Prints the client, client_id included.',
     options: CLIENT_OPTIONS,
     operation: 'clients.create',
@@ -128,7 +139,8 @@ const COMMANDS: Record<string, Command> = {
   'clients update': {
     usage:
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
-      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default] [--json]',
+      '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
+      '                         [--refresh-retry-window <seconds>|default] [--json]',
     summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
     options: CLIENT_OPTIONS,
     positionals: ['client_id'],
@@ -145,6 +157,7 @@ const COMMANDS: Record<string, Command> = {
         grantTypes: given.grantTypes,
         scope: given.scope,
         tokenRateLimit: given.tokenRateLimit,
+        refreshRetryWindow: given.refreshRetryWindow,
       };
     },
     print: json,

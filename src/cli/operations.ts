@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
 import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
-import { deleteClient, disableClient, findClient, listClients, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
+import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
@@ -36,7 +36,7 @@ const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
 const clientView = (c: ClientRecord) => ({
-  ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
+  ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, refresh_retry_window: c.refreshRetryWindow, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
 });
 
 function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
@@ -88,7 +88,7 @@ export const operations = {
     }
   }),
 
-  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, tokenRateLimit, ...changes }) => {
+  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, tokenRateLimit, refreshRetryWindow, ...changes }) => {
     const current = await findClient(db, clientId);
     if (!current) throw new OperationError(`no client ${clientId}`);
     const base = inputOf(current.metadata);
@@ -102,8 +102,10 @@ export const operations = {
       const metadata = await buildClientMetadata(db, next, clientPolicy, current);
       await updateClientMetadata(db, metadata);
       if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
+      if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
       if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
+      if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
       await audit.record({ type: 'client.updated', actor: ADMIN, clientId, details: { changed } });
       return clientView((await findClient(db, clientId))!);
     } catch (err) {

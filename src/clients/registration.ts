@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
-import { insertClient, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
+import { insertClient, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 export { RegistrationError, type ClientPolicy } from './policy.ts';
 
@@ -25,6 +25,8 @@ export const clientInputSchema = z.object({
   scope: z.string().max(2000).optional(),
   /** Token endpoint requests per minute for this client; null or absent: TOKEN_RATE_LIMIT. */
   tokenRateLimit: z.number().int().min(1).max(1_000_000).nullable().optional(),
+  /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
+  refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
@@ -39,6 +41,7 @@ export const clientUpdateSchema = z.object({
   grantTypes: clientInputSchema.shape.grantTypes,
   scope: clientInputSchema.shape.scope,
   tokenRateLimit: clientInputSchema.shape.tokenRateLimit,
+  refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
 });
 
 /** The input that would register this client as it is: the base for an update. */
@@ -98,5 +101,6 @@ export async function registerClient(db: Db, input: ClientInput, policy: ClientP
   const metadata = await buildClientMetadata(db, input, policy);
   await insertClient(db, metadata);
   if (input.tokenRateLimit) await setTokenRateLimit(db, metadata.client_id, input.tokenRateLimit);
+  if (input.refreshRetryWindow !== undefined && input.refreshRetryWindow !== null) await setRefreshRetryWindow(db, metadata.client_id, input.refreshRetryWindow);
   return metadata;
 }

@@ -10,6 +10,7 @@ export interface ClientRecord {
   metadata: ClientMetadata;
   registration: RegistrationKind;
   tokenRateLimit: number | null;
+  refreshRetryWindow: number | null;
   createdAt: Date;
   disabledAt: Date | null;
 }
@@ -18,14 +19,16 @@ interface ClientRow {
   metadata: ClientMetadata;
   registration: RegistrationKind;
   token_rate_limit: number | null;
+  refresh_retry_window: number | null;
   created_at: Date;
   disabled_at: Date | null;
 }
 
 const toRecord = (row: ClientRow): ClientRecord => ({
-  metadata: row.metadata, registration: row.registration, tokenRateLimit: row.token_rate_limit, createdAt: row.created_at, disabledAt: row.disabled_at,
+  metadata: row.metadata, registration: row.registration, tokenRateLimit: row.token_rate_limit, refreshRetryWindow: row.refresh_retry_window,
+  createdAt: row.created_at, disabledAt: row.disabled_at,
 });
-const CLIENT_COLUMNS = 'metadata, registration, token_rate_limit, created_at, disabled_at';
+const CLIENT_COLUMNS = 'metadata, registration, token_rate_limit, refresh_retry_window, created_at, disabled_at';
 
 export async function insertClient(db: Db, metadata: ClientMetadata, registration: RegistrationKind = 'admin'): Promise<void> {
   await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3)', [metadata.client_id, metadata, registration]);
@@ -39,6 +42,11 @@ export async function findActiveClient(db: Db, clientId: string): Promise<{ meta
   );
   const row = r.rows[0];
   return row && { metadata: row.metadata, tokenRateLimit: row.token_rate_limit };
+}
+
+/** Sets the client's own refresh retry window (seconds, 0 = strict); null returns it to the default. */
+export async function setRefreshRetryWindow(db: Db, clientId: string, seconds: number | null): Promise<void> {
+  await db.query('UPDATE clients SET refresh_retry_window = $2, updated_at = now() WHERE client_id = $1', [clientId, seconds]);
 }
 
 /** Sets the client's own token endpoint limit (per minute); null returns it to the default. */

@@ -85,6 +85,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(interactions.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;
     if (clientId) deps.countIssuedToken(clientId).catch((err: unknown) => log.warn({ err }, 'token count failed'));
   });

@@ -14,7 +14,7 @@ export interface ProviderSettings {
   signingKeys: JsonWebKey[];
   cookieKeys: string[];
   scopes: string[];
-  ttl: { accessToken: number; refreshToken: number; authorizationCode: number; session: number };
+  ttl: { accessToken: number; refreshToken: number; refreshChain: number; authorizationCode: number; session: number };
   trustProxy: boolean;
   findAccount: FindAccount;
   renderError: NonNullable<Configuration['renderError']>;
@@ -131,9 +131,11 @@ export function buildProvider(s: ProviderSettings): Provider {
       AccessToken: s.ttl.accessToken,
       ClientCredentials: s.ttl.accessToken,
       AuthorizationCode: s.ttl.authorizationCode,
-      RefreshToken: s.ttl.refreshToken,
-      // The grant lives as long as its refresh chain may; later rotation work caps it further.
-      Grant: s.ttl.refreshToken,
+      // Idle timeout, capped by what is left of the chain's absolute lifetime (iiat is the first
+      // token's issue time, carried through every rotation): ASVS 10.4.8.
+      RefreshToken: (_ctx, token) => Math.max(1, Math.min(s.ttl.refreshToken, s.ttl.refreshChain - token.totalLifetime())),
+      // A grant, and so every refresh of it, ends with the chain's absolute lifetime.
+      Grant: s.ttl.refreshChain,
       Session: s.ttl.session,
       Interaction: 3600,
     },

@@ -52,6 +52,8 @@ export interface AgentOptions {
   /** Register these public keys instead of a generated one. */
   jwks?: { keys: Record<string, unknown>[] };
   jwksUri?: string;
+  /** Seconds the previous refresh token still gets the same successor; 0 is strict. */
+  refreshRetryWindow?: number;
 }
 
 export async function createAgent(server: Target, options: AgentOptions = {}): Promise<TestAgent> {
@@ -59,6 +61,7 @@ export async function createAgent(server: Target, options: AgentOptions = {}): P
   for (const uri of options.redirectUris ?? []) args.push('--redirect-uri', uri);
   if (options.scope) args.push('--scope', options.scope);
   if (options.grantTypes) args.push('--grant-types', options.grantTypes.join(','));
+  if (options.refreshRetryWindow !== undefined) args.push('--refresh-retry-window', String(options.refreshRetryWindow));
   let key: Awaited<ReturnType<typeof generateAgentKey>> | undefined;
   if (options.public) {
     args.push('--public');

@@ -1,0 +1,92 @@
+/**
+ * The refresh_token grant, made safe under concurrency, crashes and many instances.
+ *
+ * oidc-provider's own handler finds the token, checks `consumed`, consumes it and mints the
+ * successor, in separate steps. We wrap it: every refresh first takes the grant's row lock and
+ * the token's (one transaction per request, committed before the response), so refreshes of one
+ * family run one at a time, on every instance. Then:
+ * - an unused token is rotated by the built-in handler, and its row records the successor and,
+ *   for the client's retry window, the successor response sealed under a key derived from the
+ *   presented token, so only its holder can read it back;
+ * - the immediate predecessor presented again within the window gets that same response: nothing
+ *   is minted, the family does not fork (a retry after a timeout, two workers at once);
+ * - any other used token is reuse: the whole grant is revoked and the answer is invalid_grant.
+ * See docs/refresh-tokens.md.
+ */
+import { hkdfSync } from 'node:crypto';
+import type Provider from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+import { lockGrant } from '../grants/store.ts';
+import { seal, unseal } from '../keys/sealed.ts';
+import { recordSuccessor, refreshState, refreshTokenIsLive, hashId } from '../storage/artifacts.ts';
+import type { Db } from '../storage/db.ts';
+
+export interface RefreshRotationDeps {
+  db: Db;
+  /** Default retry window in seconds (REFRESH_RETRY_WINDOW); a client may have its own. */
+  defaultRetryWindow: number;
+  /** Tombstones a grant and audits why (reuse, here). */
+  revokeGrant(grantId: string): Promise<void>;
+}
+
+interface TokenResponse {
+  access_token?: string;
+  refresh_token?: string;
+  expires_in?: number;
+  [key: string]: unknown;
+}
+
+const retryKey = (presented: string) => Buffer.from(hkdfSync('sha256', presented, 'agentauth', 'refresh-retry', 32));
+
+export function installRefreshRotation(provider: Provider, deps: RefreshRotationDeps): void {
+  const found = instance(provider).grantTypeHandlers.get('refresh_token');
+  if (!found) throw new Error('oidc-provider has no refresh_token handler to wrap');
+  const builtIn: (ctx: KoaContextWithOIDC) => Promise<void> = found;
+
+  async function rotateOrReplay(ctx: KoaContextWithOIDC): Promise<void> {
+    const presented = ctx.oidc.params?.refresh_token;
+    // Anything odd (missing, unknown, another client's): the built-in handler answers it.
+    if (typeof presented !== 'string' || presented.length === 0 || presented.length > 1024) return builtIn(ctx);
+    const unlocked = await refreshState(deps.db, presented, false);
+    if (!unlocked?.grantId || unlocked.clientId !== ctx.oidc.client?.clientId) return builtIn(ctx);
+
+    // Grant row first, then the token row: the lock order of every grant write.
+    if ((await lockGrant(deps.db, unlocked.grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
+    const state = await refreshState(deps.db, presented, true);
+    if (!state) throw new errors.InvalidGrant('refresh token not found');
+
+    if (!state.consumed) {
+      await builtIn(ctx);
+      const body = ctx.body as TokenResponse;
+      if (typeof body.refresh_token !== 'string') return;
+      const window = state.clientRetryWindow ?? deps.defaultRetryWindow;
+      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body }), hashId(presented).toString('hex')) : null;
+      await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
+      return;
+    }
+
+    const replay = await sameSuccessor(state, presented);
+    if (replay) {
+      ctx.body = replay;
+      // Nothing was issued: the audit records a retry, not a new token (see provider-events).
+      (ctx.state as { refreshRetry?: boolean }).refreshRetry = true;
+      return;
+    }
+    await deps.revokeGrant(state.grantId!);
+    throw new errors.InvalidGrant('refresh token already used');
+  }
+
+  /** The successor response again, if this is the immediate predecessor inside its window. */
+  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string): Promise<TokenResponse | undefined> {
+    if (!state.retryResponse || !state.retryUntil || state.retryUntil.getTime() <= Date.now() || !state.successorHash) return undefined;
+    // Only the immediate predecessor: its successor must still be unused.
+    if (!(await refreshTokenIsLive(deps.db, state.successorHash))) return undefined;
+    const { issuedAt, body } = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse };
+    const elapsed = Math.floor((Date.now() - issuedAt) / 1000);
+    return typeof body.expires_in === 'number' ? { ...body, expires_in: Math.max(1, body.expires_in - elapsed) } : body;
+  }
+
+  provider.registerGrantType('refresh_token', rotateOrReplay as never, ['refresh_token', 'scope']);
+}

@@ -36,3 +36,9 @@ export async function findAccountById(db: Db, id: string): Promise<Account | und
   const r = await db.query<AccountRow>('SELECT id, username, password_hash, disabled_at FROM accounts WHERE id = $1', [id]);
   return r.rows[0] && toAccount(r.rows[0]);
 }
+
+/** Disables an account; false when there is no such (enabled) account. */
+export async function disableAccount(db: Db, username: string): Promise<{ id: string } | undefined> {
+  const r = await db.query<{ id: string }>('UPDATE accounts SET disabled_at = now() WHERE username = $1 AND disabled_at IS NULL RETURNING id', [username]);
+  return r.rows[0];
+}

@@ -17,7 +17,7 @@ export type AuditEventType =
   | 'token.issued' | 'refresh_token.rotated' | 'refresh_token.retried' | 'refresh_token.reuse_detected'
   | 'token.revoked' | 'grant.revoked' | 'token.introspected'
   | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted'
-  | 'user.created' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'
+  | 'user.created' | 'user.disabled' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'
   | 'audit.purged';
 
 export interface AuditInput {

@@ -100,6 +100,14 @@ const COMMANDS: Record<string, Command> = {
     },
     print: (r) => `created user ${(r as { username: string }).username} (${(r as { id: string }).id})`,
   },
+  'users disable': {
+    usage: 'agentauth users disable <username> [--json]',
+    summary: 'Disable a user: they cannot sign in, and their agents can no longer refresh tokens.',
+    positionals: ['username'],
+    operation: 'users.disable',
+    input: async (_values, [username]) => ({ username }),
+    print: (r) => `disabled user ${(r as { username: string }).username}`,
+  },
   'scopes create': {
     usage: 'agentauth scopes create <name> --description "<what the user is told>" [--json]',
     summary: 'Create a scope (or change its description). Usable at once.',

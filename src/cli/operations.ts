@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
-import { findAccountByUsername, insertAccount } from '../accounts/store.ts';
+import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
@@ -58,6 +58,13 @@ export const operations = {
       return created;
     },
   ),
+
+  'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit }, { username }) => {
+    const disabled = await disableAccount(db, username);
+    if (!disabled) throw new OperationError(`no enabled user ${username}`);
+    await audit.record({ type: 'user.disabled', actor: ADMIN, accountId: disabled.id, details: { username } });
+    return { id: disabled.id, username, disabled: true };
+  }),
 
   'scopes.create': operation(
     z.object({

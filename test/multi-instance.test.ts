@@ -24,7 +24,7 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
   });
   after(() => cluster?.stop());
 
-  it('runs a whole flow across both, and a rotated refresh token fails on either', async () => {
+  it('runs a whole flow across both, and a refresh token two rotations old fails on either', async () => {
     await createScope(cluster, 'tasks:read', 'See your tasks');
     const user = await createUser(cluster);
     const agent = await createAgent(cluster, { redirectUris: ['http://127.0.0.1/cb'], scope: 'tasks:read' });
@@ -35,7 +35,9 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     });
     const { callback } = await authorize(cluster.issuer, url, user);
     const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
-    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!);
+    const second = await client.refreshTokenGrant(config, tokens.refresh_token!);
+    const refreshed = await client.refreshTokenGrant(config, second.refresh_token!);
+    // Two rotations old: reuse, refused by either instance, and the family is dead.
     for (let i = 0; i < 2; i++) {
       await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
     }
@@ -65,6 +67,25 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     assert.equal((await redis.keys(`${cluster.env.REDIS_KEY_PREFIX}*`)).length, 0);
     redis.disconnect();
     assert.equal((await postToken(cluster.issuer, body)).status, 401);
+  });
+
+  it('gives the same successor to a refresh retried on the other instance', async () => {
+    const user = await createUser(cluster);
+    const agent = await createAgent(cluster, { redirectUris: ['http://127.0.0.1/cb'], scope: 'tasks:read' });
+    const config = await clientFor(cluster, agent);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: 'http://127.0.0.1/cb', scope: 'tasks:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const { callback } = await authorize(cluster.issuer, url, user);
+    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    // Consecutive requests alternate between the instances behind the proxy.
+    const answers: client.TokenEndpointResponse[] = [];
+    for (let i = 0; i < 4; i++) answers.push(await client.refreshTokenGrant(config, tokens.refresh_token!));
+    assert.equal(new Set(answers.map((a) => a.refresh_token)).size, 1);
+    const both = await Promise.allSettled(Array.from({ length: 10 }, () => client.refreshTokenGrant(config, answers[0]!.refresh_token!)));
+    const successors = new Set(both.map((b) => (b.status === 'fulfilled' ? b.value.refresh_token : 'failed')));
+    assert.equal(successors.size, 1, `one successor across instances: ${[...successors].join(', ')}`);
   });
 
   it('shows a scope created by the CLI on every instance at once', async () => {

@@ -43,7 +43,6 @@ export async function runRefreshFaults(options: FaultRunOptions): Promise<FaultR
   const target = { issuer, cli: (args: string[], stdin?: string) => runCli(env, args, stdin) };
   let server: ChildProcess = (await spawnServer(env)).child;
   const report: FaultRunReport = { iterations: options.iterations, kills: 0, answeredBeforeKill: 0, retriedAfterCrash: 0, serviceRestarts: 0 };
-  const db = env.DATABASE_URL ? new pg.Client({ connectionString: env.DATABASE_URL }) : undefined;
 
   try {
     await createScope(target, 'faults:run', 'Fault run');
@@ -54,7 +53,6 @@ export async function runRefreshFaults(options: FaultRunOptions): Promise<FaultR
     const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1/cb', scope: 'faults:run', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
     const { callback } = await authorize(issuer, url, user);
     let current = (await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier })).refresh_token!;
-    await db?.connect();
 
     for (let i = 0; i < options.iterations; i++) {
       // A refresh in flight, and a SIGKILL at a random moment of it.
@@ -85,14 +83,13 @@ export async function runRefreshFaults(options: FaultRunOptions): Promise<FaultR
         report.retriedAfterCrash += 1;
         current = retried.refresh_token!;
       }
-      if (db) await assertNoFork(db, agent.clientId, i);
+      if (env.DATABASE_URL) await assertNoFork(env.DATABASE_URL, agent.clientId, i);
       log(`iteration ${i + 1}/${options.iterations}: ${outcome.ok ? 'answered before the kill' : 'killed in flight, retried'}`);
     }
     // The token held at the end works: the agent was never logged out.
     assert.ok((await client.refreshTokenGrant(config, current)).access_token);
     return report;
   } finally {
-    await db?.end().catch(() => {});
     if (server.exitCode === null && server.signalCode === null) {
       const exited = new Promise((resolve) => server.once('exit', resolve));
       server.kill('SIGTERM');
@@ -102,13 +99,20 @@ export async function runRefreshFaults(options: FaultRunOptions): Promise<FaultR
   }
 }
 
-/** INV-1: at most one unused refresh token in the grant. */
-async function assertNoFork(db: pg.Client, clientId: string, iteration: number): Promise<void> {
-  const r = await db.query(
-    "SELECT count(*)::int AS n FROM oidc_artifacts WHERE model = 'RefreshToken' AND client_id = $1 AND consumed_at IS NULL",
-    [clientId],
-  );
-  assert.ok(r.rows[0].n <= 1, `iteration ${iteration}: ${r.rows[0].n} unused refresh tokens in one family`);
+/** INV-1: at most one unused refresh token in the grant (a connection per check: PostgreSQL restarts). */
+async function assertNoFork(databaseUrl: string, clientId: string, iteration: number): Promise<void> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  db.on('error', () => {});
+  await db.connect();
+  try {
+    const r = await db.query(
+      "SELECT count(*)::int AS n FROM oidc_artifacts WHERE model = 'RefreshToken' AND client_id = $1 AND consumed_at IS NULL",
+      [clientId],
+    );
+    assert.ok(r.rows[0].n <= 1, `iteration ${iteration}: ${r.rows[0].n} unused refresh tokens in one family`);
+  } finally {
+    await db.end().catch(() => {});
+  }
 }
 
 /** Retries while a dependency is still coming back (503 / connection errors), up to 20 s. */

@@ -141,7 +141,7 @@ describe('refresh chain lifetimes', () => {
   let server: TestServer;
   let user: TestUser;
   before(async () => {
-    server = await startServer({ REFRESH_TOKEN_TTL: '2', REFRESH_ABSOLUTE_LIFETIME: '5' });
+    server = await startServer({ REFRESH_TOKEN_TTL: '4', REFRESH_ABSOLUTE_LIFETIME: '8' });
     await createScope(server, 'files:read', 'Read your files');
     user = await createUser(server);
   });
@@ -152,19 +152,22 @@ describe('refresh chain lifetimes', () => {
   it('expires a refresh token left unused for the idle timeout', async () => {
     const config = await clientFor(server, await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'files:read' }));
     const tokens = await grantTokens(server, config, user);
-    await sleep(2_600);
+    await sleep(4_600);
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), isInvalidGrant);
   });
 
   it('R-27: ends the chain at its absolute lifetime however often it is used', async () => {
     const config = await clientFor(server, await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'files:read' }));
     let current: client.TokenEndpointResponse = await grantTokens(server, config, user);
-    // Used every 1.2 s, well inside the 2 s idle timeout, until the 5 s chain ends.
-    for (let i = 0; i < 3; i++) {
-      await sleep(1_200);
+    // The grant was created before this moment, so it ends before start + 8 s.
+    const start = Date.now();
+    // Used every 1.5 s, well inside the 4 s idle timeout, for 5 s...
+    while (Date.now() - start < 5_000) {
+      await sleep(1_500);
       current = await client.refreshTokenGrant(config, current.refresh_token!);
     }
-    await sleep(1_500);
+    // ...then once more after the chain's 8 s, less than 4 s after the last use.
+    await sleep(Math.max(0, start + 8_500 - Date.now()));
     await assert.rejects(client.refreshTokenGrant(config, current.refresh_token!), isInvalidGrant);
   });
 });

@@ -114,16 +114,18 @@ async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: st
 
 /**
  * The highest event id below which every row is final: taking the gate exclusively waits for
- * the transactions inserting events to end, and any that starts later draws a higher id.
+ * the transactions inserting events to end, and any that starts later draws a higher id. Its own
+ * short transaction (so the gate is released at its end, even after an error); on PGlite there is
+ * no other transaction to wait for.
  */
 async function settledMaxId(db: Db): Promise<number> {
-  await db.query(`SELECT pg_advisory_lock(${GATE})`);
-  try {
-    const r = await db.query<{ max: string | null }>('SELECT max(id)::text AS max FROM audit_events');
-    return Number(r.rows[0]?.max ?? 0);
-  } finally {
-    await db.query(`SELECT pg_advisory_unlock(${GATE})`);
-  }
+  return db.detached(() =>
+    db.tx(async () => {
+      if (db.kind === 'postgres') await db.query(`SELECT pg_advisory_xact_lock(${GATE})`);
+      const r = await db.query<{ max: string | null }>('SELECT max(id)::text AS max FROM audit_events');
+      return Number(r.rows[0]?.max ?? 0);
+    }),
+  );
 }
 
 /** Seals the committed rows not yet sealed (up to a batch); returns how many rows it sealed. */

@@ -21,6 +21,11 @@ export interface Db {
   script(sql: string): Promise<void>;
   /** Runs fn in a transaction (joining the surrounding one if any). Throwing rolls back. */
   tx<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs fn outside any surrounding unit of work, so its transactions commit on their own.
+   * Not on PGlite, whose one connection the surrounding work holds: there it joins instead.
+   */
+  detached<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs fn with a lazily-begun transaction; `commit` decides commit (true) or rollback. */
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
   /**
@@ -165,6 +170,9 @@ function createDb(driver: Driver): Db {
     tx(fn) {
       if (openWork()) return fn();
       return runWork(fn, () => true);
+    },
+    detached(fn) {
+      return driver.kind === 'pglite' ? fn() : currentWork.exit(fn);
     },
     unitOfWork(fn, commit) {
       if (openWork()) return fn();

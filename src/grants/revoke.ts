@@ -13,12 +13,23 @@ export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: stri
     const tokens = await countArtifactsOfClient(db, clientId);
     let grants = 0;
     for (const grantId of await liveGrantIdsOfClient(db, clientId)) {
-      const revoked = await tombstoneGrant(db, grantId);
-      if (!revoked) continue;
-      grants += 1;
-      await audit.record({ type: 'grant.revoked', actor, clientId, accountId: revoked.accountId, grantId, details: { reason } });
+      if (await revokeGrant(db, audit, grantId, actor, reason)) grants += 1;
     }
     await deleteArtifactsOfClient(db, clientId);
     return { grants, tokens };
+  });
+}
+
+/**
+ * Revokes one grant on someone's behalf (the user on the connected agents page, an admin):
+ * tombstone and tokens in the current transaction, audited with its reason. False when it was
+ * already revoked.
+ */
+export async function revokeGrant(db: Db, audit: AuditLog, grantId: string, actor: AuditInput['actor'], reason: string): Promise<boolean> {
+  return db.tx(async () => {
+    const revoked = await tombstoneGrant(db, grantId);
+    if (!revoked) return false;
+    await audit.record({ type: 'grant.revoked', actor, clientId: revoked.clientId, accountId: revoked.accountId, grantId, details: { reason } });
+    return true;
   });
 }

@@ -11,6 +11,7 @@ import type { Config } from '../config.ts';
 import type { RateLimiter } from '../limits/rate-limit.ts';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
+import { accountRoutes } from '../agents/routes.ts';
 import { adminAuditRoute } from '../audit/admin-route.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
@@ -83,6 +84,9 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit: deps.audit, cookieKey: deps.cookieKeys[0]! });
+  provider.use(account.routes());
+  provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued

@@ -58,9 +58,32 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
   };
 }
 
+/** agentauth's own client for the connected agents page: signing in there is an authorization request. */
+export const ACCOUNT_CLIENT_ID = 'agentauth-account';
+export const ACCOUNT_CALLBACK_PATH = '/account/callback';
+
 export function buildProvider(s: ProviderSettings): Provider {
   const configuration: Configuration = {
     adapter: s.adapter,
+    clients: [{
+      client_id: ACCOUNT_CLIENT_ID,
+      client_name: 'Your connected agents',
+      application_type: 'web',
+      redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    }],
+    // The default, plus: the account page's own client needs no consent to learn who you are.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client?.clientId !== ACCOUNT_CLIENT_ID || !ctx.oidc.session?.accountId) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CLIENT_ID, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid');
+      await grant.save();
+      return grant;
+    },
     jwks: { keys: s.signingKeys as unknown as NonNullable<Configuration['jwks']>['keys'] },
     findAccount: s.findAccount,
     renderError: s.renderError,

@@ -1,0 +1,195 @@
+/**
+ * /account: the connected agents page. Signing in is an ordinary authorization request from
+ * agentauth's own client, so it is the same login (and the same browser session) as any agent's
+ * flow. Every change is a POST with a CSRF token bound to the session, behind a confirmation
+ * page, answered with 303; another user's grant is a 404.
+ */
+import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { findAccountById } from '../accounts/store.ts';
+import type { AuditLog } from '../audit/log.ts';
+import { revokeGrant } from '../grants/revoke.ts';
+import { AppError } from '../http/errors.ts';
+import { readForm, seeOther } from '../http/forms.ts';
+import type { Views } from '../http/views.ts';
+import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
+import { findScopes } from '../scopes/store.ts';
+import type { Db } from '../storage/db.ts';
+import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
+
+const STATE_COOKIE = 'agentauth.account_state';
+const GRANT_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+const EVENT_WORDS: Record<string, string> = {
+  'consent.granted': 'You allowed access',
+  'authorization_code.issued': 'Signed in through you',
+  'token.issued': 'Got an access token',
+  'refresh_token.rotated': 'Refreshed its access',
+  'refresh_token.retried': 'Retried a refresh',
+  'refresh_token.reuse_detected': 'Reused an old token (blocked)',
+  'token.revoked': 'Gave a token back',
+  'token.introspected': 'Had a token checked',
+  'grant.revoked': 'Access revoked',
+};
+
+export interface AccountDeps {
+  provider: Provider;
+  issuer: string;
+  db: Db;
+  views: Views;
+  audit: AuditLog;
+  cookieKey: string;
+}
+
+export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }: AccountDeps): Router {
+  const router = new Router();
+  const csrfKey = Buffer.from(hkdfSync('sha256', cookieKey, 'agentauth', 'account-csrf', 32));
+  const csrfFor = (sessionId: string) => createHmac('sha256', csrfKey).update(`account:${sessionId}`).digest('base64url');
+
+  interface SignedIn {
+    accountId: string;
+    sessionId: string;
+    session: Awaited<ReturnType<Provider['Session']['get']>>;
+  }
+
+  async function signedIn(ctx: Context): Promise<SignedIn | undefined> {
+    const session = await provider.Session.get(ctx as never);
+    const accountId = session.accountId;
+    if (!accountId || !session.jti) return undefined;
+    const account = await findAccountById(db, accountId);
+    return account && !account.disabled ? { accountId, sessionId: session.jti, session } : undefined;
+  }
+
+  /** Not signed in: start an authorization request from our own client; the login page follows. */
+  function startSignIn(ctx: Context): void {
+    const state = randomBytes(16).toString('base64url');
+    const verifier = randomBytes(32).toString('base64url');
+    ctx.cookies.set(STATE_COOKIE, state, { signed: true, httpOnly: true, sameSite: 'lax', path: ACCOUNT_CALLBACK_PATH, maxAge: 10 * 60 * 1000, overwrite: true });
+    const params = new URLSearchParams({
+      client_id: ACCOUNT_CLIENT_ID, response_type: 'code', scope: 'openid', redirect_uri: `${issuer}${ACCOUNT_CALLBACK_PATH}`,
+      state, code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
+    });
+    seeOther(ctx, `/auth?${params}`);
+  }
+
+  async function checkedForm(ctx: Context, who: SignedIn): Promise<URLSearchParams> {
+    if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
+    const form = await readForm(ctx);
+    const expected = Buffer.from(csrfFor(who.sessionId));
+    const actual = Buffer.from(form.get('csrf') ?? '');
+    if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
+      throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back to your connected agents and try again.');
+    }
+    return form;
+  }
+
+  /** The signed-in user's own live grant, or 404 (also for another user's: no oracle). */
+  async function ownGrant(ctx: Context, who: SignedIn): Promise<string> {
+    const grantId = ctx.params.grantId ?? '';
+    if (!GRANT_ID.test(grantId) || (await ownerOfLiveGrant(db, grantId)) !== who.accountId) {
+      throw new AppError(404, 'not_found', 'There is no such connected agent.');
+    }
+    return grantId;
+  }
+
+  async function viewOf(agents: ConnectedAgent[], accountId: string) {
+    const descriptions = new Map((await findScopes(db, [...new Set(agents.flatMap((a) => a.scopes))])).map((s) => [s.name, s.description]));
+    const activity = await recentActivity(db, accountId, agents.map((a) => a.grantId));
+    return agents.map((a) => ({
+      grantId: a.grantId,
+      name: typeof a.metadata?.client_name === 'string' ? a.metadata.client_name : a.clientId,
+      clientId: a.clientId,
+      logo: httpsOnly(a.metadata?.logo_uri),
+      homepage: httpsOnly(a.metadata?.client_uri),
+      verified: a.registration !== 'open',
+      scopes: a.scopes.map((s) => descriptions.get(s) ?? s),
+      grantedAt: a.grantedAt.toISOString(),
+      lastUsedAt: a.lastUsedAt?.toISOString(),
+      liveTokens: a.liveTokens,
+      activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: e.occurredAt.toISOString(), ip: e.ip })),
+    }));
+  }
+
+  router.get('/account', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) return startSignIn(ctx);
+    const account = await findAccountById(db, who.accountId);
+    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    ctx.body = views.render('account', { username: account?.username, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
+  });
+
+  router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
+    const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
+    ctx.cookies.set(STATE_COOKIE, null, { path: ACCOUNT_CALLBACK_PATH });
+    if (!expected || ctx.query.state !== expected) throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
+    if (typeof ctx.query.error === 'string') throw new AppError(400, 'access_denied', 'Signing in was cancelled.');
+    seeOther(ctx, '/account');
+  });
+
+  router.get('/account/agents/:grantId/revoke', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) return startSignIn(ctx);
+    const grantId = await ownGrant(ctx, who);
+    const agent = (await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId)).find((a) => a.grantId === grantId);
+    ctx.body = views.render('confirm', { action: `/account/agents/${grantId}/revoke`, csrf: csrfFor(who.sessionId), agents: agent ? [agent] : [], all: false });
+  });
+
+  router.post('/account/agents/:grantId/revoke', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    await checkedForm(ctx, who);
+    const grantId = await ownGrant(ctx, who);
+    await revokeGrant(db, audit, grantId, { type: 'user', id: who.accountId }, 'user_revoked');
+    seeOther(ctx, '/account?done=revoked');
+  });
+
+  router.get('/account/revoke-all', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) return startSignIn(ctx);
+    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    ctx.body = views.render('confirm', { action: '/account/revoke-all', csrf: csrfFor(who.sessionId), agents, all: true });
+  });
+
+  router.post('/account/revoke-all', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    await checkedForm(ctx, who);
+    for (const agent of await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID)) {
+      await revokeGrant(db, audit, agent.grantId, { type: 'user', id: who.accountId }, 'user_revoked_all');
+    }
+    seeOther(ctx, '/account?done=revoked-all');
+  });
+
+  router.post('/account/sign-out', async (ctx) => {
+    const who = await signedIn(ctx);
+    if (who) {
+      await checkedForm(ctx, who);
+      await who.session.destroy();
+    }
+    ctx.cookies.set(provider.cookieName('session'), null);
+    seeOther(ctx, '/account/signed-out');
+  });
+
+  router.get('/account/signed-out', (ctx) => {
+    ctx.body = views.render('signed-out', {});
+  });
+
+  return router;
+}
+
+function httpsOnly(uri: unknown): string | undefined {
+  if (typeof uri !== 'string') return undefined;
+  try {
+    return new URL(uri).protocol === 'https:' ? uri : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function noticeOf(done: unknown): string | undefined {
+  if (done === 'revoked') return 'Access revoked. Every token of that agent has stopped working.';
+  if (done === 'revoked-all') return 'Access revoked for every agent. All their tokens have stopped working.';
+  return undefined;
+}

@@ -25,6 +25,7 @@ import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
+import { startDeliveryWorker } from './revocation/delivery.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -147,6 +148,8 @@ async function start(config: Config): Promise<void> {
     log.warn('ALLOW_PRIVATE_FETCH is on: jwks_uri may point at loopback and private addresses. Never use this in production.');
     process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth fetch from loopback and private addresses. Development and tests only.\n');
   }
+  const delivery = startDeliveryWorker({ db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, allowPrivateFetch: config.allowPrivateFetch });
+
   log.info({ issuer, port, storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
   process.stderr.write(banner(issuer, config));
 
@@ -157,6 +160,7 @@ async function start(config: Config): Promise<void> {
     log.info({ signal }, 'shutting down');
     clearInterval(purge);
     clearInterval(sealer);
+    delivery.stop();
     live.close();
     adminSocket?.close();
     server.close();

@@ -41,6 +41,7 @@ const CLIENT_OPTIONS: Options = {
   scope: { type: 'string' },
   'rate-limit': { type: 'string' },
   'refresh-retry-window': { type: 'string' },
+  'event-uri': { type: 'string' },
 };
 
 function parseRetryWindow(value: unknown): number | null | undefined {
@@ -72,6 +73,7 @@ async function clientOptions(values: Values) {
     scope: values.scope as string | undefined,
     tokenRateLimit: parseRateLimit(values['rate-limit']),
     refreshRetryWindow: parseRetryWindow(values['refresh-retry-window']),
+    eventUri: values['event-uri'] as string | undefined,
   };
 }
 
@@ -134,7 +136,7 @@ const COMMANDS: Record<string, Command> = {
     usage:
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
-      '                         [--refresh-retry-window <seconds>] [--json]',
+      '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>] [--json]',
     summary: 'Register an agent. Prints the client, client_id included.',
     options: CLIENT_OPTIONS,
     operation: 'clients.create',
@@ -148,7 +150,7 @@ const COMMANDS: Record<string, Command> = {
     usage:
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
-      '                         [--refresh-retry-window <seconds>|default] [--json]',
+      '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>] [--json]',
     summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
     options: CLIENT_OPTIONS,
     positionals: ['client_id'],
@@ -166,6 +168,7 @@ const COMMANDS: Record<string, Command> = {
         scope: given.scope,
         tokenRateLimit: given.tokenRateLimit,
         refreshRetryWindow: given.refreshRetryWindow,
+        eventUri: given.eventUri,
       };
     },
     print: json,
@@ -225,6 +228,18 @@ const COMMANDS: Record<string, Command> = {
     input: async (_values, [clientId]) => ({ clientId }),
     print: json,
   },
+  'events list': {
+    usage: 'agentauth events list [--pending] [--json]',
+    summary: 'Revocation events pushed to agents, newest first, with their delivery state.',
+    options: { pending: { type: 'boolean' } },
+    operation: 'events.list',
+    input: async (values) => ({ pending: values.pending === true }),
+    print: (r) => {
+      const events = (r as { events: { jti: string; client_id: string; state: string; attempts: number; last_error: string | null; subscriber_uri: string }[] }).events;
+      if (events.length === 0) return 'no revocation events';
+      return events.map((e) => `${e.jti}\t${e.client_id}\t${e.state}\t${e.attempts} attempt(s)${e.last_error ? `\t${e.last_error}` : ''}\t${e.subscriber_uri}`).join('\n');
+    },
+  },
   'keys rotate': {
     usage: 'agentauth keys rotate [--json]',
     summary: 'Add a new signing key and sign with it; older keys stay published.',
@@ -270,7 +285,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

@@ -9,6 +9,7 @@ import { disableAccount, findAccountByUsername, insertAccount } from '../account
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
+import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
@@ -145,6 +146,14 @@ export const operations = {
       return created;
     },
   ),
+
+  'events.list': operation(z.object({ pending: z.boolean().default(false) }), async ({ db }, { pending }) => ({
+    events: (await listEvents(db, pending)).map((e) => ({
+      jti: e.jti, grant_id: e.grantId, client_id: e.clientId, subscriber_uri: e.subscriberUri, reason: e.reason,
+      revoked_at: e.revokedAt.toISOString(), attempts: e.attempts, state: e.deliveredAt ? 'delivered' : 'pending',
+      delivered_at: e.deliveredAt?.toISOString() ?? null, next_attempt_at: e.deliveredAt ? null : e.nextAttemptAt.toISOString(), last_error: e.lastError,
+    })),
+  })),
 
   'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),
 

@@ -56,14 +56,17 @@ export function checkRedirectUri(raw: string): { loopback: boolean } {
   throw problem('must use https, or http on a loopback address (127.0.0.1, [::1], localhost)');
 }
 
-export function checkJwksUri(raw: unknown, policy: ClientPolicy): void {
-  const url = parseUrl(raw, 'jwks_uri', 'invalid_client_metadata');
+/** A URL agentauth itself fetches or posts to (jwks_uri, event_delivery_uri): SSRF rules apply. */
+export function checkFetchedUri(raw: unknown, field: string, policy: ClientPolicy): void {
+  const url = parseUrl(raw, field, 'invalid_client_metadata');
   const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
   if ((url.protocol !== 'https:' && !loopbackHttp) || url.username || url.password || url.hash) {
-    throw metadataError('jwks_uri', 'must be an https URI without userinfo or fragment');
+    throw metadataError(field, 'must be an https URI without userinfo or fragment');
   }
-  if (!policy.allowPrivateFetch && isPrivateHost(url)) throw metadataError('jwks_uri', 'must not point at a loopback, private or link-local address');
+  if (!policy.allowPrivateFetch && isPrivateHost(url)) throw metadataError(field, 'must not point at a loopback, private or link-local address');
 }
+
+export const checkJwksUri = (raw: unknown, policy: ClientPolicy) => checkFetchedUri(raw, 'jwks_uri', policy);
 
 /** URIs shown to users (logo, home page, policies): https, no userinfo, never a private host. */
 function checkDisplayUri(raw: unknown, field: string): void {
@@ -120,6 +123,7 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   }
 
   for (const field of DISPLAY_URI_FIELDS) if (m[field] !== undefined) checkDisplayUri(m[field], field);
+  if (m.event_delivery_uri !== undefined) checkFetchedUri(m.event_delivery_uri, 'event_delivery_uri', policy);
 
   if (m.scope !== undefined) {
     if (typeof m.scope !== 'string') throw metadataError('scope', 'must be a string');

@@ -25,6 +25,8 @@ export const clientInputSchema = z.object({
   scope: z.string().max(2000).optional(),
   /** Token endpoint requests per minute for this client; null or absent: TOKEN_RATE_LIMIT. */
   tokenRateLimit: z.number().int().min(1).max(1_000_000).nullable().optional(),
+  /** Where revocation events are pushed (RFC 8935), if the agent wants them. */
+  eventUri: z.string().max(2000).optional(),
   /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
   refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
 });
@@ -41,6 +43,7 @@ export const clientUpdateSchema = z.object({
   grantTypes: clientInputSchema.shape.grantTypes,
   scope: clientInputSchema.shape.scope,
   tokenRateLimit: clientInputSchema.shape.tokenRateLimit,
+  eventUri: clientInputSchema.shape.eventUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
 });
 
@@ -55,6 +58,7 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
     public: metadata.token_endpoint_auth_method === 'none',
     grantTypes: metadata.grant_types as ClientInput['grantTypes'],
     scope: metadata.scope as string | undefined,
+    eventUri: metadata.event_delivery_uri as string | undefined,
   };
 }
 
@@ -78,7 +82,8 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
   const scopes = input.scope ? [...new Set(input.scope.split(' ').filter(Boolean))] : [];
   // Carried over: what the CLI does not manage (logo, URIs…); the rest is rebuilt from the input.
-  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, ...carried }: Record<string, unknown> = existing?.metadata ?? {};
+  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, event_delivery_uri: currentEventUri, ...carried }: Record<string, unknown> = existing?.metadata ?? {};
+  const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
   const metadata: ClientMetadata = {
     ...carried,
     client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
@@ -92,6 +97,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(input.jwks ? { jwks: input.jwks } : {}),
     ...(input.jwksUri ? { jwks_uri: input.jwksUri } : {}),
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
+    ...(eventUri ? { event_delivery_uri: eventUri } : {}),
   };
   await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;

@@ -27,7 +27,7 @@ export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: stri
  */
 export async function revokeGrant(db: Db, audit: AuditLog, grantId: string, actor: AuditInput['actor'], reason: string): Promise<boolean> {
   return db.tx(async () => {
-    const revoked = await tombstoneGrant(db, grantId);
+    const revoked = await tombstoneGrant(db, grantId, reason);
     if (!revoked) return false;
     await audit.record({ type: 'grant.revoked', actor, clientId: revoked.clientId, accountId: revoked.accountId, grantId, details: { reason } });
     return true;

@@ -2,6 +2,7 @@
  * The grants table: what a user allowed an agent. Grants are never deleted by a revocation;
  * revoked_at stays as a tombstone that every grant-bound token insert checks.
  */
+import { enqueueRevocationEvents } from '../revocation/outbox.ts';
 import type { Db } from '../storage/db.ts';
 
 export interface GrantRow {
@@ -58,17 +59,23 @@ export interface RevokedGrant {
  * lockGrant). Idempotent: oidc-provider calls it once per model, concurrently. Returns the grant
  * only from the call that revoked it, so the revocation is audited once.
  */
-export async function tombstoneGrant(db: Db, id: string): Promise<RevokedGrant | undefined> {
+export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked'): Promise<RevokedGrant | undefined> {
   return db.tx(async () => {
-    const r = await db.query<{ account_id: string; client_id: string; revoked_at: Date | null }>(
-      'SELECT account_id, client_id, revoked_at FROM grants WHERE id = $1 FOR UPDATE',
+    await lockGrant(db, id);
+    // The decision is this one statement: oidc-provider calls us several times at once in one
+    // transaction, and only the call whose UPDATE changed the row may queue and audit.
+    const r = await db.query<{ account_id: string; client_id: string }>(
+      'UPDATE grants SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING account_id, client_id',
       [id],
     );
-    const row = r.rows[0];
-    const revokedNow = row !== undefined && row.revoked_at === null;
-    if (revokedNow) await db.query('UPDATE grants SET revoked_at = now() WHERE id = $1', [id]);
     await db.query('DELETE FROM oidc_artifacts WHERE grant_id = $1', [id]);
-    return revokedNow ? { grantId: id, accountId: row.account_id, clientId: row.client_id } : undefined;
+    const row = r.rows[0];
+    if (!row) return undefined;
+    const revoked = { grantId: id, accountId: row.account_id, clientId: row.client_id };
+    // The push to subscribers is queued in this same transaction (outbox): it happens if and only
+    // if the revocation commits.
+    await enqueueRevocationEvents(db, revoked, reason);
+    return revoked;
   });
 }
 

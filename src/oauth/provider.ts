@@ -166,6 +166,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     assertJwtClientAuthClaimsAndHeader: assertClientAssertion(s.clientAuth.maxAssertionLifetime),
+    // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
+    // checked by the registration policy like every URL agentauth itself calls.
+    extraClientMetadata: { properties: ['event_delivery_uri'] },
     // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
     // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
     // development and tests ALLOW_PRIVATE_FETCH lifts the address check.

@@ -1,0 +1,143 @@
+/**
+ * Pushes queued revocation events as signed Security Event Tokens (RFC 8417) by RFC 8935 push
+ * delivery. A worker leases due events (so several instances never send the same one at the same
+ * time, and a crashed instance's lease simply runs out), posts each with the same SSRF rules as
+ * jwks_uri, and retries failures with exponential backoff. Delivery is at least once; every event
+ * keeps its jti, so receivers drop duplicates.
+ */
+import { createPrivateKey, sign } from 'node:crypto';
+import { lookup as dnsLookup } from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import type { LookupFunction } from 'node:net';
+import type { Logger } from 'pino';
+import { loadSigningKeys } from '../keys/signing-keys.ts';
+import { isPrivateHost } from '../net/private-hosts.ts';
+import type { Db } from '../storage/db.ts';
+import { markDelivered, markFailed, type PendingEvent } from './outbox.ts';
+
+/** Our event type: a grant (what a user allowed an agent) was revoked. See docs/revocation-events.md. */
+export const GRANT_REVOKED_EVENT = 'https://agentauth.dev/secevent/grant-revoked';
+const LEASE_SECONDS = 30;
+const TIMEOUT_MS = 5_000;
+const MAX_BACKOFF_SECONDS = 300;
+
+export interface DeliveryDeps {
+  db: Db;
+  issuer: string;
+  keyEncryptionKey: Buffer;
+  log: Logger;
+  allowPrivateFetch: boolean;
+}
+
+/** Seconds before retry n (1-based): 1, 2, 4 … up to 5 minutes, with jitter. */
+export const backoffSeconds = (attempt: number) => Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.max(0, attempt - 1)) * (0.8 + Math.random() * 0.4);
+
+export function buildSecurityEventToken(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): string {
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const header = { alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' };
+  const claims = {
+    iss: issuer,
+    jti: event.jti,
+    iat: Math.floor(Date.now() / 1000),
+    aud: event.clientId,
+    events: {
+      [GRANT_REVOKED_EVENT]: {
+        grant_id: event.grantId,
+        client_id: event.clientId,
+        sub: event.accountId,
+        reason: event.reason,
+        revoked_at: Math.floor(event.revokedAt.getTime() / 1000),
+      },
+    },
+  };
+  const input = `${b64(header)}.${b64(claims)}`;
+  const privateKey = createPrivateKey({ key: key.privateJwk as never, format: 'jwk' });
+  return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+}
+
+/** DNS lookup that refuses private addresses: the check is on the address actually dialled. */
+const guardedLookup: LookupFunction = (hostname, options, callback) => {
+  dnsLookup(hostname, { ...options, all: false }, (err, address, family) => {
+    if (err) return callback(err, '', 0);
+    const literal = family === 6 ? `[${address}]` : address;
+    if (isPrivateHost(new URL(`https://${literal}/`))) return callback(new Error(`${hostname} resolves to a private address`), '', 0);
+    callback(null, address as string, family);
+  });
+};
+
+/** POSTs a SET; resolves to the status code. No redirects, 5 s, no credentials. */
+function post(uri: string, body: string, allowPrivate: boolean): Promise<number> {
+  const url = new URL(uri);
+  if (!allowPrivate && isPrivateHost(url)) return Promise.reject(new Error('the endpoint is a private address'));
+  const transport = url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = transport.request(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json', 'content-length': Buffer.byteLength(body) },
+      timeout: TIMEOUT_MS,
+      ...(allowPrivate ? {} : { lookup: guardedLookup }),
+    }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Leases up to `limit` due events (they come back after the lease if this process dies). */
+async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
+  const r = await db.query<{ jti: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
+    `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
+     WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING jti, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
+    [limit, LEASE_SECONDS],
+  );
+  return r.rows.map((row) => ({
+    jti: row.jti, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
+    subscriberUri: row.subscriber_uri, reason: row.reason, revokedAt: row.revoked_at, attempts: row.attempts,
+  }));
+}
+
+/** One pass: deliver what is due. Returns how many were delivered. */
+export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<number> {
+  const events = await leaseDue(deps.db, limit);
+  if (events.length === 0) return 0;
+  const [key] = await loadSigningKeys(deps.db, deps.keyEncryptionKey);
+  if (!key) return 0;
+  let delivered = 0;
+  for (const event of events) {
+    try {
+      const status = await post(event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key), deps.allowPrivateFetch);
+      if (status >= 200 && status < 300) {
+        await markDelivered(deps.db, event.jti);
+        delivered += 1;
+        continue;
+      }
+      await markFailed(deps.db, event.jti, `HTTP ${status}`, backoffSeconds(event.attempts + 1));
+    } catch (err) {
+      await markFailed(deps.db, event.jti, (err as Error).message, backoffSeconds(event.attempts + 1));
+      deps.log.info({ jti: event.jti, client: event.clientId, attempts: event.attempts + 1 }, 'revocation event delivery failed; will retry');
+    }
+  }
+  return delivered;
+}
+
+/** Runs deliveries every `intervalMs` until stopped. */
+export function startDeliveryWorker(deps: DeliveryDeps, intervalMs = 500): { stop(): void } {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    deliverDueEvents(deps)
+      .catch((err: unknown) => deps.log.warn({ err }, 'revocation event delivery pass failed'))
+      .finally(() => { running = false; });
+  }, intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+

@@ -1,0 +1,59 @@
+/** revocation_events: the outbox of Security Event Tokens to push after a grant is revoked. */
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../storage/db.ts';
+
+export interface PendingEvent {
+  jti: string;
+  grantId: string;
+  clientId: string;
+  accountId: string;
+  subscriberUri: string;
+  reason: string;
+  revokedAt: Date;
+  attempts: number;
+}
+
+export interface EventRecord extends PendingEvent {
+  nextAttemptAt: Date;
+  deliveredAt: Date | null;
+  lastError: string | null;
+}
+
+/** Queues the event for the grant's agent, if it registered an event_delivery_uri. */
+export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; clientId: string; accountId: string }, reason: string): Promise<number> {
+  const r = await db.query(
+    `INSERT INTO revocation_events (jti, grant_id, client_id, account_id, subscriber_uri, reason)
+     SELECT $1, $2, client_id, $3, metadata->>'event_delivery_uri', $4 FROM clients
+     WHERE client_id = $5 AND metadata ? 'event_delivery_uri'`,
+    [randomUUID(), grant.grantId, grant.accountId, reason, grant.clientId],
+  );
+  return r.rowCount;
+}
+
+type Row = {
+  jti: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
+  revoked_at: Date; attempts: number; next_attempt_at: Date; delivered_at: Date | null; last_error: string | null;
+};
+const toRecord = (r: Row): EventRecord => ({
+  jti: r.jti, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
+  revokedAt: r.revoked_at, attempts: r.attempts, nextAttemptAt: r.next_attempt_at, deliveredAt: r.delivered_at, lastError: r.last_error,
+});
+
+export async function markDelivered(db: Db, jti: string): Promise<void> {
+  await db.query('UPDATE revocation_events SET delivered_at = now(), attempts = attempts + 1, last_error = NULL WHERE jti = $1', [jti]);
+}
+
+export async function markFailed(db: Db, jti: string, error: string, retryInSeconds: number): Promise<void> {
+  await db.query(
+    'UPDATE revocation_events SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + make_interval(secs => $3) WHERE jti = $1',
+    [jti, error.slice(0, 500), retryInSeconds],
+  );
+}
+
+export async function listEvents(db: Db, pendingOnly: boolean, limit = 500): Promise<EventRecord[]> {
+  const r = await db.query<Row>(
+    `SELECT * FROM revocation_events ${pendingOnly ? 'WHERE delivered_at IS NULL' : ''} ORDER BY revoked_at DESC, jti LIMIT $1`,
+    [limit],
+  );
+  return r.rows.map(toRecord);
+}

@@ -1,0 +1,188 @@
+/**
+ * Revocation reaches the agent: every way a grant dies queues a signed Security Event Token
+ * (RFC 8417) in the same transaction, pushed to the agent's event_delivery_uri (RFC 8935) with
+ * retries; the signature verifies against our JWKS; a receiver that was down gets it later; a
+ * SIGKILL loses nothing.
+ */
+import assert from 'node:assert/strict';
+import { createPublicKey, verify } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import * as client from 'openid-client';
+import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
+import { spawnServer, startServer, type TestServer } from './helpers/server.ts';
+
+const EVENT = 'https://agentauth.dev/secevent/grant-revoked';
+const REDIRECT_URI = 'http://127.0.0.1/cb';
+
+interface Received {
+  contentType: string;
+  token: string;
+}
+
+async function startReceiver(): Promise<{ url: string; received: Received[]; failNext: number; setFailNext(n: number): void; close(): Promise<void> }> {
+  const state = { received: [] as Received[], failNext: 0 };
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => { body += d; });
+    req.on('end', () => {
+      if (state.failNext > 0) {
+        state.failNext -= 1;
+        res.writeHead(503).end();
+        return;
+      }
+      state.received.push({ contentType: req.headers['content-type'] ?? '', token: body });
+      res.writeHead(202).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/events`,
+    get received() { return state.received; },
+    get failNext() { return state.failNext; },
+    setFailNext: (n) => { state.failNext = n; },
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function decode(token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } {
+  const [h, c] = token.split('.');
+  return { header: JSON.parse(Buffer.from(h!, 'base64url').toString()), claims: JSON.parse(Buffer.from(c!, 'base64url').toString()) };
+}
+
+async function verifiesWithJwks(issuer: string, token: string): Promise<boolean> {
+  const { header } = decode(token);
+  const jwks = (await (await fetch(`${issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+  const jwk = jwks.keys.find((k) => k.kid === header.kid);
+  if (!jwk) return false;
+  const [h, c, s] = token.split('.');
+  return verify('sha256', Buffer.from(`${h}.${c}`), { key: createPublicKey({ key: jwk as never, format: 'jwk' }), dsaEncoding: 'ieee-p1363' }, Buffer.from(s!, 'base64url'));
+}
+
+describe('revocation events', () => {
+  let server: TestServer;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+  let user: TestUser;
+
+  before(async () => {
+    server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    receiver = await startReceiver();
+    await createScope(server, 'inbox:read', 'Read your inbox');
+    user = await createUser(server);
+  });
+  after(async () => {
+    await receiver?.close();
+    await server?.stop();
+  });
+
+  async function connectedAgent(target = server) {
+    const agent = await createAgent(target, { redirectUris: [REDIRECT_URI], scope: 'inbox:read' });
+    assert.equal((await target.cli(['clients', 'update', agent.clientId, '--event-uri', receiver.url])).code, 0);
+    const config = await clientFor(target, agent);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'inbox:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const { callback } = await authorize(target.issuer, url, user);
+    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    return { agent, config, tokens };
+  }
+
+  const eventsFor = (clientId: string) => receiver.received.map((r) => ({ ...r, ...decode(r.token) })).filter((e) => e.claims.aud === clientId);
+
+  it('pushes a signed event when the user revokes the agent on the connected agents page', async () => {
+    const { agent } = await connectedAgent();
+    const jar = new CookieJar();
+    const res = await followOnIssuer(jar, server.issuer, await browse(jar, `${server.issuer}/account`));
+    let html = await res.text();
+    const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
+    if (login) html = await (await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
+    const revokePath = new RegExp(`href="(/account/agents/[^"]+/revoke)"`).exec(html)![1]!;
+    const confirm = await (await browse(jar, `${server.issuer}${revokePath}`)).text();
+    await postForm(jar, `${server.issuer}${revokePath}`, { csrf: csrfOf(confirm) });
+
+    const [event] = await waitFor('the event', () => (eventsFor(agent.clientId).length ? eventsFor(agent.clientId) : undefined));
+    assert.equal(event!.contentType, 'application/secevent+jwt');
+    assert.equal(event!.header.typ, 'secevent+jwt');
+    assert.equal(event!.claims.iss, server.issuer);
+    const body = (event!.claims.events as Record<string, { grant_id: string; sub: string; client_id: string; reason: string }>)[EVENT]!;
+    assert.equal(body.sub, user.id);
+    assert.equal(body.client_id, agent.clientId);
+    assert.equal(body.reason, 'user_revoked');
+    assert.ok(await verifiesWithJwks(server.issuer, event!.token), 'the signature verifies against our JWKS');
+    const listed = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as { client_id: string; state: string }[];
+    assert.equal(listed.find((e) => e.client_id === agent.clientId)?.state, 'delivered');
+  });
+
+  it('pushes an event when reuse of a refresh token kills the grant, and when an admin disables the agent', async () => {
+    const reused = await connectedAgent();
+    const second = await client.refreshTokenGrant(reused.config, reused.tokens.refresh_token!);
+    await client.refreshTokenGrant(reused.config, second.refresh_token!);
+    await assert.rejects(client.refreshTokenGrant(reused.config, reused.tokens.refresh_token!));
+    await waitFor('the reuse event', () => (eventsFor(reused.agent.clientId).length ? true : undefined));
+
+    const disabled = await connectedAgent();
+    assert.equal((await server.cli(['clients', 'disable', disabled.agent.clientId])).code, 0);
+    const [event] = await waitFor('the disable event', () => (eventsFor(disabled.agent.clientId).length ? eventsFor(disabled.agent.clientId) : undefined));
+    assert.equal((event!.claims.events as Record<string, { reason: string }>)[EVENT]!.reason, 'client_disabled');
+  });
+
+  it('keeps retrying a receiver that is down, and delivers once it is back', async () => {
+    const { agent, config, tokens } = await connectedAgent();
+    receiver.setFailNext(2);
+    await client.tokenRevocation(config, tokens.refresh_token!);
+    await waitFor('delivery after two failures', () => (eventsFor(agent.clientId).length ? true : undefined), 20_000);
+    assert.equal(receiver.failNext, 0, 'it was refused twice first');
+    const row = await waitFor('the delivered state', async () => {
+      const listed = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as { client_id: string; attempts: number; state: string }[];
+      const found = listed.find((e) => e.client_id === agent.clientId);
+      return found?.state === 'delivered' ? found : undefined;
+    });
+    assert.equal(row.attempts, 3);
+    assert.equal(eventsFor(agent.clientId).length, 1, 'one event, delivered once');
+  });
+});
+
+describe('revocation events survive a restart', () => {
+  it('delivers an event queued before the server stopped, once it is back', async () => {
+    const receiver = await startReceiver();
+    const server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    let restarted: Awaited<ReturnType<typeof spawnServer>> | undefined;
+    try {
+      await createScope(server, 'inbox:read', 'Read your inbox');
+      const user = await createUser(server);
+      const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'inbox:read', grantTypes: ['authorization_code', 'refresh_token'] });
+      await server.cli(['clients', 'update', agent.clientId, '--event-uri', receiver.url]);
+      const config = await clientFor(server, agent);
+      const verifier = client.randomPKCECodeVerifier();
+      const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'inbox:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+      const { callback } = await authorize(server.issuer, url, user);
+      const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+      receiver.setFailNext(1_000_000); // down
+      await client.tokenRevocation(config, tokens.refresh_token!);
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      await server.halt(); // SIGTERM is enough here: nothing is delivered while the receiver is down
+      receiver.setFailNext(0);
+      restarted = await spawnServer(server.env);
+      await waitFor('delivery after the restart', () => (receiver.received.length ? true : undefined), 20_000);
+      assert.equal(new Set(receiver.received.map((r) => decode(r.token).claims.jti)).size, 1);
+    } finally {
+      if (restarted) {
+        restarted.child.kill('SIGKILL');
+        await new Promise((resolve) => restarted!.child.once('exit', resolve));
+      }
+      await server.stop();
+      await receiver.close();
+    }
+  });
+});

@@ -3,6 +3,9 @@
 -- jti is stable across retries, so receivers drop duplicates.
 CREATE TABLE revocation_events (
   jti             text PRIMARY KEY,
+  -- 'set': a Security Event Token to the agent's event_delivery_uri (RFC 8935);
+  -- 'backchannel_logout': an OIDC back-channel logout token to its backchannel_logout_uri.
+  kind            text NOT NULL DEFAULT 'set' CHECK (kind IN ('set', 'backchannel_logout')),
   grant_id        text NOT NULL,
   client_id       text NOT NULL,
   account_id      text NOT NULL,

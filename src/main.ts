@@ -148,7 +148,15 @@ async function start(config: Config): Promise<void> {
     log.warn('ALLOW_PRIVATE_FETCH is on: jwks_uri may point at loopback and private addresses. Never use this in production.');
     process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth fetch from loopback and private addresses. Development and tests only.\n');
   }
-  const delivery = startDeliveryWorker({ db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, allowPrivateFetch: config.allowPrivateFetch });
+  const delivery = startDeliveryWorker({
+    db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, allowPrivateFetch: config.allowPrivateFetch,
+    async backchannelLogout(clientId, sub) {
+      const agent = (await live.current().Client.find(clientId)) as unknown as
+        { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string): Promise<void> } | undefined;
+      // A disabled or deleted client gets no logout token: it can no longer act at all.
+      if (agent?.backchannelLogoutUri) await agent.backchannelLogout(sub, '');
+    },
+  });
 
   log.info({ issuer, port, storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
   process.stderr.write(banner(issuer, config));

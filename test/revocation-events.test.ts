@@ -22,12 +22,17 @@ interface Received {
   token: string;
 }
 
-async function startReceiver(): Promise<{ url: string; received: Received[]; failNext: number; setFailNext(n: number): void; close(): Promise<void> }> {
-  const state = { received: [] as Received[], failNext: 0 };
+async function startReceiver(): Promise<{ url: string; received: Received[]; logouts: string[]; failNext: number; setFailNext(n: number): void; close(): Promise<void> }> {
+  const state = { received: [] as Received[], logouts: [] as string[], failNext: 0 };
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => { body += d; });
     req.on('end', () => {
+      if (req.url === '/logout') {
+        state.logouts.push(new URLSearchParams(body).get('logout_token') ?? '');
+        res.writeHead(200).end();
+        return;
+      }
       if (state.failNext > 0) {
         state.failNext -= 1;
         res.writeHead(503).end();
@@ -41,6 +46,7 @@ async function startReceiver(): Promise<{ url: string; received: Received[]; fai
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/events`,
     get received() { return state.received; },
+    get logouts() { return state.logouts; },
     get failNext() { return state.failNext; },
     setFailNext: (n) => { state.failNext = n; },
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
@@ -135,6 +141,19 @@ describe('revocation events', () => {
     assert.equal((await server.cli(['clients', 'disable', disabled.agent.clientId])).code, 0);
     const [event] = await waitFor('the disable event', () => (eventsFor(disabled.agent.clientId).length ? eventsFor(disabled.agent.clientId) : undefined));
     assert.equal((event!.claims.events as Record<string, { reason: string }>)[EVENT]!.reason, 'client_disabled');
+  });
+
+  it('sends an OIDC back-channel logout token to clients that registered for it', async () => {
+    const { agent, config, tokens } = await connectedAgent();
+    const logoutUri = receiver.url.replace('/events', '/logout');
+    const updated = await server.cli(['clients', 'update', agent.clientId, '--backchannel-logout-uri', logoutUri]);
+    assert.equal(updated.code, 0, updated.stderr);
+    await client.tokenRevocation(config, tokens.refresh_token!);
+    const logout = await waitFor('the logout token', () => receiver.logouts.find((l) => decode(l).claims.aud === agent.clientId));
+    const { claims } = decode(logout);
+    assert.equal(claims.sub, user.id);
+    assert.ok((claims.events as Record<string, unknown>)['http://schemas.openid.net/event/backchannel-logout']);
+    assert.ok(await verifiesWithJwks(server.issuer, logout));
   });
 
   it('keeps retrying a receiver that is down, and delivers once it is back', async () => {

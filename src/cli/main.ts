@@ -42,6 +42,7 @@ const CLIENT_OPTIONS: Options = {
   'rate-limit': { type: 'string' },
   'refresh-retry-window': { type: 'string' },
   'event-uri': { type: 'string' },
+  'backchannel-logout-uri': { type: 'string' },
 };
 
 function parseRetryWindow(value: unknown): number | null | undefined {
@@ -74,6 +75,7 @@ async function clientOptions(values: Values) {
     tokenRateLimit: parseRateLimit(values['rate-limit']),
     refreshRetryWindow: parseRetryWindow(values['refresh-retry-window']),
     eventUri: values['event-uri'] as string | undefined,
+    backchannelLogoutUri: values['backchannel-logout-uri'] as string | undefined,
   };
 }
 
@@ -136,7 +138,8 @@ const COMMANDS: Record<string, Command> = {
     usage:
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
-      '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>] [--json]',
+      '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>]\n' +
+      '                         [--backchannel-logout-uri <https uri>] [--json]',
     summary: 'Register an agent. Prints the client, client_id included.',
     options: CLIENT_OPTIONS,
     operation: 'clients.create',
@@ -150,7 +153,8 @@ const COMMANDS: Record<string, Command> = {
     usage:
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
-      '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>] [--json]',
+      '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>]\n' +
+      '                         [--backchannel-logout-uri <https uri>] [--json]',
     summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
     options: CLIENT_OPTIONS,
     positionals: ['client_id'],
@@ -169,6 +173,7 @@ const COMMANDS: Record<string, Command> = {
         tokenRateLimit: given.tokenRateLimit,
         refreshRetryWindow: given.refreshRetryWindow,
         eventUri: given.eventUri,
+        backchannelLogoutUri: given.backchannelLogoutUri,
       };
     },
     print: json,

@@ -124,6 +124,7 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
 
   for (const field of DISPLAY_URI_FIELDS) if (m[field] !== undefined) checkDisplayUri(m[field], field);
   if (m.event_delivery_uri !== undefined) checkFetchedUri(m.event_delivery_uri, 'event_delivery_uri', policy);
+  if (m.backchannel_logout_uri !== undefined) checkFetchedUri(m.backchannel_logout_uri, 'backchannel_logout_uri', policy);
 
   if (m.scope !== undefined) {
     if (typeof m.scope !== 'string') throw metadataError('scope', 'must be a string');

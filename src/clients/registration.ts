@@ -27,6 +27,8 @@ export const clientInputSchema = z.object({
   tokenRateLimit: z.number().int().min(1).max(1_000_000).nullable().optional(),
   /** Where revocation events are pushed (RFC 8935), if the agent wants them. */
   eventUri: z.string().max(2000).optional(),
+  /** Where OIDC back-channel logout tokens are sent when a grant is revoked. */
+  backchannelLogoutUri: z.string().max(2000).optional(),
   /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
   refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
 });
@@ -44,6 +46,7 @@ export const clientUpdateSchema = z.object({
   scope: clientInputSchema.shape.scope,
   tokenRateLimit: clientInputSchema.shape.tokenRateLimit,
   eventUri: clientInputSchema.shape.eventUri,
+  backchannelLogoutUri: clientInputSchema.shape.backchannelLogoutUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
 });
 
@@ -59,6 +62,7 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
     grantTypes: metadata.grant_types as ClientInput['grantTypes'],
     scope: metadata.scope as string | undefined,
     eventUri: metadata.event_delivery_uri as string | undefined,
+    backchannelLogoutUri: metadata.backchannel_logout_uri as string | undefined,
   };
 }
 
@@ -82,8 +86,10 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
   const scopes = input.scope ? [...new Set(input.scope.split(' ').filter(Boolean))] : [];
   // Carried over: what the CLI does not manage (logo, URIs…); the rest is rebuilt from the input.
-  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, event_delivery_uri: currentEventUri, ...carried }: Record<string, unknown> = existing?.metadata ?? {};
+  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, event_delivery_uri: currentEventUri, backchannel_logout_uri: currentLogoutUri, ...carried }: Record<string, unknown> =
+    existing?.metadata ?? {};
   const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
+  const logoutUri = input.backchannelLogoutUri ?? (typeof currentLogoutUri === 'string' ? currentLogoutUri : undefined);
   const metadata: ClientMetadata = {
     ...carried,
     client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
@@ -98,6 +104,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(input.jwksUri ? { jwks_uri: input.jwksUri } : {}),
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
     ...(eventUri ? { event_delivery_uri: eventUri } : {}),
+    ...(logoutUri ? { backchannel_logout_uri: logoutUri } : {}),
   };
   await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;

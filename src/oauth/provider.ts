@@ -131,6 +131,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       resourceIndicators: { enabled: false },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
+      // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
+      // grant of theirs is revoked (from the revocation outbox, with retries).
+      backchannelLogout: { enabled: true },
       userinfo: { enabled: false },
       // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
       // initial access token, or open registration for public clients); every resulting client

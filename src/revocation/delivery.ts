@@ -28,6 +28,8 @@ export interface DeliveryDeps {
   keyEncryptionKey: Buffer;
   log: Logger;
   allowPrivateFetch: boolean;
+  /** Sends an OIDC back-channel logout token for the user to the client (oidc-provider builds it). */
+  backchannelLogout(clientId: string, sub: string): Promise<void>;
 }
 
 /** Seconds before retry n (1-based): 1, 2, 4 … up to 5 minutes, with jitter. */
@@ -90,15 +92,15 @@ function post(uri: string, body: string, allowPrivate: boolean): Promise<number>
 
 /** Leases up to `limit` due events (they come back after the lease if this process dies). */
 async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
-  const r = await db.query<{ jti: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
+  const r = await db.query<{ jti: string; kind: PendingEvent['kind']; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
     `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
      WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-     RETURNING jti, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
+     RETURNING jti, kind, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
     [limit, LEASE_SECONDS],
   );
   return r.rows.map((row) => ({
-    jti: row.jti, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
+    jti: row.jti, kind: row.kind, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
     subscriberUri: row.subscriber_uri, reason: row.reason, revokedAt: row.revoked_at, attempts: row.attempts,
   }));
 }
@@ -112,6 +114,12 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
   let delivered = 0;
   for (const event of events) {
     try {
+      if (event.kind === 'backchannel_logout') {
+        await deps.backchannelLogout(event.clientId, event.accountId);
+        await markDelivered(deps.db, event.jti);
+        delivered += 1;
+        continue;
+      }
       const status = await post(event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key), deps.allowPrivateFetch);
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);

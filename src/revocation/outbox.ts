@@ -4,6 +4,7 @@ import type { Db } from '../storage/db.ts';
 
 export interface PendingEvent {
   jti: string;
+  kind: EventKind;
   grantId: string;
   clientId: string;
   accountId: string;
@@ -19,23 +20,29 @@ export interface EventRecord extends PendingEvent {
   lastError: string | null;
 }
 
-/** Queues the event for the grant's agent, if it registered an event_delivery_uri. */
+export type EventKind = 'set' | 'backchannel_logout';
+const URI_FIELD: Record<EventKind, string> = { set: 'event_delivery_uri', backchannel_logout: 'backchannel_logout_uri' };
+
+/** Queues what the grant's agent asked for: a signed event, a back-channel logout, both or neither. */
 export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; clientId: string; accountId: string }, reason: string): Promise<number> {
-  const r = await db.query(
-    `INSERT INTO revocation_events (jti, grant_id, client_id, account_id, subscriber_uri, reason)
-     SELECT $1, $2, client_id, $3, metadata->>'event_delivery_uri', $4 FROM clients
-     WHERE client_id = $5 AND metadata ? 'event_delivery_uri'`,
-    [randomUUID(), grant.grantId, grant.accountId, reason, grant.clientId],
-  );
-  return r.rowCount;
+  let queued = 0;
+  for (const kind of Object.keys(URI_FIELD) as EventKind[]) {
+    const r = await db.query(
+      `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, reason)
+       SELECT $1, $2, $3, client_id, $4, metadata->>$5, $6 FROM clients WHERE client_id = $7 AND metadata ? $5`,
+      [randomUUID(), kind, grant.grantId, grant.accountId, URI_FIELD[kind], reason, grant.clientId],
+    );
+    queued += r.rowCount;
+  }
+  return queued;
 }
 
 type Row = {
-  jti: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
+  jti: string; kind: EventKind; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
   revoked_at: Date; attempts: number; next_attempt_at: Date; delivered_at: Date | null; last_error: string | null;
 };
 const toRecord = (r: Row): EventRecord => ({
-  jti: r.jti, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
+  jti: r.jti, kind: r.kind, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
   revokedAt: r.revoked_at, attempts: r.attempts, nextAttemptAt: r.next_attempt_at, deliveredAt: r.delivered_at, lastError: r.last_error,
 });
 

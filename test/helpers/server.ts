@@ -25,8 +25,8 @@ export interface TestServer {
   /** Runs `agentauth …` against this server's configuration. */
   cli(args: string[], stdin?: string): Promise<CliResult>;
   output(): string;
-  /** Stops the server process but keeps its data, so a test can open the database itself. */
-  halt(): Promise<void>;
+  /** Stops the server process (SIGTERM, or SIGKILL for a crash) but keeps its data. */
+  halt(signal?: NodeJS.Signals): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -126,11 +126,11 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<Tes
   const baseUrl = `http://localhost:${port}`;
   const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
   const { child, output } = await spawnServer(env);
-  async function halt(): Promise<void> {
+  async function halt(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     child.removeAllListeners('exit');
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
+    child.kill(signal);
     await exited;
   }
   return {

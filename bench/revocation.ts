@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from '../test/helpers/browserless.ts';
+import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from '../test/helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from '../test/helpers/factories.ts';
 import { startServer, type TestServer } from '../test/helpers/server.ts';
 
@@ -42,10 +42,7 @@ async function connect(user: TestUser) {
   const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'bench:read' });
   await server.cli(['clients', 'update', agent.clientId, '--event-uri', receiverUrl]);
   const config = await clientFor(server, agent);
-  const verifier = client.randomPKCECodeVerifier();
-  const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1/cb', scope: 'bench:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-  const { callback } = await authorize(server.issuer, url, user);
-  return { agent, config, tokens: await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }) };
+  return { agent, config, tokens: await codeFlowTokens(server.issuer, config, user, { scope: 'bench:read' }) };
 }
 
 async function accountJar(target: TestServer, user: TestUser): Promise<CookieJar> {

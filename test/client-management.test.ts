@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize } from './helpers/browserless.ts';
+import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -60,10 +60,7 @@ describe('client management', () => {
     const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'mail:read', grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
     const config = await clientFor(server, agent);
     const user = await createUser(server);
-    const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'mail:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-    const { callback } = await authorize(server.issuer, url, user);
-    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'mail:read', redirectUri: REDIRECT_URI });
     await client.clientCredentialsGrant(config, { scope: 'mail:read' });
     return { agent, config, tokens };
   }

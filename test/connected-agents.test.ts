@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -39,10 +39,7 @@ describe('connected agents page', () => {
   async function connect(user: TestUser, name: string, untick: string[] = []) {
     const agent = await createAgent(server, { name, redirectUris: [REDIRECT_URI], scope: 'calendar:read calendar:write' });
     const config = await clientFor(server, agent);
-    const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'calendar:read calendar:write', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-    const { callback } = await authorize(server.issuer, url, user, { untick });
-    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'calendar:read calendar:write', redirectUri: REDIRECT_URI, choice: { untick } });
     return { agent, config, tokens };
   }
 

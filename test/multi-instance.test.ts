@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { Redis } from 'ioredis';
-import { authorize, postToken } from './helpers/browserless.ts';
+import { codeFlowTokens, postToken } from './helpers/browserless.ts';
 import { clientAssertion, generateTestKey } from './helpers/jwt.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
@@ -29,12 +29,7 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     const user = await createUser(cluster);
     const agent = await createAgent(cluster, { redirectUris: ['http://127.0.0.1/cb'], scope: 'tasks:read' });
     const config = await clientFor(cluster, agent);
-    const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'tasks:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
-    });
-    const { callback } = await authorize(cluster.issuer, url, user);
-    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const tokens = await codeFlowTokens(cluster.issuer, config, user, { scope: 'tasks:read' });
     const second = await client.refreshTokenGrant(config, tokens.refresh_token!);
     const refreshed = await client.refreshTokenGrant(config, second.refresh_token!);
     // Two rotations old: reuse, refused by either instance, and the family is dead.
@@ -73,12 +68,7 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     const user = await createUser(cluster);
     const agent = await createAgent(cluster, { redirectUris: ['http://127.0.0.1/cb'], scope: 'tasks:read' });
     const config = await clientFor(cluster, agent);
-    const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'tasks:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
-    });
-    const { callback } = await authorize(cluster.issuer, url, user);
-    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const tokens = await codeFlowTokens(cluster.issuer, config, user, { scope: 'tasks:read' });
     // Consecutive requests alternate between the instances behind the proxy.
     const answers: client.TokenEndpointResponse[] = [];
     for (let i = 0; i < 4; i++) answers.push(await client.refreshTokenGrant(config, tokens.refresh_token!));

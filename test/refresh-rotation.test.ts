@@ -8,19 +8,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import pg from 'pg';
-import { authorize } from './helpers/browserless.ts';
+import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1/cb';
 const isInvalidGrant = (err: client.ResponseBodyError) => err.error === 'invalid_grant';
 
-async function grantTokens(server: TestServer, config: client.Configuration, user: TestUser) {
-  const verifier = client.randomPKCECodeVerifier();
-  const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'files:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-  const { callback } = await authorize(server.issuer, url, user);
-  return client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
-}
+const grantTokens = (server: TestServer, config: client.Configuration, user: TestUser) =>
+  codeFlowTokens(server.issuer, config, user, { scope: 'files:read', redirectUri: REDIRECT_URI });
 
 async function auditTypes(server: TestServer, clientId: string): Promise<string[]> {
   const events = JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as { event_type: string }[];

@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { spawnServer, startServer, type TestServer } from './helpers/server.ts';
 
@@ -97,10 +97,7 @@ describe('revocation events', () => {
     const agent = await createAgent(target, { redirectUris: [REDIRECT_URI], scope: 'inbox:read' });
     assert.equal((await target.cli(['clients', 'update', agent.clientId, '--event-uri', receiver.url])).code, 0);
     const config = await clientFor(target, agent);
-    const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'inbox:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-    const { callback } = await authorize(target.issuer, url, user);
-    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const tokens = await codeFlowTokens(target.issuer, config, user, { scope: 'inbox:read', redirectUri: REDIRECT_URI });
     return { agent, config, tokens };
   }
 
@@ -183,10 +180,7 @@ describe('revocation events survive kill -9', () => {
       const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'inbox:read', grantTypes: ['authorization_code', 'refresh_token'] });
       await server.cli(['clients', 'update', agent.clientId, '--event-uri', receiver.url]);
       const config = await clientFor(server, agent);
-      const verifier = client.randomPKCECodeVerifier();
-      const url = client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'inbox:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
-      const { callback } = await authorize(server.issuer, url, user);
-      const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+      const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'inbox:read', redirectUri: REDIRECT_URI });
       receiver.setFailNext(1_000_000); // down
       await client.tokenRevocation(config, tokens.refresh_token!);
       await new Promise((resolve) => setTimeout(resolve, 700));

@@ -2,6 +2,7 @@
  * Drives our login and consent pages over plain HTTP with a cookie jar, the way a browser
  * would, for flows that need no JavaScript. (The Chromium suite covers the real browser.)
  */
+import * as oidc from 'openid-client';
 import type { TestUser } from './factories.ts';
 
 export class CookieJar {
@@ -115,4 +116,25 @@ export function postToken(issuer: string, params: Record<string, string> | URLSe
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams(params),
   });
+}
+
+/**
+ * The whole authorization code flow with PKCE through our pages: builds the request, signs in
+ * and consents as `user`, and redeems the code. What most tests need before the part they test.
+ */
+export async function codeFlowTokens(
+  issuer: string,
+  config: oidc.Configuration,
+  user: TestUser,
+  options: { scope: string; redirectUri?: string; choice?: ConsentChoice },
+): Promise<oidc.TokenEndpointResponse> {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const url = oidc.buildAuthorizationUrl(config, {
+    redirect_uri: options.redirectUri ?? 'http://127.0.0.1/cb',
+    scope: options.scope,
+    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+  });
+  const { callback } = await authorize(issuer, url, user, options.choice);
+  return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
 }

@@ -20,7 +20,8 @@ import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
-import { errorHandler } from './errors.ts';
+import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
+import { errorHandler, renderErrorPage } from './errors.ts';
 import { withRequestContext } from './request-context.ts';
 import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
@@ -54,6 +55,12 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(withRequestContext(log));
   provider.use(errorHandler(views));
   provider.use(securityHeaders);
+  provider.use(async function dependencyOutage(ctx: Context, next: Next) {
+    await next();
+    if (ctx.status !== 500 || !(ctx.state as { dependencyDown?: boolean }).dependencyDown) return;
+    ctx.set('Retry-After', '1');
+    renderErrorPage(ctx, views, 503, UNAVAILABLE.error, 'The service is temporarily unavailable; try again shortly.');
+  });
   provider.use(async function healthAndStatic(ctx: Context, next: Next) {
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
     if (ctx.path === '/healthz') {
@@ -93,6 +100,10 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
     const clientId = ctx.oidc.client?.clientId;
     if (clientId) deps.countIssuedToken(clientId).catch((err: unknown) => log.warn({ err }, 'token count failed'));
   });
-  provider.on('server_error', (_ctx: unknown, err: unknown) => log.error({ err }, 'oidc-provider server error'));
+  provider.on('server_error', (ctx: Context, err: unknown) => {
+    log.error({ err }, 'oidc-provider server error');
+    // oidc-provider answers every unexpected error with 500; an unreachable dependency is a 503.
+    if (isDependencyError(err)) (ctx.state as { dependencyDown?: boolean }).dependencyDown = true;
+  });
   return provider;
 }

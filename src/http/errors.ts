@@ -4,6 +4,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { Views } from './views.ts';
+import { isDependencyError } from './dependency-errors.ts';
 import { requestContext } from './request-context.ts';
 
 export class AppError extends Error {
@@ -56,7 +57,8 @@ export function errorHandler(views: Views) {
         renderErrorPage(ctx, views, err.status, err.code, err.message);
         return;
       }
-      const status = err instanceof AppError ? err.status : 500;
+      const status = err instanceof AppError ? err.status : isDependencyError(err) ? 503 : 500;
+      if (status === 503) ctx.set('Retry-After', '1');
       requestContext()?.log.error({ err }, 'request failed');
       renderErrorPage(ctx, views, status, status === 503 ? 'temporarily_unavailable' : 'server_error',
         status === 503 ? 'The service is temporarily unavailable; try again shortly.' : 'An unexpected error occurred.');

@@ -120,12 +120,17 @@ export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT): Promise<{ 
   });
 }
 
-export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestServer> {
+/**
+ * @param extraEnv settings on top of the deployment's
+ * @param serverEnv changes only the server's environment (the CLI keeps the deployment's), e.g.
+ *   to reach PostgreSQL through a proxy a test can cut
+ */
+export async function startServer(extraEnv: NodeJS.ProcessEnv = {}, serverEnv: (env: NodeJS.ProcessEnv) => NodeJS.ProcessEnv = (env) => env): Promise<TestServer> {
   const deployment = await newDeployment();
   const port = extraEnv.PORT ? Number(extraEnv.PORT) : await freePort();
   const baseUrl = `http://localhost:${port}`;
   const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
-  const { child, output } = await spawnServer(env);
+  const { child, output } = await spawnServer(serverEnv(env));
   async function halt(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     child.removeAllListeners('exit');
     if (child.exitCode !== null || child.signalCode !== null) return;

@@ -1,0 +1,22 @@
+/**
+ * Errors that mean PostgreSQL or Redis is unreachable, as opposed to a bug. A request that
+ * meets one answers 503 temporarily_unavailable with Retry-After: the client should retry, and
+ * nothing was issued (the transaction rolled back).
+ */
+const CONNECTION_MESSAGES = [
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'Connection terminated', 'connection timeout', 'timeout exceeded when trying to connect',
+  'Connection is closed', "Stream isn't writeable", 'Command timed out', 'Reached the max retries per request limit', 'the database system is',
+  'terminating connection', 'Client has encountered a connection error',
+];
+
+export function isDependencyError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (code.startsWith('08') || code.startsWith('57') || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT')) return true;
+    const message = (e as { message?: unknown }).message;
+    if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
+  }
+  return false;
+}
+
+export const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again shortly' };

@@ -190,6 +190,7 @@ function banner(issuer: string, config: Config): string {
 agentauth is running at ${issuer}
   storage: ${config.embedded ? `embedded (${config.dataDir})` : 'PostgreSQL'}; sessions: ${config.redisUrl ? 'Redis' : 'in-process'}
   metadata: ${issuer}/.well-known/oauth-authorization-server
+  users manage their agents at ${issuer}/account
 
 Next steps (in another terminal):
   ${cli} scopes create notes:read --description "Read your notes"

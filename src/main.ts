@@ -26,6 +26,7 @@ import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
+import { findResourceServer, introspectsFor } from './resources/store.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -87,6 +88,8 @@ async function start(config: Config): Promise<void> {
           trustProxy: config.trustProxy,
           clientAuth: config.clientAuth,
           allowPrivateFetch: config.allowPrivateFetch,
+          findResourceServer: (identifier) => findResourceServer(db, identifier),
+          introspectsFor: (clientId, audiences) => introspectsFor(db, clientId, audiences),
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
             if (!account || account.disabled) return undefined;

@@ -18,6 +18,7 @@ export type AuditEventType =
   | 'token.revoked' | 'grant.revoked' | 'token.introspected'
   | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted'
   | 'user.created' | 'user.disabled' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'
+  | 'resource_server.registered' | 'resource_server.deleted'
   | 'audit.purged';
 
 export interface AuditInput {

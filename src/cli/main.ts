@@ -233,6 +233,46 @@ const COMMANDS: Record<string, Command> = {
     input: async (_values, [clientId]) => ({ clientId }),
     print: json,
   },
+  'resources create': {
+    usage: 'agentauth resources create <identifier> --scopes "<a b>" [--token-format jwt|opaque] [--access-token-ttl <seconds>] [--client <client_id>] [--json]',
+    summary: 'Register a resource server (an API agents call). Tokens requested for it carry its identifier as audience. --client: the client it introspects as.',
+    options: { scopes: { type: 'string' }, 'token-format': { type: 'string' }, 'access-token-ttl': { type: 'string' }, client: { type: 'string' } },
+    positionals: ['identifier'],
+    operation: 'resources.create',
+    async input(values, [identifier]) {
+      if (typeof values.scopes !== 'string') throw new UsageError('--scopes is required');
+      const ttl = typeof values['access-token-ttl'] === 'string' ? Number(values['access-token-ttl']) : undefined;
+      if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--access-token-ttl must be a whole number of seconds');
+      return { identifier, scopes: values.scopes.split(' ').filter(Boolean), tokenFormat: values['token-format'], accessTokenTtl: ttl, introspectorClient: values.client };
+    },
+    print: json,
+  },
+  'resources list': {
+    usage: 'agentauth resources list [--json]',
+    summary: 'List resource servers.',
+    operation: 'resources.list',
+    input: async () => ({}),
+    print: (r) => {
+      const list = (r as { resources: { identifier: string; token_format: string; scopes: string[] }[] }).resources;
+      return list.length ? list.map((x) => `${x.identifier}\t${x.token_format}\t${x.scopes.join(' ')}`).join('\n') : 'no resource servers yet';
+    },
+  },
+  'resources show': {
+    usage: 'agentauth resources show <identifier> [--json]',
+    summary: 'Show one resource server.',
+    positionals: ['identifier'],
+    operation: 'resources.show',
+    input: async (_values, [identifier]) => ({ identifier }),
+    print: json,
+  },
+  'resources delete': {
+    usage: 'agentauth resources delete <identifier> [--json]',
+    summary: 'Delete a resource server; tokens can no longer be requested for it.',
+    positionals: ['identifier'],
+    operation: 'resources.delete',
+    input: async (_values, [identifier]) => ({ identifier }),
+    print: (r) => `deleted ${(r as { identifier: string }).identifier}`,
+  },
   'events list': {
     usage: 'agentauth events list [--pending] [--json]',
     summary: 'Revocation events pushed to agents, newest first, with their delivery state.',
@@ -290,7 +330,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

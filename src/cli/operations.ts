@@ -9,6 +9,9 @@ import { disableAccount, findAccountByUsername, insertAccount } from '../account
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
+import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
+import { findScopes } from '../scopes/store.ts';
+import { LOOPBACK_HOSTS } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
@@ -35,6 +38,24 @@ export class OperationError extends Error {}
 
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
+
+const resourceView = (rs: ResourceServer) => ({
+  identifier: rs.identifier, scopes: rs.scopes, token_format: rs.tokenFormat, access_token_ttl: rs.accessTokenTtl, introspector_client: rs.introspectorClient,
+});
+
+/** Resource identifiers are absolute https URLs without fragment (http on loopback for development). */
+function checkResourceIdentifier(identifier: string, policy: ClientPolicy): void {
+  let url: URL;
+  try {
+    url = new URL(identifier);
+  } catch {
+    throw new OperationError('the identifier must be an absolute URL');
+  }
+  const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  if ((url.protocol !== 'https:' && !loopbackHttp) || url.hash || url.username || url.password) {
+    throw new OperationError('the identifier must be an https URL without fragment or userinfo (RFC 8707)');
+  }
+}
 
 const clientView = (c: ClientRecord) => ({
   ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, refresh_retry_window: c.refreshRetryWindow, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
@@ -146,6 +167,43 @@ export const operations = {
       return created;
     },
   ),
+
+  'resources.create': operation(
+    z.object({
+      identifier: z.string().max(2000),
+      scopes: z.array(z.string().regex(SCOPE_NAME)).min(1).max(100),
+      tokenFormat: z.enum(['opaque', 'jwt']).default('opaque'),
+      accessTokenTtl: z.number().int().min(30).max(86400).optional(),
+      introspectorClient: z.string().max(200).optional(),
+    }),
+    async ({ db, audit, clientPolicy }, input) => {
+      checkResourceIdentifier(input.identifier, clientPolicy);
+      const known = new Set((await findScopes(db, input.scopes)).map((s) => s.name));
+      const unknown = input.scopes.filter((s) => !known.has(s));
+      if (unknown.length) throw new OperationError(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
+      if (input.introspectorClient && !(await findClient(db, input.introspectorClient))) throw new OperationError(`no client ${input.introspectorClient}`);
+      // A JWT cannot be recalled before it expires: keep it short unless told otherwise.
+      const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
+      const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null };
+      if (!(await insertResourceServer(db, rs))) throw new OperationError(`resource server ${input.identifier} already exists`);
+      await audit.record({ type: 'resource_server.registered', actor: ADMIN, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
+      return resourceView(rs);
+    },
+  ),
+
+  'resources.list': operation(z.object({}), async ({ db }) => ({ resources: (await listResourceServers(db)).map(resourceView) })),
+
+  'resources.show': operation(z.object({ identifier: z.string().max(2000) }), async ({ db }, { identifier }) => {
+    const rs = await findResourceServer(db, identifier);
+    if (!rs) throw new OperationError(`no resource server ${identifier}`);
+    return resourceView(rs);
+  }),
+
+  'resources.delete': operation(z.object({ identifier: z.string().max(2000) }), async ({ db, audit }, { identifier }) => {
+    if (!(await deleteResourceServer(db, identifier))) throw new OperationError(`no resource server ${identifier}`);
+    await audit.record({ type: 'resource_server.deleted', actor: ADMIN, resource: identifier });
+    return { identifier, deleted: true };
+  }),
 
   'events.list': operation(z.object({ pending: z.boolean().default(false) }), async ({ db }, { pending }) => ({
     events: (await listEvents(db, pending)).map((e) => ({

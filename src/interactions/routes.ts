@@ -86,8 +86,16 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
       const account = details.session?.accountId ? await findAccountById(db, details.session.accountId) : undefined;
       if (!account) throw expired();
       const names = requestedScopes(details);
-      const known = new Map((await findScopes(db, names)).map((s) => [s.name, s.description]));
-      const scopes = names.map((name) => ({ name, description: known.get(name) ?? BUILT_IN_SCOPE_DESCRIPTIONS[name] ?? name }));
+      const perResource = requestedResourceScopes(details);
+      const allNames = [...names, ...Object.values(perResource).flat()];
+      const known = new Map((await findScopes(db, allNames)).map((s) => [s.name, s.description]));
+      const describe = (name: string) => known.get(name) ?? BUILT_IN_SCOPE_DESCRIPTIONS[name] ?? name;
+      const scopes = [
+        ...names.map((name) => ({ name, description: describe(name) })),
+        // A scope of a resource server is asked for per server: the checkbox names both.
+        ...Object.entries(perResource).flatMap(([resource, list]) =>
+          list.map((name) => ({ name: `${name} ${resource}`, description: `${describe(name)} (at ${hostOf(resource) ?? resource})` }))),
+      ];
       // An agent that registered itself (open registration) is flagged, with where it will send you.
       const unverified = (await findClient(db, clientId))?.registration === 'open';
       ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
@@ -127,6 +135,7 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     const accountId = details.session.accountId;
     const clientId = String(details.params.client_id);
     const requested = requestedScopes(details);
+    const perResource = requestedResourceScopes(details);
     if (form.get('decision') !== 'allow') {
       await audit.record({ type: 'consent.denied', actor: { type: 'user', id: accountId }, clientId, accountId, details: { requested } });
       await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
@@ -140,6 +149,14 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     if (granted.length) grant.addOIDCScope(granted.join(' '));
     // Recording refusals stops oidc-provider from asking again for what the user unticked.
     if (refused.length) grant.rejectOIDCScope(refused.join(' '));
+    for (const [resource, list] of Object.entries(perResource)) {
+      const allowed = list.filter((s) => ticked.has(`${s} ${resource}`));
+      const declined = list.filter((s) => !ticked.has(`${s} ${resource}`));
+      if (allowed.length) grant.addResourceScope(resource, allowed.join(' '));
+      if (declined.length) grant.rejectResourceScope(resource, declined.join(' '));
+      granted.push(...allowed.map((s) => `${s} ${resource}`));
+      refused.push(...declined.map((s) => `${s} ${resource}`));
+    }
     const missingClaims = details.prompt.details.missingOIDCClaims;
     if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
     const grantId = await grant.save();
@@ -154,6 +171,12 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
   });
 
   return router;
+}
+
+/** Scopes asked for per resource server (RFC 8707) that no grant covers yet. */
+function requestedResourceScopes(details: Interaction): Record<string, string[]> {
+  const missing = details.prompt.details.missingResourceScopes;
+  return missing && typeof missing === 'object' ? (missing as Record<string, string[]>) : {};
 }
 
 /** The scopes this consent asks for: those the request names that no grant covers yet. */

@@ -6,6 +6,7 @@ import type { JsonWebKey } from '../keys/signing-keys.ts';
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import type { Configuration, FindAccount } from 'oidc-provider';
+import type { ResourceServer } from '../resources/store.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 
 export interface ProviderSettings {
@@ -20,6 +21,10 @@ export interface ProviderSettings {
   renderError: NonNullable<Configuration['renderError']>;
   clientAuth: { maxAssertionLifetime: number; allowRs256: boolean };
   allowPrivateFetch: boolean;
+  /** The registered resource server for an RFC 8707 resource indicator, if any. */
+  findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
+  /** Whether a client introspects for a resource server that is one of these audiences. */
+  introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
 }
 
 /**
@@ -121,14 +126,36 @@ export function buildProvider(s: ProviderSettings): Provider {
       introspection: {
         enabled: true,
         // The default lets any confidential client introspect any token (SECURITY-TESTS F-3).
-        // Until resource servers are registered, a client introspects only its own tokens.
-        allowedPolicy: async (ctx, client, token) => client.clientId === token.clientId,
+        // Here: the token's own client, or the resource server the token is meant for; anyone
+        // else is told only active: false.
+        allowedPolicy: async (_ctx, client, token) => {
+          if (client.clientId === token.clientId) return true;
+          const aud = (token as { aud?: unknown }).aud;
+          const audiences = (Array.isArray(aud) ? aud : [aud]).filter((a): a is string => typeof a === 'string');
+          return s.introspectsFor(client.clientId, audiences);
+        },
       },
       // DPoP is on by default in v9; we do not offer it yet, so we do not expose its surface.
       dPoP: { enabled: false },
-      // Resource indicators come with registered resource servers; until then tokens carry
-      // exactly the granted scopes.
-      resourceIndicators: { enabled: false },
+      // RFC 8707: a request naming a registered resource server gets a token for it alone (its
+      // identifier as audience, its scopes only, its format and lifetime); without one, a token
+      // carries the granted scopes as before. Unknown resources are invalid_target.
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async (_ctx, _client, oneOf) => oneOf,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (_ctx, resource) => {
+          const rs = await s.findResourceServer(resource);
+          if (!rs) throw new errors.InvalidTarget('unknown resource server');
+          return {
+            scope: rs.scopes.join(' '),
+            audience: rs.identifier,
+            accessTokenTTL: rs.accessTokenTtl,
+            accessTokenFormat: rs.tokenFormat,
+            ...(rs.tokenFormat === 'jwt' ? { jwt: { sign: { alg: 'ES256' as const } } } : {}),
+          };
+        },
+      },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
       // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a

@@ -181,8 +181,9 @@ export function buildProvider(s: ProviderSettings): Provider {
     // OAuth 2.1 §4.3.1: rotate on every use; a reused rotated token revokes the grant.
     rotateRefreshToken: true,
     ttl: {
-      AccessToken: s.ttl.accessToken,
-      ClientCredentials: s.ttl.accessToken,
+      // A token for a resource server lives as long as that server chose (JWTs: 5 minutes).
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? s.ttl.accessToken,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? s.ttl.accessToken,
       AuthorizationCode: s.ttl.authorizationCode,
       // Idle timeout, capped by what is left of the chain's absolute lifetime (iiat is the first
       // token's issue time, carried through every rotation): ASVS 10.4.8.

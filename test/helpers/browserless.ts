@@ -126,7 +126,7 @@ export async function codeFlowTokens(
   issuer: string,
   config: oidc.Configuration,
   user: TestUser,
-  options: { scope: string; redirectUri?: string; choice?: ConsentChoice },
+  options: { scope: string; redirectUri?: string; choice?: ConsentChoice; extra?: Record<string, string> },
 ): Promise<oidc.TokenEndpointResponse> {
   const verifier = oidc.randomPKCECodeVerifier();
   const url = oidc.buildAuthorizationUrl(config, {
@@ -134,7 +134,8 @@ export async function codeFlowTokens(
     scope: options.scope,
     code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
     code_challenge_method: 'S256',
+    ...options.extra,
   });
   const { callback } = await authorize(issuer, url, user, options.choice);
-  return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+  return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, options.extra?.resource ? { resource: options.extra.resource } : undefined);
 }

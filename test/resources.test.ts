@@ -1,0 +1,115 @@
+/**
+ * Resource servers (RFC 8707, RFC 9068, RFC 7662): tokens requested for a registered resource
+ * server are bound to it, JWT or opaque as it chose; only the token's own client or the resource
+ * server it is meant for may introspect it; unknown resources are invalid_target.
+ */
+import assert from 'node:assert/strict';
+import { createPublicKey, verify } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import * as client from 'openid-client';
+import { codeFlowTokens } from './helpers/browserless.ts';
+import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+
+const NOTES_API = 'https://notes.example.com/';
+const CALENDAR_API = 'https://calendar.example.com/';
+
+describe('resource servers', () => {
+  let server: TestServer;
+  let notesClient: client.Configuration;
+  let calendarClient: client.Configuration;
+
+  before(async () => {
+    server = await startServer();
+    for (const [name, text] of [['notes:read', 'Read your notes'], ['notes:write', 'Change your notes'], ['calendar:read', 'See your calendar']]) await createScope(server, name!, text!);
+    // Each resource server authenticates as a client of its own when it introspects.
+    const notesRs = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
+    const calendarRs = await createAgent(server, { name: 'Calendar API', grantTypes: ['client_credentials'] });
+    notesClient = await clientFor(server, notesRs);
+    calendarClient = await clientFor(server, calendarRs);
+    const made = await server.cli(['resources', 'create', NOTES_API, '--scopes', 'notes:read notes:write', '--client', notesRs.clientId, '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    assert.equal(JSON.parse(made.stdout).access_token_ttl, 600);
+    const jwt = await server.cli(['resources', 'create', CALENDAR_API, '--scopes', 'calendar:read', '--token-format', 'jwt', '--client', calendarRs.clientId, '--json']);
+    assert.equal(jwt.code, 0, jwt.stderr);
+    assert.equal(JSON.parse(jwt.stdout).access_token_ttl, 300, 'JWTs are short-lived by default');
+  });
+  after(() => server?.stop());
+
+  it('refuses bad registrations', async () => {
+    for (const [args, message] of [
+      [['resources', 'create', 'http://api.example.com/', '--scopes', 'notes:read'], /https/],
+      [['resources', 'create', 'https://api.example.com/#x', '--scopes', 'notes:read'], /fragment/],
+      [['resources', 'create', 'https://api.example.com/', '--scopes', 'nope:nope'], /unknown scope/],
+      [['resources', 'create', NOTES_API, '--scopes', 'notes:read'], /already exists/],
+    ] as const) {
+      const r = await server.cli([...args]);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.match(r.stderr, message);
+    }
+    const listed = JSON.parse((await server.cli(['resources', 'list', '--json'])).stdout) as { resources: { identifier: string }[] };
+    assert.deepEqual(listed.resources.map((r) => r.identifier).sort(), [CALENDAR_API, NOTES_API]);
+  });
+
+  it('issues a JWT access token (RFC 9068) bound to the resource server, with only its scopes', async () => {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'calendar:read notes:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await client.clientCredentialsGrant(config, { scope: 'calendar:read notes:read', resource: CALENDAR_API });
+    const [h, c, sig] = tokens.access_token.split('.');
+    const header = JSON.parse(Buffer.from(h!, 'base64url').toString()) as { typ: string; kid: string; alg: string };
+    const claims = JSON.parse(Buffer.from(c!, 'base64url').toString()) as { aud: string; scope: string; client_id: string; exp: number; iat: number; iss: string };
+    assert.equal(header.typ, 'at+jwt');
+    assert.equal(header.alg, 'ES256');
+    assert.equal(claims.aud, CALENDAR_API);
+    assert.equal(claims.scope, 'calendar:read');
+    assert.equal(claims.iss, server.issuer);
+    assert.equal(claims.client_id, agent.clientId);
+    assert.ok(claims.exp - claims.iat <= 300);
+    const jwks = (await (await fetch(`${server.issuer}/jwks`)).json()) as { keys: { kid: string }[] };
+    const key = createPublicKey({ key: jwks.keys.find((k) => k.kid === header.kid) as never, format: 'jwk' });
+    assert.ok(verify('sha256', Buffer.from(`${h}.${c}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url')));
+  });
+
+  it('lets only the token\'s own client or its resource server introspect it', async () => {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read notes:write' });
+    const config = await clientFor(server, agent);
+    const tokens = await client.clientCredentialsGrant(config, { scope: 'notes:read', resource: NOTES_API });
+    assert.equal(tokens.access_token.split('.').length, 1, 'opaque');
+    const byNotes = await client.tokenIntrospection(notesClient, tokens.access_token);
+    assert.equal(byNotes.active, true);
+    assert.equal(byNotes.aud, NOTES_API);
+    assert.equal(byNotes.scope, 'notes:read');
+    assert.equal(byNotes.client_id, agent.clientId);
+    assert.deepEqual(await client.tokenIntrospection(calendarClient, tokens.access_token), { active: false }, 'another resource server');
+    const stranger = await clientFor(server, await createAgent(server, { grantTypes: ['client_credentials'] }));
+    assert.deepEqual(await client.tokenIntrospection(stranger, tokens.access_token), { active: false }, 'an unrelated client');
+  });
+
+  it('answers invalid_target for an unknown resource', async () => {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read' });
+    const config = await clientFor(server, agent);
+    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: 'https://unknown.example.com/' }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+  });
+
+  it('asks consent per resource server and binds the code flow\'s token to it', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read notes:write' });
+    const config = await clientFor(server, agent);
+    const tokens = await codeFlowTokens(server.issuer, config, user, {
+      scope: 'notes:read notes:write', choice: { untick: ['notes:write https://notes.example.com/'] }, extra: { resource: NOTES_API },
+    });
+    const info = await client.tokenIntrospection(notesClient, tokens.access_token);
+    assert.equal(info.active, true);
+    assert.equal(info.aud, NOTES_API);
+    assert.equal(info.scope, 'notes:read');
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, refreshed.access_token)).scope, 'notes:read');
+  });
+
+  it('deletes a resource server', async () => {
+    const extra = 'https://gone.example.com/';
+    assert.equal((await server.cli(['resources', 'create', extra, '--scopes', 'notes:read'])).code, 0);
+    assert.equal((await server.cli(['resources', 'delete', extra])).code, 0);
+    assert.equal((await server.cli(['resources', 'show', extra])).code, 1);
+  });
+});

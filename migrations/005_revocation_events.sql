@@ -10,6 +10,7 @@ CREATE TABLE revocation_events (
   client_id       text NOT NULL,
   account_id      text NOT NULL,
   subscriber_uri  text NOT NULL,
+  audience        text NOT NULL,       -- the SET's aud: the agent's client_id, or a resource server
   reason          text NOT NULL,
   revoked_at      timestamptz NOT NULL DEFAULT now(),
   attempts        int NOT NULL DEFAULT 0,

@@ -153,6 +153,20 @@ describe('revocation events', () => {
     assert.ok(await verifiesWithJwks(server.issuer, logout));
   });
 
+  it('pushes an event to a resource server that subscribed, for grants that reached it', async () => {
+    const api = 'https://inbox-api.example.com/';
+    const made = await server.cli(['resources', 'create', api, '--scopes', 'inbox:read', '--event-uri', receiver.url]);
+    assert.equal(made.code, 0, made.stderr);
+    const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'inbox:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'inbox:read', redirectUri: REDIRECT_URI, extra: { resource: api } });
+    await client.tokenRevocation(config, tokens.refresh_token!);
+    const toApi = await waitFor('the resource server\'s event', () => receiver.received.map((r) => decode(r.token)).find((e) => e.claims.aud === api));
+    const body = (toApi.claims.events as Record<string, { client_id: string; sub: string }>)[EVENT]!;
+    assert.equal(body.client_id, agent.clientId);
+    assert.equal(body.sub, user.id);
+  });
+
   it('keeps retrying a receiver that is down, and delivers once it is back', async () => {
     const { agent, config, tokens } = await connectedAgent();
     receiver.setFailNext(2);

@@ -234,16 +234,16 @@ const COMMANDS: Record<string, Command> = {
     print: json,
   },
   'resources create': {
-    usage: 'agentauth resources create <identifier> --scopes "<a b>" [--token-format jwt|opaque] [--access-token-ttl <seconds>] [--client <client_id>] [--json]',
+    usage: 'agentauth resources create <identifier> --scopes "<a b>" [--token-format jwt|opaque] [--access-token-ttl <seconds>] [--client <client_id>] [--event-uri <https uri>] [--json]',
     summary: 'Register a resource server (an API agents call). Tokens requested for it carry its identifier as audience. --client: the client it introspects as.',
-    options: { scopes: { type: 'string' }, 'token-format': { type: 'string' }, 'access-token-ttl': { type: 'string' }, client: { type: 'string' } },
+    options: { scopes: { type: 'string' }, 'token-format': { type: 'string' }, 'access-token-ttl': { type: 'string' }, client: { type: 'string' }, 'event-uri': { type: 'string' } },
     positionals: ['identifier'],
     operation: 'resources.create',
     async input(values, [identifier]) {
       if (typeof values.scopes !== 'string') throw new UsageError('--scopes is required');
       const ttl = typeof values['access-token-ttl'] === 'string' ? Number(values['access-token-ttl']) : undefined;
       if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--access-token-ttl must be a whole number of seconds');
-      return { identifier, scopes: values.scopes.split(' ').filter(Boolean), tokenFormat: values['token-format'], accessTokenTtl: ttl, introspectorClient: values.client };
+      return { identifier, scopes: values.scopes.split(' ').filter(Boolean), tokenFormat: values['token-format'], accessTokenTtl: ttl, introspectorClient: values.client, eventUri: values['event-uri'] };
     },
     print: json,
   },

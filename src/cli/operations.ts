@@ -11,7 +11,7 @@ import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWi
 import { revokeClientAccess } from '../grants/revoke.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
 import { findScopes } from '../scopes/store.ts';
-import { LOOPBACK_HOSTS } from '../clients/policy.ts';
+import { checkFetchedUri, LOOPBACK_HOSTS } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
@@ -41,6 +41,7 @@ const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
 const resourceView = (rs: ResourceServer) => ({
   identifier: rs.identifier, scopes: rs.scopes, token_format: rs.tokenFormat, access_token_ttl: rs.accessTokenTtl, introspector_client: rs.introspectorClient,
+  event_delivery_uri: rs.eventDeliveryUri,
 });
 
 /** Resource identifiers are absolute https URLs without fragment (http on loopback for development). */
@@ -175,6 +176,7 @@ export const operations = {
       tokenFormat: z.enum(['opaque', 'jwt']).default('opaque'),
       accessTokenTtl: z.number().int().min(30).max(86400).optional(),
       introspectorClient: z.string().max(200).optional(),
+      eventUri: z.string().max(2000).optional(),
     }),
     async ({ db, audit, clientPolicy }, input) => {
       checkResourceIdentifier(input.identifier, clientPolicy);
@@ -182,9 +184,16 @@ export const operations = {
       const unknown = input.scopes.filter((s) => !known.has(s));
       if (unknown.length) throw new OperationError(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
       if (input.introspectorClient && !(await findClient(db, input.introspectorClient))) throw new OperationError(`no client ${input.introspectorClient}`);
+      if (input.eventUri) {
+        try {
+          checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy);
+        } catch (err) {
+          throw new OperationError((err as Error).message);
+        }
+      }
       // A JWT cannot be recalled before it expires: keep it short unless told otherwise.
       const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
-      const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null };
+      const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null, eventDeliveryUri: input.eventUri ?? null };
       if (!(await insertResourceServer(db, rs))) throw new OperationError(`resource server ${input.identifier} already exists`);
       await audit.record({ type: 'resource_server.registered', actor: ADMIN, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
       return resourceView(rs);

@@ -7,6 +7,7 @@ export interface ResourceServer {
   tokenFormat: 'opaque' | 'jwt';
   accessTokenTtl: number;
   introspectorClient: string | null;
+  eventDeliveryUri: string | null;
 }
 
 interface Row {
@@ -15,29 +16,31 @@ interface Row {
   token_format: 'opaque' | 'jwt';
   access_token_ttl: number;
   introspector_client: string | null;
+  event_delivery_uri: string | null;
 }
 
 const toServer = (r: Row): ResourceServer => ({
   identifier: r.identifier, scopes: r.scopes, tokenFormat: r.token_format, accessTokenTtl: r.access_token_ttl, introspectorClient: r.introspector_client,
+  eventDeliveryUri: r.event_delivery_uri,
 });
+const COLUMNS = 'identifier, scopes, token_format, access_token_ttl, introspector_client, event_delivery_uri';
 
 /** Inserts a resource server; false when the identifier is taken. */
 export async function insertResourceServer(db: Db, rs: ResourceServer): Promise<boolean> {
   const r = await db.query(
-    `INSERT INTO resource_servers (identifier, scopes, token_format, access_token_ttl, introspector_client) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (identifier) DO NOTHING`,
-    [rs.identifier, rs.scopes, rs.tokenFormat, rs.accessTokenTtl, rs.introspectorClient],
+    `INSERT INTO resource_servers (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identifier) DO NOTHING`,
+    [rs.identifier, rs.scopes, rs.tokenFormat, rs.accessTokenTtl, rs.introspectorClient, rs.eventDeliveryUri],
   );
   return r.rowCount === 1;
 }
 
 export async function findResourceServer(db: Db, identifier: string): Promise<ResourceServer | undefined> {
-  const r = await db.query<Row>('SELECT identifier, scopes, token_format, access_token_ttl, introspector_client FROM resource_servers WHERE identifier = $1', [identifier]);
+  const r = await db.query<Row>(`SELECT ${COLUMNS} FROM resource_servers WHERE identifier = $1`, [identifier]);
   return r.rows[0] && toServer(r.rows[0]);
 }
 
 export async function listResourceServers(db: Db): Promise<ResourceServer[]> {
-  const r = await db.query<Row>('SELECT identifier, scopes, token_format, access_token_ttl, introspector_client FROM resource_servers ORDER BY identifier');
+  const r = await db.query<Row>(`SELECT ${COLUMNS} FROM resource_servers ORDER BY identifier`);
   return r.rows.map(toServer);
 }
 

@@ -42,7 +42,7 @@ export function buildSecurityEventToken(event: PendingEvent, issuer: string, key
     iss: issuer,
     jti: event.jti,
     iat: Math.floor(Date.now() / 1000),
-    aud: event.clientId,
+    aud: event.audience,
     events: {
       [GRANT_REVOKED_EVENT]: {
         grant_id: event.grantId,
@@ -92,15 +92,15 @@ function post(uri: string, body: string, allowPrivate: boolean): Promise<number>
 
 /** Leases up to `limit` due events (they come back after the lease if this process dies). */
 async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
-  const r = await db.query<{ jti: string; kind: PendingEvent['kind']; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
+  const r = await db.query<{ jti: string; kind: PendingEvent['kind']; audience: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
     `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
      WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-     RETURNING jti, kind, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
+     RETURNING jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
     [limit, LEASE_SECONDS],
   );
   return r.rows.map((row) => ({
-    jti: row.jti, kind: row.kind, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
+    jti: row.jti, kind: row.kind, audience: row.audience, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
     subscriberUri: row.subscriber_uri, reason: row.reason, revokedAt: row.revoked_at, attempts: row.attempts,
   }));
 }

@@ -5,6 +5,8 @@ import type { Db } from '../storage/db.ts';
 export interface PendingEvent {
   jti: string;
   kind: EventKind;
+  /** The SET's aud: the agent's client_id, or the resource server's identifier. */
+  audience: string;
   grantId: string;
   clientId: string;
   accountId: string;
@@ -28,21 +30,35 @@ export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; 
   let queued = 0;
   for (const kind of Object.keys(URI_FIELD) as EventKind[]) {
     const r = await db.query(
-      `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, reason)
-       SELECT $1, $2, $3, client_id, $4, metadata->>$5, $6 FROM clients WHERE client_id = $7 AND metadata ? $5`,
+      `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason)
+       SELECT $1, $2, $3, client_id, $4, metadata->>$5, client_id, $6 FROM clients WHERE client_id = $7 AND metadata ? $5`,
       [randomUUID(), kind, grant.grantId, grant.accountId, URI_FIELD[kind], reason, grant.clientId],
     );
     queued += r.rowCount;
+  }
+  // Resource servers the grant reached (RFC 8707) that subscribed to revocations.
+  const servers = await db.query<{ identifier: string; event_delivery_uri: string }>(
+    `SELECT rs.identifier, rs.event_delivery_uri FROM resource_servers rs, grants g
+     WHERE g.id = $1 AND rs.event_delivery_uri IS NOT NULL AND g.payload->'resources' ? rs.identifier`,
+    [grant.grantId],
+  );
+  for (const rs of servers.rows) {
+    await db.query(
+      `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason)
+       VALUES ($1, 'set', $2, $3, $4, $5, $6, $7)`,
+      [randomUUID(), grant.grantId, grant.clientId, grant.accountId, rs.event_delivery_uri, rs.identifier, reason],
+    );
+    queued += 1;
   }
   return queued;
 }
 
 type Row = {
-  jti: string; kind: EventKind; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
+  jti: string; kind: EventKind; audience: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
   revoked_at: Date; attempts: number; next_attempt_at: Date; delivered_at: Date | null; last_error: string | null;
 };
 const toRecord = (r: Row): EventRecord => ({
-  jti: r.jti, kind: r.kind, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
+  jti: r.jti, kind: r.kind, audience: r.audience, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
   revokedAt: r.revoked_at, attempts: r.attempts, nextAttemptAt: r.next_attempt_at, deliveredAt: r.delivered_at, lastError: r.last_error,
 });
 

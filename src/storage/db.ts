@@ -229,12 +229,18 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
     statement_timeout: 5_000,
     idle_in_transaction_session_timeout: 30_000,
   });
-  // An idle client that loses its server emits here; without a listener the process would exit.
+  // A client that loses its server emits 'error': idle ones on the pool, checked-out ones on
+  // themselves. Without listeners the process would exit; the query in flight rejects instead.
   pool.on('error', () => {});
+  const listened = new WeakSet<pg.PoolClient>();
   return createDb({
     kind: 'postgres',
     async acquire() {
       const client = await pool.connect();
+      if (!listened.has(client)) {
+        client.on('error', () => {});
+        listened.add(client);
+      }
       return {
         async query<T>(sql: string, params?: unknown[]) {
           const r = await sanitized(() => client.query(sql, params));

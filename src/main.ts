@@ -22,10 +22,12 @@ import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
+import { purgeExpiredRegistrationTokens } from './clients/registration-tokens.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
+import { purgeDeliveredEvents } from './revocation/outbox.ts';
 import { findResourceServer, introspectsFor } from './resources/store.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
@@ -130,6 +132,8 @@ async function start(config: Config): Promise<void> {
 
   const purge = setInterval(() => {
     purgeExpired(db, config.ttl.refreshToken).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+    purgeExpiredRegistrationTokens(db).catch((err: unknown) => log.warn({ err }, 'registration token purge failed'));
+    purgeDeliveredEvents(db).catch((err: unknown) => log.warn({ err }, 'revocation event purge failed'));
     if (config.audit.retentionDays > 0) {
       const cutoff = new Date(Date.now() - config.audit.retentionDays * 24 * 3600 * 1000);
       runtime.audit.purge(cutoff, { type: 'system' }).catch((err: unknown) => log.warn({ err }, 'audit purge failed'));

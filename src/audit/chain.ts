@@ -6,8 +6,6 @@
  */
 import { createHash, createHmac, hkdfSync } from 'node:crypto';
 
-export const GENESIS_HASH = '0'.repeat(64);
-
 /** JSON with object keys sorted at every depth, so equal content always hashes alike. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;

@@ -80,3 +80,8 @@ export async function listEvents(db: Db, pendingOnly: boolean, limit = 500): Pro
   );
   return r.rows.map(toRecord);
 }
+
+/** Forgets events delivered more than `days` ago (pending ones are kept until delivered). */
+export async function purgeDeliveredEvents(db: Db, days = 30): Promise<void> {
+  await db.query('DELETE FROM revocation_events WHERE delivered_at < now() - make_interval(days => $1)', [days]);
+}

@@ -56,6 +56,7 @@ async function start(config: Config): Promise<void> {
 
   const views = createViews();
   const onGrantRevoked = auditGrantRevocation(runtime.audit);
+  /** Kills a grant inside the current request and audits why (reuse, revocation): one path. */
   const revokeGrantNow = async (grantId: string) => {
     const revoked = await tombstoneGrant(db, grantId);
     if (revoked) await onGrantRevoked(revoked);
@@ -68,7 +69,7 @@ async function start(config: Config): Promise<void> {
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
   const Adapter = createAdapterClass(db, kv, {
     clientFound: tokenLimit.clientFound,
-    onGrantRevoked,
+    revokeGrant: revokeGrantNow,
     storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
     deleteClient: deleteRegisteredClient(db, runtime.audit),
   });

@@ -10,14 +10,13 @@ import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, re
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
-import { findScopes } from '../scopes/store.ts';
-import { checkFetchedUri, LOOPBACK_HOSTS } from '../clients/policy.ts';
+import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { announceConfigChange } from '../oauth/live-provider.ts';
-import { listScopes, upsertScope } from '../scopes/store.ts';
+import { findScopes, listScopes, upsertScope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { migrate } from '../storage/migrate.ts';
@@ -44,17 +43,13 @@ const resourceView = (rs: ResourceServer) => ({
   event_delivery_uri: rs.eventDeliveryUri,
 });
 
-/** Resource identifiers are absolute https URLs without fragment (http on loopback for development). */
-function checkResourceIdentifier(identifier: string, policy: ClientPolicy): void {
-  let url: URL;
+/** Registration policy verdicts read as one operator line. */
+function asOperationError<T>(check: () => T): T {
   try {
-    url = new URL(identifier);
-  } catch {
-    throw new OperationError('the identifier must be an absolute URL');
-  }
-  const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
-  if ((url.protocol !== 'https:' && !loopbackHttp) || url.hash || url.username || url.password) {
-    throw new OperationError('the identifier must be an https URL without fragment or userinfo (RFC 8707)');
+    return check();
+  } catch (err) {
+    if (err instanceof RegistrationError) throw new OperationError(err.message);
+    throw err;
   }
 }
 
@@ -179,18 +174,13 @@ export const operations = {
       eventUri: z.string().max(2000).optional(),
     }),
     async ({ db, audit, clientPolicy }, input) => {
-      checkResourceIdentifier(input.identifier, clientPolicy);
+      // RFC 8707: an absolute https URL without fragment (not fetched, so private hosts are fine).
+      asOperationError(() => checkHttpsUrl(input.identifier, 'identifier', clientPolicy));
       const known = new Set((await findScopes(db, input.scopes)).map((s) => s.name));
       const unknown = input.scopes.filter((s) => !known.has(s));
       if (unknown.length) throw new OperationError(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
       if (input.introspectorClient && !(await findClient(db, input.introspectorClient))) throw new OperationError(`no client ${input.introspectorClient}`);
-      if (input.eventUri) {
-        try {
-          checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy);
-        } catch (err) {
-          throw new OperationError((err as Error).message);
-        }
-      }
+      if (input.eventUri) asOperationError(() => checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy));
       // A JWT cannot be recalled before it expires: keep it short unless told otherwise.
       const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
       const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null, eventDeliveryUri: input.eventUri ?? null };

@@ -56,13 +56,19 @@ export function checkRedirectUri(raw: string): { loopback: boolean } {
   throw problem('must use https, or http on a loopback address (127.0.0.1, [::1], localhost)');
 }
 
-/** A URL agentauth itself fetches or posts to (jwks_uri, event_delivery_uri): SSRF rules apply. */
-export function checkFetchedUri(raw: unknown, field: string, policy: ClientPolicy): void {
+/** An https URL without userinfo or fragment (http on loopback too, while ALLOW_PRIVATE_FETCH). */
+export function checkHttpsUrl(raw: unknown, field: string, policy: ClientPolicy): URL {
   const url = parseUrl(raw, field, 'invalid_client_metadata');
   const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
   if ((url.protocol !== 'https:' && !loopbackHttp) || url.username || url.password || url.hash) {
     throw metadataError(field, 'must be an https URI without userinfo or fragment');
   }
+  return url;
+}
+
+/** A URL agentauth itself fetches or posts to (jwks_uri, event_delivery_uri): SSRF rules apply. */
+export function checkFetchedUri(raw: unknown, field: string, policy: ClientPolicy): void {
+  const url = checkHttpsUrl(raw, field, policy);
   if (!policy.allowPrivateFetch && isPrivateHost(url)) throw metadataError(field, 'must not point at a loopback, private or link-local address');
 }
 

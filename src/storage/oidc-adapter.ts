@@ -8,7 +8,7 @@
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { findActiveClient, type ClientMetadata } from '../clients/store.ts';
-import { findLiveGrant, lockGrant, tombstoneGrant, upsertGrant, type RevokedGrant } from '../grants/store.ts';
+import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
 import type { Kv } from './kv.ts';
@@ -31,10 +31,10 @@ const storableId = (id: unknown): id is string => typeof id === 'string' && id.l
 
 export interface AdapterHooks {
   /**
-   * Told once per grant that a request killed (reuse, revocation), inside that request's
-   * transaction, so the audit row commits with the revocation.
+   * Kills a grant inside the current request's transaction (tombstone, tokens, outbox) and audits
+   * why, once; the same function serves the refresh rotation's reuse detection.
    */
-  onGrantRevoked(grant: RevokedGrant): Promise<void>;
+  revokeGrant(grantId: string): Promise<void>;
   /** Client writes from RFC 7591/7592 registration: checked against policy, then stored. */
   storeClient(clientId: string, metadata: ClientMetadata): Promise<void>;
   deleteClient(clientId: string): Promise<void>;
@@ -43,11 +43,7 @@ export interface AdapterHooks {
 }
 
 export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
-  const { onGrantRevoked } = hooks;
-  async function revokeGrant(grantId: string): Promise<void> {
-    const revoked = await tombstoneGrant(db, grantId);
-    if (revoked) await onGrantRevoked(revoked);
-  }
+  const { revokeGrant } = hooks;
 
   return class StorageAdapter implements Adapter {
     readonly model: string;

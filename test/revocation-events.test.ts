@@ -13,6 +13,7 @@ import * as client from 'openid-client';
 import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const EVENT = 'https://agentauth.dev/secevent/grant-revoked';
 const REDIRECT_URI = 'http://127.0.0.1/cb';
@@ -51,16 +52,6 @@ async function startReceiver(): Promise<{ url: string; received: Received[]; log
     setFailNext: (n) => { state.failNext = n; },
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 function decode(token: string): { header: Record<string, unknown>; claims: Record<string, unknown> } {

@@ -193,6 +193,12 @@ export function buildProvider(s: ProviderSettings): Provider {
       Session: s.ttl.session,
       Interaction: 3600,
     },
+    // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
+    // what it cached when the grant's revocation event, which names the same grant_id, arrives.
+    extraTokenClaims: async (_ctx, token) => {
+      const grantId = (token as { grantId?: string }).grantId;
+      return grantId ? { grant_id: grantId } : undefined;
+    },
     interactions: {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },

@@ -1,0 +1,300 @@
+/**
+ * `agentauth/resource-server`: what an API needs to accept agentauth's access tokens.
+ *
+ *   const rs = createResourceServer({ issuer, resource: 'https://notes.example.com/', introspection: { clientId, privateKey } });
+ *   http.createServer(async (req, res) => {
+ *     if (await rs.handle(req, res)) return;                      // RFC 9728 metadata, revocation events
+ *     const token = await rs.authenticate(req, res, { scopes: ['notes:read'] });
+ *     if (!token) return;                                         // 400/401/403 already answered (RFC 6750)
+ *     …
+ *   });
+ *
+ * JWT access tokens (RFC 9068) are verified locally against agentauth's cached key set; opaque
+ * ones are introspected (RFC 7662, private_key_jwt) and the answer cached briefly. Either way the
+ * token must be meant for this resource (its audience) and carry the scopes asked for. A pushed
+ * revocation event drops the grant's cached answers and refuses its tokens from then on.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRemoteJWKSet, errors as joseErrors, importJWK, jwtVerify, SignJWT, type JWK, type JWTVerifyGetKey, type CryptoKey, type KeyObject } from 'jose';
+import { BearerError, bearerToken } from './bearer.ts';
+import { createRevocationEventVerifier, EventError, type GrantRevoked } from './events.ts';
+import { TokenCache } from './token-cache.ts';
+
+export { BearerError, bearerToken } from './bearer.ts';
+export { createRevocationEventVerifier, EventError, GRANT_REVOKED_EVENT, type GrantRevoked } from './events.ts';
+
+/** A verified access token. Shaped so that it also serves as the MCP SDK's `AuthInfo` (`req.auth`). */
+export interface AccessToken {
+  token: string;
+  clientId: string;
+  scopes: string[];
+  /** Epoch seconds. */
+  expiresAt: number;
+  resource: URL;
+  /** The user the agent acts for; absent for a client_credentials token. */
+  subject: string | undefined;
+  grantId: string | undefined;
+  /** Every claim of the JWT or member of the introspection answer. */
+  claims: Record<string, unknown>;
+  extra: { subject: string | undefined; grantId: string | undefined };
+}
+
+export interface IntrospectionCredentials {
+  /** The client the resource server was registered with (`agentauth resources create --client`). */
+  clientId: string;
+  /** Its private key, a JWK or a KeyObject; the matching public key is in the client's jwks. */
+  privateKey: JWK | KeyObject | CryptoKey;
+  alg?: 'ES256' | 'EdDSA' | 'PS256';
+  kid?: string;
+}
+
+export interface ResourceServerOptions {
+  /** agentauth's issuer URL. */
+  issuer: string;
+  /** This API's identifier, exactly as registered (`agentauth resources create <identifier>`). */
+  resource: string;
+  /** Needed for opaque access tokens. */
+  introspection?: IntrospectionCredentials;
+  /** Published in the RFC 9728 metadata so clients know what to ask for. */
+  scopesSupported?: string[];
+  resourceName?: string;
+  resourceDocumentation?: string;
+  /** Where revocation events are received (register it with `--event-uri`). Default /agentauth/events. */
+  eventsPath?: string;
+  /** How long an introspection answer is reused, in seconds (default 30; 0 turns caching off). */
+  cacheSeconds?: number;
+  maxCacheEntries?: number;
+  clockToleranceSeconds?: number;
+  /** Called after a revocation event was applied. */
+  onRevocation?: (event: GrantRevoked, droppedFromCache: number) => void;
+}
+
+export interface AuthenticateOptions {
+  /** Every one of these must have been granted. */
+  scopes?: readonly string[];
+}
+
+interface ServerMetadata { issuer: string; jwks_uri: string; introspection_endpoint?: string }
+
+const DEFAULT_EVENTS_PATH = '/agentauth/events';
+const MAX_EVENT_BODY = 16 * 1024;
+
+export type ResourceServer = ReturnType<typeof createResourceServer>;
+
+export function createResourceServer(options: ResourceServerOptions) {
+  const resource = new URL(options.resource);
+  const issuer = options.issuer.replace(/\/$/, '');
+  const metadataPath = protectedResourceMetadataPath(resource);
+  const metadataUrl = new URL(metadataPath, resource.origin).href;
+  const eventsPath = options.eventsPath ?? DEFAULT_EVENTS_PATH;
+  const cacheMs = (options.cacheSeconds ?? 30) * 1000;
+  const clockTolerance = options.clockToleranceSeconds ?? 5;
+  // Remembered longer than any cached answer or JWT access token can live.
+  const cache = new TokenCache<AccessToken>({ maxEntries: options.maxCacheEntries ?? 10_000, rememberRevokedSeconds: 24 * 3600 });
+
+  const serverMetadata = memoize(async (): Promise<ServerMetadata> => {
+    const res = await fetch(`${issuer}/.well-known/oauth-authorization-server`, { headers: { accept: 'application/json' }, redirect: 'error' });
+    if (!res.ok) throw new Error(`agentauth metadata: HTTP ${res.status}`);
+    const metadata = (await res.json()) as ServerMetadata;
+    if (metadata.issuer !== options.issuer && metadata.issuer !== issuer) throw new Error(`agentauth metadata names issuer ${metadata.issuer}`);
+    return metadata;
+  });
+  const keys = memoize(async (): Promise<JWTVerifyGetKey> => createRemoteJWKSet(new URL((await serverMetadata()).jwks_uri), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 }));
+  const verifyEvent = memoize(async () => createRevocationEventVerifier({ issuer: (await serverMetadata()).issuer, audience: options.resource, keys: await keys() }));
+
+  /** Verifies a token for this resource with the scopes asked for, or throws a BearerError. */
+  async function verify(token: string, required: readonly string[] = []): Promise<AccessToken> {
+    let verified = cache.get(token);
+    if (!verified) {
+      verified = looksLikeJwt(token) ? await verifyJwt(token, required) : await introspect(token, required);
+      if (!verified) throw new BearerError('invalid_token', 'the access token is not active', required);
+    }
+    if (verified.expiresAt * 1000 <= Date.now() - clockTolerance * 1000) throw new BearerError('invalid_token', 'the access token has expired', required);
+    if (cache.isRevoked(verified.grantId)) throw new BearerError('invalid_token', 'the access token was revoked', required);
+    const missing = required.filter((s) => !verified.scopes.includes(s));
+    if (missing.length > 0) throw new BearerError('insufficient_scope', `this request needs the scope ${missing.join(' ')}`, required);
+    return verified;
+  }
+
+  async function verifyJwt(token: string, required: readonly string[]): Promise<AccessToken> {
+    try {
+      const { payload } = await jwtVerify(token, await keys(), {
+        issuer: (await serverMetadata()).issuer, audience: options.resource, typ: 'at+jwt', algorithms: ['ES256'], clockTolerance, requiredClaims: ['exp', 'iat', 'client_id'],
+      });
+      return accessToken(token, payload as Record<string, unknown>, resource);
+    } catch (error) {
+      if (error instanceof BearerError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw new BearerError('invalid_token', 'the access token has expired', required);
+      if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud') throw new BearerError('invalid_token', 'the access token is meant for another resource', required);
+      if (error instanceof joseErrors.JOSEError) throw new BearerError('invalid_token', 'the access token is not valid', required);
+      throw error;
+    }
+  }
+
+  async function introspect(token: string, required: readonly string[]): Promise<AccessToken | undefined> {
+    const credentials = options.introspection;
+    if (!credentials) throw new BearerError('invalid_token', 'this resource accepts JWT access tokens only', required);
+    const metadata = await serverMetadata();
+    if (!metadata.introspection_endpoint) throw new Error('agentauth offers no introspection endpoint');
+    const body = new URLSearchParams({
+      token, token_type_hint: 'access_token',
+      client_id: credentials.clientId,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(credentials, metadata.issuer),
+    });
+    const res = await fetch(metadata.introspection_endpoint, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body, redirect: 'error' });
+    if (!res.ok) throw new Error(`introspection: HTTP ${res.status}`);
+    const answer = (await res.json()) as Record<string, unknown>;
+    if (answer.active !== true) return undefined;
+    const audiences = Array.isArray(answer.aud) ? answer.aud : [answer.aud];
+    if (!audiences.includes(options.resource)) throw new BearerError('invalid_token', 'the access token is meant for another resource', required);
+    const verified = accessToken(token, answer, resource);
+    const until = Math.min(Date.now() + cacheMs, verified.expiresAt * 1000);
+    if (cacheMs > 0) cache.set(token, { value: verified, grantId: verified.grantId, until });
+    return verified;
+  }
+
+  /** Applies one pushed revocation event (the raw SET); returns what it revoked, undefined for a repeat. */
+  async function receiveEvent(set: string): Promise<GrantRevoked | undefined> {
+    const event = await (await verifyEvent())(set.trim());
+    if (!event) return undefined;
+    const dropped = cache.revokeGrant(event.grantId);
+    options.onRevocation?.(event, dropped);
+    return event;
+  }
+
+  /** RFC 9728 protected resource metadata. */
+  const metadata = () => ({
+    resource: options.resource,
+    authorization_servers: [issuer],
+    bearer_methods_supported: ['header'],
+    ...(options.scopesSupported ? { scopes_supported: options.scopesSupported } : {}),
+    ...(options.resourceName ? { resource_name: options.resourceName } : {}),
+    ...(options.resourceDocumentation ? { resource_documentation: options.resourceDocumentation } : {}),
+  });
+
+  /** Checks the request's bearer token; on refusal answers it (RFC 6750) and returns undefined. */
+  async function authenticate(req: IncomingMessage, res: ServerResponse, auth: AuthenticateOptions = {}): Promise<AccessToken | undefined> {
+    const required = auth.scopes ?? [];
+    try {
+      return await verify(bearerToken(req.headers.authorization, required), required);
+    } catch (error) {
+      if (!(error instanceof BearerError)) {
+        // agentauth unreachable or misconfigured: the token may be fine, so not a 401.
+        sendJson(res, 503, { error: 'temporarily_unavailable', error_description: 'the authorization server could not be reached' }, { 'retry-after': '5' });
+        return undefined;
+      }
+      sendJson(res, error.status, error.body(), { 'www-authenticate': error.challenge(metadataUrl) });
+      return undefined;
+    }
+  }
+
+  /** Serves the metadata document and the events endpoint; true when it answered the request. */
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === metadataPath) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'invalid_request', error_description: 'use GET' }, { allow: 'GET, HEAD' }), true;
+      // Public and static: browser-based clients may read it cross-origin.
+      sendJson(res, 200, metadata(), { 'access-control-allow-origin': '*', 'cache-control': 'public, max-age=300' });
+      return true;
+    }
+    if (path === eventsPath) {
+      if (req.method !== 'POST') return sendJson(res, 405, { err: 'invalid_request', description: 'use POST' }, { allow: 'POST' }), true;
+      await answerEvent(req, res);
+      return true;
+    }
+    return false;
+  }
+
+  async function answerEvent(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/secevent+jwt') return sendJson(res, 400, { err: 'invalid_request', description: 'Content-Type must be application/secevent+jwt' });
+    const body = await readBody(req, MAX_EVENT_BODY);
+    if (body === undefined) return sendJson(res, 413, { err: 'invalid_request', description: 'the event is too large' });
+    try {
+      await receiveEvent(body);
+      res.writeHead(202).end();
+    } catch (error) {
+      if (error instanceof EventError) return sendJson(res, 400, error.body());
+      sendJson(res, 503, { err: 'invalid_request', description: 'the event could not be checked now; send it again' }, { 'retry-after': '5' });
+    }
+  }
+
+  /** Connect/Express-style middleware: sets `req.auth` (usable by the MCP SDK's transports). */
+  const middleware = (auth: AuthenticateOptions = {}) => (req: IncomingMessage & { auth?: AccessToken }, res: ServerResponse, next: (error?: unknown) => void) => {
+    authenticate(req, res, auth).then((token) => {
+      if (!token) return;
+      req.auth = token;
+      next();
+    }, next);
+  };
+
+  return { verify, authenticate, handle, middleware, receiveEvent, metadata, metadataPath, metadataUrl, eventsPath, cacheSize: () => cache.size };
+}
+
+/** RFC 9728 §3.1: the well-known path is inserted between the host and the resource's path. */
+export function protectedResourceMetadataPath(resource: URL): string {
+  const path = resource.pathname === '/' ? '' : resource.pathname.replace(/\/$/, '');
+  return `/.well-known/oauth-protected-resource${path}`;
+}
+
+function accessToken(token: string, claims: Record<string, unknown>, resource: URL): AccessToken {
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const clientId = text(claims.client_id);
+  if (!clientId || typeof claims.exp !== 'number') throw new BearerError('invalid_token', 'the access token lacks client_id or exp');
+  const subject = text(claims.sub);
+  const grantId = text(claims.grant_id);
+  return {
+    token, clientId, subject, grantId, claims, resource,
+    scopes: (text(claims.scope) ?? '').split(' ').filter(Boolean),
+    expiresAt: claims.exp,
+    extra: { subject, grantId },
+  };
+}
+
+const looksLikeJwt = (token: string) => token.split('.').length === 3;
+
+async function clientAssertion(credentials: IntrospectionCredentials, audience: string): Promise<string> {
+  const alg = credentials.alg ?? 'ES256';
+  const key = isJwk(credentials.privateKey) ? await importJWK(credentials.privateKey, alg) : credentials.privateKey;
+  const kid = credentials.kid ?? (isJwk(credentials.privateKey) ? credentials.privateKey.kid : undefined);
+  return new SignJWT({})
+    .setProtectedHeader({ alg, ...(kid ? { kid } : {}) })
+    .setIssuer(credentials.clientId).setSubject(credentials.clientId).setAudience(audience)
+    .setJti(randomUUID()).setIssuedAt().setExpirationTime('60s')
+    .sign(key);
+}
+
+const isJwk = (key: unknown): key is JWK => typeof key === 'object' && key !== null && 'kty' in key;
+
+/** Runs `load` once; a failure is forgotten so the next call tries again. */
+function memoize<T>(load: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    pending ??= load().catch((error: unknown) => {
+      pending = undefined;
+      throw error;
+    });
+    return pending;
+  };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** The request body as text, or undefined when it exceeds `limit` bytes. */
+async function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+

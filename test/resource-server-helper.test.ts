@@ -1,0 +1,220 @@
+/**
+ * The `agentauth/resource-server` helper, imported as a user would (the package's built JavaScript),
+ * protecting a real node:http API: JWTs verified locally, opaque tokens introspected and cached,
+ * audience and scope checked, RFC 6750 answers, RFC 9728 metadata, and a pushed revocation event
+ * emptying the cache at once.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createResourceServer, type ResourceServer } from 'agentauth/resource-server';
+import * as client from 'openid-client';
+import { codeFlowTokens } from './helpers/browserless.ts';
+import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
+import { generateTestKey, signJwt } from './helpers/jwt.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+import { waitFor } from './helpers/wait.ts';
+
+const REDIRECT_URI = 'http://127.0.0.1/cb';
+
+describe('the resource-server helper', () => {
+  let server: TestServer;
+  let api: http.Server;
+  let base: string;
+  let notes: ResourceServer;
+  let calendar: ResourceServer;
+  let notesApi: string;
+  let calendarApi: string;
+  let user: TestUser;
+  const revoked: string[] = [];
+
+  before(async () => {
+    server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    for (const [name, text] of [['notes:read', 'Read your notes'], ['notes:write', 'Change your notes'], ['calendar:read', 'See your calendar']]) await createScope(server, name!, text!);
+    user = await createUser(server);
+
+    // One node:http API with two protected resources, each with its own helper.
+    const routes: Record<string, { rs: () => ResourceServer; scopes: string[] }> = {
+      '/notes/list': { rs: () => notes, scopes: ['notes:read'] },
+      '/notes/write': { rs: () => notes, scopes: ['notes:write'] },
+      '/calendar/today': { rs: () => calendar, scopes: ['calendar:read'] },
+    };
+    api = http.createServer(async (req, res) => {
+      for (const rs of [notes, calendar]) if (await rs.handle(req, res)) return;
+      const route = routes[new URL(req.url!, 'http://x').pathname];
+      if (!route) return void res.writeHead(404).end();
+      const token = await route.rs().authenticate(req, res, { scopes: route.scopes });
+      if (!token) return;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sub: token.subject ?? null, client_id: token.clientId, scopes: token.scopes }));
+    });
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    notesApi = `${base}/notes`;
+    calendarApi = `${base}/calendar`;
+
+    const notesIntrospector = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
+    for (const args of [
+      ['resources', 'create', notesApi, '--scopes', 'notes:read notes:write', '--client', notesIntrospector.clientId, '--event-uri', `${base}/notes/events`],
+      ['resources', 'create', calendarApi, '--scopes', 'calendar:read', '--token-format', 'jwt', '--event-uri', `${base}/calendar/events`],
+    ]) {
+      const made = await server.cli(args);
+      assert.equal(made.code, 0, made.stderr);
+    }
+    const onRevocation = (event: { grantId: string }) => void revoked.push(event.grantId);
+    notes = createResourceServer({
+      issuer: server.issuer, resource: notesApi, scopesSupported: ['notes:read', 'notes:write'], resourceName: 'Notes', eventsPath: '/notes/events', onRevocation,
+      introspection: { clientId: notesIntrospector.clientId, privateKey: notesIntrospector.privateKey!, kid: notesIntrospector.kid },
+    });
+    calendar = createResourceServer({ issuer: server.issuer, resource: calendarApi, scopesSupported: ['calendar:read'], eventsPath: '/calendar/events', onRevocation });
+  });
+  after(async () => {
+    api?.closeAllConnections();
+    await new Promise((resolve) => api?.close(resolve));
+    await server?.stop();
+  });
+
+  const call = (path: string, token?: string) => fetch(`${base}${path}`, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+
+  async function machineToken(resource: string | undefined, scope: string): Promise<{ agent: TestAgent; token: string }> {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope });
+    const tokens = await client.clientCredentialsGrant(await clientFor(server, agent), { scope, ...(resource ? { resource } : {}) });
+    return { agent, token: tokens.access_token };
+  }
+
+  /** A user's grant to a new agent for one resource; returns the agent's client config and tokens. */
+  async function userGrant(resource: string, scope: string) {
+    const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope });
+    const config = await clientFor(server, agent);
+    const tokens = await codeFlowTokens(server.issuer, config, user, { scope, redirectUri: REDIRECT_URI, extra: { resource } });
+    return { config, tokens };
+  }
+
+  /**
+   * Kills the grant the way a replay does: reusing a refresh token two rotations old (the
+   * immediate predecessor would be a retry, answered with the same successor).
+   */
+  async function revokeByReuse(config: client.Configuration, refreshToken: string, resource: string): Promise<void> {
+    const second = await client.refreshTokenGrant(config, refreshToken, { resource });
+    await client.refreshTokenGrant(config, second.refresh_token!, { resource });
+    await assert.rejects(client.refreshTokenGrant(config, refreshToken, { resource }));
+  }
+
+  it('serves RFC 9728 protected resource metadata at the well-known path for its identifier', async () => {
+    const res = await fetch(`${base}/.well-known/oauth-protected-resource/notes`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), {
+      resource: notesApi, authorization_servers: [server.issuer], bearer_methods_supported: ['header'], scopes_supported: ['notes:read', 'notes:write'], resource_name: 'Notes',
+    });
+    assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/notes`, { method: 'POST' })).status, 405);
+  });
+
+  it('answers a request without a token 401 with a challenge pointing at the metadata, and no error code', async () => {
+    const res = await call('/notes/list');
+    assert.equal(res.status, 401);
+    const challenge = res.headers.get('www-authenticate')!;
+    assert.match(challenge, /^Bearer /);
+    assert.match(challenge, new RegExp(`resource_metadata="${base}/.well-known/oauth-protected-resource/notes"`));
+    assert.match(challenge, /scope="notes:read"/);
+    assert.doesNotMatch(challenge, /error=/);
+    const basic = await fetch(`${base}/notes/list`, { headers: { authorization: 'Basic dXNlcjpwYXNz' } });
+    assert.equal(basic.status, 401);
+  });
+
+  it('answers malformed and unknown tokens with invalid_request (400) and invalid_token (401)', async () => {
+    const malformed = await fetch(`${base}/notes/list`, { headers: { authorization: 'Bearer a b c' } });
+    assert.equal(malformed.status, 400);
+    assert.equal(((await malformed.json()) as { error: string }).error, 'invalid_request');
+    for (const token of ['unknown-opaque-token', 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.x']) {
+      const res = await call('/notes/list', token);
+      assert.equal(res.status, 401, token);
+      assert.match(res.headers.get('www-authenticate')!, /error="invalid_token"/);
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_token');
+    }
+  });
+
+  it('introspects an opaque token once and serves it from its cache afterwards', async () => {
+    const { agent, token } = await machineToken(notesApi, 'notes:read');
+    const before = notes.cacheSize();
+    const res = await call('/notes/list', token);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { sub: null, client_id: agent.clientId, scopes: ['notes:read'] });
+    assert.equal(notes.cacheSize(), before + 1);
+    assert.equal((await call('/notes/list', token)).status, 200);
+    assert.equal(notes.cacheSize(), before + 1);
+  });
+
+  it('verifies a JWT access token locally, and refuses a tampered one', async () => {
+    const { agent, token } = await machineToken(calendarApi, 'calendar:read');
+    const res = await call('/calendar/today', token);
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { client_id: string }).client_id, agent.clientId);
+    const [h, , s] = token.split('.');
+    const forged = `${h}.${Buffer.from(JSON.stringify({ iss: server.issuer, aud: calendarApi, client_id: agent.clientId, scope: 'calendar:read', exp: 9999999999, iat: 1 })).toString('base64url')}.${s}`;
+    assert.equal((await call('/calendar/today', forged)).status, 401);
+    const stranger = generateTestKey('ES256');
+    const selfSigned = signJwt({ alg: 'ES256', typ: 'at+jwt', kid: 'x' }, { iss: server.issuer, aud: calendarApi, client_id: 'x', scope: 'calendar:read', exp: 9999999999, iat: 1 }, stranger.privateKey);
+    assert.equal((await call('/calendar/today', selfSigned)).status, 401);
+  });
+
+  it('refuses a token meant for another audience, or for none', async () => {
+    const calendarJwt = (await machineToken(calendarApi, 'calendar:read notes:read')).token;
+    const notesOpaque = (await machineToken(notesApi, 'notes:read')).token;
+    const unbound = (await machineToken(undefined, 'notes:read')).token;
+    for (const [path, token] of [['/notes/list', calendarJwt], ['/calendar/today', notesOpaque]] as const) {
+      const res = await call(path, token);
+      assert.equal(res.status, 401, path);
+      assert.match(res.headers.get('www-authenticate')!, /error="invalid_token"/);
+    }
+    assert.equal((await call('/notes/list', unbound)).status, 401, 'a token without an audience');
+  });
+
+  it('answers 403 insufficient_scope naming the scope the request needs', async () => {
+    const { token } = await machineToken(notesApi, 'notes:read');
+    const res = await call('/notes/write', token);
+    assert.equal(res.status, 403);
+    const challenge = res.headers.get('www-authenticate')!;
+    assert.match(challenge, /error="insufficient_scope"/);
+    assert.match(challenge, /scope="notes:write"/);
+  });
+
+  it('sees nothing through a client that is not the token\'s resource server', async () => {
+    const stranger = await createAgent(server, { grantTypes: ['client_credentials'] });
+    const impostor = createResourceServer({ issuer: server.issuer, resource: notesApi, introspection: { clientId: stranger.clientId, privateKey: stranger.privateKey!, kid: stranger.kid } });
+    const { token } = await machineToken(notesApi, 'notes:read');
+    await assert.rejects(impostor.verify(token), (err: Error & { code?: string }) => err.code === 'invalid_token');
+  });
+
+  it('drops a revoked grant\'s cached opaque token and refuses its unexpired JWT as soon as the event arrives', async () => {
+    const opaque = await userGrant(notesApi, 'notes:read');
+    const jwt = await userGrant(calendarApi, 'calendar:read');
+    assert.equal((await call('/notes/list', opaque.tokens.access_token)).status, 200, 'introspected and cached');
+    assert.equal((await call('/calendar/today', jwt.tokens.access_token)).status, 200);
+    const grantOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { grant_id: string }).grant_id;
+    const jwtGrant = grantOf(jwt.tokens.access_token);
+    assert.ok(jwtGrant, 'JWT access tokens name their grant');
+
+        const cachedBefore = notes.cacheSize();
+    await revokeByReuse(opaque.config, opaque.tokens.refresh_token!, notesApi);
+    await revokeByReuse(jwt.config, jwt.tokens.refresh_token!, calendarApi);
+    await waitFor('both revocation events', () => (revoked.includes(jwtGrant) && revoked.length >= 2 ? true : undefined));
+    assert.ok(notes.cacheSize() < cachedBefore, 'the cached answer was dropped');
+    assert.equal((await call('/notes/list', opaque.tokens.access_token)).status, 401);
+    const res = await call('/calendar/today', jwt.tokens.access_token);
+    assert.equal(res.status, 401, 'the JWT has not expired, yet it is refused');
+    assert.match(res.headers.get('www-authenticate')!, /revoked/);
+  });
+
+  it('refuses events that are not agentauth\'s, for someone else, or not SETs', async () => {
+    const post = (body: string, type = 'application/secevent+jwt') => fetch(`${base}/notes/events`, { method: 'POST', headers: { 'content-type': type }, body });
+    const forged = signJwt({ alg: 'ES256', typ: 'secevent+jwt', kid: 'x' }, {
+      iss: server.issuer, aud: notesApi, jti: 'forged', iat: 1, events: { 'https://agentauth.dev/secevent/grant-revoked': { grant_id: 'g', client_id: 'c', sub: 's' } },
+    }, generateTestKey('ES256').privateKey);
+    const res = await post(forged);
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { err: string }).err, /^(invalid_key|authentication_failed)$/);
+    assert.equal((await post('not a jwt')).status, 400);
+    assert.equal((await post(forged, 'application/json')).status, 400);
+    assert.equal((await fetch(`${base}/notes/events`)).status, 405);
+  });
+});

@@ -90,7 +90,9 @@ describe('dynamic client registration with initial access tokens', () => {
       [{ ...publicApp, redirect_uris: ['https://rp.example@evil.example/cb'] }, 'invalid_redirect_uri', /userinfo/],
       [{ ...publicApp, redirect_uris: ['https://*.example.com/cb'] }, 'invalid_redirect_uri', /wildcard/],
       [{ ...publicApp, redirect_uris: ['https://app.example/cb#x'] }, 'invalid_redirect_uri', /fragment/],
-      [{ ...publicApp, redirect_uris: ['http://127.0.0.1/cb'] }, 'invalid_redirect_uri', /native/],
+      // A loopback redirect makes a client native unless it says it is a web app (see below).
+      [{ ...publicApp, application_type: 'web', redirect_uris: ['http://127.0.0.1/cb'] }, 'invalid_redirect_uri', /native/],
+      [{ ...publicApp, redirect_uris: ['http://127.0.0.1/cb', 'https://app.example/cb'] }, 'invalid_redirect_uri', /native/],
       [{ ...publicApp, logo_uri: 'http://127.0.0.1:6379/x' }, 'invalid_client_metadata', /logo_uri/],
       [{ ...publicApp, logo_uri: 'https://10.0.0.1/logo.png' }, 'invalid_client_metadata', /logo_uri/],
       [{ ...publicApp, policy_uri: 'https://user:pw@app.example/policy' }, 'invalid_client_metadata', /policy_uri/],
@@ -175,6 +177,10 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
     assert.equal(machine.status, 400);
     const ok = await register(server, { client_name: 'Some MCP client', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none', scope: 'notes:read' });
     assert.equal(ok.status, 201);
+    // MCP hosts leave application_type out: a loopback-only client is then registered as native.
+    const unsaid = await register(server, { client_name: 'Another MCP client', redirect_uris: ['http://127.0.0.1:33418/callback'], token_endpoint_auth_method: 'none' });
+    assert.equal(unsaid.status, 201);
+    assert.equal(((await unsaid.json()) as { application_type: string }).application_type, 'native');
   });
 
   it('W-08: tells the user on the consent page that the agent is unverified, and where it will send them', async () => {

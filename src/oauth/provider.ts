@@ -6,6 +6,7 @@ import type { JsonWebKey } from '../keys/signing-keys.ts';
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import type { Configuration, FindAccount } from 'oidc-provider';
+import { LOOPBACK_HOSTS } from '../clients/policy.ts';
 import type { ResourceServer } from '../resources/store.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 
@@ -62,6 +63,20 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
     }
   };
 }
+
+/**
+ * MCP clients and other native apps often register loopback redirect URIs without saying
+ * application_type, and OIDC's default (web) would then refuse them. A registration that omits it
+ * and redirects only to http loopback addresses is a native app (RFC 8252 §7.3), so it is one.
+ * (oidc-provider calls this once per extra property, before it checks the metadata.)
+ */
+const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClientMetadata']>['validator']> = (ctx, key, _value, metadata) => {
+  if (key !== 'event_delivery_uri' || !ctx || !['registration', 'client_update'].includes(String(ctx.oidc?.route))) return;
+  if ((ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined) return;
+  const uris = metadata.redirect_uris;
+  const loopbackHttp = (uri: unknown) => typeof uri === 'string' && URL.parse(uri)?.protocol === 'http:' && LOOPBACK_HOSTS.has(URL.parse(uri)!.hostname);
+  if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
+};
 
 /** agentauth's own client for the connected agents page: signing in there is an authorization request. */
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';
@@ -205,7 +220,7 @@ export function buildProvider(s: ProviderSettings): Provider {
     assertJwtClientAuthClaimsAndHeader: assertClientAssertion(s.clientAuth.maxAssertionLifetime),
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
-    extraClientMetadata: { properties: ['event_delivery_uri'] },
+    extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
     // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
     // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
     // development and tests ALLOW_PRIVATE_FETCH lifts the address check.

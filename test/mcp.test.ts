@@ -13,7 +13,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { startMcpExample } from '../examples/mcp-server/server.ts';
 import { authorize } from './helpers/browserless.ts';
-import { createScope, createUser, type TestUser } from './helpers/factories.ts';
+import { createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
 const REDIRECT_URL = 'http://127.0.0.1:33418/callback';
@@ -50,11 +50,8 @@ describe('an MCP client (official SDK) against agentauth and a helper-protected 
 
   before(async () => {
     server = await startServer({ OPEN_REGISTRATION: 'true', ALLOW_PRIVATE_FETCH: 'true' });
-    await createScope(server, 'notes:read', 'Read your notes');
     user = await createUser(server);
-    mcp = await startMcpExample({ issuer: server.issuer, port: 0 });
-    const made = await server.cli(['resources', 'create', mcp.url, '--scopes', 'notes:read', '--token-format', 'jwt']);
-    assert.equal(made.code, 0, made.stderr);
+    mcp = await startMcpExample({ issuer: server.issuer, port: 0, cli: server.cli });
   });
   after(async () => {
     await mcp?.close();

@@ -5,20 +5,22 @@
  *
  *   AGENTAUTH_ISSUER=http://localhost:3000 node examples/mcp-server/server.ts
  *
- * Register it once (see examples/README.md): agentauth resources create http://127.0.0.1:4100/mcp
- *   --scopes "notes:read" --token-format jwt
+ * On start it registers itself with agentauth (scope notes:read, JWT access tokens), so MCP
+ * clients need nothing but its URL: they register through open registration (OPEN_REGISTRATION).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { createResourceServer, type AccessToken } from 'agentauth/resource-server';
+import { agentauth, ensureScope, localCli, type Cli } from '../setup.ts';
 
 export interface McpExampleOptions {
   issuer: string;
   /** Defaults to 4100; 0 picks a free port. */
   port?: number;
   host?: string;
+  cli?: Cli;
 }
 
 const NOTES = ['Buy milk', 'Call the plumber', 'Water the plants'];
@@ -41,6 +43,14 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(options.port ?? 4100, host, resolve));
   const url = `http://${host}:${(server.address() as AddressInfo).port}/mcp`;
+  const cli = options.cli ?? localCli;
+  try {
+    await ensureScope(cli, 'notes:read', 'Read your notes');
+    if ((await cli(['resources', 'show', url])).code !== 0) await agentauth(cli, ['resources', 'create', url, '--scopes', 'notes:read', '--token-format', 'jwt']);
+  } catch (error) {
+    server.close();
+    throw error;
+  }
   const rs = createResourceServer({ issuer: options.issuer, resource: url, scopesSupported: ['notes:read'], resourceName: 'Example notes (MCP)' });
 
   server.on('request', async (req: http.IncomingMessage & { auth?: AccessToken }, res) => {

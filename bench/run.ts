@@ -8,7 +8,9 @@
  *   npm run bench -- [--quick] [--seconds 12] [--warmup 3] [--connections 16]
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
  *     [--targets agentauth,bare,plain] [--processes 2] [--data-size large]
- *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>]
+ *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>]
+ *
+ * --server-dir runs agentauth from another checkout with the same load (before/after).
  *
  * DATABASE_URL and REDIS_URL default to postgres://postgres@127.0.0.1:5432/test and
  * redis://127.0.0.1:6379; each run creates (and drops) a database of its own.
@@ -34,6 +36,7 @@ const { values } = parseArgs({
     grants: { type: 'string', default: '100000' },
     'cpu-prof-dir': { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    'server-dir': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -85,7 +88,9 @@ log(`agentauth bench: ${machine.cpu}, ${machine.cores} cores, load ${machine.loa
 const rows: ResultRow[] = [];
 let seeding: Results['seeding'];
 const shared: RunMemory = {};
-const startOptions = { serverCores: pinning.serverCores, flowClients, cpuProfDir: values['cpu-prof-dir'] };
+const startOptions = {
+  serverCores: pinning.serverCores, flowClients, cpuProfDir: values['cpu-prof-dir'], serverDir: values['server-dir'] && path.resolve(values['server-dir']),
+};
 
 async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
   const memory: RunMemory = { requestsPerFlow: shared.requestsPerFlow };

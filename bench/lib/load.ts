@@ -51,13 +51,17 @@ export async function postWithAutocannon(load: PostLoad): Promise<Measurement> {
   })));
   const completed = results.reduce((n, r) => n + r['2xx'], 0);
   const seconds = Math.max(...results.map((r) => r.duration));
+  const statuses: Record<string, number> = {};
+  for (const r of results) for (const [code, { count }] of Object.entries(r.statusCodeStats)) statuses[code] = (statuses[code] ?? 0) + count;
+  const errors = results.reduce((n, r) => n + r.non2xx + r.errors, 0);
   return {
     completed,
     seconds,
     rate: Math.round(completed / seconds),
     p50Ms: Math.max(...results.map((r) => r.latency.p50)),
     p99Ms: Math.max(...results.map((r) => r.latency.p99)),
-    errors: results.reduce((n, r) => n + r.non2xx + r.errors, 0),
+    errors,
+    ...(errors ? { notes: { status_codes: statuses, socket_errors: results.reduce((n, r) => n + r.errors, 0) } } : {}),
   };
 }
 

@@ -42,6 +42,8 @@ export interface StartOptions {
   flowClients: number;
   /** Writes a CPU profile per server process here (node --cpu-prof), at exit. */
   cpuProfDir?: string;
+  /** Runs agentauth from another checkout (before/after comparisons); this one by default. */
+  serverDir?: string;
 }
 
 interface ClientKey {
@@ -81,7 +83,7 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
   };
   const processes: { child: ChildProcess; url: string }[] = [];
   const startProcess = async (listenPort: number) => {
-    const { child } = await spawnServer({ ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir) });
+    const { child } = await spawnServer({ ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir) }, options.serverDir ?? ROOT);
     pin(child.pid!, options.serverCores);
     processes.push({ child, url: `http://127.0.0.1:${listenPort}` });
   };

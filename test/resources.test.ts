@@ -85,6 +85,23 @@ describe('resource servers', () => {
     assert.deepEqual(await client.tokenIntrospection(stranger, tokens.access_token), { active: false }, 'an unrelated client');
   });
 
+  it('R-61: introspection needs client authentication; an active answer has the RFC 7662 members, a dead token only active: false', async () => {
+    const unauthenticated = await fetch(`${server.issuer}/token/introspection`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=x' });
+    assert.equal(unauthenticated.status, 400);
+    assert.equal(((await unauthenticated.json()) as { error: string }).error, 'invalid_request');
+
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'notes:read', extra: { resource: NOTES_API } });
+    const info = await client.tokenIntrospection(notesClient, tokens.access_token);
+    assert.deepEqual(Object.keys(info).sort(), ['active', 'aud', 'client_id', 'exp', 'grant_id', 'iat', 'iss', 'scope', 'sub', 'token_type']);
+    assert.equal(info.sub, user.id);
+    assert.equal(info.token_type, 'Bearer');
+    await client.tokenRevocation(config, tokens.access_token);
+    assert.deepEqual(await client.tokenIntrospection(notesClient, tokens.access_token), { active: false }, 'revoked');
+  });
+
   it('answers invalid_target for an unknown resource', async () => {
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read' });
     const config = await clientFor(server, agent);

@@ -77,18 +77,46 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   }, deps.pollIntervalSeconds * 1000);
   timer.unref();
 
+  async function checkGeneration(): Promise<void> {
+    let generation: string | null;
+    try {
+      generation = await kv.get(GENERATION_KEY);
+    } catch {
+      return; // freshness is best effort here; the timer catches up
+    }
+    if (generation && generation !== loadedGeneration) await reload();
+  }
+
   return {
     current: () => provider!,
-    async ensureFresh() {
-      let generation: string | null;
-      try {
-        generation = await kv.get(GENERATION_KEY);
-      } catch {
-        return; // freshness is best effort here; the timer catches up
-      }
-      if (generation && generation !== loadedGeneration) await reload();
-    },
+    ensureFresh: sharedAfterArrival(checkGeneration),
     reload,
     close: () => clearInterval(timer),
+  };
+}
+
+/**
+ * Runs `check` for many callers with one run per round trip: every caller waits for a run that
+ * began after it called (so a change announced before a request arrived is always seen), and
+ * callers that arrive while a run is under way share the next one. Under load that is one
+ * Redis read per round trip instead of one per request.
+ */
+export function sharedAfterArrival(check: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  let next: Promise<void> | undefined;
+  const start = (): Promise<void> => {
+    running = check().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+  return () => {
+    if (!running) return start();
+    // Whatever the run under way came to, the next one starts after it.
+    next ??= running.catch(() => {}).then(() => {
+      next = undefined;
+      return running ?? start();
+    });
+    return next;
   };
 }

@@ -21,7 +21,9 @@ export interface Kv {
 export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
   // Fail fast instead of queueing while Redis is away: a request errors cleanly, never hangs.
   const options = { keyPrefix: prefix, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 };
-  const redis = new Redis(url, options);
+  // Commands issued in the same tick by concurrent requests leave in one write: under load, far
+  // fewer system calls than one write per command.
+  const redis = new Redis(url, { ...options, enableAutoPipelining: true });
   const subscriber = new Redis(url, { ...options, keyPrefix: undefined, enableOfflineQueue: true, commandTimeout: undefined });
   redis.on('error', () => {});
   subscriber.on('error', () => {});

@@ -49,6 +49,7 @@ const envSchema = z.object({
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
   CLIENT_AUTH_ALLOW_RS256: booleanString.default(false),
   OPEN_REGISTRATION: booleanString.default(false),
+  CLIENT_ID_METADATA_DOCUMENTS: booleanString.default(false),
   TOKEN_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(600),
   REGISTRATION_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(30),
   LOGIN_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
@@ -98,6 +99,8 @@ export interface Config {
   allowPrivateFetch: boolean;
   /** RFC 7591 registration without an initial access token, for public clients only. */
   openRegistration: boolean;
+  /** Public clients identified by the https URL of their metadata document, held to the same policy. */
+  clientIdMetadataDocuments: boolean;
   limits: {
     /** Token endpoint requests per client per minute (a client may have its own). */
     tokenPerMinute: number;
@@ -164,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
     allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
     openRegistration: e.OPEN_REGISTRATION,
+    clientIdMetadataDocuments: e.CLIENT_ID_METADATA_DOCUMENTS,
     limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT },
     embedded: !e.DATABASE_URL,
   };

@@ -23,6 +23,7 @@ import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
 import { purgeExpiredRegistrationTokens } from './clients/registration-tokens.ts';
+import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
@@ -73,6 +74,10 @@ async function start(config: Config): Promise<void> {
     storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
     deleteClient: deleteRegisteredClient(db, runtime.audit),
   });
+  const metadataDocuments = metadataDocumentHooks({
+    db, audit: runtime.audit, policy: runtime.clientPolicy, limiter, clientFound: tokenLimit.clientFound,
+    fetchesPerIp: { limit: config.limits.registrationPerHour, seconds: 3600 },
+  });
   const live = await startLiveProvider({
     db,
     kv,
@@ -93,6 +98,7 @@ async function start(config: Config): Promise<void> {
           allowPrivateFetch: config.allowPrivateFetch,
           findResourceServer: (identifier) => findResourceServer(db, identifier),
           introspectsFor: (clientId, audiences) => introspectsFor(db, clientId, audiences),
+          metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
             if (!account || account.disabled) return undefined;

@@ -8,39 +8,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { startMcpExample } from '../examples/mcp-server/server.ts';
 import { authorize } from './helpers/browserless.ts';
 import { createUser, type TestUser } from './helpers/factories.ts';
+import { connectMcp, mcpTransport, MemoryOAuthProvider, toolText } from './helpers/mcp-client.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
-
-const REDIRECT_URL = 'http://127.0.0.1:33418/callback';
-
-/** What an MCP host keeps per server: its registration, tokens and PKCE verifier, in memory here. */
-class MemoryOAuthProvider implements OAuthClientProvider {
-  information: OAuthClientInformationMixed | undefined;
-  stored: OAuthTokens | undefined;
-  verifier = '';
-  authorizationUrl: URL | undefined;
-  readonly redirectUrl = REDIRECT_URL;
-  // What MCP hosts send: no application_type, a loopback redirect, no client authentication.
-  readonly clientMetadata: OAuthClientMetadata = {
-    client_name: 'Test MCP host',
-    redirect_uris: [REDIRECT_URL],
-    grant_types: ['authorization_code', 'refresh_token'],
-    response_types: ['code'],
-    token_endpoint_auth_method: 'none',
-  };
-  clientInformation() { return this.information; }
-  saveClientInformation(information: OAuthClientInformationMixed) { this.information = information; }
-  tokens() { return this.stored; }
-  saveTokens(tokens: OAuthTokens) { this.stored = tokens; }
-  redirectToAuthorization(url: URL) { this.authorizationUrl = url; }
-  saveCodeVerifier(verifier: string) { this.verifier = verifier; }
-  codeVerifier() { return this.verifier; }
-}
 
 describe('an MCP client (official SDK) against agentauth and a helper-protected MCP server', () => {
   let server: TestServer;
@@ -58,20 +31,11 @@ describe('an MCP client (official SDK) against agentauth and a helper-protected 
     await server?.stop();
   });
 
-  async function connect(): Promise<Client> {
-    const client = new Client({ name: 'agentauth-test', version: '1.0.0' });
-    await client.connect(new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider }));
-    return client;
-  }
-
-  const toolText = async (client: Client, name: string) => {
-    const result = (await client.callTool({ name, arguments: {} })) as { content: { type: string; text: string }[] };
-    return result.content[0]!.text;
-  };
+  const connect = () => connectMcp(mcp.url, provider);
 
   it('discovers, registers, authorizes with PKCE and resource, and calls a tool', async () => {
     const client = new Client({ name: 'agentauth-test', version: '1.0.0' });
-    const transport = new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider });
+    const transport = mcpTransport(mcp.url, provider);
     await assert.rejects(client.connect(transport), UnauthorizedError);
 
     assert.ok(provider.information?.client_id, 'registered through open registration');

@@ -172,7 +172,7 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
     const key = generateTestKey('ES256');
     const confidential = await register(server, { redirect_uris: ['https://app.example/cb'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.publicJwk] } });
     assert.equal(confidential.status, 400);
-    assert.match(((await confidential.json()) as { error_description: string }).error_description, /open registration is for public clients/);
+    assert.match(((await confidential.json()) as { error_description: string }).error_description, /self-registered clients are public clients only/);
     const machine = await register(server, { grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'none' });
     assert.equal(machine.status, 400);
     const ok = await register(server, { client_name: 'Some MCP client', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none', scope: 'notes:read' });

@@ -10,6 +10,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { findAccountById } from '../accounts/store.ts';
 import type { AuditLog } from '../audit/log.ts';
+import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../grants/revoke.ts';
 import { AppError } from '../http/errors.ts';
 import { readForm, seeOther } from '../http/forms.ts';
@@ -103,7 +104,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
       clientId: a.clientId,
       logo: httpsOnly(a.metadata?.logo_uri),
       homepage: httpsOnly(a.metadata?.client_uri),
-      verified: a.registration !== 'open',
+      verified: !isSelfRegistered(a.registration),
       scopes: a.scopes.map((s) => descriptions.get(s) ?? s),
       grantedAt: a.grantedAt.toISOString(),
       lastUsedAt: a.lastUsedAt?.toISOString(),

@@ -59,7 +59,7 @@ export function registrationGate(db: Db, openRegistration: boolean, limiter: Rat
 const currentContext = () => Provider.ctx as (KoaContextWithOIDC & { state: RegistrationState }) | undefined;
 
 /** The policy's verdict in the error oidc-provider renders for it (RFC 7591 §3.2.2). */
-async function checked(db: Db, metadata: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
+export async function checked(db: Db, metadata: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
   try {
     await checkClientMetadata(db, metadata, kind, policy);
   } catch (err) {

@@ -7,7 +7,7 @@
 import { isPrivateHost } from '../net/private-hosts.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
-import type { ClientMetadata, RegistrationKind } from './store.ts';
+import { isSelfRegistered, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 export const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
@@ -99,10 +99,10 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
 
   const method = m.token_endpoint_auth_method;
   if (method !== 'private_key_jwt' && method !== 'none') throw metadataError('token_endpoint_auth_method', 'must be private_key_jwt (or none for public clients); client secrets are not offered');
-  if (kind === 'open' && method !== 'none') throw metadataError('token_endpoint_auth_method', 'must be none: open registration is for public clients only');
+  if (isSelfRegistered(kind) && method !== 'none') throw metadataError('token_endpoint_auth_method', 'must be none: self-registered clients are public clients only');
 
   const grantTypes = stringList(m.grant_types, 'grant_types');
-  const allowedGrants: readonly string[] = kind === 'open' ? ['authorization_code', 'refresh_token'] : GRANT_TYPES;
+  const allowedGrants: readonly string[] = isSelfRegistered(kind) ? ['authorization_code', 'refresh_token'] : GRANT_TYPES;
   const offGrant = grantTypes.find((g) => !allowedGrants.includes(g));
   if (offGrant) throw metadataError('grant_types', `may not include ${offGrant}`);
   if (grantTypes.length === 0) throw metadataError('grant_types', 'must not be empty');

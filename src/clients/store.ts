@@ -3,8 +3,14 @@ import type { Db } from '../storage/db.ts';
 
 export type ClientMetadata = Record<string, unknown> & { client_id: string };
 
-/** How a client came to be: an admin, RFC 7591 with an initial access token, or open registration. */
-export type RegistrationKind = 'admin' | 'token' | 'open';
+/**
+ * How a client came to be: an admin, RFC 7591 with an initial access token, open registration,
+ * or a Client ID Metadata Document (its client_id is the https URL of its metadata).
+ */
+export type RegistrationKind = 'admin' | 'token' | 'open' | 'metadata_document';
+
+/** Clients nobody vetted: the consent and account pages flag them as unverified. */
+export const isSelfRegistered = (kind: RegistrationKind | null | undefined) => kind === 'open' || kind === 'metadata_document';
 
 export interface ClientRecord {
   metadata: ClientMetadata;
@@ -35,13 +41,13 @@ export async function insertClient(db: Db, metadata: ClientMetadata, registratio
 }
 
 /** A client that may authenticate now (not disabled): its metadata and its own token rate limit. */
-export async function findActiveClient(db: Db, clientId: string): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null } | undefined> {
-  const r = await db.query<{ metadata: ClientMetadata; token_rate_limit: number | null }>(
-    'SELECT metadata, token_rate_limit FROM clients WHERE client_id = $1 AND disabled_at IS NULL',
+export async function findActiveClient(db: Db, clientId: string): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null; registration: RegistrationKind } | undefined> {
+  const r = await db.query<{ metadata: ClientMetadata; token_rate_limit: number | null; registration: RegistrationKind }>(
+    'SELECT metadata, token_rate_limit, registration FROM clients WHERE client_id = $1 AND disabled_at IS NULL',
     [clientId],
   );
   const row = r.rows[0];
-  return row && { metadata: row.metadata, tokenRateLimit: row.token_rate_limit };
+  return row && { metadata: row.metadata, tokenRateLimit: row.token_rate_limit, registration: row.registration };
 }
 
 /** Sets the client's own refresh retry window (seconds, 0 = strict); null returns it to the default. */

@@ -13,7 +13,7 @@ import { AppError } from '../http/errors.ts';
 import { readForm, seeOther } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
-import { findClient } from '../clients/store.ts';
+import { findClient, isSelfRegistered } from '../clients/store.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import type { Db } from '../storage/db.ts';
@@ -96,8 +96,8 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
         ...Object.entries(perResource).flatMap(([resource, list]) =>
           list.map((name) => ({ name: `${name} ${resource}`, description: `${describe(name)} (at ${hostOf(resource) ?? resource})` }))),
       ];
-      // An agent that registered itself (open registration) is flagged, with where it will send you.
-      const unverified = (await findClient(db, clientId))?.registration === 'open';
+      // An agent that registered itself (open registration, a metadata document) is flagged, with where it will send you.
+      const unverified = isSelfRegistered((await findClient(db, clientId))?.registration);
       ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
       return;
     }

@@ -6,7 +6,9 @@ import type { JsonWebKey } from '../keys/signing-keys.ts';
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import type { Configuration, FindAccount } from 'oidc-provider';
+import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
+import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resources/store.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 
@@ -26,6 +28,8 @@ export interface ProviderSettings {
   findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
   /** Whether a client introspects for a resource server that is one of these audiences. */
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
+  /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
+  metadataDocuments?: MetadataDocumentHooks;
 }
 
 /**
@@ -71,8 +75,11 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
  * (oidc-provider calls this once per extra property, before it checks the metadata.)
  */
 const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClientMetadata']>['validator']> = (ctx, key, _value, metadata) => {
-  if (key !== 'event_delivery_uri' || !ctx || !['registration', 'client_update'].includes(String(ctx.oidc?.route))) return;
-  if ((ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined) return;
+  if (key !== 'event_delivery_uri') return;
+  // A metadata document's client: its raw document is not at hand, so a declared "web" counts as unsaid.
+  const fromDocument = typeof metadata.client_id === 'string' && metadata.client_id.startsWith('https://');
+  const registering = ctx && ['registration', 'client_update'].includes(String(ctx.oidc?.route));
+  if (fromDocument ? metadata.application_type !== 'web' : !registering || (ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined) return;
   const uris = metadata.redirect_uris;
   const loopbackHttp = (uri: unknown) => typeof uri === 'string' && URL.parse(uri)?.protocol === 'http:' && LOOPBACK_HOSTS.has(URL.parse(uri)!.hostname);
   if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
@@ -188,6 +195,19 @@ export function buildProvider(s: ProviderSettings): Provider {
       },
       // The registration access token is replaced on every update (RFC 7592 §3).
       registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
+      // A client_id that is the https URL of the client's metadata (what MCP clients prefer), when
+      // enabled: fetches are budgeted per IP, clients held to the open registration policy.
+      clientIdMetadataDocument: {
+        enabled: Boolean(s.metadataDocuments),
+        ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
+        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx.ip, clientId),
+        allowClient: async (_ctx, client) => {
+          await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata);
+          return true;
+        },
+        // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
+        cacheDuration: { min: 60, max: 3600 },
+      },
     },
     // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
     // tied neither to offline_access nor to the browser session.

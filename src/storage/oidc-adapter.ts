@@ -69,7 +69,8 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
       if (this.model === 'Client') {
         const found = await findActiveClient(db, id);
-        if (!found) return undefined;
+        // A metadata document's client is read from its document (oidc-provider fetches and caches it).
+        if (!found || found.registration === 'metadata_document') return undefined;
         await hooks.clientFound(id, found.tokenRateLimit);
         return found.metadata;
       }

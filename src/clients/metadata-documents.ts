@@ -1,0 +1,72 @@
+/**
+ * Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, what MCP clients
+ * prefer to registration): a client whose client_id is the https URL of its metadata. oidc-provider
+ * fetches the document (64 KiB, no redirects, special-use addresses refused on the dialled socket)
+ * and caches it; here we decide
+ * - whether it may be fetched at all: anyone can make the server fetch a URL by naming it as a
+ *   client_id, so each IP address has a budget, and private hosts are refused up front;
+ * - whether the client it describes is acceptable: the same policy as open registration (public
+ *   clients with PKCE only, exact redirect URIs, names and URLs checked), and not disabled.
+ * Each accepted client also gets a row in `clients` (registration `metadata_document`) so grants,
+ * the consent and account pages ("unverified"), rate limits and `clients disable` work as for any
+ * other client, while the document stays the source of its metadata.
+ */
+import { errors } from 'oidc-provider';
+import type { AuditLog } from '../audit/log.ts';
+import type { RateLimiter, Window } from '../limits/rate-limit.ts';
+import { isPrivateHost } from '../net/private-hosts.ts';
+import type { Db } from '../storage/db.ts';
+import { checked } from './dynamic-registration.ts';
+import type { ClientPolicy } from './policy.ts';
+import { findClient, insertClient, updateClientMetadata, type ClientMetadata } from './store.ts';
+
+export interface MetadataDocumentDeps {
+  db: Db;
+  audit: AuditLog;
+  policy: ClientPolicy;
+  limiter: RateLimiter;
+  /** Document fetches each IP address may cause (cache misses only). */
+  fetchesPerIp: Window;
+  /** The per-client token limit's hook, as for clients found in the database. */
+  clientFound(clientId: string, tokenRateLimit: number | null): Promise<void>;
+}
+
+export interface MetadataDocumentHooks {
+  allowFetch(ip: string, url: string): Promise<boolean>;
+  /** Throws the OAuth error to show when the described client is refused. */
+  admitClient(metadata: ClientMetadata): Promise<void>;
+}
+
+export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocumentHooks {
+  const { db, policy } = deps;
+  return {
+    async allowFetch(ip, url) {
+      if (!policy.allowPrivateFetch && isPrivateHost(new URL(url))) return false;
+      return (await deps.limiter.hit('metadata-document', ip, deps.fetchesPerIp)).allowed;
+    },
+
+    async admitClient(metadata) {
+      const clientId = metadata.client_id;
+      const existing = await findClient(db, clientId);
+      if (existing && existing.registration !== 'metadata_document') throw new errors.InvalidClient('client is not allowed');
+      if (existing?.disabledAt) throw new errors.InvalidClient('this client has been disabled');
+      await checked(db, metadata, 'metadata_document', policy);
+      if (!existing) {
+        await insertClient(db, metadata, 'metadata_document');
+        await deps.audit.record({
+          type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+          details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
+        });
+      } else if (canonicalJson(existing.metadata) !== canonicalJson(metadata)) {
+        await updateClientMetadata(db, metadata);
+      }
+      await deps.clientFound(clientId, existing?.tokenRateLimit ?? null);
+    },
+  };
+}
+
+/** JSON with object keys sorted, so a document and its stored copy compare equal whatever the key order. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v);
+}

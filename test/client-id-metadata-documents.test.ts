@@ -1,0 +1,125 @@
+/**
+ * Client ID Metadata Documents (CLIENT_ID_METADATA_DOCUMENTS=true): an MCP client whose client_id
+ * is the https URL of its metadata completes the SDK's flow without registering; documents that
+ * break the policy, lie about their client_id or redirect are refused with an error page (never a
+ * redirect, never a 500); an admin can disable such a client.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { startMcpExample } from '../examples/mcp-server/server.ts';
+import { authorize, postToken } from './helpers/browserless.ts';
+import { createUser, type TestUser } from './helpers/factories.ts';
+import { connectMcp, MCP_REDIRECT_URL, mcpTransport, MemoryOAuthProvider, toolText } from './helpers/mcp-client.ts';
+import { startServer, type TestServer } from './helpers/server.ts';
+
+/** A self-signed certificate for localhost, trusted by the server through NODE_EXTRA_CA_CERTS. */
+function selfSignedCertificate(): { key: string; cert: string; certFile: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-cimd-'));
+  const keyFile = path.join(dir, 'key.pem');
+  const certFile = path.join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile,
+    '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), certFile };
+}
+
+describe('Client ID Metadata Documents', () => {
+  let server: TestServer;
+  let documents: https.Server;
+  let origin: string;
+  let mcp: Awaited<ReturnType<typeof startMcpExample>>;
+  let user: TestUser;
+  const served: Record<string, () => { status: number; body: unknown; headers?: Record<string, string> }> = {};
+  let fetches = 0;
+
+  const publicClient = (id: string) => ({
+    client_id: id, client_name: 'Document-described MCP host', redirect_uris: [MCP_REDIRECT_URL],
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none',
+  });
+
+  before(async () => {
+    const tls = selfSignedCertificate();
+    documents = https.createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+      fetches += 1;
+      const answer = served[req.url ?? '']?.() ?? { status: 404, body: {} };
+      res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers }).end(JSON.stringify(answer.body));
+    });
+    await new Promise<void>((resolve) => documents.listen(0, '127.0.0.1', resolve));
+    origin = `https://localhost:${(documents.address() as AddressInfo).port}`;
+    served['/mcp-host.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
+    served['/confidential.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/confidential.json`), token_endpoint_auth_method: 'private_key_jwt', jwks_uri: `${origin}/jwks` } });
+    served['/liar.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
+    served['/web-redirect.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/web-redirect.json`), redirect_uris: ['http://evil.example/cb'] } });
+    served['/moved.json'] = () => ({ status: 302, body: {}, headers: { location: `${origin}/mcp-host.json` } });
+
+    server = await startServer({ CLIENT_ID_METADATA_DOCUMENTS: 'true', ALLOW_PRIVATE_FETCH: 'true', NODE_EXTRA_CA_CERTS: tls.certFile });
+    user = await createUser(server);
+    mcp = await startMcpExample({ issuer: server.issuer, port: 0, cli: server.cli });
+  });
+  after(async () => {
+    await mcp?.close();
+    documents?.closeAllConnections();
+    await new Promise((resolve) => documents?.close(resolve));
+    await server?.stop();
+  });
+
+  it('advertises support in the server metadata', async () => {
+    const metadata = (await (await fetch(`${server.issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    assert.equal(metadata.client_id_metadata_document_supported, true);
+  });
+
+  it('lets an MCP client (official SDK) use its document URL as client_id, without registering', async () => {
+    const provider = new MemoryOAuthProvider(`${origin}/mcp-host.json`);
+    const client = new Client({ name: 'agentauth-test', version: '1.0.0' });
+    const transport = mcpTransport(mcp.url, provider);
+    await assert.rejects(client.connect(transport), UnauthorizedError);
+    assert.equal(provider.information?.client_id, `${origin}/mcp-host.json`);
+
+    const { callback, consentHtml } = await authorize(server.issuer, provider.authorizationUrl!, user);
+    assert.match(consentHtml, /Document-described MCP host/);
+    assert.match(consentHtml, /Unverified/i);
+    await transport.finishAuth(callback.searchParams.get('code')!);
+    const connected = await connectMcp(mcp.url, provider);
+    const whoami = JSON.parse(await toolText(connected, 'whoami')) as { user: string; agent: string };
+    assert.deepEqual([whoami.user, whoami.agent], [user.id, `${origin}/mcp-host.json`]);
+    await connected.close();
+
+    const listed = JSON.parse((await server.cli(['clients', 'show', `${origin}/mcp-host.json`, '--json'])).stdout) as { registration: string };
+    assert.equal(listed.registration, 'metadata_document');
+  });
+
+  it('refuses documents that break the policy, name another client_id, or redirect: an error page, never a redirect', async () => {
+    for (const [document, why] of [['/confidential.json', /public|none/], ['/liar.json', /client_id/], ['/web-redirect.json', /redirect|https/], ['/moved.json', /fetch/], ['/missing.json', /fetch/]] as const) {
+      const url = new URL(`${server.issuer}/auth`);
+      url.search = new URLSearchParams({
+        client_id: `${origin}${document}`, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope: 'notes:read',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+      }).toString();
+      const res = await fetch(url, { redirect: 'manual' });
+      assert.equal(res.status, 400, document);
+      assert.match(await res.text(), why, document);
+    }
+  });
+
+  it('refuses a disabled document client at once, cached document or not', async () => {
+    const clientId = `${origin}/mcp-host.json`;
+    assert.equal((await server.cli(['clients', 'disable', clientId])).code, 0);
+    const res = await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'x', client_id: clientId });
+    const body = (await res.json()) as { error: string };
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error, 'invalid_client');
+  });
+
+  it('fetches a document once per cache period, not per request', async () => {
+    const before = fetches;
+    for (let i = 0; i < 5; i++) await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'x', client_id: `${origin}/confidential.json` });
+    assert.ok(fetches - before <= 1, `${fetches - before} fetches`);
+  });
+});

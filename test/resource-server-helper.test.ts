@@ -205,6 +205,23 @@ describe('the resource-server helper', () => {
     assert.match(res.headers.get('www-authenticate')!, /revoked/);
   });
 
+  it('answers 503, not 401, while agentauth cannot be reached: the token may be good', async () => {
+    const orphan = createResourceServer({ issuer: 'http://127.0.0.1:9', resource: notesApi, introspection: { clientId: 'x', privateKey: generateTestKey('ES256').privateKey } });
+    const lone = http.createServer(async (req, res) => void (await orphan.authenticate(req, res)));
+    await new Promise<void>((resolve) => lone.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(lone.address() as AddressInfo).port}/`;
+      for (const token of ['opaque-token', (await machineToken(calendarApi, 'calendar:read')).token]) {
+        const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+        assert.equal(res.status, 503);
+        assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable');
+        assert.ok(res.headers.get('retry-after'));
+      }
+    } finally {
+      lone.close();
+    }
+  });
+
   it('refuses events that are not agentauth\'s, for someone else, or not SETs', async () => {
     const post = (body: string, type = 'application/secevent+jwt') => fetch(`${base}/notes/events`, { method: 'POST', headers: { 'content-type': type }, body });
     const forged = signJwt({ alg: 'ES256', typ: 'secevent+jwt', kid: 'x' }, {

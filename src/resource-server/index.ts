@@ -125,6 +125,8 @@ export function createResourceServer(options: ResourceServerOptions) {
       return accessToken(token, payload as Record<string, unknown>, resource);
     } catch (error) {
       if (error instanceof BearerError) throw error;
+      // agentauth's key set could not be fetched: say nothing about the token (503, not 401).
+      if (error instanceof joseErrors.JWKSTimeout || error instanceof joseErrors.JWKSInvalid) throw new Error('agentauth key set unavailable', { cause: error });
       if (error instanceof joseErrors.JWTExpired) throw new BearerError('invalid_token', 'the access token has expired', required);
       if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud') throw new BearerError('invalid_token', 'the access token is meant for another resource', required);
       if (error instanceof joseErrors.JOSEError) throw new BearerError('invalid_token', 'the access token is not valid', required);

@@ -73,7 +73,7 @@ const settings: RunSettings = {
   revocationGrants: quick ? 12 : 60,
   tokensPerGrant: 100,
   revocationConcurrency: 4,
-  refreshSessions: quick ? 2 : 4,
+  refreshSessions: quick ? 4 : 16,
   log,
 };
 const flowClients = quick ? 4 : 8;

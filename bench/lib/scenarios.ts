@@ -72,7 +72,9 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
     }
     case 'refresh': {
       if (!fx) return autocannonRun('/token', cycle(shapeAssertions(shape, shape.flowClients[0]!).map((a) => form({ grant_type: 'refresh_token', refresh_token: 'x'.repeat(43), ...clientAuth(shape.flowClients[0]!, a) }))));
-      const wanted = expectedRequests(Math.min(memory.tokenRate ?? 1500, 3000));
+      // A refresh costs about twice a client_credentials request on both servers; preparing
+      // tokens is slow (two requests each), so the pool is sized from that, with a margin.
+      const wanted = Math.ceil(Math.min(memory.tokenRate ?? 1500, 3000) * 0.6 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
       const started = performance.now();
       const tokens = await prepareRefreshTokens(fx, wanted, s.refreshSessions, 16);
       s.log(`    prepared ${tokens.length} refresh tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -113,6 +113,10 @@ function shapeFixture(url: string): OAuthFixture {
   };
 }
 
+function withoutLog({ log: _log, ...rest }: RunSettings): Omit<RunSettings, 'log'> {
+  return rest;
+}
+
 /** Scenarios a second process can share: one request each, split over both instances. */
 const SPLITTABLE: ScenarioName[] = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection'];
 
@@ -166,7 +170,7 @@ const results: Results = {
   startedAt: startedAt.toISOString(),
   finishedAt: new Date().toISOString(),
   command: `node bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
-  settings: { ...settings, log: undefined, flowClients, processes, dataSize: values['data-size'] },
+  settings: { ...withoutLog(settings), flowClients, processes, dataSize: values['data-size'] },
   machine: { ...machine, loadAverageAfter: os.loadavg().map((l) => Math.round(l * 100) / 100) },
   seeding,
   rows,

@@ -42,11 +42,24 @@ export async function findLiveGrant(db: Db, id: string): Promise<Record<string, 
  * revocation either commits before it (and is deleted by it) or sees the tombstone.
  */
 export async function lockGrant(db: Db, id: string): Promise<'live' | 'revoked' | 'missing'> {
+  // A row lock lasts until the transaction ends, and every tombstone goes through this module, so
+  // within one unit of work the first answer stays true: later calls (a refresh asks four times,
+  // a revocation once per token model) cost no round trip.
+  const held = heldGrants(db);
+  const known = held?.get(id);
+  if (known) return known;
   const r = await db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM grants WHERE id = $1 FOR UPDATE', [id]);
   const row = r.rows[0];
   if (!row) return 'missing';
-  return row.revoked_at === null ? 'live' : 'revoked';
+  const state = row.revoked_at === null ? 'live' : 'revoked';
+  held?.set(id, state);
+  return state;
 }
+
+const HELD_GRANTS = Symbol('grant rows locked in this unit of work');
+const heldGrants = (db: Db) => db.workState(HELD_GRANTS, () => new Map<string, 'live' | 'revoked'>());
+const TOMBSTONED = Symbol('grants tombstoned in this unit of work');
+const tombstonedHere = (db: Db) => db.workState(TOMBSTONED, () => new Set<string>());
 
 export interface RevokedGrant {
   grantId: string;
@@ -61,6 +74,8 @@ export interface RevokedGrant {
  */
 export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked'): Promise<RevokedGrant | undefined> {
   return db.tx(async () => {
+    // Tombstoned earlier in this same unit of work: its credentials are gone and none can be added.
+    if (tombstonedHere(db)?.has(id)) return undefined;
     await lockGrant(db, id);
     // The decision is this one statement: oidc-provider calls us several times at once in one
     // transaction, and only the call whose UPDATE changed the row may queue and audit.
@@ -69,6 +84,8 @@ export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked
       [id],
     );
     await db.query('DELETE FROM oidc_artifacts WHERE grant_id = $1', [id]);
+    heldGrants(db)?.set(id, 'revoked');
+    tombstonedHere(db)?.add(id);
     const row = r.rows[0];
     if (!row) return undefined;
     const revoked = { grantId: id, accountId: row.account_id, clientId: row.client_id };

@@ -29,7 +29,7 @@ import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
 import { purgeDeliveredEvents } from './revocation/outbox.ts';
-import { findResourceServer, introspectsFor } from './resources/store.ts';
+import { resourceServerCache } from './resources/store.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -84,8 +84,9 @@ async function start(config: Config): Promise<void> {
     log,
     kek: runtime.keyEncryptionKey,
     pollIntervalSeconds: config.configPollIntervalSeconds,
-    build: (signingKeys, scopes) =>
-      withRefreshRotation(mountApp(
+    build: (signingKeys, scopes) => {
+      const resources = resourceServerCache(db);
+      return withRefreshRotation(mountApp(
         buildProvider({
           issuer,
           adapter: Adapter,
@@ -96,8 +97,8 @@ async function start(config: Config): Promise<void> {
           trustProxy: config.trustProxy,
           clientAuth: config.clientAuth,
           allowPrivateFetch: config.allowPrivateFetch,
-          findResourceServer: (identifier) => findResourceServer(db, identifier),
-          introspectsFor: (clientId, audiences) => introspectsFor(db, clientId, audiences),
+          findResourceServer: resources.find,
+          introspectsFor: resources.introspectsFor,
           metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
@@ -118,7 +119,8 @@ async function start(config: Config): Promise<void> {
           countIssuedToken: tokenLimit.issued,
           ensureFresh: () => live.ensureFresh(),
         },
-      )),
+      ));
+    },
   });
 
   const handlers = new WeakMap<Provider, ReturnType<Provider['callback']>>();

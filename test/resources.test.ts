@@ -123,10 +123,16 @@ describe('resource servers', () => {
     assert.equal((await client.tokenIntrospection(notesClient, refreshed.access_token)).scope, 'notes:read');
   });
 
-  it('deletes a resource server', async () => {
+  it('deletes a resource server, and its tokens are refused from the next request on', async () => {
     const extra = 'https://gone.example.com/';
     assert.equal((await server.cli(['resources', 'create', extra, '--scopes', 'notes:read'])).code, 0);
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read' });
+    const config = await clientFor(server, agent);
+    // Served (and remembered by the instance) before the deletion…
+    assert.equal((await client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra })).token_type.toLowerCase(), 'bearer');
     assert.equal((await server.cli(['resources', 'delete', extra])).code, 0);
     assert.equal((await server.cli(['resources', 'show', extra])).code, 1);
+    // …forgotten at once after it.
+    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
   });
 });

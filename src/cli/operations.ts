@@ -188,6 +188,7 @@ export const operations = {
       await audit.record({ type: 'resource_server.registered', actor: ADMIN, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
       return resourceView(rs);
     },
+    { changesConfig: true },
   ),
 
   'resources.list': operation(z.object({}), async ({ db }) => ({ resources: (await listResourceServers(db)).map(resourceView) })),
@@ -202,7 +203,7 @@ export const operations = {
     if (!(await deleteResourceServer(db, identifier))) throw new OperationError(`no resource server ${identifier}`);
     await audit.record({ type: 'resource_server.deleted', actor: ADMIN, resource: identifier });
     return { identifier, deleted: true };
-  }),
+  }, { changesConfig: true }),
 
   'events.list': operation(z.object({ pending: z.boolean().default(false) }), async ({ db }, { pending }) => ({
     events: (await listEvents(db, pending)).map((e) => ({
@@ -249,7 +250,7 @@ export const isOperationName = (name: string): name is OperationName => Object.h
 
 /**
  * Validates the input and runs the operation in one transaction; bad input becomes one readable
- * OperationError. A change to keys or scopes is announced to every instance once committed.
+ * OperationError. A change to keys, scopes or resource servers is announced to every instance once committed.
  */
 export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
   if (!isOperationName(name)) throw new OperationError(`unknown operation ${name}`);

@@ -1,5 +1,6 @@
 /** The resource_servers table. */
 import type { Db } from '../storage/db.ts';
+import { bumpConfigGeneration } from '../storage/generation.ts';
 
 export interface ResourceServer {
   identifier: string;
@@ -27,11 +28,15 @@ const COLUMNS = 'identifier, scopes, token_format, access_token_ttl, introspecto
 
 /** Inserts a resource server; false when the identifier is taken. */
 export async function insertResourceServer(db: Db, rs: ResourceServer): Promise<boolean> {
-  const r = await db.query(
-    `INSERT INTO resource_servers (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identifier) DO NOTHING`,
-    [rs.identifier, rs.scopes, rs.tokenFormat, rs.accessTokenTtl, rs.introspectorClient, rs.eventDeliveryUri],
-  );
-  return r.rowCount === 1;
+  return db.tx(async () => {
+    const r = await db.query(
+      `INSERT INTO resource_servers (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identifier) DO NOTHING`,
+      [rs.identifier, rs.scopes, rs.tokenFormat, rs.accessTokenTtl, rs.introspectorClient, rs.eventDeliveryUri],
+    );
+    // Instances cache resource servers per configuration generation (see resourceServerCache).
+    if (r.rowCount === 1) await bumpConfigGeneration(db);
+    return r.rowCount === 1;
+  });
 }
 
 export async function findResourceServer(db: Db, identifier: string): Promise<ResourceServer | undefined> {
@@ -45,12 +50,35 @@ export async function listResourceServers(db: Db): Promise<ResourceServer[]> {
 }
 
 export async function deleteResourceServer(db: Db, identifier: string): Promise<boolean> {
-  return (await db.query('DELETE FROM resource_servers WHERE identifier = $1', [identifier])).rowCount === 1;
+  return db.tx(async () => {
+    const deleted = (await db.query('DELETE FROM resource_servers WHERE identifier = $1', [identifier])).rowCount === 1;
+    if (deleted) await bumpConfigGeneration(db);
+    return deleted;
+  });
 }
 
-/** Whether this client introspects for any of these audiences. */
-export async function introspectsFor(db: Db, clientId: string, audiences: string[]): Promise<boolean> {
-  if (audiences.length === 0) return false;
-  const r = await db.query('SELECT 1 FROM resource_servers WHERE introspector_client = $1 AND identifier = ANY($2::text[]) LIMIT 1', [clientId, audiences]);
-  return r.rowCount === 1;
+/**
+ * Registered resource servers as one provider build sees them: every change bumps the
+ * configuration generation, which rebuilds the provider (and so this cache) on every instance
+ * before its next token request, as for keys and scopes. Unknown identifiers are not remembered,
+ * so made-up `resource` values cannot grow it.
+ */
+export function resourceServerCache(db: Db) {
+  const known = new Map<string, ResourceServer>();
+  const find = async (identifier: string): Promise<ResourceServer | undefined> => {
+    const cached = known.get(identifier);
+    if (cached) return cached;
+    const found = await findResourceServer(db, identifier);
+    if (found) known.set(identifier, found);
+    return found;
+  };
+  return {
+    find,
+    /** Whether this client introspects for a resource server that is one of these audiences. */
+    async introspectsFor(clientId: string, audiences: string[]): Promise<boolean> {
+      for (const audience of audiences) if ((await find(audience))?.introspectorClient === clientId) return true;
+      return false;
+    },
+  };
 }
+

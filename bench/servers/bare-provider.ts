@@ -24,6 +24,7 @@ import Provider, { errors } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 import LRU from 'oidc-provider/lib/helpers/lru.js';
 import type { ClientMetadata, Configuration } from 'oidc-provider';
+import { introspectionPolicy } from '../../src/oauth/provider.ts';
 
 export interface BareProviderConfig {
   issuer: string;
@@ -67,11 +68,7 @@ const configuration: Configuration = {
     introspection: {
       enabled: true,
       // agentauth's rule: the token's own client, or the resource server it is meant for.
-      allowedPolicy: async (_ctx, client, token) => {
-        if (client.clientId === token.clientId) return true;
-        const aud = (token as { aud?: unknown }).aud;
-        return (Array.isArray(aud) ? aud : [aud]).some((a) => typeof a === 'string' && resources.get(a)?.introspector === client.clientId);
-      },
+      allowedPolicy: introspectionPolicy(async (clientId, audiences) => audiences.some((a) => resources.get(a)?.introspector === clientId)),
     },
     dPoP: { enabled: false },
     resourceIndicators: {

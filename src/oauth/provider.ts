@@ -85,6 +85,18 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
   if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
 };
 
+type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
+
+/** Introspection by the token's own client, or by a client that introspects for one of its audiences. */
+export function introspectionPolicy(introspectsFor: ProviderSettings['introspectsFor']): IntrospectionPolicy {
+  return async (_ctx, client, token) => {
+    if (client.clientId === token.clientId) return true;
+    const aud = (token as { aud?: unknown }).aud;
+    const audiences = (Array.isArray(aud) ? aud : [aud]).filter((a): a is string => typeof a === 'string');
+    return introspectsFor(client.clientId, audiences);
+  };
+}
+
 /** agentauth's own client for the connected agents page: signing in there is an authorization request. */
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
@@ -150,12 +162,7 @@ export function buildProvider(s: ProviderSettings): Provider {
         // The default lets any confidential client introspect any token (SECURITY-TESTS F-3).
         // Here: the token's own client, or the resource server the token is meant for; anyone
         // else is told only active: false.
-        allowedPolicy: async (_ctx, client, token) => {
-          if (client.clientId === token.clientId) return true;
-          const aud = (token as { aud?: unknown }).aud;
-          const audiences = (Array.isArray(aud) ? aud : [aud]).filter((a): a is string => typeof a === 'string');
-          return s.introspectsFor(client.clientId, audiences);
-        },
+        allowedPolicy: introspectionPolicy(s.introspectsFor),
       },
       // DPoP is on by default in v9; we do not offer it yet, so we do not expose its surface.
       dPoP: { enabled: false },

@@ -207,7 +207,7 @@ export function buildProvider(s: ProviderSettings): Provider {
       clientIdMetadataDocument: {
         enabled: Boolean(s.metadataDocuments),
         ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
-        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx.ip, clientId),
+        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
         allowClient: async (_ctx, client) => {
           await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata);
           return true;

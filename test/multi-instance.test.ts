@@ -87,6 +87,19 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     }
   });
 
+  it('refuses a deleted resource server on every instance from the next request on', async () => {
+    const identifier = 'https://tasks-api.example.com/';
+    assert.equal((await cluster.cli(['resources', 'create', identifier, '--scopes', 'tasks:read'])).code, 0);
+    const agent = await createAgent(cluster, { grantTypes: ['client_credentials'], scope: 'tasks:read' });
+    const config = await clientFor(cluster, agent);
+    // Requests alternate between the instances: both have served (and cached) the resource server.
+    for (let i = 0; i < 2; i++) await client.clientCredentialsGrant(config, { scope: 'tasks:read', resource: identifier });
+    assert.equal((await cluster.cli(['resources', 'delete', identifier])).code, 0);
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(client.clientCredentialsGrant(config, { scope: 'tasks:read', resource: identifier }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    }
+  });
+
   it('publishes a rotated key from every instance without a restart', async () => {
     const r = await cluster.cli(['keys', 'rotate', '--json']);
     assert.equal(r.code, 0, r.stderr);

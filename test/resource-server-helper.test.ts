@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createResourceServer, type ResourceServer } from 'agentauth/resource-server';
@@ -42,7 +43,7 @@ describe('the resource-server helper', () => {
     };
     api = http.createServer(async (req, res) => {
       for (const rs of [notes, calendar]) if (await rs.handle(req, res)) return;
-      const route = routes[new URL(req.url!, 'http://x').pathname];
+      const route = routes[URL.parse(req.url!, 'http://x')?.pathname ?? ''];
       if (!route) return void res.writeHead(404).end();
       const token = await route.rs().authenticate(req, res, { scopes: route.scopes });
       if (!token) return;
@@ -107,6 +108,18 @@ describe('the resource-server helper', () => {
       resource: notesApi, authorization_servers: [server.issuer], bearer_methods_supported: ['header'], scopes_supported: ['notes:read', 'notes:write'], resource_name: 'Notes',
     });
     assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/notes`, { method: 'POST' })).status, 405);
+  });
+
+  it('survives a request-target it cannot parse (the API keeps serving)', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(base).port), '127.0.0.1', () => socket.write('GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      let data = '';
+      socket.on('data', (d) => { data += d; });
+      socket.on('end', () => resolve(data));
+      socket.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 404/);
+    assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/notes`)).status, 200);
   });
 
   it('answers a request without a token 401 with a challenge pointing at the metadata, and no error code', async () => {

@@ -117,7 +117,7 @@ export async function startAgentExample(options: AgentExampleOptions) {
   }
 
   server.on('request', async (req, res) => {
-    const path = new URL(req.url ?? '/', base).pathname;
+    const path = URL.parse(req.url ?? '/', base)?.pathname;
     try {
       if (path === '/login') return await startLogin(res);
       if (path === '/callback') return await finishLogin(req, res);

@@ -55,7 +55,7 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
 
   server.on('request', async (req: http.IncomingMessage & { auth?: AccessToken }, res) => {
     if (await rs.handle(req, res)) return;
-    if (new URL(req.url ?? '/', url).pathname !== '/mcp') return void res.writeHead(404).end();
+    if (URL.parse(req.url ?? '/', url)?.pathname !== '/mcp') return void res.writeHead(404).end();
     const token = await rs.authenticate(req, res, { scopes: ['notes:read'] });
     if (!token) return;
     req.auth = token;

@@ -58,7 +58,7 @@ async function registerAndServe(server: http.Server, url: string, cli: Cli, log:
 
   server.on('request', async (req, res) => {
     if (await rs.handle(req, res)) return;
-    const path = new URL(req.url ?? '/', url).pathname;
+    const path = URL.parse(req.url ?? '/', url)?.pathname;
     if (path !== '/notes') return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found"}');
     const writing = req.method === 'POST';
     const token = await rs.authenticate(req, res, { scopes: [writing ? 'notes:write' : 'notes:read'] });

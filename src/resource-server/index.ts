@@ -194,7 +194,8 @@ export function createResourceServer(options: ResourceServerOptions) {
 
   /** Serves the metadata document and the events endpoint; true when it answered the request. */
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    // An unparseable request-target (e.g. "http://[") is not ours to answer; it must not throw.
+    const path = URL.parse(req.url ?? '/', 'http://x')?.pathname;
     if (path === metadataPath) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'invalid_request', error_description: 'use GET' }, { allow: 'GET, HEAD' }), true;
       // Public and static: browser-based clients may read it cross-origin.

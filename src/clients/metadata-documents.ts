@@ -50,15 +50,19 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
       const existing = await findClient(db, clientId);
       if (existing && existing.registration !== 'metadata_document') throw new errors.InvalidClient('client is not allowed');
       if (existing?.disabledAt) throw new errors.InvalidClient('this client has been disabled');
-      await checked(db, metadata, 'metadata_document', policy);
-      if (!existing) {
-        await insertClient(db, metadata, 'metadata_document');
-        await deps.audit.record({
-          type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
-          details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
-        });
-      } else if (canonicalJson(existing.metadata) !== canonicalJson(metadata)) {
-        await updateClientMetadata(db, metadata);
+      // Called on every request of the client: the policy (which reads the scopes) runs only
+      // when the document is new or changed, as for any other client's registration.
+      if (!existing || canonicalJson(existing.metadata) !== canonicalJson(metadata)) {
+        await checked(db, metadata, 'metadata_document', policy);
+        if (existing) {
+          await updateClientMetadata(db, metadata);
+        } else {
+          await insertClient(db, metadata, 'metadata_document');
+          await deps.audit.record({
+            type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+            details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
+          });
+        }
       }
       await deps.clientFound(clientId, existing?.tokenRateLimit ?? null);
     },

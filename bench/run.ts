@@ -147,18 +147,11 @@ if (targets.includes('agentauth')) {
     await target.stop();
   }
 }
-if (targets.includes('bare')) {
-  log('starting bare oidc-provider');
-  const target = await startBareProvider(startOptions);
-  try {
-    await series('baseline', target, scenarios);
-  } finally {
-    await target.stop();
-  }
-}
-if (targets.includes('plain')) {
-  log('starting node:http');
-  const target = await startPlainHttp(startOptions);
+// The two ceilings, each through the same scenarios once.
+for (const [name, label, start] of [['bare', 'bare oidc-provider', startBareProvider], ['plain', 'node:http', startPlainHttp]] as const) {
+  if (!targets.includes(name)) continue;
+  log(`starting ${label}`);
+  const target = await start(startOptions);
   try {
     await series('baseline', target, scenarios);
   } finally {

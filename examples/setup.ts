@@ -28,10 +28,9 @@ export async function agentauth<T>(cli: Cli, args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-/** Creates a scope unless it exists. */
+/** Creates the scope, or sets its description if it exists (`scopes create` is an upsert). */
 export async function ensureScope(cli: Cli, name: string, description: string): Promise<void> {
-  const r = await cli(['scopes', 'create', name, '--description', description]);
-  if (r.code !== 0 && !/exists/.test(r.stderr)) throw new Error(`agentauth scopes create failed: ${r.stderr.trim()}`);
+  await agentauth(cli, ['scopes', 'create', name, '--description', description]);
 }
 
 export interface ExampleKey { privateJwk: Record<string, unknown> & { kid: string }; publicJwk: Record<string, unknown> }

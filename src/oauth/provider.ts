@@ -81,7 +81,10 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
   const registering = ctx && ['registration', 'client_update'].includes(String(ctx.oidc?.route));
   if (fromDocument ? metadata.application_type !== 'web' : !registering || (ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined) return;
   const uris = metadata.redirect_uris;
-  const loopbackHttp = (uri: unknown) => typeof uri === 'string' && URL.parse(uri)?.protocol === 'http:' && LOOPBACK_HOSTS.has(URL.parse(uri)!.hostname);
+  const loopbackHttp = (uri: unknown) => {
+    const url = typeof uri === 'string' ? URL.parse(uri) : null;
+    return url?.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  };
   if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
 };
 

@@ -4,6 +4,8 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { parseNetwork, type Network } from './net/addresses.ts';
+import type { OutboundPolicy } from './net/outbound.ts';
 
 const booleanString = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -46,6 +48,7 @@ const envSchema = z.object({
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).optional(),
   ALLOW_PRIVATE_FETCH: booleanString.default(false),
+  ALLOWED_PRIVATE_NETWORKS: z.string().optional(),
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
   CLIENT_AUTH_ALLOW_RS256: booleanString.default(false),
   OPEN_REGISTRATION: booleanString.default(false),
@@ -95,8 +98,8 @@ export interface Config {
     maxAssertionLifetime: number;
     allowRs256: boolean;
   };
-  /** Development and tests only: let jwks_uri (and later webhooks) reach loopback and private hosts. */
-  allowPrivateFetch: boolean;
+  /** What agentauth's own requests (jwks_uri, metadata documents, events) may dial. */
+  outbound: OutboundPolicy;
   /** RFC 7591 registration without an initial access token, for public clients only. */
   openRegistration: boolean;
   /** Public clients identified by the https URL of their metadata document, held to the same policy. */
@@ -139,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!e.ISSUER && e.HOST !== '127.0.0.1' && e.HOST !== 'localhost' && e.HOST !== '::1') {
     problems.push('ISSUER is required when HOST is not a loopback address');
   }
+  const allowedPrivateNetworks = parseNetworks(e.ALLOWED_PRIVATE_NETWORKS, problems);
   if (problems.length) throw new ConfigError(problems);
 
   return {
@@ -165,10 +169,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
     adminToken: e.ADMIN_TOKEN,
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
-    allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
+    outbound: { development: e.ALLOW_PRIVATE_FETCH, allowedPrivateNetworks },
     openRegistration: e.OPEN_REGISTRATION,
     clientIdMetadataDocuments: e.CLIENT_ID_METADATA_DOCUMENTS,
     limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT },
     embedded: !e.DATABASE_URL,
   };
+}
+
+/** ALLOWED_PRIVATE_NETWORKS: comma-separated CIDRs, each inside private-use space. */
+function parseNetworks(raw: string | undefined, problems: string[]): Network[] {
+  const networks: Network[] = [];
+  for (const cidr of (raw ?? '').split(',').map((c) => c.trim()).filter(Boolean)) {
+    try {
+      networks.push(parseNetwork(cidr));
+    } catch (err) {
+      problems.push(`ALLOWED_PRIVATE_NETWORKS: ${(err as Error).message}`);
+    }
+  }
+  return networks;
 }

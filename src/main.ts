@@ -96,7 +96,7 @@ async function start(config: Config): Promise<void> {
           ttl: config.ttl,
           trustProxy: config.trustProxy,
           clientAuth: config.clientAuth,
-          allowPrivateFetch: config.allowPrivateFetch,
+          outbound: runtime.outbound,
           findResourceServer: resources.find,
           introspectsFor: resources.introspectsFor,
           metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
@@ -160,12 +160,12 @@ async function start(config: Config): Promise<void> {
   }, AUDIT_SEAL_INTERVAL_MS);
   sealer.unref();
 
-  if (config.allowPrivateFetch) {
-    log.warn('ALLOW_PRIVATE_FETCH is on: jwks_uri may point at loopback and private addresses. Never use this in production.');
-    process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth fetch from loopback and private addresses. Development and tests only.\n');
+  if (config.outbound.development) {
+    log.warn('ALLOW_PRIVATE_FETCH is on: agentauth may call loopback, private and link-local addresses, and http on loopback. Never use this in production.');
+    process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth call loopback, private and link-local addresses. Development only.\n');
   }
   const delivery = startDeliveryWorker({
-    db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, allowPrivateFetch: config.allowPrivateFetch,
+    db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, outbound: runtime.outbound,
     async backchannelLogout(clientId, sub) {
       const agent = (await live.current().Client.find(clientId)) as unknown as
         { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string): Promise<void> } | undefined;

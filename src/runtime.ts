@@ -13,12 +13,15 @@ import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
 import { loadOrCreateSecrets } from './storage/embedded-secrets.ts';
 import { createMemoryKv, createRedisKv, type Kv } from './storage/kv.ts';
 import { migrate } from './storage/migrate.ts';
+import { createOutbound, type Outbound } from './net/outbound.ts';
 
 export interface Runtime {
   db: Db;
   kv: Kv;
   audit: AuditLog;
   clientPolicy: ClientPolicy;
+  /** The one way agentauth calls out (jwks_uri, metadata documents, events). */
+  outbound: Outbound;
   keyEncryptionKey: Buffer;
   cookieKeys: string[];
   close(): Promise<void>;
@@ -51,11 +54,13 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     lock?.release();
     throw err;
   }
+  const outbound = createOutbound(config.outbound);
   return {
     db,
     kv,
     audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey)),
-    clientPolicy: { allowPrivateFetch: config.allowPrivateFetch, signingAlgs: clientAuthAlgs(config.clientAuth.allowRs256) },
+    clientPolicy: { outbound, signingAlgs: clientAuthAlgs(config.clientAuth.allowRs256) },
+    outbound,
     ...secrets,
     async close() {
       await kv.close();

@@ -174,8 +174,8 @@ export const operations = {
       eventUri: z.string().max(2000).optional(),
     }),
     async ({ db, audit, clientPolicy }, input) => {
-      // RFC 8707: an absolute https URL without fragment (not fetched, so private hosts are fine).
-      asOperationError(() => checkHttpsUrl(input.identifier, 'identifier', clientPolicy));
+      // RFC 8707: an absolute URL without fragment (never fetched, so private hosts are fine).
+      asOperationError(() => checkHttpsUrl(input.identifier, 'identifier', { loopbackHttp: true }));
       const known = new Set((await findScopes(db, input.scopes)).map((s) => s.name));
       const unknown = input.scopes.filter((s) => !known.has(s));
       if (unknown.length) throw new OperationError(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);

@@ -1,8 +1,8 @@
 /**
  * Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, what MCP clients
  * prefer to registration): a client whose client_id is the https URL of its metadata. oidc-provider
- * fetches the document (64 KiB, no redirects, special-use addresses refused on the dialled socket)
- * and caches it; here we decide
+ * fetches the document through our outbound module (64 KiB, no redirects, the address policy on
+ * the dialled socket) and caches it; here we decide
  * - whether it may be fetched at all: anyone can make the server fetch a URL by naming it as a
  *   client_id, so each IP address has a budget, and private hosts are refused up front;
  * - whether the client it describes is acceptable: the same policy as open registration (public
@@ -14,7 +14,6 @@
 import { errors } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
-import { isPrivateHost } from '../net/private-hosts.ts';
 import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
@@ -41,7 +40,8 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
   const { db, policy } = deps;
   return {
     async allowFetch(ip, url) {
-      if (!policy.allowPrivateFetch && isPrivateHost(new URL(url))) return false;
+      // Refused URLs never reach the fetch, so they spend no budget.
+      if (policy.outbound.urlRefusal(new URL(url))) return false;
       return (await deps.limiter.hit('metadata-document', ip, deps.fetchesPerIp)).allowed;
     },
 

@@ -4,7 +4,8 @@
  * whole, not the fields a request touched, is what stops partial updates reaching a client that
  * registration would refuse (Keycloak CVE-2026-18573 and kin).
  */
-import { isPrivateHost } from '../net/private-hosts.ts';
+import { ipLiteral, addressKind } from '../net/addresses.ts';
+import type { Outbound } from '../net/outbound.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { isSelfRegistered, type ClientMetadata, type RegistrationKind } from './store.ts';
@@ -25,8 +26,8 @@ export class RegistrationError extends Error {
 
 /** What registration allows beyond the fixed rules. */
 export interface ClientPolicy {
-  /** ALLOW_PRIVATE_FETCH: development and tests may serve jwks_uri from loopback over http. */
-  allowPrivateFetch: boolean;
+  /** The rules for every URL agentauth itself calls (jwks_uri, event_delivery_uri). */
+  outbound: Outbound;
   /** Client assertion algorithms the server accepts. */
   signingAlgs: readonly string[];
 }
@@ -56,29 +57,47 @@ export function checkRedirectUri(raw: string): { loopback: boolean } {
   throw problem('must use https, or http on a loopback address (127.0.0.1, [::1], localhost)');
 }
 
-/** An https URL without userinfo or fragment (http on loopback too, while ALLOW_PRIVATE_FETCH). */
-export function checkHttpsUrl(raw: unknown, field: string, policy: ClientPolicy): URL {
+/**
+ * An https URL without userinfo or fragment, never dialled by agentauth. With `loopbackHttp`,
+ * http on a loopback host too: a resource identifier is only an audience name, and MCP servers
+ * running on the user's machine are named http://localhost:PORT/… (RFC 8707 asks only for an
+ * absolute URI).
+ */
+export function checkHttpsUrl(raw: unknown, field: string, options: { loopbackHttp?: boolean } = {}): URL {
   const url = parseUrl(raw, field, 'invalid_client_metadata');
-  const loopbackHttp = policy.allowPrivateFetch && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  const loopbackHttp = options.loopbackHttp === true && url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
   if ((url.protocol !== 'https:' && !loopbackHttp) || url.username || url.password || url.hash) {
-    throw metadataError(field, 'must be an https URI without userinfo or fragment');
+    throw metadataError(field, `must be an https URI${options.loopbackHttp ? ' (or http on a loopback host)' : ''} without userinfo or fragment`);
   }
   return url;
 }
 
-/** A URL agentauth itself fetches or posts to (jwks_uri, event_delivery_uri): SSRF rules apply. */
+/**
+ * A URL agentauth itself fetches or posts to (jwks_uri, event_delivery_uri): the outbound
+ * module's rules, checked at registration so a client learns now, not at the first fetch.
+ */
 export function checkFetchedUri(raw: unknown, field: string, policy: ClientPolicy): void {
-  const url = checkHttpsUrl(raw, field, policy);
-  if (!policy.allowPrivateFetch && isPrivateHost(url)) throw metadataError(field, 'must not point at a loopback, private or link-local address');
+  const url = parseUrl(raw, field, 'invalid_client_metadata');
+  if (url.hash) throw metadataError(field, 'must not have a fragment');
+  const refused = policy.outbound.urlRefusal(url);
+  if (refused) throw metadataError(field, `cannot be called: ${refused}`);
 }
 
 export const checkJwksUri = (raw: unknown, policy: ClientPolicy) => checkFetchedUri(raw, 'jwks_uri', policy);
+
+/** Whether a URL names a loopback, private, link-local or other special-use host. */
+function namesNonPublicHost(url: URL): boolean {
+  const host = url.hostname.replace(/\.$/, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  const literal = ipLiteral(host);
+  return literal !== undefined && addressKind(literal.address) !== 'public';
+}
 
 /** URIs shown to users (logo, home page, policies): https, no userinfo, never a private host. */
 function checkDisplayUri(raw: unknown, field: string): void {
   const url = parseUrl(raw, field, 'invalid_client_metadata');
   if (url.protocol !== 'https:' || url.username || url.password) throw metadataError(field, 'must be an https URI without userinfo');
-  if (isPrivateHost(url)) throw metadataError(field, 'must not point at a loopback, private or link-local address');
+  if (namesNonPublicHost(url)) throw metadataError(field, 'must not point at a loopback, private or link-local address');
 }
 
 export function checkClientName(name: unknown): void {

@@ -10,6 +10,7 @@ import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
 import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resources/store.ts';
+import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 
 export interface ProviderSettings {
@@ -23,7 +24,8 @@ export interface ProviderSettings {
   findAccount: FindAccount;
   renderError: NonNullable<Configuration['renderError']>;
   clientAuth: { maxAssertionLifetime: number; allowRs256: boolean };
-  allowPrivateFetch: boolean;
+  /** Every request the provider sends (jwks_uri, metadata documents, back-channel logout). */
+  outbound: Outbound;
   /** The registered resource server for an RFC 8707 resource indicator, if any. */
   findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
   /** Whether a client introspects for a resource server that is one of these audiences. */
@@ -251,14 +253,10 @@ export function buildProvider(s: ProviderSettings): Provider {
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
-    // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
-    // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
-    // development and tests ALLOW_PRIVATE_FETCH lifts the address check.
-    fetch: async (url, options) => {
-      const request = { ...(options as RequestInit & { dispatcher?: unknown }), redirect: 'error' as const };
-      if (s.allowPrivateFetch) delete request.dispatcher;
-      return globalThis.fetch(url, request);
-    },
+    // Every request the provider sends goes through our outbound module: https, the address
+    // policy checked on the dialled socket, no redirects, 64 KiB. oidc-provider's own dispatcher
+    // (its socket check) is replaced by ours, with its 2.5 s deadline kept through `signal`.
+    fetch: (url, options) => s.outbound.fetch(url instanceof Request ? url.url : url, options as RequestInit),
     // Responses at most 64 KiB from any URL oidc-provider fetches (jwks_uri): the default is unbounded.
     fetchResponseBodyLimits: { jwks_uri: 64 * 1024, sector_identifier_uri: 64 * 1024, client_id_metadata_document: 64 * 1024 },
   };

@@ -1,18 +1,14 @@
 /**
  * Pushes queued revocation events as signed Security Event Tokens (RFC 8417) by RFC 8935 push
  * delivery. A worker leases due events (so several instances never send the same one at the same
- * time, and a crashed instance's lease simply runs out), posts each with the same SSRF rules as
- * jwks_uri, and retries failures with exponential backoff. Delivery is at least once; every event
+ * time, and a crashed instance's lease simply runs out), posts each through the outbound module
+ * (the same address policy as jwks_uri), and retries failures with exponential backoff. Delivery is at least once; every event
  * keeps its jti, so receivers drop duplicates.
  */
 import { createPrivateKey, sign } from 'node:crypto';
-import { lookup as dnsLookup } from 'node:dns';
-import http from 'node:http';
-import https from 'node:https';
-import type { LookupFunction } from 'node:net';
 import type { Logger } from 'pino';
 import { loadSigningKeys } from '../keys/signing-keys.ts';
-import { isPrivateHost } from '../net/private-hosts.ts';
+import type { Outbound } from '../net/outbound.ts';
 import type { Db } from '../storage/db.ts';
 import { markDelivered, markFailed, type PendingEvent } from './outbox.ts';
 
@@ -27,7 +23,7 @@ export interface DeliveryDeps {
   issuer: string;
   keyEncryptionKey: Buffer;
   log: Logger;
-  allowPrivateFetch: boolean;
+  outbound: Outbound;
   /** Sends an OIDC back-channel logout token for the user to the client (oidc-provider builds it). */
   backchannelLogout(clientId: string, sub: string): Promise<void>;
 }
@@ -58,36 +54,13 @@ export function buildSecurityEventToken(event: PendingEvent, issuer: string, key
   return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
 }
 
-/** DNS lookup that refuses private addresses: the check is on the address actually dialled. */
-const guardedLookup: LookupFunction = (hostname, options, callback) => {
-  dnsLookup(hostname, { ...options, all: false }, (err, address, family) => {
-    if (err) return callback(err, '', 0);
-    const literal = family === 6 ? `[${address}]` : address;
-    if (isPrivateHost(new URL(`https://${literal}/`))) return callback(new Error(`${hostname} resolves to a private address`), '', 0);
-    callback(null, address as string, family);
+/** POSTs a SET; resolves to the status code. */
+async function post(outbound: Outbound, uri: string, body: string): Promise<number> {
+  const answer = await outbound.request(uri, {
+    method: 'POST', body, timeoutMs: TIMEOUT_MS,
+    headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json' },
   });
-};
-
-/** POSTs a SET; resolves to the status code. No redirects, 5 s, no credentials. */
-function post(uri: string, body: string, allowPrivate: boolean): Promise<number> {
-  const url = new URL(uri);
-  if (!allowPrivate && isPrivateHost(url)) return Promise.reject(new Error('the endpoint is a private address'));
-  const transport = url.protocol === 'https:' ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = transport.request(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json', 'content-length': Buffer.byteLength(body) },
-      timeout: TIMEOUT_MS,
-      ...(allowPrivate ? {} : { lookup: guardedLookup }),
-    }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-    req.end(body);
-  });
+  return answer.status;
 }
 
 /** Leases up to `limit` due events (they come back after the lease if this process dies). */
@@ -120,7 +93,7 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
         delivered += 1;
         continue;
       }
-      const status = await post(event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key), deps.allowPrivateFetch);
+      const status = await post(deps.outbound, event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key));
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
         delivered += 1;

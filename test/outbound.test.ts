@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo, LookupAddress } from 'node:net';
+import type { LookupAddress } from 'node:dns';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { addressKind, parseNetwork, type AddressKind } from '../src/net/addresses.ts';
 import { createOutbound, OutboundRefusedError } from '../src/net/outbound.ts';
@@ -117,9 +118,9 @@ describe('requests', () => {
   let connections = 0;
   before(async () => {
     server = http.createServer((req, res) => {
-      if (req.url === '/moved') return res.writeHead(302, { location: 'http://127.0.0.1:1/' }).end();
-      if (req.url === '/big') return res.end(Buffer.alloc(70 * 1024));
-      res.writeHead(202, { 'x-seen-method': req.method ?? '' }).end('ok');
+      if (req.url === '/moved') res.writeHead(302, { location: 'http://127.0.0.1:1/' }).end();
+      else if (req.url === '/big') res.end(Buffer.alloc(70 * 1024));
+      else res.writeHead(202, { 'x-seen-method': req.method ?? '' }).end('ok');
     });
     server.on('connection', () => { connections += 1; });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

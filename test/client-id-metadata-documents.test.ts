@@ -5,12 +5,6 @@
  * redirect, never a 500); an admin can disable such a client.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -19,20 +13,11 @@ import { authorize, postToken } from './helpers/browserless.ts';
 import { createUser, type TestUser } from './helpers/factories.ts';
 import { connectMcp, MCP_REDIRECT_URL, mcpTransport, MemoryOAuthProvider, toolText } from './helpers/mcp-client.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from './helpers/test-host.ts';
 
-/** A self-signed certificate for localhost, trusted by the server through NODE_EXTRA_CA_CERTS. */
-function selfSignedCertificate(): { key: string; cert: string; certFile: string } {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-cimd-'));
-  const keyFile = path.join(dir, 'key.pem');
-  const certFile = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile,
-    '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-  return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), certFile };
-}
-
-describe('Client ID Metadata Documents', () => {
+describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
   let server: TestServer;
-  let documents: https.Server;
+  let documents: TestHost;
   let origin: string;
   let mcp: Awaited<ReturnType<typeof startMcpExample>>;
   let user: TestUser;
@@ -45,28 +30,26 @@ describe('Client ID Metadata Documents', () => {
   });
 
   before(async () => {
-    const tls = selfSignedCertificate();
-    documents = https.createServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+    // The documents live on a test host, reached by name over https as in production.
+    documents = await createTestHost('mcp-host', (req, res) => {
       fetches += 1;
       const answer = served[req.url ?? '']?.() ?? { status: 404, body: {} };
       res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers }).end(JSON.stringify(answer.body));
     });
-    await new Promise<void>((resolve) => documents.listen(0, '127.0.0.1', resolve));
-    origin = `https://localhost:${(documents.address() as AddressInfo).port}`;
+    origin = documents.origin;
     served['/mcp-host.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
     served['/confidential.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/confidential.json`), token_endpoint_auth_method: 'private_key_jwt', jwks_uri: `${origin}/jwks` } });
     served['/liar.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
     served['/web-redirect.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/web-redirect.json`), redirect_uris: ['http://evil.example/cb'] } });
     served['/moved.json'] = () => ({ status: 302, body: {}, headers: { location: `${origin}/mcp-host.json` } });
 
-    server = await startServer({ CLIENT_ID_METADATA_DOCUMENTS: 'true', ALLOW_PRIVATE_FETCH: 'true', NODE_EXTRA_CA_CERTS: tls.certFile });
+    server = await startServer({ CLIENT_ID_METADATA_DOCUMENTS: 'true', ...testHostEnv() });
     user = await createUser(server);
     mcp = await startMcpExample({ issuer: server.issuer, port: 0, cli: server.cli });
   });
   after(async () => {
     await mcp?.close();
-    documents?.closeAllConnections();
-    await new Promise((resolve) => documents?.close(resolve));
+    await documents?.close();
     await server?.stop();
   });
 

@@ -2,6 +2,8 @@
  * Clients whose keys are published at a jwks_uri: openid-client (ES256) and oauth4webapi (EdDSA)
  * authenticate through it; the fetch is bounded in size and time, follows no redirect, carries
  * no credentials (W-21, W-22); and registration refuses URLs aimed at private addresses (W-20).
+ * The jwks_uri is a test host reached by name over https, as in production; ALLOW_PRIVATE_FETCH
+ * is on only in the test about it.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -13,6 +15,7 @@ import { postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, generateAgentKey } from './helpers/factories.ts';
 import { clientAssertion, generateTestKey } from './helpers/jwt.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 
 interface JwksServer {
   url: string;
@@ -22,15 +25,20 @@ interface JwksServer {
   close(): Promise<void>;
 }
 
-async function startJwksServer(): Promise<JwksServer> {
+async function startJwksServer(local = false): Promise<JwksServer> {
   const routes = new Map<string, (res: http.ServerResponse) => void>();
   const requests: http.IncomingHttpHeaders[] = [];
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     requests.push(req.headers);
     const route = routes.get(req.url ?? '');
     if (route) route(res);
     else res.writeHead(404).end();
-  });
+  };
+  if (!local) {
+    const host = await createTestHost('jwks', handler);
+    return { url: host.origin, routes, requests, close: () => host.close() };
+  }
+  const server = http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
@@ -42,22 +50,18 @@ async function startJwksServer(): Promise<JwksServer> {
 
 const json = (body: unknown) => (res: http.ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 
-describe('jwks_uri clients (ALLOW_PRIVATE_FETCH=true)', () => {
+describe('jwks_uri clients', { skip: testHostsUnavailable }, () => {
   let server: TestServer;
   let jwks: JwksServer;
 
   before(async () => {
-    server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    server = await startServer(testHostEnv());
     jwks = await startJwksServer();
     await createScope(server, 'sync:run', 'Sync');
   });
   after(async () => {
     await jwks?.close();
     await server?.stop();
-  });
-
-  it('warns loudly that private fetches are allowed', () => {
-    assert.match(server.output(), /ALLOW_PRIVATE_FETCH/);
   });
 
   it('lets openid-client authenticate with an ES256 key from a jwks_uri', async () => {
@@ -114,6 +118,33 @@ describe('jwks_uri clients (ALLOW_PRIVATE_FETCH=true)', () => {
     jwks.routes.set('/target', json({ keys: [key.publicJwk] }));
     await refusedThrough((res) => res.writeHead(302, { location: `${jwks.url}/target` }).end(), 'redirect');
     assert.equal((await fetch(`${server.issuer}/healthz`)).status, 200);
+  });
+});
+
+describe('ALLOW_PRIVATE_FETCH (development only)', () => {
+  let server: TestServer;
+  let jwks: JwksServer;
+  before(async () => {
+    server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    jwks = await startJwksServer(true);
+    await createScope(server, 'sync:run', 'Sync');
+  });
+  after(async () => {
+    await jwks?.close();
+    await server?.stop();
+  });
+
+  it('warns loudly, and widens the address policy to http on loopback through the same module', async () => {
+    assert.match(server.output(), /ALLOW_PRIVATE_FETCH/);
+    const key = await generateAgentKey();
+    jwks.routes.set('/local', json({ keys: [key.publicJwk] }));
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'sync:run', jwksUri: `${jwks.url}/local` });
+    const config = await clientFor(server, { ...agent, privateKey: key.privateKey, kid: key.publicJwk.kid });
+    assert.ok((await client.clientCredentialsGrant(config, { scope: 'sync:run' })).access_token);
+    // The module still refuses redirects and plain http to other hosts.
+    const refused = await server.cli(['clients', 'create', '--name', 'remote-http', '--grant-types', 'client_credentials', '--jwks-uri', 'http://agent.example/jwks']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /only https/);
   });
 });
 

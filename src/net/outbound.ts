@@ -123,7 +123,8 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
     const deadline = AbortSignal.timeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
     const transport = url.protocol === 'https:' ? https : http;
-    const headers: Record<string, string> = { 'user-agent': 'agentauth', ...options.headers };
+    // No user agent, cookies or credentials: nothing that identifies or authorizes this server.
+    const headers: Record<string, string> = { ...options.headers };
     if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body));
     return new Promise((resolve, reject) => {
       const req = transport.request(url, {

@@ -22,7 +22,7 @@ describe('an MCP client (official SDK) against agentauth and a helper-protected 
   const provider = new MemoryOAuthProvider();
 
   before(async () => {
-    server = await startServer({ OPEN_REGISTRATION: 'true', ALLOW_PRIVATE_FETCH: 'true' });
+    server = await startServer({ OPEN_REGISTRATION: 'true' });
     user = await createUser(server);
     mcp = await startMcpExample({ issuer: server.issuer, port: 0, cli: server.cli });
   });

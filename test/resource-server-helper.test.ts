@@ -14,15 +14,17 @@ import * as client from 'openid-client';
 import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { generateTestKey, signJwt } from './helpers/jwt.ts';
+import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from './helpers/test-host.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { waitFor } from './helpers/wait.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1/cb';
 
-describe('the resource-server helper', () => {
+describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
   let server: TestServer;
   let api: http.Server;
   let base: string;
+  let events: TestHost;
   let notes: ResourceServer;
   let calendar: ResourceServer;
   let notesApi: string;
@@ -31,7 +33,7 @@ describe('the resource-server helper', () => {
   const revoked: string[] = [];
 
   before(async () => {
-    server = await startServer({ ALLOW_PRIVATE_FETCH: 'true' });
+    server = await startServer(testHostEnv());
     for (const [name, text] of [['notes:read', 'Read your notes'], ['notes:write', 'Change your notes'], ['calendar:read', 'See your calendar']]) await createScope(server, name!, text!);
     user = await createUser(server);
 
@@ -41,23 +43,26 @@ describe('the resource-server helper', () => {
       '/notes/write': { rs: () => notes, scopes: ['notes:write'] },
       '/calendar/today': { rs: () => calendar, scopes: ['calendar:read'] },
     };
-    api = http.createServer(async (req, res) => {
+    const handler: http.RequestListener = async (req, res) => {
       for (const rs of [notes, calendar]) if (await rs.handle(req, res)) return;
       const route = routes[URL.parse(req.url!, 'http://x')?.pathname ?? ''];
       if (!route) return void res.writeHead(404).end();
       const token = await route.rs().authenticate(req, res, { scopes: route.scopes });
       if (!token) return;
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sub: token.subject ?? null, client_id: token.clientId, scopes: token.scopes }));
-    });
+    };
+    api = http.createServer(handler);
     await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    // agentauth pushes revocation events as in production: by host name, over https.
+    events = await createTestHost('api-events', handler);
     base = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
     notesApi = `${base}/notes`;
     calendarApi = `${base}/calendar`;
 
     const notesIntrospector = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
     for (const args of [
-      ['resources', 'create', notesApi, '--scopes', 'notes:read notes:write', '--client', notesIntrospector.clientId, '--event-uri', `${base}/notes/events`],
-      ['resources', 'create', calendarApi, '--scopes', 'calendar:read', '--token-format', 'jwt', '--event-uri', `${base}/calendar/events`],
+      ['resources', 'create', notesApi, '--scopes', 'notes:read notes:write', '--client', notesIntrospector.clientId, '--event-uri', `${events.origin}/notes/events`],
+      ['resources', 'create', calendarApi, '--scopes', 'calendar:read', '--token-format', 'jwt', '--event-uri', `${events.origin}/calendar/events`],
     ]) {
       const made = await server.cli(args);
       assert.equal(made.code, 0, made.stderr);
@@ -70,6 +75,7 @@ describe('the resource-server helper', () => {
     calendar = createResourceServer({ issuer: server.issuer, resource: calendarApi, scopesSupported: ['calendar:read'], eventsPath: '/calendar/events', onRevocation });
   });
   after(async () => {
+    await events?.close();
     api?.closeAllConnections();
     await new Promise((resolve) => api?.close(resolve));
     await server?.stop();

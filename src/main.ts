@@ -12,6 +12,8 @@ import { mountApp } from './http/app.ts';
 import { createLogger } from './http/logger.ts';
 import { createViews } from './http/views.ts';
 import { renderErrorPage } from './http/errors.ts';
+import { startingGate } from './http/starting.ts';
+import { dispatchToProvider } from './http/dispatch.ts';
 import { findAccountById } from './accounts/store.ts';
 import { ensureSigningKey } from './keys/signing-keys.ts';
 import { startLiveProvider } from './oauth/live-provider.ts';
@@ -43,17 +45,22 @@ function fail(message: string): never {
 
 async function start(config: Config): Promise<void> {
   const log = createLogger(config.logLevel);
-  const runtime = await openRuntime(config);
-  const { db, kv } = runtime;
-  await ensureSigningKey(db, runtime.keyEncryptionKey);
-
+  // Listen first and answer from the first accepted connection (/healthz 200, the rest 503)
+  // while storage opens, migrations run and the provider is built: a liveness probe during a
+  // long migration must not kill the process, and no probe may hang.
   const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 });
+  const gate = startingGate();
+  server.on('request', gate.listener);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, resolve);
   });
   const port = (server.address() as AddressInfo).port;
   const issuer = config.issuer ?? `http://localhost:${port}`;
+
+  const runtime = await openRuntime(config);
+  const { db, kv } = runtime;
+  await ensureSigningKey(db, runtime.keyEncryptionKey);
 
   const views = createViews();
   const onGrantRevoked = auditGrantRevocation(runtime.audit);
@@ -117,22 +124,12 @@ async function start(config: Config): Promise<void> {
           limiter,
           limits: config.limits,
           countIssuedToken: tokenLimit.issued,
-          ensureFresh: () => live.ensureFresh(),
         },
       ));
     },
   });
 
-  const handlers = new WeakMap<Provider, ReturnType<Provider['callback']>>();
-  server.on('request', (req, res) => {
-    const provider = live.current();
-    let handler = handlers.get(provider);
-    if (!handler) {
-      handler = provider.callback();
-      handlers.set(provider, handler);
-    }
-    handler(req, res);
-  });
+  gate.ready(dispatchToProvider(live, log));
 
   let adminSocket: Server | undefined;
   if (config.embedded) {

@@ -8,6 +8,7 @@ import Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { RevokedGrant } from '../grants/store.ts';
+import { providerRouteOf } from '../http/provider-route.ts';
 import type { AuditInput, AuditLog } from './log.ts';
 
 /** SHA-256 of a token value: the key it is stored under, never the value itself. */
@@ -81,7 +82,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
 
   provider.use(async function auditIntrospection(ctx: Context, next: Next) {
     await next();
-    if (ctx.path !== '/token/introspection' || ctx.status !== 200 || Math.random() >= introspectionSampleRate) return;
+    if (providerRouteOf(ctx) !== 'introspection' || ctx.status !== 200 || Math.random() >= introspectionSampleRate) return;
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
     const body = ctx.body as { active?: boolean; client_id?: string; sub?: string; scope?: string };
     record({

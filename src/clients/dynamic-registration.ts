@@ -12,6 +12,7 @@ import type { Context, Next } from 'koa';
 import Provider, { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
+import { providerRouteOf } from '../http/provider-route.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import type { Db } from '../storage/db.ts';
@@ -33,7 +34,7 @@ function refuse(ctx: Context, description: string): void {
 
 export function registrationGate(db: Db, openRegistration: boolean, limiter: RateLimiter, perIp: Window) {
   return async function gateRegistration(ctx: Context, next: Next): Promise<void> {
-    if (ctx.path !== '/reg' || ctx.method !== 'POST') return next();
+    if (providerRouteOf(ctx) !== 'registration' || ctx.method !== 'POST') return next();
     const verdict = await limiter.hit('registration', ctx.ip, perIp);
     if (!verdict.allowed) {
       ctx.status = 429;

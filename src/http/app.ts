@@ -22,7 +22,8 @@ import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
 import { errorHandler, renderErrorPage } from './errors.ts';
-import { withRequestContext } from './request-context.ts';
+import { nameProviderRoute } from './provider-route.ts';
+import { pathOf, requestContext, withRequestContext } from './request-context.ts';
 import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
@@ -41,12 +42,8 @@ export interface AppDeps {
   /** Counts an issued token against its client's token endpoint limit. */
   countIssuedToken(clientId: string): Promise<void>;
   cookieKeys: string[];
-  /** Reloads keys and scopes if another process changed them. */
-  ensureFresh(): Promise<void>;
 }
 
-/** Routes whose answers depend on the current signing keys or scopes. */
-const CONFIG_DEPENDENT = /^\/(auth|token|request|jwks|\.well-known\/)/;
 
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
 
@@ -55,6 +52,13 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(withRequestContext(log));
   provider.use(errorHandler(views));
   provider.use(securityHeaders);
+  provider.use(async function refuseMalformedTarget(ctx: Context, next: Next) {
+    if (pathOf(ctx) !== undefined) return next();
+    // Nothing below may read ctx.path (it throws): answer here, with the headers already set.
+    requestContext()?.log.warn({ method: ctx.method, targetLength: ctx.url.length }, 'malformed request-target refused');
+    renderErrorPage(ctx, views, 400, 'invalid_request', 'The request target is not a valid URL.');
+  });
+  provider.use(nameProviderRoute(provider));
   provider.use(async function dependencyOutage(ctx: Context, next: Next) {
     await next();
     if (ctx.status !== 500 || !(ctx.state as { dependencyDown?: boolean }).dependencyDown) return;
@@ -76,10 +80,6 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
     } else {
       return next();
     }
-  });
-  provider.use(async function freshConfig(ctx: Context, next: Next) {
-    if (CONFIG_DEPENDENT.test(ctx.path)) await deps.ensureFresh();
-    return next();
   });
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);

@@ -17,6 +17,18 @@ const INCOMING_ID = /^[A-Za-z0-9._-]{8,64}$/;
 
 export const requestContext = (): RequestContext | undefined => storage.getStore();
 
+/**
+ * The request's path, or undefined when its request-target cannot be parsed (`GET http://[`):
+ * Koa's `ctx.path` throws then, and nothing may call it before `refuseMalformedTarget` ran.
+ */
+export function pathOf(ctx: Context): string | undefined {
+  try {
+    return ctx.path;
+  } catch {
+    return undefined;
+  }
+}
+
 export function withRequestContext(log: Logger) {
   return async function requestScope(ctx: Context, next: Next): Promise<void> {
     const incoming = ctx.get('x-request-id');
@@ -28,7 +40,7 @@ export function withRequestContext(log: Logger) {
       await storage.run({ requestId, log: child, ip: ctx.ip, userAgent: ctx.get('user-agent') }, next);
     } finally {
       // The path only: query strings can carry codes and state.
-      child.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
+      child.info({ method: ctx.method, path: pathOf(ctx) ?? '(malformed)', status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
     }
   };
 }

@@ -6,15 +6,18 @@ import type { Context, Next } from 'koa';
 // post, and consent must end in a redirect to the client's registered URI.
 const CSP = "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'; base-uri 'none'";
 
+/** The headers every response carries (also those answered before the app is built). */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'Content-Security-Policy': CSP,
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'no-referrer',
+  'X-Content-Type-Options': 'nosniff',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cache-Control': 'no-store',
+};
+
 export async function securityHeaders(ctx: Context, next: Next): Promise<void> {
-  ctx.set({
-    'Content-Security-Policy': CSP,
-    'X-Frame-Options': 'DENY',
-    'Referrer-Policy': 'no-referrer',
-    'X-Content-Type-Options': 'nosniff',
-    'Cross-Origin-Opener-Policy': 'same-origin',
-    'Cache-Control': 'no-store',
-  });
+  ctx.set({ ...SECURITY_HEADERS });
   if (ctx.secure) ctx.set('Strict-Transport-Security', 'max-age=31536000');
   await next();
 }

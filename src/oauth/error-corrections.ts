@@ -2,6 +2,7 @@
  * Where oidc-provider's error code differs from the one RFC 6749 names, correct it on the way out.
  */
 import type { Context, Next } from 'koa';
+import { providerRouteOf } from '../http/provider-route.ts';
 
 interface OAuthErrorBody {
   error?: unknown;
@@ -13,7 +14,7 @@ const GRANT_TYPE_NOT_ALLOWED = 'requested grant type is not allowed for this cli
 
 export async function correctTokenErrors(ctx: Context, next: Next): Promise<void> {
   await next();
-  if (ctx.path !== '/token' || ctx.status !== 400) return;
+  if (providerRouteOf(ctx) !== 'token' || ctx.status !== 400) return;
   const body = ctx.body as OAuthErrorBody | undefined;
   if (body?.error === 'invalid_request' && body.error_description === GRANT_TYPE_NOT_ALLOWED) {
     ctx.body = { ...body, error: 'unauthorized_client' };

@@ -1,0 +1,47 @@
+/**
+ * Hands each request to the current provider. oidc-provider takes keys, scopes and resource
+ * servers at construction, so a change builds a new provider; a request to an endpoint whose
+ * answer depends on them first makes sure the provider is current (one shared generation read,
+ * see live-provider.ts) and only then picks it, so the request that notices a change is itself
+ * answered with it.
+ */
+import type { RequestListener } from 'node:http';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import { matchProviderRoute, type ProviderRoute } from './provider-route.ts';
+
+/** Endpoints whose answers depend on the current signing keys, scopes or resource servers. */
+const CONFIG_DEPENDENT = new Set<ProviderRoute>(['authorization', 'resume', 'token', 'introspection', 'revocation', 'pushed_authorization_request', 'jwks', 'discovery']);
+
+export interface LiveProviderView {
+  current(): Provider;
+  /** Reloads if another process changed keys, scopes or resource servers. */
+  ensureFresh(): Promise<void>;
+}
+
+/** The path of a request-target as Koa reads it, or undefined when it is not a URL. */
+function pathOfTarget(target: string): string | undefined {
+  if (target.startsWith('/')) return target.split('?')[0];
+  return URL.parse(target)?.pathname;
+}
+
+export function dispatchToProvider(live: LiveProviderView, log: Logger): RequestListener {
+  const handlers = new WeakMap<Provider, ReturnType<Provider['callback']>>();
+  const handlerOf = (provider: Provider) => {
+    let handler = handlers.get(provider);
+    if (!handler) {
+      handler = provider.callback();
+      handlers.set(provider, handler);
+    }
+    return handler;
+  };
+  return (req, res) => {
+    const path = pathOfTarget(req.url ?? '/');
+    const route = path === undefined ? undefined : matchProviderRoute(live.current(), req.method ?? 'GET', path);
+    if (!route || !CONFIG_DEPENDENT.has(route)) return void handlerOf(live.current())(req, res);
+    live.ensureFresh()
+      // A reload that fails (the database is down) leaves the provider as it was: answer with it.
+      .catch((err: unknown) => log.warn({ err }, 'configuration freshness check failed'))
+      .then(() => handlerOf(live.current())(req, res));
+  };
+}

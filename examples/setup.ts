@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, createPublicKey, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 export interface CliResult { code: number; stdout: string; stderr: string }
@@ -20,6 +21,26 @@ export const localCli: Cli = (args) => new Promise((resolve) => {
     resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
   });
 });
+
+const handlers = new WeakMap<http.Server, http.RequestListener>();
+
+/**
+ * Listens at once and answers 503 with Retry-After until `serve` hands over the handler: an
+ * example registers itself after it knows its port, and a request in that window must get an
+ * answer, not a connection that hangs.
+ */
+export async function listenWhileStarting(port: number, host: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const handler = handlers.get(server);
+    if (handler) return void handler(req, res);
+    res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"error":"temporarily_unavailable"}');
+  });
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  return server;
+}
+
+/** From now on `server` (from listenWhileStarting) answers with `handler`. */
+export const serve = (server: http.Server, handler: http.RequestListener): void => void handlers.set(server, handler);
 
 /** Runs a CLI command that must succeed, returning its --json output. */
 export async function agentauth<T>(cli: Cli, args: string[]): Promise<T> {

@@ -2,7 +2,9 @@
  * The examples work as the README says: the notes API registers itself and introspects, the agent
  * registers itself, a user connects it through our pages, it calls the API, refreshes when its
  * token runs low, and forgets its tokens when the revocation event arrives (the API drops its
- * cache at the same moment). The MCP server example is exercised by mcp.test.ts.
+ * cache at the same moment). The MCP server example is exercised by mcp.test.ts. The examples
+ * document a local development setup (agentauth with ALLOW_PRIVATE_FETCH=true, so it may post
+ * events to the agent on http://127.0.0.1), and this test runs exactly that setup.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +12,7 @@ import { startAgentExample } from '../examples/agent/agent.ts';
 import { startResourceServerExample } from '../examples/resource-server/server.ts';
 import { authorize } from './helpers/browserless.ts';
 import { createUser, type TestUser } from './helpers/factories.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
+import { freePort, startServer, type TestServer } from './helpers/server.ts';
 import { waitFor } from './helpers/wait.ts';
 
 interface Status { connected: boolean; revoked: string | null; api: { status: number; body: { notes?: string[]; user?: string } | null } }
@@ -37,6 +39,23 @@ describe('the examples', () => {
   });
 
   const status = async () => (await (await fetch(`${agent.url}status.json`)).json()) as Status;
+
+  it('issue 12: the notes API answers 503 with Retry-After while it registers itself, then serves', async () => {
+    let release!: () => void;
+    const registering = new Promise<void>((resolve) => { release = resolve; });
+    const port = await freePort();
+    const starting = startResourceServerExample({ issuer: server.issuer, port, cli: async (args) => { await registering; return server.cli(args); }, log: () => {} });
+    const early = await waitFor('the example to listen', () => fetch(`http://127.0.0.1:${port}/notes`).catch(() => undefined));
+    assert.equal(early.status, 503);
+    assert.equal(early.headers.get('retry-after'), '1');
+    release();
+    const started = await starting;
+    try {
+      assert.equal((await fetch(`${started.url}notes`)).status, 401);
+    } finally {
+      await started.close();
+    }
+  });
 
   it('connects the agent through login and consent, and it reads the notes API', async () => {
     const login = await fetch(`${agent.url}login`, { redirect: 'manual' });

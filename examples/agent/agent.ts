@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet } from 'jose';
 import * as oidc from 'openid-client';
 import { createRevocationEventVerifier, EventError } from 'agentauth/resource-server';
-import { agentauth, exampleKey, jwksFile, localCli, registeredClient, type Cli } from '../setup.ts';
+import { agentauth, exampleKey, jwksFile, listenWhileStarting, localCli, registeredClient, serve, type Cli } from '../setup.ts';
 
 export interface AgentExampleOptions {
   issuer: string;
@@ -32,8 +32,7 @@ export async function startAgentExample(options: AgentExampleOptions) {
   const cli = options.cli ?? localCli;
   const log = options.log ?? ((line: string) => console.log(line));
   const resource = options.resource ?? 'http://127.0.0.1:4200/';
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(options.port ?? 4300, '127.0.0.1', resolve));
+  const server = await listenWhileStarting(options.port ?? 4300, '127.0.0.1');
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const redirectUri = `${base}/callback`;
 
@@ -116,7 +115,7 @@ export async function startAgentExample(options: AgentExampleOptions) {
     }
   }
 
-  server.on('request', async (req, res) => {
+  serve(server, async (req, res) => {
     const path = URL.parse(req.url ?? '/', base)?.pathname;
     try {
       if (path === '/login') return await startLogin(res);

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { createResourceServer, type AccessToken } from 'agentauth/resource-server';
-import { agentauth, ensureScope, localCli, type Cli } from '../setup.ts';
+import { agentauth, ensureScope, listenWhileStarting, localCli, serve, type Cli } from '../setup.ts';
 
 export interface McpExampleOptions {
   issuer: string;
@@ -40,8 +40,7 @@ function buildMcpServer(): McpServer {
 
 export async function startMcpExample(options: McpExampleOptions): Promise<{ url: string; close(): Promise<void> }> {
   const host = options.host ?? '127.0.0.1';
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(options.port ?? 4100, host, resolve));
+  const server = await listenWhileStarting(options.port ?? 4100, host);
   const url = `http://${host}:${(server.address() as AddressInfo).port}/mcp`;
   const cli = options.cli ?? localCli;
   try {
@@ -53,7 +52,7 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
   }
   const rs = createResourceServer({ issuer: options.issuer, resource: url, scopesSupported: ['notes:read'], resourceName: 'Example notes (MCP)' });
 
-  server.on('request', async (req: http.IncomingMessage & { auth?: AccessToken }, res) => {
+  serve(server, async (req: http.IncomingMessage & { auth?: AccessToken }, res) => {
     if (await rs.handle(req, res)) return;
     if (URL.parse(req.url ?? '/', url)?.pathname !== '/mcp') return void res.writeHead(404).end();
     const token = await rs.authenticate(req, res, { scopes: ['notes:read'] });

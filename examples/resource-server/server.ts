@@ -8,7 +8,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createResourceServer } from 'agentauth/resource-server';
-import { agentauth, ensureScope, exampleKey, jwksFile, localCli, registeredClient, type Cli } from '../setup.ts';
+import { agentauth, ensureScope, exampleKey, jwksFile, listenWhileStarting, localCli, registeredClient, serve, type Cli } from '../setup.ts';
 
 export interface ResourceServerExampleOptions {
   issuer: string;
@@ -23,8 +23,7 @@ export interface ResourceServerExampleOptions {
 export async function startResourceServerExample(options: ResourceServerExampleOptions): Promise<{ url: string; close(): Promise<void> }> {
   const cli = options.cli ?? localCli;
   const log = options.log ?? ((line: string) => console.log(line));
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(options.port ?? 4200, '127.0.0.1', resolve));
+  const server = await listenWhileStarting(options.port ?? 4200, '127.0.0.1');
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
 
   try {
@@ -56,7 +55,7 @@ async function registerAndServe(server: http.Server, url: string, cli: Cli, log:
   });
   const notes = new Map<string, string[]>();
 
-  server.on('request', async (req, res) => {
+  serve(server, async (req, res) => {
     if (await rs.handle(req, res)) return;
     const path = URL.parse(req.url ?? '/', url)?.pathname;
     if (path !== '/notes') return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found"}');

@@ -17,7 +17,7 @@ const DATA = path.join(ROOT, 'examples', '.data');
 
 /** The CLI of the agentauth in this checkout, with this process's configuration (DATA_DIR, DATABASE_URL …). */
 export const localCli: Cli = (args) => new Promise((resolve) => {
-  execFile(process.execPath, [path.join(ROOT, 'bin', 'agentauth.ts'), ...args], { cwd: ROOT, env: process.env }, (error, stdout, stderr) => {
+  execFile(process.execPath, [path.join(ROOT, 'bin', 'agentauth.js'), ...args], { cwd: ROOT, env: process.env }, (error, stdout, stderr) => {
     resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
   });
 });

@@ -10,6 +10,7 @@ import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
 import { callAdminSocket } from './admin-socket.ts';
 import type { VerifyResult } from '../audit/log.ts';
 import { OperationError, runOperation, type OperationName } from './operations.ts';
+import { AGENT_KEY_ALGS, generateAgentKeyPair, reservePrivateKeyFile, type AgentKeyAlg } from '../keys/agent-keys.ts';
 
 class UsageError extends Error {}
 
@@ -21,9 +22,11 @@ interface Command {
   summary: string;
   options?: Options;
   positionals?: string[];
-  operation: OperationName;
+  /** What the command does against storage; commands without one run `local` and need no configuration. */
+  operation?: OperationName;
+  local?(values: Values): Promise<unknown>;
   /** Turns parsed arguments into the operation's input (reading files or stdin as needed). */
-  input(values: Values, positionals: string[], config: Config): Promise<unknown>;
+  input?(values: Values, positionals: string[], config: Config): Promise<unknown>;
   print(result: unknown): string;
   /** Whether the result means the command failed (exit 1), e.g. a broken audit chain. */
   failed?(result: unknown): boolean;
@@ -44,6 +47,27 @@ const CLIENT_OPTIONS: Options = {
   'event-uri': { type: 'string' },
   'backchannel-logout-uri': { type: 'string' },
 };
+
+/** Undone if the command fails after its input was prepared (a key file made for a client that was not registered). */
+const undoOnFailure: (() => Promise<void>)[] = [];
+
+function parseAlg(value: unknown): AgentKeyAlg {
+  if (value === undefined) return 'ES256';
+  if (!AGENT_KEY_ALGS.includes(value as AgentKeyAlg)) throw new UsageError(`--alg must be one of ${AGENT_KEY_ALGS.join(', ')}`);
+  return value as AgentKeyAlg;
+}
+
+/** Makes a key pair, its private JWK in `file` (0600, never replacing a file), and returns the public JWK set. */
+async function generatedKey(file: string, alg: AgentKeyAlg) {
+  const reserved = await reservePrivateKeyFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(err.code === 'EEXIST' ? `${file} exists; refusing to overwrite a private key` : `cannot create ${file}: ${err.code ?? err.message}`);
+  });
+  const pair = await generateAgentKeyPair(alg);
+  await reserved.write(pair.privateJwk);
+  undoOnFailure.push(reserved.discard);
+  process.stderr.write(`agentauth: private key ${pair.kid} written to ${file} (readable by you only); keep it with the agent\n`);
+  return { kid: pair.kid, jwks: { keys: [pair.publicJwk] } };
+}
 
 function parseRetryWindow(value: unknown): number | null | undefined {
   if (value === undefined) return undefined;
@@ -136,16 +160,22 @@ const COMMANDS: Record<string, Command> = {
   },
   'clients create': {
     usage:
-      'agentauth clients create --name <name> [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
+      'agentauth clients create --name <name> [--redirect-uri <uri>]... [--generate-key <file> | --jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
       '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>]\n' +
       '                         [--backchannel-logout-uri <https uri>] [--json]',
-    summary: 'Register an agent. Prints the client, client_id included.',
-    options: CLIENT_OPTIONS,
+    summary: 'Register an agent. Prints the client, client_id included. --generate-key writes a new private JWK to <file> (mode 0600) and registers its public half.',
+    options: { ...CLIENT_OPTIONS, 'generate-key': { type: 'string' }, alg: { type: 'string' } },
     operation: 'clients.create',
     async input(values) {
       if (typeof values.name !== 'string') throw new UsageError('--name is required');
-      return clientOptions(values);
+      const file = values['generate-key'];
+      if (typeof file !== 'string') return clientOptions(values);
+      if (values['jwks-file'] !== undefined || values['jwks-uri'] !== undefined || values.public === true) {
+        throw new UsageError('--generate-key registers the key it makes: leave out --jwks-file, --jwks-uri and --public');
+      }
+      const { jwks } = await generatedKey(file, parseAlg(values.alg));
+      return { ...(await clientOptions(values)), jwks };
     },
     print: json,
   },
@@ -284,6 +314,16 @@ const COMMANDS: Record<string, Command> = {
       if (events.length === 0) return 'no revocation events';
       return events.map((e) => `${e.jti}\t${e.client_id}\t${e.state}\t${e.attempts} attempt(s)${e.last_error ? `\t${e.last_error}` : ''}\t${e.subscriber_uri}`).join('\n');
     },
+  },
+  'keys generate': {
+    usage: 'agentauth keys generate --out <file> [--alg ES256|EdDSA|PS256] [--json]',
+    summary: 'Make a key pair for an agent that publishes its keys at a jwks_uri: the private JWK goes to <file> (mode 0600), the public JWK set is printed to host.',
+    options: { out: { type: 'string' }, alg: { type: 'string' } },
+    async local(values) {
+      if (typeof values.out !== 'string') throw new UsageError('--out <file> is required');
+      return (await generatedKey(values.out, parseAlg(values.alg))).jwks;
+    },
+    print: json,
   },
   'keys rotate': {
     usage: 'agentauth keys rotate [--json]',
@@ -436,13 +476,19 @@ export async function main(argv: string[]): Promise<number> {
     if (parsed.positionals.length !== expected.length) {
       throw new UsageError(expected.length ? `expected ${expected.map((p) => `<${p}>`).join(' ')}; usage: ${command.usage.split('\n')[0]}` : `unexpected argument ${parsed.positionals[0]}`);
     }
-    const config = loadConfig();
-    const input = await command.input(parsed.values, parsed.positionals, config);
-    const result = await execute(config, command.operation, input);
+    let result: unknown;
+    if (command.local) {
+      result = await command.local(parsed.values);
+    } else {
+      const config = loadConfig();
+      const input = await command.input?.(parsed.values, parsed.positionals, config);
+      result = await execute(config, command.operation!, input ?? {});
+    }
     const text = parsed.values.json ? JSON.stringify(result) : command.print(result);
     if (text) process.stdout.write(`${text}\n`);
     return command.failed?.(result) ? 1 : 0;
   } catch (err) {
+    for (const undo of undoOnFailure.splice(0)) await undo();
     if (err instanceof UsageError || err instanceof OperationError || err instanceof ConfigError || err instanceof DataDirLockedError) {
       report(err.message);
       return err instanceof UsageError ? 2 : 1;

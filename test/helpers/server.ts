@@ -92,7 +92,7 @@ export async function newDeployment(): Promise<{ env: NodeJS.ProcessEnv; cleanup
 
 export function runCli(env: NodeJS.ProcessEnv, args: string[], stdin?: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/agentauth.ts'), ...args], { env, cwd: ROOT, stdio: 'pipe' });
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin/agentauth.js'), ...args], { env, cwd: ROOT, stdio: 'pipe' });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d; });

@@ -208,7 +208,7 @@ agentauth is running at ${issuer}
 Next steps (in another terminal):
   ${cli} scopes create notes:read --description "Read your notes"
   printf '%s' 'a long password' | ${cli} users create alice --password-stdin
-  ${cli} clients create --name "My agent" --redirect-uri http://127.0.0.1:8080/cb --jwks-file agent-jwks.json --scope "notes:read"
+  ${cli} clients create --name "My agent" --redirect-uri http://127.0.0.1:8080/cb --generate-key my-agent.jwk.json --scope "notes:read"
 
 `;
 }

@@ -10,6 +10,7 @@ import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
 import { callAdminSocket } from './admin-socket.ts';
 import type { VerifyResult } from '../audit/log.ts';
 import { OperationError, runOperation, type OperationName } from './operations.ts';
+import { writeEnvSecrets } from './env-file.ts';
 import { AGENT_KEY_ALGS, generateAgentKeyPair, reservePrivateKeyFile, type AgentKeyAlg } from '../keys/agent-keys.ts';
 
 class UsageError extends Error {}
@@ -313,6 +314,17 @@ const COMMANDS: Record<string, Command> = {
       const events = (r as { events: { jti: string; client_id: string; state: string; attempts: number; last_error: string | null; subscriber_uri: string }[] }).events;
       if (events.length === 0) return 'no revocation events';
       return events.map((e) => `${e.jti}\t${e.client_id}\t${e.state}\t${e.attempts} attempt(s)${e.last_error ? `\t${e.last_error}` : ''}\t${e.subscriber_uri}`).join('\n');
+    },
+  },
+  init: {
+    usage: 'agentauth init [--out <path, default .env>] [--json]',
+    summary: 'Write KEY_ENCRYPTION_KEY and COOKIE_KEYS, freshly generated, to a .env file (for docker compose); a value already there is kept.',
+    // Not --env-file: Node itself reads that flag wherever it appears on the command line.
+    options: { out: { type: 'string' } },
+    local: async (values) => writeEnvSecrets(typeof values.out === 'string' ? values.out : '.env'),
+    print: (r) => {
+      const { file, added, kept } = r as { file: string; added: string[]; kept: string[] };
+      return [...added.map((n) => `${n} written to ${file}`), ...kept.map((n) => `${n} already in ${file}; kept`)].join('\n');
     },
   },
   'keys generate': {

@@ -9,7 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { createResourceServer, type ResourceServer } from 'agentauth/resource-server';
+import { createResourceServer, type ResourceServer } from '../src/resource-server/index.ts';
 import * as client from 'openid-client';
 import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';

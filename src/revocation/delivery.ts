@@ -12,7 +12,7 @@ import type { Outbound } from '../net/outbound.ts';
 import type { Db } from '../storage/db.ts';
 import { markDelivered, markFailed, type PendingEvent } from './outbox.ts';
 
-/** Our event type: a grant (what a user allowed an agent) was revoked. See docs/revocation-events.md. */
+/** Our event type: a grant (what a user allowed an agent) was revoked. See docs/connected-agents.md (Revocation events). */
 export const GRANT_REVOKED_EVENT = 'https://agentauth.dev/secevent/grant-revoked';
 const LEASE_SECONDS = 30;
 const TIMEOUT_MS = 5_000;

@@ -113,8 +113,6 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
     else check();
   };
 
-  const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
-
   const request = (target: string | URL, options: OutboundRequest = {}): Promise<OutboundResponse> => {
     const url = new URL(target);
     const refused = urlRefusal(url);
@@ -128,8 +126,9 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
     if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body));
     return new Promise((resolve, reject) => {
       const req = transport.request(url, {
-        method: options.method ?? 'GET', headers, lookup, signal,
-        agent: url.protocol === 'https:' ? agents.https : agents.http,
+        // No connection reuse: these requests are rare, and a receiver closing an idle socket
+        // would otherwise fail the next delivery. Each request dials, and is checked, anew.
+        method: options.method ?? 'GET', headers, lookup, signal, agent: false,
       }, (res) => {
         const status = res.statusCode ?? 0;
         // Redirects are never followed: a redirect is how an allowed URL would lead elsewhere.

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { parseNetwork, type Network } from './net/addresses.ts';
 import type { OutboundPolicy } from './net/outbound.ts';
+import type { AdminToken } from './admin/tokens.ts';
 
 const booleanString = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -46,7 +47,8 @@ const envSchema = z.object({
   CONFIG_POLL_INTERVAL: seconds(30),
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
-  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).optional(),
+  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
+  ADMIN_TOKENS: z.string().max(64 * 1024).optional(),
   ALLOW_PRIVATE_FETCH: booleanString.default(false),
   ALLOWED_PRIVATE_NETWORKS: z.string().optional(),
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
@@ -91,8 +93,8 @@ export interface Config {
     /** Share of introspection calls recorded, 0 to 1. */
     introspectionSampleRate: number;
   };
-  /** Bearer credential for the admin HTTP endpoints; unset disables them. */
-  adminToken: string | undefined;
+  /** Bearer credentials for the admin HTTP API, each named (its audit actor); none disables it. */
+  adminTokens: AdminToken[];
   clientAuth: {
     /** Longest accepted client assertion lifetime (exp - iat), seconds. */
     maxAssertionLifetime: number;
@@ -143,6 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push('ISSUER is required when HOST is not a loopback address');
   }
   const allowedPrivateNetworks = parseNetworks(e.ALLOWED_PRIVATE_NETWORKS, problems);
+  const adminTokens = parseAdminTokens(e.ADMIN_TOKEN, e.ADMIN_TOKENS, problems);
   if (problems.length) throw new ConfigError(problems);
 
   return {
@@ -167,7 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
     refreshRetryWindow: e.REFRESH_RETRY_WINDOW,
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
-    adminToken: e.ADMIN_TOKEN,
+    adminTokens,
     clientAuth: { maxAssertionLifetime: e.CLIENT_ASSERTION_MAX_LIFETIME, allowRs256: e.CLIENT_AUTH_ALLOW_RS256 },
     outbound: { development: e.ALLOW_PRIVATE_FETCH, allowedPrivateNetworks },
     openRegistration: e.OPEN_REGISTRATION,
@@ -188,4 +191,19 @@ function parseNetworks(raw: string | undefined, problems: string[]): Network[] {
     }
   }
   return networks;
+}
+
+/** ADMIN_TOKEN is the token named "admin"; ADMIN_TOKENS adds "name:token" pairs. Values are never echoed. */
+function parseAdminTokens(single: string | undefined, list: string | undefined, problems: string[]): AdminToken[] {
+  const tokens: AdminToken[] = single ? [{ name: 'admin', token: single }] : [];
+  for (const [i, entry] of (list ?? '').split(',').map((t) => t.trim()).filter(Boolean).entries()) {
+    const colon = entry.indexOf(':');
+    const name = entry.slice(0, colon);
+    const token = entry.slice(colon + 1);
+    if (colon < 1 || !/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) problems.push(`ADMIN_TOKENS entry ${i + 1} must be name:token with a name of a-z 0-9 _ - (up to 64)`);
+    else if (token.length < 32 || !/^[\x21-\x7e]+$/.test(token) || token.includes(',')) problems.push(`ADMIN_TOKENS entry ${name} needs a token of 32 or more printable characters without spaces or commas`);
+    else if (tokens.some((t) => t.name === name)) problems.push(`ADMIN_TOKENS names ${name} twice`);
+    else tokens.push({ name, token });
+  }
+  return tokens;
 }

@@ -119,7 +119,8 @@ async function start(config: Config): Promise<void> {
         {
           db, kv, log, views, audit: runtime.audit, cookieKeys: runtime.cookieKeys,
           introspectionSampleRate: config.audit.introspectionSampleRate,
-          adminToken: config.adminToken,
+          adminTokens: config.adminTokens,
+          operations: runtime,
           openRegistration: config.openRegistration,
           limiter,
           limits: config.limits,

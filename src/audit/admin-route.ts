@@ -1,9 +1,8 @@
 /**
  * GET /admin/audit?since=&user=&client=: the audit export over HTTP as JSON lines, for
- * collectors. Behind `Authorization: Bearer $ADMIN_TOKEN`; without ADMIN_TOKEN the route does
+ * collectors. Behind an admin token (src/admin/tokens.ts); without one configured the route does
  * not exist (404).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { findAccountByUsername } from '../accounts/store.ts';
@@ -17,16 +16,11 @@ const querySchema = z.object({
   client: z.string().min(1).max(200).optional(),
 });
 
-const digest = (v: string) => createHash('sha256').update(v).digest();
-
-export function adminAuditRoute(db: Db, audit: AuditLog, adminToken: string | undefined) {
-  const expected = adminToken ? digest(adminToken) : undefined;
+export function adminAuditRoute(db: Db, audit: AuditLog, adminTokenName: (authorization: string | undefined) => string | undefined, enabled: boolean) {
   return async function adminAudit(ctx: Context, next: Next): Promise<void> {
-    if (ctx.path !== '/admin/audit' || !expected) return next();
+    if (!enabled || ctx.path !== '/admin/audit') return next();
     if (ctx.method !== 'GET') throw new AppError(405, 'invalid_request', 'Use GET.');
-    const presented = /^Bearer (.+)$/.exec(ctx.get('authorization'))?.[1];
-    // Compare digests so the comparison takes the same time whatever the presented length.
-    if (!presented || !timingSafeEqual(digest(presented), expected)) {
+    if (!adminTokenName(ctx.get('authorization') || undefined)) {
       ctx.set('WWW-Authenticate', 'Bearer realm="agentauth-admin"');
       throw new AppError(401, 'invalid_token', 'A valid admin token is required.');
     }

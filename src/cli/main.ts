@@ -137,6 +137,25 @@ const COMMANDS: Record<string, Command> = {
     input: async (_values, [username]) => ({ username }),
     print: (r) => `disabled user ${(r as { username: string }).username}`,
   },
+  'users grants': {
+    usage: 'agentauth users grants <username> [--json]',
+    summary: "List a user's live grants: which agents they connected, with what scopes, last used when.",
+    positionals: ['username'],
+    operation: 'users.grants',
+    input: async (_values, [username]) => ({ username }),
+    print: (r) => {
+      const { grants } = r as { grants: { grant_id: string; client_id: string; client_name: string | null; scopes: string[]; last_used_at: string | null }[] };
+      return grants.length === 0 ? 'no live grants' : grants.map((g) => `${g.grant_id}\t${g.client_name ?? g.client_id}\t${g.scopes.join(' ')}\t${g.last_used_at ?? 'never used'}`).join('\n');
+    },
+  },
+  'grants revoke': {
+    usage: 'agentauth grants revoke <grant_id> [--json]',
+    summary: 'Revoke a grant: every token of it at once, with revocation events to the agent and resource servers.',
+    positionals: ['grant_id'],
+    operation: 'grants.revoke',
+    input: async (_values, [grantId]) => ({ grantId }),
+    print: (r) => `grant ${(r as { grant_id: string }).grant_id} revoked`,
+  },
   'scopes create': {
     usage: 'agentauth scopes create <name> --description "<what the user is told>" [--json]',
     summary: 'Create a scope (or change its description). Usable at once.',
@@ -382,7 +401,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'grants'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

@@ -8,13 +8,15 @@ import { hashPassword } from '../accounts/passwords.ts';
 import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
-import { revokeClientAccess } from '../grants/revoke.ts';
+import { revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
+import { connectedAgentsFor } from '../agents/store.ts';
+import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
-import type { AuditLog } from '../audit/log.ts';
+import type { AuditInput, AuditLog } from '../audit/log.ts';
 import { announceConfigChange } from '../oauth/live-provider.ts';
 import { findScopes, listScopes, upsertScope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
@@ -27,13 +29,18 @@ export interface OperationContext {
   keyEncryptionKey: Buffer;
   audit: AuditLog;
   clientPolicy: ClientPolicy;
+  /** Who acts, for the audit trail: the command line unless an admin API token says otherwise. */
+  actor?: AuditInput['actor'];
 }
 
-/** Operations are an operator's acts: the audit trail names the admin command line. */
-const ADMIN = { type: 'admin', id: 'cli' } as const;
+/** Operations are an operator's acts: by default the audit trail names the admin command line. */
+const COMMAND_LINE = { type: 'admin', id: 'cli' } as const;
 
 /** An error whose message is meant for the operator (one line, no secrets). */
 export class OperationError extends Error {}
+
+/** The thing the operation names does not exist (the admin API answers 404). */
+export class NotFoundError extends OperationError {}
 
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
@@ -57,7 +64,7 @@ const clientView = (c: ClientRecord) => ({
   ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, refresh_retry_window: c.refreshRetryWindow, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
 });
 
-function operation<S extends z.ZodType, R>(input: S, run: (ctx: OperationContext, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
+function operation<S extends z.ZodType, R>(input: S, run: (ctx: Required<OperationContext>, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
   return { input, run, changesConfig: options.changesConfig ?? false };
 }
 
@@ -69,18 +76,18 @@ export const operations = {
       username: z.string().regex(USERNAME, 'must be 1-100 letters, digits or . _ @ + -'),
       password: z.string().min(8, 'must be at least 8 characters').max(1000),
     }),
-    async ({ db, audit }, { username, password }) => {
+    async ({ db, audit, actor }, { username, password }) => {
       const created = await insertAccount(db, username, await hashPassword(password));
       if (!created) throw new OperationError(`user ${username} already exists`);
-      await audit.record({ type: 'user.created', actor: ADMIN, accountId: created.id, details: { username } });
+      await audit.record({ type: 'user.created', actor, accountId: created.id, details: { username } });
       return created;
     },
   ),
 
-  'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit }, { username }) => {
+  'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit, actor }, { username }) => {
     const disabled = await disableAccount(db, username);
-    if (!disabled) throw new OperationError(`no enabled user ${username}`);
-    await audit.record({ type: 'user.disabled', actor: ADMIN, accountId: disabled.id, details: { username } });
+    if (!disabled) throw new NotFoundError(`no enabled user ${username}`);
+    await audit.record({ type: 'user.disabled', actor, accountId: disabled.id, details: { username } });
     return { id: disabled.id, username, disabled: true };
   }),
 
@@ -89,9 +96,9 @@ export const operations = {
       name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
       description: z.string().trim().min(1).max(300),
     }),
-    async ({ db, audit }, scope) => {
+    async ({ db, audit, actor }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
-      await audit.record({ type: 'scope.created', actor: ADMIN, scopes: scope.name, details: { description: scope.description } });
+      await audit.record({ type: 'scope.created', actor, scopes: scope.name, details: { description: scope.description } });
       return upsertScope(db, scope);
     },
     { changesConfig: true },
@@ -99,11 +106,11 @@ export const operations = {
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
 
-  'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy }, input) => {
+  'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => {
     try {
       const client = await registerClient(db, input, clientPolicy);
       await audit.record({
-        type: 'client.registered', actor: ADMIN, clientId: client.client_id, scopes: typeof client.scope === 'string' ? client.scope : null,
+        type: 'client.registered', actor, clientId: client.client_id, scopes: typeof client.scope === 'string' ? client.scope : null,
         details: { client_name: client.client_name, grant_types: client.grant_types, redirect_uris: client.redirect_uris, token_endpoint_auth_method: client.token_endpoint_auth_method },
       });
       return client;
@@ -113,9 +120,9 @@ export const operations = {
     }
   }),
 
-  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy }, { clientId, tokenRateLimit, refreshRetryWindow, ...changes }) => {
+  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy, actor }, { clientId, tokenRateLimit, refreshRetryWindow, ...changes }) => {
     const current = await findClient(db, clientId);
-    if (!current) throw new OperationError(`no client ${clientId}`);
+    if (!current) throw new NotFoundError(`no client ${clientId}`);
     const base = inputOf(current.metadata);
     const authChanged = changes.jwks !== undefined || changes.jwksUri !== undefined || changes.public !== undefined;
     const next = {
@@ -131,7 +138,7 @@ export const operations = {
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
       if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
       if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
-      await audit.record({ type: 'client.updated', actor: ADMIN, clientId, details: { changed } });
+      await audit.record({ type: 'client.updated', actor, clientId, details: { changed } });
       return clientView((await findClient(db, clientId))!);
     } catch (err) {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
@@ -139,27 +146,27 @@ export const operations = {
     }
   }),
 
-  'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new OperationError(`no client ${clientId}`);
+  'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
+    if (!(await findClient(db, clientId))) throw new NotFoundError(`no client ${clientId}`);
     const disabled = await disableClient(db, clientId);
-    const revoked = await revokeClientAccess(db, audit, clientId, ADMIN, 'client_disabled');
-    if (disabled) await audit.record({ type: 'client.disabled', actor: ADMIN, clientId, details: revoked });
+    const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_disabled');
+    if (disabled) await audit.record({ type: 'client.disabled', actor, clientId, details: revoked });
     return { client_id: clientId, disabled: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
   }),
 
-  'clients.delete': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new OperationError(`no client ${clientId}`);
-    const revoked = await revokeClientAccess(db, audit, clientId, ADMIN, 'client_deleted');
+  'clients.delete': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
+    if (!(await findClient(db, clientId))) throw new NotFoundError(`no client ${clientId}`);
+    const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
     await deleteClient(db, clientId);
-    await audit.record({ type: 'client.deleted', actor: ADMIN, clientId, details: revoked });
+    await audit.record({ type: 'client.deleted', actor, clientId, details: revoked });
     return { client_id: clientId, deleted: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
   }),
 
   'registration-tokens.create': operation(
     z.object({ expiresIn: z.number().int().min(60).max(365 * 24 * 3600), uses: z.number().int().min(1).max(1_000_000).nullable() }),
-    async ({ db, audit }, { expiresIn, uses }) => {
+    async ({ db, audit, actor }, { expiresIn, uses }) => {
       const created = await createRegistrationToken(db, expiresIn, uses);
-      await audit.record({ type: 'registration_token.issued', actor: ADMIN, details: { expires_at: created.expires_at, uses } });
+      await audit.record({ type: 'registration_token.issued', actor, details: { expires_at: created.expires_at, uses } });
       return created;
     },
   ),
@@ -173,7 +180,7 @@ export const operations = {
       introspectorClient: z.string().max(200).optional(),
       eventUri: z.string().max(2000).optional(),
     }),
-    async ({ db, audit, clientPolicy }, input) => {
+    async ({ db, audit, clientPolicy, actor }, input) => {
       // RFC 8707: an absolute URL without fragment (never fetched, so private hosts are fine).
       asOperationError(() => checkHttpsUrl(input.identifier, 'identifier', { loopbackHttp: true }));
       const known = new Set((await findScopes(db, input.scopes)).map((s) => s.name));
@@ -185,7 +192,7 @@ export const operations = {
       const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
       const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null, eventDeliveryUri: input.eventUri ?? null };
       if (!(await insertResourceServer(db, rs))) throw new OperationError(`resource server ${input.identifier} already exists`);
-      await audit.record({ type: 'resource_server.registered', actor: ADMIN, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
+      await audit.record({ type: 'resource_server.registered', actor, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
       return resourceView(rs);
     },
     { changesConfig: true },
@@ -195,13 +202,13 @@ export const operations = {
 
   'resources.show': operation(z.object({ identifier: z.string().max(2000) }), async ({ db }, { identifier }) => {
     const rs = await findResourceServer(db, identifier);
-    if (!rs) throw new OperationError(`no resource server ${identifier}`);
+    if (!rs) throw new NotFoundError(`no resource server ${identifier}`);
     return resourceView(rs);
   }),
 
-  'resources.delete': operation(z.object({ identifier: z.string().max(2000) }), async ({ db, audit }, { identifier }) => {
-    if (!(await deleteResourceServer(db, identifier))) throw new OperationError(`no resource server ${identifier}`);
-    await audit.record({ type: 'resource_server.deleted', actor: ADMIN, resource: identifier });
+  'resources.delete': operation(z.object({ identifier: z.string().max(2000) }), async ({ db, audit, actor }, { identifier }) => {
+    if (!(await deleteResourceServer(db, identifier))) throw new NotFoundError(`no resource server ${identifier}`);
+    await audit.record({ type: 'resource_server.deleted', actor, resource: identifier });
     return { identifier, deleted: true };
   }, { changesConfig: true }),
 
@@ -213,17 +220,36 @@ export const operations = {
     })),
   })),
 
+  'users.grants': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db }, { username }) => {
+    const account = await findAccountByUsername(db, username);
+    if (!account) throw new NotFoundError(`no user ${username}`);
+    const grants = await connectedAgentsFor(db, account.id, ACCOUNT_CLIENT_ID);
+    return {
+      username,
+      grants: grants.map((g) => ({
+        grant_id: g.grantId, client_id: g.clientId, client_name: g.metadata?.client_name ?? null, scopes: g.scopes,
+        granted_at: g.grantedAt.toISOString(), last_used_at: g.lastUsedAt?.toISOString() ?? null, live_tokens: g.liveTokens,
+      })),
+    };
+  }),
+
+  'grants.revoke': operation(z.object({ grantId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { grantId }) => {
+    // The one revocation path: tombstone, tokens, audit row and revocation events together.
+    if (!(await revokeGrant(db, audit, grantId, actor, 'admin_revoked'))) throw new NotFoundError(`no live grant ${grantId}`);
+    return { grant_id: grantId, revoked: true };
+  }),
+
   'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),
 
   'clients.show': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db }, { clientId }) => {
     const client = await findClient(db, clientId);
-    if (!client) throw new OperationError(`no client ${clientId}`);
+    if (!client) throw new NotFoundError(`no client ${clientId}`);
     return clientView(client);
   }),
 
-  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey, audit }) => {
+  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey, audit, actor }) => {
     const key = await rotateSigningKey(db, keyEncryptionKey);
-    await audit.record({ type: 'signing_key.rotated', actor: ADMIN, details: { kid: key.kid, alg: key.alg } });
+    await audit.record({ type: 'signing_key.rotated', actor, details: { kid: key.kid, alg: key.alg } });
     return key;
   }, { changesConfig: true }),
 
@@ -238,8 +264,8 @@ export const operations = {
     },
   ),
 
-  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ audit }, { before }) => {
-    const result = await audit.purge(new Date(before), ADMIN);
+  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ audit, actor }, { before }) => {
+    const result = await audit.purge(new Date(before), actor);
     return result ?? { purged: 0 };
   }),
 };
@@ -254,13 +280,13 @@ export const isOperationName = (name: string): name is OperationName => Object.h
  */
 export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
   if (!isOperationName(name)) throw new OperationError(`unknown operation ${name}`);
-  const op = operations[name] as { input: z.ZodType; run: (ctx: OperationContext, input: unknown) => Promise<unknown>; changesConfig: boolean };
+  const op = operations[name] as { input: z.ZodType; run: (ctx: Required<OperationContext>, input: unknown) => Promise<unknown>; changesConfig: boolean };
   const parsed = op.input.safeParse(rawInput);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new OperationError(`${issue.path.join('.') || 'input'} ${issue.message}`);
   }
-  const result = await ctx.db.tx(() => op.run(ctx, parsed.data));
+  const result = await ctx.db.tx(() => op.run({ ...ctx, actor: ctx.actor ?? COMMAND_LINE }, parsed.data));
   if (op.changesConfig) await announceConfigChange(ctx.db, ctx.kv);
   return result;
 }

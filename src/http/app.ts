@@ -13,6 +13,9 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { accountRoutes } from '../agents/routes.ts';
 import { adminAuditRoute } from '../audit/admin-route.ts';
+import { adminApi, adminFallback } from '../admin/routes.ts';
+import { adminTokenVerifier, type AdminToken } from '../admin/tokens.ts';
+import type { OperationContext } from '../cli/operations.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
@@ -35,7 +38,10 @@ export interface AppDeps {
   views: Views;
   audit: AuditLog;
   introspectionSampleRate: number;
-  adminToken: string | undefined;
+  /** Named bearer tokens of the admin API; none: it does not exist. */
+  adminTokens: AdminToken[];
+  /** What the admin API's operations run with (as the CLI's do). */
+  operations: OperationContext;
   openRegistration: boolean;
   limiter: RateLimiter;
   limits: Config['limits'];
@@ -81,9 +87,13 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
       return next();
     }
   });
+  // The admin API runs each operation in its own transaction, as the CLI does.
+  const admin = adminApi(deps.operations, deps.adminTokens);
+  provider.use(admin.routes());
+  provider.use(adminAuditRoute(db, deps.audit, adminTokenVerifier(deps.adminTokens), deps.adminTokens.length > 0));
+  provider.use(adminFallback(deps.adminTokens.length > 0));
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
-  provider.use(adminAuditRoute(db, deps.audit, deps.adminToken));
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
   const interactions = interactionRoutes({
     provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!),

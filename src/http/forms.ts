@@ -1,23 +1,43 @@
-/** Reads an urlencoded form body for our own pages, within a small limit. */
+/** Reads request bodies for our own routes: urlencoded forms for pages, JSON for the admin API, within small limits. */
 import type { Context } from 'koa';
 import { AppError } from './errors.ts';
 
 const FORM_LIMIT_BYTES = 16 * 1024;
+const JSON_LIMIT_BYTES = 256 * 1024;
+
+async function readBody(ctx: Context, limit: number, what: string): Promise<string> {
+  const declared = ctx.request.length;
+  if (declared !== undefined && declared > limit) throw new AppError(413, 'invalid_request', `The ${what} is too large.`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new AppError(413, 'invalid_request', `The ${what} is too large.`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 export async function readForm(ctx: Context): Promise<URLSearchParams> {
   if (!ctx.is('application/x-www-form-urlencoded')) {
     throw new AppError(415, 'invalid_request', 'The form must be sent as application/x-www-form-urlencoded.');
   }
-  const declared = ctx.request.length;
-  if (declared !== undefined && declared > FORM_LIMIT_BYTES) throw new AppError(413, 'invalid_request', 'The form is too large.');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > FORM_LIMIT_BYTES) throw new AppError(413, 'invalid_request', 'The form is too large.');
-    chunks.push(chunk as Buffer);
+  return new URLSearchParams(await readBody(ctx, FORM_LIMIT_BYTES, 'form'));
+}
+
+/** A JSON object body; an empty body is an empty object. */
+export async function readJsonObject(ctx: Context): Promise<Record<string, unknown>> {
+  const text = await readBody(ctx, JSON_LIMIT_BYTES, 'body');
+  if (text.trim() === '') return {};
+  if (!ctx.is('application/json')) throw new AppError(415, 'invalid_request', 'The body must be sent as application/json.');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new AppError(400, 'invalid_request', 'The body is not JSON.');
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new AppError(400, 'invalid_request', 'The body must be a JSON object.');
+  return value as Record<string, unknown>;
 }
 
 /** 303 See Other: the browser follows with a GET and never re-posts the form (RFC 9700 §4.12). */

@@ -18,6 +18,7 @@ import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
+import { measureRequests, metricsRoute, nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
@@ -36,6 +37,8 @@ export interface AppDeps {
   audit: AuditLog;
   introspectionSampleRate: number;
   adminToken: string | undefined;
+  /** Bearer token for GET /metrics on this port; unset: no /metrics here (none, or on METRICS_PORT). */
+  metricsToken: string | undefined;
   openRegistration: boolean;
   limiter: RateLimiter;
   limits: Config['limits'];
@@ -50,6 +53,7 @@ const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
 export function mountApp(provider: Provider, deps: AppDeps): Provider {
   const { db, kv, log, views } = deps;
   provider.use(withRequestContext(log));
+  provider.use(measureRequests());
   provider.use(errorHandler(views));
   provider.use(securityHeaders);
   provider.use(async function refuseMalformedTarget(ctx: Context, next: Next) {
@@ -68,12 +72,15 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(async function healthAndStatic(ctx: Context, next: Next) {
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
     if (ctx.path === '/healthz') {
+      nameRoute(ctx, 'healthz');
       ctx.body = { status: 'ok' };
     } else if (ctx.path === '/readyz') {
+      nameRoute(ctx, 'readyz');
       const [database, store] = await Promise.all([db.query('SELECT 1').then(() => true, () => false), kv.ping()]);
       ctx.status = database && store ? 200 : 503;
       ctx.body = { status: database && store ? 'ready' : 'unavailable', database, store };
     } else if (ctx.path === '/static/app.css') {
+      nameRoute(ctx, 'static');
       ctx.type = 'text/css';
       ctx.set('Cache-Control', 'public, max-age=3600');
       ctx.body = STYLESHEET;
@@ -81,6 +88,8 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
       return next();
     }
   });
+  // Outside the request transaction: a scrape holds no connection while it renders.
+  provider.use(metricsRoute(deps.metricsToken));
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
   provider.use(adminAuditRoute(db, deps.audit, deps.adminToken));

@@ -11,6 +11,7 @@ import * as client from 'openid-client';
 import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { freePort, newDeployment, REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { waitFor } from './helpers/wait.ts';
 
@@ -296,6 +297,70 @@ describe('metrics on METRICS_PORT', () => {
     assert.equal(valueOf(m, 'agentauth_revocation_deliveries_total', { subscriber: 'resource_server' }), 0);
     assert.equal(valueOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
     assert.equal(valueOf(m, 'agentauth_grant_revocations_total', { reason: 'token_revoked' }), 1);
+  });
+});
+
+describe('metrics during outages', { skip: REAL_SERVICES ? false : 'cuts the connections to PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)' }, () => {
+  let server: TestServer;
+  let pgProxy: TcpProxy;
+  let redisProxy: TcpProxy;
+  let metricsUrl: string;
+
+  before(async () => {
+    const database = new URL(process.env.DATABASE_URL!);
+    const redis = new URL(process.env.REDIS_URL!);
+    pgProxy = await startTcpProxy(database.hostname, Number(database.port || 5432));
+    redisProxy = await startTcpProxy(redis.hostname, Number(redis.port || 6379));
+    const port = await freePort();
+    metricsUrl = `http://127.0.0.1:${port}/metrics`;
+    // The server reaches PostgreSQL and Redis only through the proxies; the CLI goes direct.
+    server = await startServer({ METRICS_PORT: String(port) }, (env) => {
+      const proxied = new URL(env.DATABASE_URL!);
+      proxied.host = `127.0.0.1:${pgProxy.port}`;
+      return { ...env, DATABASE_URL: proxied.toString(), REDIS_URL: `redis://127.0.0.1:${redisProxy.port}` };
+    });
+    await createScope(server, 'outage:test', 'Outage test');
+  });
+  after(async () => {
+    await server?.stop();
+    await pgProxy?.close();
+    await redisProxy?.close();
+  });
+
+  it('still answers a scrape while PostgreSQL is down, counts its errors and the 503s, and no token', async () => {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'outage:test' });
+    const config = await clientFor(server, agent);
+    await client.clientCredentialsGrant(config, { scope: 'outage:test' });
+    const before = await scrape(metricsUrl, undefined);
+    pgProxy.cut();
+    try {
+      // Refused (a 503: counted as 5xx below).
+      await assert.rejects(client.clientCredentialsGrant(config, { scope: 'outage:test' }));
+      const m = await scrape(metricsUrl, undefined);
+      const delta = (name: string, labels: Record<string, string>) => (valueOf(m, name, labels) ?? 0) - (valueOf(before, name, labels) ?? 0);
+      assert.equal(delta('agentauth_tokens_issued_total', { grant_type: 'client_credentials' }), 0);
+      assert.equal(delta('agentauth_http_requests_total', { endpoint: 'token', outcome: '5xx' }), 1);
+      assert.ok(delta('agentauth_postgres_errors_total', { kind: 'connection' }) > 0, 'connection errors counted');
+      assert.equal(delta('agentauth_postgres_errors_total', { kind: 'query' }), 0);
+      // The backlog gauge keeps its last reading rather than failing the scrape.
+      assert.equal(valueOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
+    } finally {
+      pgProxy.restore();
+    }
+  });
+
+  it('counts Redis errors while Redis is down', async () => {
+    const before = await scrape(metricsUrl, undefined);
+    redisProxy.cut();
+    try {
+      // Readiness pings Redis: the failed ping is counted.
+      assert.equal((await fetch(`${server.baseUrl}/readyz`)).status, 503);
+      const m = await scrape(metricsUrl, undefined);
+      const errors = (e: Exposition) => sumOf(e, 'agentauth_redis_errors_total');
+      assert.ok(errors(m) > errors(before), 'Redis errors counted');
+    } finally {
+      redisProxy.restore();
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { findAccountByUsername } from '../accounts/store.ts';
 import { AppError } from '../http/errors.ts';
+import { nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
 import type { AuditLog } from './log.ts';
 
@@ -23,6 +24,7 @@ export function adminAuditRoute(db: Db, audit: AuditLog, adminToken: string | un
   const expected = adminToken ? digest(adminToken) : undefined;
   return async function adminAudit(ctx: Context, next: Next): Promise<void> {
     if (ctx.path !== '/admin/audit' || !expected) return next();
+    nameRoute(ctx, 'admin_audit');
     if (ctx.method !== 'GET') throw new AppError(405, 'invalid_request', 'Use GET.');
     const presented = /^Bearer (.+)$/.exec(ctx.get('authorization'))?.[1];
     // Compare digests so the comparison takes the same time whatever the presented length.

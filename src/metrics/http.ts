@@ -44,15 +44,12 @@ function endpointOf(ctx: Context): string {
 export function measureRequests() {
   return async function measureRequest(ctx: Context, next: Next): Promise<void> {
     const started = performance.now();
-    let threw = false;
-    const status = () => (threw ? 500 : ctx.status);
+    let status = 500; // what Koa answers for an error that escapes the error handler
     try {
-      await countWithinRequest(async () => { await next(); }, () => status() < 500);
-    } catch (err) {
-      threw = true;
-      throw err;
+      await countWithinRequest(async () => { await next(); }, () => ctx.status < 500);
+      status = ctx.status;
     } finally {
-      metrics.request(endpointOf(ctx), status(), (performance.now() - started) / 1000);
+      metrics.request(endpointOf(ctx), status, (performance.now() - started) / 1000);
     }
   };
 }

@@ -139,14 +139,16 @@ function count(apply: () => void): void {
   else apply();
 }
 
-/** Runs one request; its counts apply only if `succeeded()` (no 5xx) once it finished. */
+/** Runs one request; its counts apply only if it returned and `succeeded()` (no 5xx). */
 export async function countWithinRequest(run: () => Promise<void>, succeeded: () => boolean): Promise<void> {
   const scope: Deferred = { counts: [], ended: false };
+  let returned = false;
   try {
     await deferred.run(scope, run);
+    returned = true;
   } finally {
     scope.ended = true;
-    if (succeeded()) for (const apply of scope.counts) apply();
+    if (returned && succeeded()) for (const apply of scope.counts) apply();
   }
 }
 

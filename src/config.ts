@@ -28,6 +28,7 @@ const urlWithProtocol = (protocols: string[]) =>
 
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   HOST: z.string().min(1).default('127.0.0.1'),
   ISSUER: urlWithProtocol(['http:', 'https:'])
     .refine((v) => !new URL(v).search && !new URL(v).hash, 'must have no query or fragment')
@@ -64,6 +65,8 @@ const envSchema = z.object({
 
 export interface Config {
   port: number;
+  /** Set: GET /metrics is served there without a credential (and not on the main port). */
+  metricsPort: number | undefined;
   host: string;
   /** Set when ISSUER is given; otherwise derived from the port once the server listens. */
   issuer: string | undefined;
@@ -144,12 +147,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!e.ISSUER && e.HOST !== '127.0.0.1' && e.HOST !== 'localhost' && e.HOST !== '::1') {
     problems.push('ISSUER is required when HOST is not a loopback address');
   }
+  if (e.METRICS_PORT !== undefined && e.METRICS_PORT !== 0 && e.METRICS_PORT === e.PORT) {
+    problems.push('METRICS_PORT must differ from PORT');
+  }
   const allowedPrivateNetworks = parseNetworks(e.ALLOWED_PRIVATE_NETWORKS, problems);
   const adminTokens = parseAdminTokens(e.ADMIN_TOKEN, e.ADMIN_TOKENS, problems);
   if (problems.length) throw new ConfigError(problems);
 
   return {
     port: e.PORT,
+    metricsPort: e.METRICS_PORT,
     host: e.HOST,
     issuer: e.ISSUER?.replace(/\/$/, ''),
     dataDir: path.resolve(e.DATA_DIR),

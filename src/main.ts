@@ -30,7 +30,9 @@ import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
-import { purgeDeliveredEvents } from './revocation/outbox.ts';
+import { outboxBacklog, purgeDeliveredEvents } from './revocation/outbox.ts';
+import { portOf, serveMetrics } from './metrics/http.ts';
+import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { resourceServerCache } from './resources/store.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
@@ -60,6 +62,8 @@ async function start(config: Config): Promise<void> {
 
   const runtime = await openRuntime(config);
   const { db, kv } = runtime;
+  enableProcessMetrics();
+  observeStorage({ pool: () => db.poolStats(), outboxBacklog: () => outboxBacklog(db) });
   await ensureSigningKey(db, runtime.keyEncryptionKey);
 
   const views = createViews();
@@ -121,6 +125,8 @@ async function start(config: Config): Promise<void> {
           introspectionSampleRate: config.audit.introspectionSampleRate,
           adminTokens: config.adminTokens,
           operations: runtime,
+          // With METRICS_PORT, /metrics lives there only; otherwise here, behind the admin tokens.
+          metricsHere: config.metricsPort === undefined,
           openRegistration: config.openRegistration,
           limiter,
           limits: config.limits,
@@ -131,6 +137,7 @@ async function start(config: Config): Promise<void> {
   });
 
   gate.ready(dispatchToProvider(live, log));
+  const metricsServer = config.metricsPort === undefined ? undefined : await serveMetrics(config.metricsPort, config.host);
 
   let adminSocket: Server | undefined;
   if (config.embedded) {
@@ -172,7 +179,7 @@ async function start(config: Config): Promise<void> {
     },
   });
 
-  log.info({ issuer, port, storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
+  log.info({ issuer, port, metricsPort: metricsServer && portOf(metricsServer), storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
   process.stderr.write(banner(issuer, config));
 
   let stopping = false;
@@ -185,6 +192,7 @@ async function start(config: Config): Promise<void> {
     delivery.stop();
     live.close();
     adminSocket?.close();
+    metricsServer?.close();
     server.close();
     server.closeIdleConnections();
     const force = setTimeout(() => server.closeAllConnections(), 5_000);
@@ -224,7 +232,10 @@ try {
 start(config).catch((err: unknown) => {
   if (err instanceof DataDirLockedError) fail(err.message);
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'EADDRINUSE') fail(`port ${config.port} is already in use (set PORT)`);
+  if (code === 'EADDRINUSE') {
+    const taken = (err as { port?: number }).port;
+    fail(taken !== undefined && taken === config.metricsPort ? `METRICS_PORT ${taken} is already in use` : `port ${config.port} is already in use (set PORT)`);
+  }
   if (code === 'ECONNREFUSED') fail(`cannot connect to ${config.databaseUrl ? 'PostgreSQL or Redis' : 'Redis'}: ${(err as Error).message}`);
   process.stderr.write(`agentauth: failed to start: ${(err as Error).message}\n`);
   process.exit(1);

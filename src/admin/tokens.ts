@@ -12,11 +12,14 @@ export interface AdminToken {
 
 const digest = (v: string) => createHash('sha256').update(v).digest();
 
+/** The credential of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235 §2.1). */
+export const bearerOf = (authorization: string | undefined): string | undefined => /^Bearer +([\x21-\x7e]+) *$/i.exec(authorization ?? '')?.[1];
+
 /** Returns the name of the admin token in an `Authorization: Bearer …` header, if any. */
 export function adminTokenVerifier(tokens: readonly AdminToken[]): (authorization: string | undefined) => string | undefined {
   const known = tokens.map((t) => ({ name: t.name, digest: digest(t.token) }));
   return (authorization) => {
-    const presented = /^Bearer ([\x21-\x7e]+)$/.exec(authorization ?? '')?.[1];
+    const presented = bearerOf(authorization);
     if (!presented) return undefined;
     const candidate = digest(presented);
     let matched: string | undefined;

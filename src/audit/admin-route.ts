@@ -7,6 +7,7 @@ import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { findAccountByUsername } from '../accounts/store.ts';
 import { AppError } from '../http/errors.ts';
+import { nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
 import type { AuditLog } from './log.ts';
 
@@ -19,6 +20,7 @@ const querySchema = z.object({
 export function adminAuditRoute(db: Db, audit: AuditLog, adminTokenName: (authorization: string | undefined) => string | undefined, enabled: boolean) {
   return async function adminAudit(ctx: Context, next: Next): Promise<void> {
     if (!enabled || ctx.path !== '/admin/audit') return next();
+    nameRoute(ctx, 'admin_audit');
     if (ctx.method !== 'GET') throw new AppError(405, 'invalid_request', 'Use GET.');
     if (!adminTokenName(ctx.get('authorization') || undefined)) {
       ctx.set('WWW-Authenticate', 'Bearer realm="agentauth-admin"');

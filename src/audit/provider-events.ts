@@ -9,6 +9,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { RevokedGrant } from '../grants/store.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
+import { metrics } from '../metrics/metrics.ts';
 import type { AuditInput, AuditLog } from './log.ts';
 
 /** SHA-256 of a token value: the key it is stored under, never the value itself. */
@@ -46,6 +47,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     const body = ctx.body as { scope?: string; access_token?: string; refresh_token?: string };
     const grantType = String(params?.grant_type ?? '');
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) {
+      metrics.refreshRetried();
       record({
         type: 'refresh_token.retried', actor: { type: 'client', id: client?.clientId }, clientId: client?.clientId, scopes: body.scope,
         details: { token_sha256: tokenHash(params?.refresh_token), successor_sha256: tokenHash(body.refresh_token) },
@@ -60,8 +62,10 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
       scopes: body.scope,
       resource: asResource(params?.resource),
     };
+    metrics.tokenIssued(grantType);
     record({ ...common, type: 'token.issued', details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) } });
     if (grantType === 'refresh_token' && body.refresh_token) {
+      metrics.refreshRotated();
       record({ ...common, type: 'refresh_token.rotated', details: { previous_sha256: tokenHash(params?.refresh_token), next_sha256: tokenHash(body.refresh_token) } });
     }
   });
@@ -104,13 +108,16 @@ export function auditGrantRevocation(audit: AuditLog) {
     let reason = oidc?.route ?? 'unknown';
     if (oidc?.route === 'token' && grantType === 'refresh_token') {
       reason = 'refresh_token_reuse';
+      metrics.reuseDetected('refresh_token');
       await audit.record({ ...common, type: 'refresh_token.reuse_detected', outcome: 'failure', details: { token_sha256: tokenHash(oidc.params?.refresh_token) } });
     } else if (oidc?.route === 'token' && grantType === 'authorization_code') {
       reason = 'authorization_code_reuse';
+      metrics.reuseDetected('authorization_code');
       await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc.params?.code) } });
     } else if (oidc?.route === 'revocation') {
       reason = 'token_revoked';
     }
     await audit.record({ ...common, type: 'grant.revoked', details: { reason } });
+    metrics.grantRevoked(reason);
   };
 }

@@ -15,6 +15,7 @@ import type { AuditLog } from '../audit/log.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { revokeClientAccess } from '../grants/revoke.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
+import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
 import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
@@ -37,6 +38,7 @@ export function registrationGate(db: Db, openRegistration: boolean, limiter: Rat
     if (providerRouteOf(ctx) !== 'registration' || ctx.method !== 'POST') return next();
     const verdict = await limiter.hit('registration', ctx.ip, perIp);
     if (!verdict.allowed) {
+      metrics.rateLimitRefused('registration');
       ctx.status = 429;
       ctx.set('Retry-After', String(verdict.retryAfter));
       ctx.body = { error: 'too_many_requests', error_description: `too many registrations from this address; retry after ${verdict.retryAfter} s` };

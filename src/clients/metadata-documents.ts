@@ -14,6 +14,7 @@
 import { errors } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
+import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
@@ -42,7 +43,9 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
     async allowFetch(ip, url) {
       // Refused URLs never reach the fetch, so they spend no budget.
       if (policy.outbound.urlRefusal(new URL(url))) return false;
-      return (await deps.limiter.hit('metadata-document', ip, deps.fetchesPerIp)).allowed;
+      const { allowed } = await deps.limiter.hit('metadata-document', ip, deps.fetchesPerIp);
+      if (!allowed) metrics.rateLimitRefused('metadata_document');
+      return allowed;
     },
 
     async admitClient(metadata) {

@@ -4,6 +4,7 @@
  * its reason, and tokens that belong to no grant (client credentials) are deleted too.
  */
 import type { AuditInput, AuditLog } from '../audit/log.ts';
+import { metrics } from '../metrics/metrics.ts';
 import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
 import { liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
@@ -30,6 +31,7 @@ export async function revokeGrant(db: Db, audit: AuditLog, grantId: string, acto
     const revoked = await tombstoneGrant(db, grantId, reason);
     if (!revoked) return false;
     await audit.record({ type: 'grant.revoked', actor, clientId: revoked.clientId, accountId: revoked.accountId, grantId, details: { reason } });
+    metrics.grantRevoked(reason);
     return true;
   });
 }

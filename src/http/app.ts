@@ -21,6 +21,7 @@ import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
+import { measureRequests, metricsRoute, nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
@@ -42,6 +43,8 @@ export interface AppDeps {
   adminTokens: AdminToken[];
   /** What the admin API's operations run with (as the CLI's do). */
   operations: OperationContext;
+  /** Whether GET /metrics is served on this port (behind the admin tokens); false with METRICS_PORT. */
+  metricsHere: boolean;
   openRegistration: boolean;
   limiter: RateLimiter;
   limits: Config['limits'];
@@ -56,6 +59,7 @@ const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
 export function mountApp(provider: Provider, deps: AppDeps): Provider {
   const { db, kv, log, views } = deps;
   provider.use(withRequestContext(log));
+  provider.use(measureRequests());
   provider.use(errorHandler(views));
   provider.use(securityHeaders);
   provider.use(async function refuseMalformedTarget(ctx: Context, next: Next) {
@@ -74,12 +78,15 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(async function healthAndStatic(ctx: Context, next: Next) {
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') return next();
     if (ctx.path === '/healthz') {
+      nameRoute(ctx, 'healthz');
       ctx.body = { status: 'ok' };
     } else if (ctx.path === '/readyz') {
+      nameRoute(ctx, 'readyz');
       const [database, store] = await Promise.all([db.query('SELECT 1').then(() => true, () => false), kv.ping()]);
       ctx.status = database && store ? 200 : 503;
       ctx.body = { status: database && store ? 'ready' : 'unavailable', database, store };
     } else if (ctx.path === '/static/app.css') {
+      nameRoute(ctx, 'static');
       ctx.type = 'text/css';
       ctx.set('Cache-Control', 'public, max-age=3600');
       ctx.body = STYLESHEET;
@@ -87,6 +94,8 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
       return next();
     }
   });
+  // Outside the request transaction: a scrape holds no connection while it renders.
+  provider.use(metricsRoute(deps.metricsHere && deps.adminTokens.length > 0 ? adminTokenVerifier(deps.adminTokens) : undefined));
   // The admin API runs each operation in its own transaction, as the CLI does.
   const admin = adminApi(deps.operations, deps.adminTokens);
   provider.use(admin.routes());

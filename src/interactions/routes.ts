@@ -16,6 +16,7 @@ import type { Views } from '../http/views.ts';
 import { findClient, isSelfRegistered } from '../clients/store.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
+import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import type { Csrf } from './csrf.ts';
 
@@ -113,6 +114,7 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     // Password guessing: after too many failures from one address, stop checking passwords.
     const allowance = await loginFailures.limiter.check('login-failure', ctx.ip, loginFailures.window);
     if (!allowance.allowed) {
+      metrics.rateLimitRefused('login_failure');
       ctx.set('Retry-After', String(allowance.retryAfter));
       throw new AppError(429, 'too_many_requests', `Too many failed sign-ins from your network. Try again in ${Math.ceil(allowance.retryAfter / 60)} minutes.`);
     }

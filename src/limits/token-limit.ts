@@ -5,6 +5,7 @@
  */
 import Provider, { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { metrics } from '../metrics/metrics.ts';
 import type { RateLimiter } from './rate-limit.ts';
 
 const MINUTE = 60;
@@ -26,6 +27,7 @@ export function tokenEndpointLimit(limiter: RateLimiter, defaultPerMinute: numbe
       if (ctx?.oidc?.route !== 'token') return;
       const verdict = await limiter.check('token', clientId, windowFor(own));
       if (verdict.allowed) return;
+      metrics.rateLimitRefused('token');
       ctx.set('Retry-After', String(verdict.retryAfter));
       throw new TooManyRequests(`this client may make ${windowFor(own).limit} token requests a minute; retry after ${verdict.retryAfter} s`);
     },

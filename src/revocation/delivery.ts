@@ -7,6 +7,7 @@
  */
 import { createPrivateKey, sign } from 'node:crypto';
 import type { Logger } from 'pino';
+import { metrics, type SubscriberKind } from '../metrics/metrics.ts';
 import { loadSigningKeys } from '../keys/signing-keys.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { Db } from '../storage/db.ts';
@@ -78,6 +79,10 @@ async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
   }));
 }
 
+/** Whom an event goes to, for metrics: the agent (its SET or back-channel logout) or a resource server (its identifier is the SET's aud). */
+const subscriberOf = (event: PendingEvent): SubscriberKind =>
+  event.kind === 'backchannel_logout' || event.audience === event.clientId ? 'client' : 'resource_server';
+
 /** One pass: deliver what is due. Returns how many were delivered. */
 export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<number> {
   const events = await leaseDue(deps.db, limit);
@@ -90,17 +95,21 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
       if (event.kind === 'backchannel_logout') {
         await deps.backchannelLogout(event.clientId, event.accountId);
         await markDelivered(deps.db, event.jti);
+        metrics.delivered(subscriberOf(event));
         delivered += 1;
         continue;
       }
       const status = await post(deps.outbound, event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key));
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
+        metrics.delivered(subscriberOf(event));
         delivered += 1;
         continue;
       }
+      metrics.deliveryFailed(subscriberOf(event));
       await markFailed(deps.db, event.jti, `HTTP ${status}`, backoffSeconds(event.attempts + 1));
     } catch (err) {
+      metrics.deliveryFailed(subscriberOf(event));
       await markFailed(deps.db, event.jti, (err as Error).message, backoffSeconds(event.attempts + 1));
       deps.log.info({ jti: event.jti, client: event.clientId, attempts: event.attempts + 1 }, 'revocation event delivery failed; will retry');
     }

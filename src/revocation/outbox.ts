@@ -81,6 +81,17 @@ export async function listEvents(db: Db, pendingOnly: boolean, limit = 500): Pro
   return r.rows.map(toRecord);
 }
 
+/** How many events wait for delivery and how long the oldest has (for the backlog gauges). */
+export async function outboxBacklog(db: Db): Promise<{ pending: number; oldestSeconds: number }> {
+  // Only undelivered rows: the partial index revocation_events_due_idx holds just those.
+  const r = await db.query<{ pending: number; oldest: number }>(
+    `SELECT count(*)::int AS pending, COALESCE(EXTRACT(EPOCH FROM now() - min(revoked_at)), 0)::float8 AS oldest
+     FROM revocation_events WHERE delivered_at IS NULL`,
+  );
+  const row = r.rows[0];
+  return { pending: Number(row?.pending ?? 0), oldestSeconds: Math.max(0, Number(row?.oldest ?? 0)) };
+}
+
 /** Forgets events delivered more than `days` ago (pending ones are kept until delivered). */
 export async function purgeDeliveredEvents(db: Db, days = 30): Promise<void> {
   await db.query('DELETE FROM revocation_events WHERE delivered_at < now() - make_interval(days => $1)', [days]);

@@ -8,6 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { metrics, type PoolStats, type StorageErrorKind } from '../metrics/metrics.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -39,6 +40,8 @@ export interface Db {
    * parameters, so every value in it must go through sqlLiteral(). If it fails, nothing commits.
    */
   atCommit(build: () => string | undefined): void;
+  /** Connections open, idle and waited for, for the pool gauges (PGlite: its one connection). */
+  poolStats(): PoolStats;
   close(): Promise<void>;
 }
 
@@ -57,6 +60,7 @@ interface Connection {
 interface Driver {
   kind: Db['kind'];
   acquire(): Promise<Connection>;
+  stats(): PoolStats;
   close(): Promise<void>;
 }
 
@@ -189,6 +193,7 @@ function createDb(driver: Driver): Db {
       if (!work) throw new Error('atCommit() outside a unit of work');
       work.atCommit.push(build);
     },
+    poolStats: () => driver.stats(),
     close: () => driver.close(),
   };
 }
@@ -207,10 +212,19 @@ export class DbError extends Error {
   }
 }
 
+/** For the error counter: SQLSTATE 57014 is a statement timeout; classes 08 and 57, or no SQLSTATE, a lost or refused connection. */
+function errorKind(err: unknown): StorageErrorKind {
+  const code = (err as { code?: unknown })?.code;
+  if (code === '57014') return 'timeout';
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code) || code.startsWith('08') || code.startsWith('57')) return 'connection';
+  return 'query';
+}
+
 async function sanitized<T>(run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (err) {
+    metrics.postgresError(errorKind(err));
     throw new DbError(err);
   }
 }
@@ -231,13 +245,21 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
   });
   // A client that loses its server emits 'error': idle ones on the pool, checked-out ones on
   // themselves. Without listeners the process would exit; the query in flight rejects instead.
-  pool.on('error', () => {});
+  pool.on('error', () => metrics.postgresError('connection'));
   const listened = new WeakSet<pg.PoolClient>();
   return createDb({
     kind: 'postgres',
+    stats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async acquire() {
-      const client = await pool.connect();
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        metrics.postgresError('connection');
+        throw err;
+      }
       if (!listened.has(client)) {
+        // Not counted here: the query in flight fails too, and sanitized() counts that.
         client.on('error', () => {});
         listened.add(client);
       }
@@ -266,13 +288,20 @@ export async function createPgliteDb(dataDir: string): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   const db: PGlite = await PGlite.create(dataDir);
   let tail: Promise<void> = Promise.resolve();
+  // For the pool gauges: who holds the one connection and how many wait for it.
+  let busy = false;
+  let waiting = 0;
   return createDb({
     kind: 'pglite',
+    stats: () => ({ total: 1, idle: busy ? 0 : 1, waiting }),
     async acquire() {
       let release!: () => void;
       const previous = tail;
-      tail = new Promise<void>((resolve) => { release = resolve; });
+      tail = new Promise<void>((resolve) => { release = () => { busy = false; resolve(); }; });
+      waiting += 1;
       await previous;
+      waiting -= 1;
+      busy = true;
       return {
         async query<T>(sql: string, params?: unknown[]) {
           const r = await sanitized(() => db.query<T>(sql, params ?? []));

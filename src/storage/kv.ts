@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
+import { metrics, type StorageErrorKind } from '../metrics/metrics.ts';
 
 export interface Kv {
   readonly kind: 'redis' | 'memory';
@@ -18,6 +19,23 @@ export interface Kv {
   close(): Promise<void>;
 }
 
+/** ioredis's own timeout message marks a command that ran out of time; the rest are lost or refused connections or bad replies. */
+const redisErrorKind = (err: unknown): StorageErrorKind => {
+  const message = (err as { message?: unknown })?.message;
+  if (typeof message === 'string' && message.includes('Command timed out')) return 'timeout';
+  return (err as { name?: unknown })?.name === 'ReplyError' ? 'query' : 'connection';
+};
+
+/** Counts a failed command, then fails as it did. */
+async function counted<T>(command: Promise<T>): Promise<T> {
+  try {
+    return await command;
+  } catch (err) {
+    metrics.redisError(redisErrorKind(err));
+    throw err;
+  }
+}
+
 export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
   // Fail fast instead of queueing while Redis is away: a request errors cleanly, never hangs.
   const options = { keyPrefix: prefix, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 };
@@ -25,37 +43,40 @@ export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
   // fewer system calls than one write per command.
   const redis = new Redis(url, { ...options, enableAutoPipelining: true });
   const subscriber = new Redis(url, { ...options, keyPrefix: undefined, enableOfflineQueue: true, commandTimeout: undefined });
-  redis.on('error', () => {});
-  subscriber.on('error', () => {});
+  redis.on('error', () => metrics.redisError('connection'));
+  subscriber.on('error', () => metrics.redisError('connection'));
   await redis.connect();
   const handlers = new Map<string, (message: string) => void>();
   subscriber.on('message', (channel: string, message: string) => handlers.get(channel)?.(message));
   return {
     kind: 'redis',
-    get: (key) => redis.get(key),
+    get: (key) => counted(redis.get(key)),
     async set(key, value, ttlSeconds) {
-      await redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttlSeconds)));
+      await counted(redis.set(key, value, 'EX', Math.max(1, Math.ceil(ttlSeconds))));
     },
     async del(key) {
-      await redis.del(key);
+      await counted(redis.del(key));
     },
     async incr(key, ttlSeconds) {
-      const results = await redis.multi().incr(key).expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX').exec();
+      const results = await counted(redis.multi().incr(key).expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX').exec());
       const [error, count] = results?.[0] ?? [new Error('no reply'), 0];
-      if (error) throw error;
+      if (error) {
+        metrics.redisError('query');
+        throw error;
+      }
       return Number(count);
     },
     async publish(channel, message) {
-      await redis.publish(prefix + channel, message);
+      await counted(redis.publish(prefix + channel, message));
     },
     async subscribe(channel, onMessage) {
       handlers.set(prefix + channel, onMessage);
       if (subscriber.status === 'wait') await subscriber.connect();
-      await subscriber.subscribe(prefix + channel);
+      await counted(subscriber.subscribe(prefix + channel));
     },
     async ping() {
       try {
-        return (await redis.ping()) === 'PONG';
+        return (await counted(redis.ping())) === 'PONG';
       } catch {
         return false;
       }

@@ -54,6 +54,9 @@ describe('connected agents page', () => {
     assert.match(html, /Got an access token/);
     assert.doesNotMatch(html, /Your connected agents<\/strong>/);
     assert.doesNotMatch(html, /agentauth-account/, "agentauth's own client is not listed");
+    // Times in the reader's words, the full time on hover (issue 20).
+    assert.match(html, /<dt>Allowed<\/dt><dd><time datetime="\d{4}-\d\d-\d\dT[\d:.]+Z" title="\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d UTC">just now<\/time>/);
+    assert.doesNotMatch(html, />\d{4}-\d\d-\d\dT[\d:.]+Z</, 'no ISO string is shown as text');
   });
 
   it('revokes one agent behind a confirmation and a CSRF token; its tokens die at once', async () => {

@@ -16,6 +16,7 @@ import { AppError } from '../http/errors.ts';
 import { readForm, seeOther } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
+import { timeWords } from '../http/time-words.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
@@ -106,10 +107,10 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
       homepage: httpsOnly(a.metadata?.client_uri),
       verified: !isSelfRegistered(a.registration),
       scopes: a.scopes.map((s) => descriptions.get(s) ?? s),
-      grantedAt: a.grantedAt.toISOString(),
-      lastUsedAt: a.lastUsedAt?.toISOString(),
+      grantedAt: timeWords(a.grantedAt),
+      lastUsedAt: a.lastUsedAt ? timeWords(a.lastUsedAt) : undefined,
       liveTokens: a.liveTokens,
-      activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: e.occurredAt.toISOString(), ip: e.ip })),
+      activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: timeWords(e.occurredAt), ip: e.ip })),
     }));
   }
 

@@ -7,12 +7,26 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { codeFlowTokens } from './helpers/browserless.ts';
-import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
+import { authorize, codeFlowTokens } from './helpers/browserless.ts';
+import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
 const NOTES_API = 'https://notes.example.com/';
 const CALENDAR_API = 'https://calendar.example.com/';
+
+/** The code flow for several resource servers at once (`resource` repeated, RFC 8707 §2.1). */
+async function multiResourceTokens(issuer: string, config: client.Configuration, user: TestUser, scope: string, resources: string[]) {
+  const verifier = client.randomPKCECodeVerifier();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: 'http://127.0.0.1/cb', scope, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+  });
+  for (const resource of resources) url.searchParams.append('resource', resource);
+  const { callback } = await authorize(issuer, url, user);
+  return client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: resources[0]! });
+}
+
+const auditTypes = async (server: TestServer, clientId: string) =>
+  (JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as { event_type: string }[]).map((e) => e.event_type);
 
 describe('resource servers', () => {
   let server: TestServer;
@@ -134,5 +148,45 @@ describe('resource servers', () => {
     assert.equal((await server.cli(['resources', 'show', extra])).code, 1);
     // …forgotten at once after it.
     await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+  });
+
+  it('issue-13: a grant for two resource servers refreshes for one, then the other', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read calendar:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read calendar:read', [NOTES_API, CALENDAR_API]);
+    const forCalendar = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    const claims = JSON.parse(Buffer.from(forCalendar.access_token.split('.')[1]!, 'base64url').toString()) as { aud: string; scope: string };
+    assert.equal(claims.aud, CALENDAR_API);
+    assert.equal(claims.scope, 'calendar:read');
+    const forNotes = await client.refreshTokenGrant(config, forCalendar.refresh_token!, { resource: NOTES_API });
+    const info = await client.tokenIntrospection(notesClient, forNotes.access_token);
+    assert.equal(info.aud, NOTES_API);
+    assert.equal(info.scope, 'notes:read');
+  });
+
+  it('issue-13: a refresh for an ungranted, unknown or deleted resource is invalid_target and the grant lives', async () => {
+    const gone = 'https://retired.example.com/';
+    assert.equal((await server.cli(['resources', 'create', gone, '--scopes', 'notes:read'])).code, 0);
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read', [NOTES_API, gone]);
+    assert.equal((await server.cli(['resources', 'delete', gone])).code, 0);
+    for (const resource of [CALENDAR_API, 'https://unknown.example.com/', gone]) {
+      await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource }), (err: client.ResponseBodyError) => {
+        assert.equal(err.error, 'invalid_target', resource);
+        return true;
+      });
+    }
+    // Two resources granted and none named: ambiguous, refused the same way.
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    // The refused refreshes consumed nothing: the same refresh token still works, once.
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, refreshed.access_token)).active, true);
+    await client.refreshTokenGrant(config, refreshed.refresh_token!, { resource: NOTES_API });
+    const types = await auditTypes(server, agent.clientId);
+    assert.ok(!types.includes('refresh_token.reuse_detected'), types.join(' '));
+    assert.ok(!types.includes('grant.revoked'), types.join(' '));
   });
 });

@@ -88,6 +88,8 @@ export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked
     tombstonedHere(db)?.add(id);
     const row = r.rows[0];
     if (!row) return undefined;
+    // A revocation survives the refusal that caused it (reuse is answered invalid_grant).
+    db.mustCommit();
     const revoked = { grantId: id, accountId: row.account_id, clientId: row.client_id };
     // The push to subscribers is queued in this same transaction (outbox): it happens if and only
     // if the revocation commits.

@@ -11,12 +11,15 @@
  * - the immediate predecessor presented again within the window gets that same response: nothing
  *   is minted, the family does not fork (a retry after a timeout, two workers at once);
  * - any other used token is reuse: the whole grant is revoked and the answer is invalid_grant.
+ * A refresh that will be refused for its resource (RFC 8707: never granted, unknown, deleted, or
+ * ambiguous) is refused before the token is consumed, so the grant and the token live on.
  * See docs/refresh-tokens.md.
  */
 import { hkdfSync } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { lockGrant } from '../grants/store.ts';
 import { seal, unseal } from '../keys/sealed.ts';
@@ -44,6 +47,20 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
   const found = instance(provider).grantTypeHandlers.get('refresh_token');
   if (!found) throw new Error('oidc-provider has no refresh_token handler to wrap');
   const builtIn: (ctx: KoaContextWithOIDC) => Promise<void> = found;
+  const { features } = instance(provider).configuration;
+
+  /**
+   * Throws invalid_target if the built-in handler would, but before it consumes anything: it
+   * resolves the resource only after rotating. Same resolution, same resource server lookup.
+   */
+  async function checkTarget(ctx: KoaContextWithOIDC, presented: string): Promise<void> {
+    if (!features.resourceIndicators.enabled) return;
+    const token = await provider.RefreshToken.find(presented, { ignoreExpiration: true });
+    if (!token || token.isExpired) return; // the built-in handler answers invalid_grant
+    const scope = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : token.scopes;
+    const resource = await resolveResource(ctx, token, { userinfo: features.userinfo, resourceIndicators: features.resourceIndicators }, scope);
+    if (resource) await features.resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client);
+  }
 
   async function rotateOrReplay(ctx: KoaContextWithOIDC): Promise<void> {
     const presented = ctx.oidc.params?.refresh_token;
@@ -58,6 +75,7 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     if (!state) throw new errors.InvalidGrant('refresh token not found');
 
     if (!state.consumed) {
+      await checkTarget(ctx, presented);
       await builtIn(ctx);
       const body = ctx.body as TokenResponse;
       if (typeof body.refresh_token !== 'string') return;
@@ -88,5 +106,6 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     return typeof body.expires_in === 'number' ? { ...body, expires_in: Math.max(1, body.expires_in - elapsed) } : body;
   }
 
-  provider.registerGrantType('refresh_token', rotateOrReplay as never, ['refresh_token', 'scope']);
+  // The built-in registration's parameters: resource (RFC 8707) may repeat, as oidc-provider allows.
+  provider.registerGrantType('refresh_token', rotateOrReplay as never, ['refresh_token', 'scope', 'resource'], ['resource']);
 }

@@ -39,6 +39,12 @@ export interface Db {
    * parameters, so every value in it must go through sqlLiteral(). If it fails, nothing commits.
    */
   atCommit(build: () => string | undefined): void;
+  /**
+   * Marks the current unit of work as one that commits even though its request is refused: the
+   * writes a refusal must leave behind (a reuse tombstone and its audit row, a spent assertion
+   * jti). Callers validate before they write anything else. No-op outside a unit of work.
+   */
+  mustCommit(): void;
   close(): Promise<void>;
 }
 
@@ -64,6 +70,8 @@ interface Work {
   connection?: Promise<Connection>;
   state: Map<symbol, unknown>;
   atCommit: (() => string | undefined)[];
+  /** Set by mustCommit(): the work commits whatever its request's outcome (short of a throw). */
+  mustCommit: boolean;
   /**
    * Set once the work ends. A continuation that outlives its work (a promise started inside it
    * and not awaited) still sees it through AsyncLocalStorage; it must not touch a connection
@@ -135,7 +143,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], ended: false };
+    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, ended: false };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -143,7 +151,7 @@ function createDb(driver: Driver): Db {
       await finishWork(work, false);
       throw err;
     }
-    await finishWork(work, commit(result));
+    await finishWork(work, work.mustCommit || commit(result));
     return result;
   }
 
@@ -188,6 +196,10 @@ function createDb(driver: Driver): Db {
       const work = openWork();
       if (!work) throw new Error('atCommit() outside a unit of work');
       work.atCommit.push(build);
+    },
+    mustCommit() {
+      const work = openWork();
+      if (work) work.mustCommit = true;
     },
     close: () => driver.close(),
   };

@@ -146,6 +146,8 @@ async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresI
 }
 
 async function replayUpsert(db: Db, id: string, expiresIn: number): Promise<void> {
+  // A spent assertion stays spent even when the request it authenticated is then refused.
+  db.mustCommit();
   if (!(await artifacts.recordOnce(db, id, expiryDate(expiresIn)))) {
     throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
   }

@@ -124,6 +124,29 @@ describe('authorization code flow with PKCE', () => {
     assert.ok(next.access_token);
   });
 
+  it('issue-13: a request without scope asks consent for the client\'s registered scope and gets it', async () => {
+    const flow = await startFlow();
+    flow.url.searchParams.delete('scope');
+    const result = await authorize(server.issuer, flow.url, user);
+    assert.deepEqual(result.consentScopes.sort(), ['notes:read', 'notes:write']);
+    assert.equal(result.callback.searchParams.get('error'), null, result.callback.href);
+    const tokens = await client.authorizationCodeGrant(config, result.callback, { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
+    assert.deepEqual(tokens.scope?.split(' ').sort(), ['notes:read', 'notes:write']);
+  });
+
+  it('issue-13: a request without scope from a client that registered none is invalid_scope before anyone signs in', async () => {
+    const bare = await createAgent(server, { name: 'No scopes', redirectUris: [REDIRECT_URI] });
+    const url = client.buildAuthorizationUrl(await clientFor(server, bare), {
+      redirect_uri: REDIRECT_URI, state: 'st', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    const res = await browse(new CookieJar(), url);
+    assert.ok([302, 303].includes(res.status), `status ${res.status}`);
+    const callback = new URL(res.headers.get('location')!);
+    assert.equal(callback.origin + callback.pathname, REDIRECT_URI);
+    assert.equal(callback.searchParams.get('error'), 'invalid_scope');
+    assert.equal(callback.searchParams.get('state'), 'st');
+  });
+
   it('Deny returns access_denied to the client', async () => {
     const flow = await startFlow();
     const { callback } = await authorize(server.issuer, flow.url, user, { decision: 'deny' });

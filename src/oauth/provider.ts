@@ -5,7 +5,7 @@
 import type { JsonWebKey } from '../keys/signing-keys.ts';
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
-import type { Configuration, FindAccount } from 'oidc-provider';
+import type { Client, Configuration, FindAccount, KoaContextWithOIDC } from 'oidc-provider';
 import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
 import type { ClientMetadata } from '../clients/store.ts';
@@ -86,6 +86,18 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
     return url?.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
   };
   if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
+};
+
+/**
+ * RFC 6749 §3.3: without `scope`, the client's registered scope is the default (and is what the
+ * consent page asks for); a client that registered none is refused with invalid_scope now, never
+ * after the user was asked. oidc-provider runs extra-parameter validators on every authorization
+ * request, after its own scope checks, so the default is the client's own allow-list.
+ */
+const defaultToRegisteredScope = (ctx: KoaContextWithOIDC, value: string | undefined, client: Client): void => {
+  if (typeof value === 'string' && value.length > 0) return;
+  if (!client.scope) throw new errors.InvalidScope('scope is required: this client registered no default scope', '');
+  ctx.oidc.params!.scope = client.scope;
 };
 
 type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
@@ -251,6 +263,8 @@ export function buildProvider(s: ProviderSettings): Provider {
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
+    // Not a new parameter: a default for `scope` (see defaultToRegisteredScope).
+    extraParams: { scope: defaultToRegisteredScope },
     // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
     // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
     // development and tests ALLOW_PRIVATE_FETCH lifts the address check.

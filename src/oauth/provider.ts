@@ -8,6 +8,7 @@ import Provider, { errors } from 'oidc-provider';
 import type { Client, Configuration, FindAccount, KoaContextWithOIDC } from 'oidc-provider';
 import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
+import { applyRegistrationDefaults } from '../clients/registration-defaults.ts';
 import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resources/store.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
@@ -76,6 +77,7 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
  */
 const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClientMetadata']>['validator']> = (ctx, key, _value, metadata) => {
   if (key !== 'event_delivery_uri') return;
+  applyRegistrationDefaults(ctx, metadata);
   // A metadata document's client: its raw document is not at hand, so a declared "web" counts as unsaid.
   const fromDocument = typeof metadata.client_id === 'string' && metadata.client_id.startsWith('https://');
   const registering = ctx && ['registration', 'client_update'].includes(String(ctx.oidc?.route));

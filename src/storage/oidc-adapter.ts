@@ -113,6 +113,9 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       if (this.model === 'Client') return hooks.deleteClient(id);
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
+      // oidc-provider destroys a credential it refuses (a registration access token presented for
+      // another client, a reused one): that must outlast the refusal.
+      db.mustCommit();
       return artifacts.deleteArtifact(db, this.model, id);
     }
 

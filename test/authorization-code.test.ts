@@ -3,6 +3,7 @@
  * rotation, revocation and introspection, with openid-client as the agent.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { authorize, browse, CookieJar, csrfOf, followOnIssuer, openLoginPage, postForm } from './helpers/browserless.ts';
@@ -145,6 +146,22 @@ describe('authorization code flow with PKCE', () => {
     assert.equal(callback.origin + callback.pathname, REDIRECT_URI);
     assert.equal(callback.searchParams.get('error'), 'invalid_scope');
     assert.equal(callback.searchParams.get('state'), 'st');
+  });
+
+  it('issue-13: form_post\'s auto-submit script is allowed by the page\'s CSP, and nothing else is', async () => {
+    const params = { client_id: agent.clientId, redirect_uri: REDIRECT_URI, response_type: 'code', response_mode: 'form_post', scope: 'notes:read', state: 'fp' };
+    const res = await fetch(`${server.issuer}/auth?${new URLSearchParams(params)}`, { redirect: 'manual' });
+    const html = await res.text();
+    assert.match(html, new RegExp(`<form method="post" action="${REDIRECT_URI}">`));
+    const script = /<script>([\s\S]*?)<\/script>/.exec(html)?.[1];
+    assert.ok(script, html);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    const scriptSrc = csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('script-src'));
+    assert.equal(scriptSrc, `script-src 'sha256-${createHash('sha256').update(script).digest('base64')}'`);
+    assert.match(csp, /default-src 'none'/);
+    // Every other page still allows no script at all.
+    const page = await fetch(`${server.issuer}/account`, { redirect: 'manual' });
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'none';/);
   });
 
   it('Deny returns access_denied to the client', async () => {

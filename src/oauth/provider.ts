@@ -262,6 +262,14 @@ export function buildProvider(s: ProviderSettings): Provider {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     assertJwtClientAuthClaimsAndHeader: assertClientAssertion(s.clientAuth.maxAssertionLifetime),
+    // RFC 8414 §2: absent, these would mean client_secret_basic, which we refuse. Introspection
+    // and revocation authenticate clients exactly as the token endpoint does.
+    discovery: {
+      introspection_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
+      introspection_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
+      revocation_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
+      revocation_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
+    },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },

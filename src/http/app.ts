@@ -16,6 +16,7 @@ import { adminAuditRoute } from '../audit/admin-route.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
+import { explainClientAuthFailures } from '../clients/authentication-failures.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import type { Db } from '../storage/db.ts';
@@ -95,6 +96,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
+  explainClientAuthFailures(provider, { db, audit: deps.audit, log });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;

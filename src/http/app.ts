@@ -24,6 +24,7 @@ import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
 import { errorHandler, renderErrorPage } from './errors.ts';
 import { withRequestContext } from './request-context.ts';
+import { refuseNulInQuery } from './nul-characters.ts';
 import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
@@ -56,6 +57,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(withRequestContext(log));
   provider.use(errorHandler(views));
   provider.use(securityHeaders);
+  provider.use(refuseNulInQuery);
   provider.use(async function dependencyOutage(ctx: Context, next: Next) {
     await next();
     if (ctx.status !== 500 || !(ctx.state as { dependencyDown?: boolean }).dependencyDown) return;

@@ -1,6 +1,7 @@
 /** Reads an urlencoded form body for our own pages, within a small limit. */
 import type { Context } from 'koa';
 import { AppError } from './errors.ts';
+import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
 
 const FORM_LIMIT_BYTES = 16 * 1024;
 
@@ -17,7 +18,9 @@ export async function readForm(ctx: Context): Promise<URLSearchParams> {
     if (size > FORM_LIMIT_BYTES) throw new AppError(413, 'invalid_request', 'The form is too large.');
     chunks.push(chunk as Buffer);
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  if (containsNul([...form])) throw new AppError(400, 'invalid_request', NUL_REFUSED);
+  return form;
 }
 
 /** 303 See Other: the browser follows with a GET and never re-posts the form (RFC 9700 §4.12). */

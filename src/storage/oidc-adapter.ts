@@ -12,6 +12,7 @@ import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
 import type { Kv } from './kv.ts';
+import { containsNul, NUL_REFUSED } from './nul.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
@@ -53,6 +54,10 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (KV_MODELS.has(this.model)) return kvUpsert(kv, this.model, id, payload, expiresIn);
+      // PostgreSQL stores no NUL: refuse it as the client's error, not a 500 from the driver.
+      if (containsNul(id) || containsNul(payload)) {
+        throw this.model === 'Client' ? new errors.InvalidClientMetadata(NUL_REFUSED) : new errors.InvalidRequest(NUL_REFUSED);
+      }
       if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
       if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
       if (this.model === 'Client') return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);

@@ -147,7 +147,7 @@ describe('behind a proxy (TRUST_PROXY=true)', () => {
   it('sets Secure cookies when the proxy says the request came over https', async () => {
     const agent = await createAgent(server, { redirectUris: ['https://agent.example/cb'] });
     const challenge = await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier());
-    const query = new URLSearchParams({ client_id: agent.clientId, redirect_uri: 'https://agent.example/cb', response_type: 'code', code_challenge: challenge, code_challenge_method: 'S256' });
+    const query = new URLSearchParams({ client_id: agent.clientId, redirect_uri: 'https://agent.example/cb', response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256' });
     const res = await fetch(`${server.baseUrl}/auth?${query}`, { redirect: 'manual', headers: { 'x-forwarded-proto': 'https' } });
     assert.equal(res.status, 303);
     const cookies = res.headers.getSetCookie();

@@ -108,6 +108,21 @@ describe('refresh token rotation', () => {
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), isInvalidGrant);
   });
 
+  it('issue-13: disabling a user revokes every grant of theirs, so their access tokens die at once', async () => {
+    const first = await agentWith();
+    const second = await agentWith();
+    const someone = await createUser(server);
+    const tokens = [await grantTokens(server, first.config, someone), await grantTokens(server, second.config, someone)];
+    const r = await server.cli(['users', 'disable', someone.username, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { revoked_grants: number }).revoked_grants, 2);
+    for (const [i, { config, agent }] of [first, second].entries()) {
+      assert.equal((await client.tokenIntrospection(config, tokens[i]!.access_token)).active, false, 'access token');
+      const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as { event_type: string; actor_type: string; details: { reason?: string } }[];
+      assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.actor_type === 'admin' && e.details.reason === 'user_disabled'), JSON.stringify(events));
+    }
+  });
+
   it('R-21: a refresh token works only for the client it was issued to', async () => {
     const { config } = await agentWith();
     const other = await agentWith();

@@ -8,7 +8,7 @@ import { hashPassword } from '../accounts/passwords.ts';
 import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
-import { revokeClientAccess } from '../grants/revoke.ts';
+import { revokeAccountAccess, revokeClientAccess } from '../grants/revoke.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
@@ -80,8 +80,10 @@ export const operations = {
   'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit }, { username }) => {
     const disabled = await disableAccount(db, username);
     if (!disabled) throw new OperationError(`no enabled user ${username}`);
-    await audit.record({ type: 'user.disabled', actor: ADMIN, accountId: disabled.id, details: { username } });
-    return { id: disabled.id, username, disabled: true };
+    // Refusing refreshes is not enough: tokens already issued must die too (R-28).
+    const revoked = await revokeAccountAccess(db, audit, disabled.id, ADMIN, 'user_disabled');
+    await audit.record({ type: 'user.disabled', actor: ADMIN, accountId: disabled.id, details: { username, revoked_grants: revoked.grants } });
+    return { id: disabled.id, username, disabled: true, revoked_grants: revoked.grants };
   }),
 
   'scopes.create': operation(

@@ -98,6 +98,12 @@ export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked
   });
 }
 
+/** Ids of an account's grants that are still live, with any client. */
+export async function liveGrantIdsOfAccount(db: Db, accountId: string): Promise<string[]> {
+  const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id', [accountId]);
+  return r.rows.map((row) => row.id);
+}
+
 /** Ids of a client's grants that are still live. */
 export async function liveGrantIdsOfClient(db: Db, clientId: string): Promise<string[]> {
   const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL ORDER BY id', [clientId]);

@@ -30,6 +30,7 @@ import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
 import { purgeDeliveredEvents } from './revocation/outbox.ts';
 import { resourceServerCache } from './resources/store.ts';
+import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -59,7 +60,7 @@ async function start(config: Config): Promise<void> {
   const onGrantRevoked = auditGrantRevocation(runtime.audit);
   /** Kills a grant inside the current request and audits why (reuse, revocation): one path. */
   const revokeGrantNow = async (grantId: string) => {
-    const revoked = await tombstoneGrant(db, grantId);
+    const revoked = await tombstoneGrant(db, grantId, revocationReasonFromRequest());
     if (revoked) await onGrantRevoked(revoked);
   };
   const limiter = createRateLimiter(kv, log);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, codeFlowTokens } from './helpers/browserless.ts';
+import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -23,6 +23,16 @@ async function multiResourceTokens(issuer: string, config: client.Configuration,
   for (const resource of resources) url.searchParams.append('resource', resource);
   const { callback } = await authorize(issuer, url, user);
   return client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: resources[0]! });
+}
+
+/** The connected agents page, signed in as the user through the ordinary login page. */
+async function accountPage(issuer: string, user: TestUser): Promise<string> {
+  const jar = new CookieJar();
+  let html = await (await followOnIssuer(jar, issuer, await browse(jar, `${issuer}/account`))).text();
+  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
+  if (login) html = await (await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
+  assert.match(html, /Your connected agents/);
+  return html;
 }
 
 const auditTypes = async (server: TestServer, clientId: string) =>
@@ -188,5 +198,23 @@ describe('resource servers', () => {
     const types = await auditTypes(server, agent.clientId);
     assert.ok(!types.includes('refresh_token.reuse_detected'), types.join(' '));
     assert.ok(!types.includes('grant.revoked'), types.join(' '));
+  });
+
+  it('issue-13: with resource=, consent asks each permission once, and the account page lists what the token carries', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { name: 'Notes helper', redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read notes:write' });
+    const config = await clientFor(server, agent);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: 'http://127.0.0.1/cb', scope: 'notes:read notes:write', resource: NOTES_API, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const { callback, consentScopes, consentHtml } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
+    assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
+    assert.equal(consentHtml.match(/Change your notes/g)?.length, 1, 'asked once');
+    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, tokens.access_token)).scope, 'notes:read');
+    const page = await accountPage(server.issuer, user);
+    assert.match(page, /Read your notes \(at notes\.example\.com\)/);
+    assert.doesNotMatch(page, /Change your notes/, 'the account page lists only what the user left ticked');
   });
 });

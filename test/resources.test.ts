@@ -217,4 +217,18 @@ describe('resource servers', () => {
     assert.match(page, /Read your notes \(at notes\.example\.com\)/);
     assert.doesNotMatch(page, /Change your notes/, 'the account page lists only what the user left ticked');
   });
+
+  it('issue-13: inside the retry window, the previous refresh token repeats only its own request', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read calendar:read', refreshRetryWindow: 60 });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read calendar:read', [NOTES_API, CALENDAR_API]);
+    const first = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    const retried = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    assert.equal(retried.refresh_token, first.refresh_token, 'the same successor');
+    // Asked for another server, the kept answer (a calendar token) would be wrong: refused, not replayed.
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API }), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
+    const next = await client.refreshTokenGrant(config, first.refresh_token!, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, next.access_token)).aud, NOTES_API, 'the grant lives');
+  });
 });

@@ -41,6 +41,9 @@ interface TokenResponse {
   [key: string]: unknown;
 }
 
+/** The parameters that shape a refresh's response (RFC 8707 resource, scope), as one string. */
+const shapingParams = (ctx: KoaContextWithOIDC): string => JSON.stringify([ctx.oidc.params?.resource ?? null, ctx.oidc.params?.scope ?? null]);
+
 const retryKey = (presented: string) => Buffer.from(hkdfSync('sha256', presented, 'agentauth', 'refresh-retry', 32));
 
 export function installRefreshRotation(provider: Provider, deps: RefreshRotationDeps): void {
@@ -80,12 +83,15 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
       const body = ctx.body as TokenResponse;
       if (typeof body.refresh_token !== 'string') return;
       const window = state.clientRetryWindow ?? deps.defaultRetryWindow;
-      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body }), hashId(presented).toString('hex')) : null;
+      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx) }), hashId(presented).toString('hex')) : null;
       await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
       return;
     }
 
-    const replay = await sameSuccessor(state, presented);
+    const replay = await sameSuccessor(state, presented, shapingParams(ctx));
+    // Inside the window but asking for something else (another resource or scope): the answer
+    // kept is not for this request. Not reuse either: the successor is still the live one.
+    if (replay === 'another request') throw new errors.InvalidGrant('a refresh token already used can only repeat the request it was used for');
     if (replay) {
       ctx.body = replay;
       // Nothing was issued: the audit records a retry, not a new token (see provider-events).
@@ -97,11 +103,14 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
   }
 
   /** The successor response again, if this is the immediate predecessor inside its window. */
-  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string): Promise<TokenResponse | undefined> {
+  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string, request: string): Promise<TokenResponse | 'another request' | undefined> {
     if (!state.retryResponse || !state.retryUntil || state.retryUntil.getTime() <= Date.now() || !state.successorHash) return undefined;
     // Only the immediate predecessor: its successor must still be unused.
     if (!(await refreshTokenIsLive(deps.db, state.successorHash))) return undefined;
-    const { issuedAt, body } = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse };
+    const kept = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse; request?: string };
+    // Responses sealed before the request was kept with them count as the same request.
+    if (kept.request !== undefined && kept.request !== request) return 'another request';
+    const { issuedAt, body } = kept;
     const elapsed = Math.floor((Date.now() - issuedAt) / 1000);
     return typeof body.expires_in === 'number' ? { ...body, expires_in: Math.max(1, body.expires_in - elapsed) } : body;
   }

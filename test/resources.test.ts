@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -230,5 +230,25 @@ describe('resource servers', () => {
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API }), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
     const next = await client.refreshTokenGrant(config, first.refresh_token!, { resource: NOTES_API });
     assert.equal((await client.tokenIntrospection(notesClient, next.access_token)).aud, NOTES_API, 'the grant lives');
+  });
+
+  it('issue-13: a raw client that registered no scope and sends none, naming a resource server, is asked for that server\'s scopes', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { public: true, redirectUris: ['http://127.0.0.1/cb'] });
+    const verifier = client.randomPKCECodeVerifier();
+    const url = new URL(`${server.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: agent.clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1/cb', resource: NOTES_API, state: 'raw',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    }).toString();
+    const { callback, consentScopes } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
+    assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
+    const res = await postToken(server.issuer, {
+      grant_type: 'authorization_code', client_id: agent.clientId, code: callback.searchParams.get('code') ?? '', redirect_uri: 'http://127.0.0.1/cb', code_verifier: verifier, resource: NOTES_API,
+    });
+    const body = (await res.json()) as { access_token: string; scope: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.scope, 'notes:read');
+    assert.equal((await client.tokenIntrospection(notesClient, body.access_token)).aud, NOTES_API);
   });
 });

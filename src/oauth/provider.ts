@@ -92,15 +92,25 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
 
 /**
  * RFC 6749 §3.3: without `scope`, the client's registered scope is the default (and is what the
- * consent page asks for); a client that registered none is refused with invalid_scope now, never
- * after the user was asked. oidc-provider runs extra-parameter validators on every authorization
- * request, after its own scope checks, so the default is the client's own allow-list.
+ * consent page asks for); a client that registered none but names resource servers (RFC 8707, as
+ * MCP clients do) asks for those servers' scopes; anything else is refused with invalid_scope now,
+ * never after the user was asked. oidc-provider runs extra-parameter validators on every
+ * authorization request after its own scope and resource checks, so the default is the client's
+ * own allow-list, or scopes of servers already known to exist.
  */
-const defaultToRegisteredScope = (ctx: KoaContextWithOIDC, value: string | undefined, client: Client): void => {
-  if (typeof value === 'string' && value.length > 0) return;
-  if (!client.scope) throw new errors.InvalidScope('scope is required: this client registered no default scope', '');
-  ctx.oidc.params!.scope = client.scope;
-};
+function defaultScope(findResourceServer: ProviderSettings['findResourceServer']) {
+  return async (ctx: KoaContextWithOIDC, value: string | undefined, client: Client): Promise<void> => {
+    if (typeof value === 'string' && value.length > 0) return;
+    let scope = client.scope;
+    const resources = ctx.oidc.params?.resource;
+    if (!scope && resources) {
+      const servers = await Promise.all([resources].flat().map((r) => findResourceServer(String(r))));
+      scope = [...new Set(servers.flatMap((rs) => rs?.scopes ?? []))].join(' ');
+    }
+    if (!scope) throw new errors.InvalidScope('scope is required: this client registered no default scope', '');
+    ctx.oidc.params!.scope = scope;
+  };
+}
 
 type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
 
@@ -273,8 +283,8 @@ export function buildProvider(s: ProviderSettings): Provider {
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
-    // Not a new parameter: a default for `scope` (see defaultToRegisteredScope).
-    extraParams: { scope: defaultToRegisteredScope },
+    // Not a new parameter: a default for `scope` (see defaultScope).
+    extraParams: { scope: defaultScope(s.findResourceServer) },
     // oidc-provider refuses sockets to special-use addresses (checked after connecting, so DNS
     // rebinding fails too) and times out after 2.5 s. We also refuse every redirect; for
     // development and tests ALLOW_PRIVATE_FETCH lifts the address check.

@@ -189,8 +189,11 @@ describe('resource servers', () => {
         return true;
       });
     }
-    // Two resources granted and none named: ambiguous, refused the same way.
+    // Two resources granted and none named, or two named (resource may repeat, RFC 8707 §2): one
+    // token is for one server, so both are refused the same way.
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    const both = new URLSearchParams([['resource', NOTES_API], ['resource', gone]]);
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, both), (err: client.ResponseBodyError) => err.error === 'invalid_target');
     // The refused refreshes consumed nothing: the same refresh token still works, once.
     const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API });
     assert.equal((await client.tokenIntrospection(notesClient, refreshed.access_token)).active, true);

@@ -139,6 +139,15 @@ describe('client assertions', () => {
     assert.match(server.output(), /"rule":"aud".*"msg":"client authentication failed"|"msg":"client authentication failed".*"rule":"aud"/);
   });
 
+  it('issue-13: an assertion spent on a refused request stays spent, though the refusal rolls back', async () => {
+    const assertion = good(es);
+    // Authenticated, then refused: this agent may not use the refresh_token grant.
+    const refused = await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'not-a-refresh-token', client_assertion_type: JWT_BEARER, client_assertion: assertion });
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: string }).error, 'unauthorized_client');
+    await expectStatus(assertion, 401, 'the same assertion again');
+  });
+
   it('issue-13: Basic credentials with an empty password are 401 invalid_client with WWW-Authenticate', async () => {
     const res = await fetch(`${server.issuer}/token`, {
       method: 'POST',

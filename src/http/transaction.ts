@@ -1,8 +1,9 @@
 /**
  * One Postgres transaction per request, begun at the first query and committed before the
  * response is sent: a 200 always means its writes are durable. A refused request (4xx, 5xx)
- * rolls back, so a refusal writes nothing; the few writes that must survive one (a reuse
- * tombstone and its audit row, a spent assertion jti) say so with `db.mustCommit()`.
+ * rolls back, so a refusal writes nothing; the few writes that must survive one say so: a reuse
+ * tombstone and its audit row with `db.mustCommit()`, a spent assertion jti with
+ * `db.keepOnRollback()` (docs/architecture.md).
  */
 import type { Context, Next } from 'koa';
 import { CommitFailedError, type Db } from '../storage/db.ts';

@@ -41,10 +41,17 @@ export interface Db {
   atCommit(build: () => string | undefined): void;
   /**
    * Marks the current unit of work as one that commits even though its request is refused: the
-   * writes a refusal must leave behind (a reuse tombstone and its audit row, a spent assertion
-   * jti). Callers validate before they write anything else. No-op outside a unit of work.
+   * writes a refusal must leave behind whole (a reuse tombstone, its tokens, outbox and audit
+   * rows). Callers validate before they write anything else. No-op outside a unit of work.
    */
   mustCommit(): void;
+  /**
+   * A write (already made in this unit of work) that must outlast a rollback without keeping the
+   * rest: if the work rolls back, the statement runs again, alone, in a transaction of its own.
+   * So it must be idempotent; like atCommit it takes no parameters (sqlLiteral). A spent
+   * assertion jti is one. No-op outside a unit of work.
+   */
+  keepOnRollback(statement: string): void;
   close(): Promise<void>;
 }
 
@@ -72,6 +79,8 @@ interface Work {
   atCommit: (() => string | undefined)[];
   /** Set by mustCommit(): the work commits whatever its request's outcome (short of a throw). */
   mustCommit: boolean;
+  /** keepOnRollback() statements, run on their own if the work rolls back. */
+  keepOnRollback: string[];
   /**
    * Set once the work ends. A continuation that outlives its work (a promise started inside it
    * and not awaited) still sees it through AsyncLocalStorage; it must not touch a connection
@@ -127,8 +136,15 @@ function createDb(driver: Driver): Db {
       return; // never began: nothing to end
     }
     try {
-      if (commit) await connection.commit(statements);
-      else await connection.query('ROLLBACK');
+      if (commit) {
+        await connection.commit(statements);
+      } else {
+        await connection.query('ROLLBACK');
+        if (work.keepOnRollback.length) {
+          await connection.query('BEGIN');
+          await connection.commit(work.keepOnRollback.join(';\n'));
+        }
+      }
       connection.release(false);
     } catch (err) {
       connection.release(true);
@@ -143,7 +159,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, ended: false };
+    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -200,6 +216,9 @@ function createDb(driver: Driver): Db {
     mustCommit() {
       const work = openWork();
       if (work) work.mustCommit = true;
+    },
+    keepOnRollback(statement) {
+      openWork()?.keepOnRollback.push(statement);
     },
     close: () => driver.close(),
   };

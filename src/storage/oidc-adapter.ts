@@ -154,8 +154,8 @@ async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresI
 }
 
 async function replayUpsert(db: Db, id: string, expiresIn: number): Promise<void> {
-  // A spent assertion stays spent even when the request it authenticated is then refused.
-  db.mustCommit();
+  // A spent assertion stays spent even when the request it authenticated is then refused
+  // (recordOnce keeps its marker on rollback, without keeping the rest of the request).
   if (!(await artifacts.recordOnce(db, id, expiryDate(expiresIn)))) {
     throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
   }

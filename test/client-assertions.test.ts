@@ -120,6 +120,8 @@ describe('client assertions', () => {
     assert.match(await described(good(rs)), /^alg: /);
     // sub names the client, so iss is then the one that disagrees with it.
     assert.match(await described(good(es, { sub: other.clientId })), /^iss must be the client_id$/);
+    assert.match(await described(good(es, {}, { typ: 'at+jwt' })), /^typ must be client-authentication\+jwt or JWT/, 'an access token is no assertion');
+    await expectStatus(good(es, {}, { typ: 'client-authentication+jwt' }), 200, 'rfc7523bis explicit typing');
     const once = good(es);
     assert.equal((await tokenWith(once)).status, 200);
     assert.match(await described(once), /^jti: this client assertion was already used/);
@@ -134,7 +136,7 @@ describe('client assertions', () => {
     const rows = (JSON.parse(r.stdout) as { events: { event_type: string; outcome: string; details: { rule?: string } }[] }).events
       .filter((e) => e.event_type === 'client.authentication_failed');
     const rules = new Set(rows.map((e) => e.details.rule));
-    for (const rule of ['aud', 'lifetime', 'exp', 'iat', 'alg', 'jti', 'credentials']) assert.ok(rules.has(rule), `audited ${rule}: ${[...rules].join(' ')}`);
+    for (const rule of ['aud', 'lifetime', 'exp', 'iat', 'alg', 'typ', 'jti', 'credentials']) assert.ok(rules.has(rule), `audited ${rule}: ${[...rules].join(' ')}`);
     assert.ok(rows.every((e) => e.outcome === 'failure'));
     assert.match(server.output(), /"rule":"aud".*"msg":"client authentication failed"|"msg":"client authentication failed".*"rule":"aud"/);
   });

@@ -5,7 +5,7 @@
  * oidc-provider answers every invalid_client with "client authentication failed" and keeps the
  * reason in `error_detail`. Here, from its error events (fired after the body is set, before it is
  * sent, inside the request's unit of work):
- * - a rule about the assertion's shape (alg, exp/iat/nbf, jti, iss, sub, aud, crit, lifetime)
+ * - a rule about the assertion's shape (alg, typ, exp/iat/nbf, jti, iss, sub, aud, crit, lifetime)
  *   becomes the error_description: the caller sent that JWT, so telling it which claim is wrong
  *   gives nothing away; a signature, key or unknown-client failure stays "client authentication
  *   failed" (those answers would be an oracle);
@@ -64,6 +64,7 @@ const SHAPE_RULES: ShapeRule[] = [
   { rule: 'sub', match: /^sub must be the client_id$/ },
   { rule: 'jti', match: /^jti must be a string/ },
   { rule: 'crit', match: /^crit header parameters/ },
+  { rule: 'typ', match: /^typ must be/ },
   { rule: 'iat', match: /^iat is in the future$/ },
   { rule: 'lifetime', match: /^the client assertion may be valid for at most/ },
   { rule: 'method', match: /^the provided authentication mechanism does not match/, say: () => 'this client is registered for another authentication method (private_key_jwt or none)' },

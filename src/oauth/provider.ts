@@ -41,6 +41,9 @@ export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
 
 export const clientAuthAlgs = (allowRs256: boolean): string[] => (allowRs256 ? [...CLIENT_AUTH_ALGS, 'RS256'] : [...CLIENT_AUTH_ALGS]);
 
+/** typ values (lowercased, without application/) a client assertion may carry. */
+const ASSERTION_TYPES = new Set(['jwt', 'client-authentication+jwt']);
+
 /** How far in the future an assertion's iat may lie (client clock skew). */
 const MAX_IAT_SKEW_SECONDS = 60;
 
@@ -58,6 +61,11 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
     if (typeof claims.jti !== 'string' || claims.jti.length > 256) throw new errors.InvalidClientAuth('jti must be a string of at most 256 characters');
     // No extension this server understands may be marked critical (RFC 7515 §4.1.11).
     if (header.crit !== undefined) throw new errors.InvalidClientAuth('crit header parameters are not supported');
+    // A JWT typed as another kind (an access token, a DPoP proof, an event) is not an assertion,
+    // however it is signed (RFC 8725 §3.11); rfc7523bis names client-authentication+jwt.
+    if (header.typ !== undefined && !ASSERTION_TYPES.has(String(header.typ).toLowerCase().replace(/^application\//, ''))) {
+      throw new errors.InvalidClientAuth('typ must be client-authentication+jwt or JWT, or be left out');
+    }
     const now = Math.floor(Date.now() / 1000);
     const exp = Number(claims.exp);
     const iat = typeof claims.iat === 'number' ? claims.iat : now;

@@ -34,6 +34,7 @@ import { outboxBacklog, purgeDeliveredEvents } from './revocation/outbox.ts';
 import { portOf, serveMetrics } from './metrics/http.ts';
 import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { resourceServerCache } from './resources/store.ts';
+import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
 import { tombstoneGrant } from './grants/store.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
@@ -70,7 +71,7 @@ async function start(config: Config): Promise<void> {
   const onGrantRevoked = auditGrantRevocation(runtime.audit);
   /** Kills a grant inside the current request and audits why (reuse, revocation): one path. */
   const revokeGrantNow = async (grantId: string) => {
-    const revoked = await tombstoneGrant(db, grantId);
+    const revoked = await tombstoneGrant(db, grantId, revocationReasonFromRequest());
     if (revoked) await onGrantRevoked(revoked);
   };
   const limiter = createRateLimiter(kv, log);

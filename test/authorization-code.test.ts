@@ -3,6 +3,7 @@
  * rotation, revocation and introspection, with openid-client as the agent.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { authorize, browse, CookieJar, csrfOf, followOnIssuer, openLoginPage, postForm } from './helpers/browserless.ts';
@@ -122,6 +123,45 @@ describe('authorization code flow with PKCE', () => {
     assert.equal(new Set(answers.map((a) => a.access_token)).size, 1, 'one access token');
     const next = await client.refreshTokenGrant(config, answers[0]!.refresh_token!);
     assert.ok(next.access_token);
+  });
+
+  it('issue-13: a request without scope asks consent for the client\'s registered scope and gets it', async () => {
+    const flow = await startFlow();
+    flow.url.searchParams.delete('scope');
+    const result = await authorize(server.issuer, flow.url, user);
+    assert.deepEqual(result.consentScopes.sort(), ['notes:read', 'notes:write']);
+    assert.equal(result.callback.searchParams.get('error'), null, result.callback.href);
+    const tokens = await client.authorizationCodeGrant(config, result.callback, { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
+    assert.deepEqual(tokens.scope?.split(' ').sort(), ['notes:read', 'notes:write']);
+  });
+
+  it('issue-13: a request without scope from a client that registered none is invalid_scope before anyone signs in', async () => {
+    const bare = await createAgent(server, { name: 'No scopes', redirectUris: [REDIRECT_URI] });
+    const url = client.buildAuthorizationUrl(await clientFor(server, bare), {
+      redirect_uri: REDIRECT_URI, state: 'st', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    const res = await browse(new CookieJar(), url);
+    assert.ok([302, 303].includes(res.status), `status ${res.status}`);
+    const callback = new URL(res.headers.get('location')!);
+    assert.equal(callback.origin + callback.pathname, REDIRECT_URI);
+    assert.equal(callback.searchParams.get('error'), 'invalid_scope');
+    assert.equal(callback.searchParams.get('state'), 'st');
+  });
+
+  it('issue-13: form_post\'s auto-submit script is allowed by the page\'s CSP, and nothing else is', async () => {
+    const params = { client_id: agent.clientId, redirect_uri: REDIRECT_URI, response_type: 'code', response_mode: 'form_post', scope: 'notes:read', state: 'fp' };
+    const res = await fetch(`${server.issuer}/auth?${new URLSearchParams(params)}`, { redirect: 'manual' });
+    const html = await res.text();
+    assert.match(html, new RegExp(`<form method="post" action="${REDIRECT_URI}">`));
+    const script = /<script>([\s\S]*?)<\/script>/.exec(html)?.[1];
+    assert.ok(script, html);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    const scriptSrc = csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('script-src'));
+    assert.equal(scriptSrc, `script-src 'sha256-${createHash('sha256').update(script).digest('base64')}'`);
+    assert.match(csp, /default-src 'none'/);
+    // Every other page still allows no script at all.
+    const page = await fetch(`${server.issuer}/account`, { redirect: 'manual' });
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'none';/);
   });
 
   it('Deny returns access_denied to the client', async () => {

@@ -3,10 +3,12 @@
  * status: never a 500, never a stack trace. Also: Secure cookies behind a TLS-terminating proxy.
  */
 import assert from 'node:assert/strict';
+import { KeyObject } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { browse, csrfOf, openLoginPage, postForm, postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, type TestAgent } from './helpers/factories.ts';
+import { clientAssertion, type TestKey } from './helpers/jwt.ts';
 import { freePort, startServer, type TestServer } from './helpers/server.ts';
 
 const STACK_TRACE = /at [\w.<>]+ \(|node:internal|\.ts:\d+/;
@@ -72,6 +74,35 @@ describe('bad input', () => {
     assert.equal(stalePost.status, 400);
   });
 
+  it('issue-13: a NUL character in any parameter is a 400, never a 500', async () => {
+    const config = await clientFor(server, agent);
+    const authorizationUrl = async (extra: Record<string, string>) => client.buildAuthorizationUrl(config, {
+      redirect_uri: 'https://agent.example/cb', scope: 'docs:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256', ...extra,
+    });
+    for (const extra of [{ nonce: '\u0000' }, { state: 'a\u0000b' }, { resource: 'https://x.example/\u0000' }] as Record<string, string>[]) {
+      const res = await fetch(await authorizationUrl(extra), { redirect: 'manual', headers: { accept: 'text/html' } });
+      assert.equal(res.status, 400, JSON.stringify(extra));
+      assert.doesNotMatch(await res.text(), STACK_TRACE);
+    }
+    // Our own forms: the sign-in page.
+    const { jar, html, uid } = await openLoginPage(server.issuer, await authorizationUrl({}));
+    const login = await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: 'a\u0000b', password: 'p\u0000' });
+    assert.equal(login.status, 400);
+    // The token endpoint, and a registration's JSON.
+    const assertion = (jti: string) => clientAssertion({ alg: 'ES256', kid: agent.kid!, privateKey: KeyObject.from(agent.privateKey!) } as TestKey, agent.clientId, server.issuer, { jti });
+    const jwtBearer = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+    await expectJsonError(await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'x\u0000', client_assertion_type: jwtBearer, client_assertion: assertion('j1') }), 400, 'invalid_grant');
+    // The assertion's jti is stored (replay detection): a NUL in it is the client's error.
+    const nulJti = await postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: jwtBearer, client_assertion: assertion('j\u0000') });
+    assert.ok([400, 401].includes(nulJti.status), `jti with NUL: ${nulJti.status}`);
+    const registration = await fetch(`${server.issuer}/reg`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${JSON.parse((await server.cli(['registration-tokens', 'create', '--json'])).stdout).token}` },
+      body: JSON.stringify({ redirect_uris: ['https://agent.example/cb'], token_endpoint_auth_method: 'none', contacts: ['a\u0000@example.com'] }),
+    });
+    await expectJsonError(registration, 400, /^invalid_(request|client_metadata)$/);
+  });
+
   it('limits form bodies on our own pages', async () => {
     const config = await clientFor(server, agent);
     const url = client.buildAuthorizationUrl(config, {
@@ -116,7 +147,7 @@ describe('behind a proxy (TRUST_PROXY=true)', () => {
   it('sets Secure cookies when the proxy says the request came over https', async () => {
     const agent = await createAgent(server, { redirectUris: ['https://agent.example/cb'] });
     const challenge = await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier());
-    const query = new URLSearchParams({ client_id: agent.clientId, redirect_uri: 'https://agent.example/cb', response_type: 'code', code_challenge: challenge, code_challenge_method: 'S256' });
+    const query = new URLSearchParams({ client_id: agent.clientId, redirect_uri: 'https://agent.example/cb', response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256' });
     const res = await fetch(`${server.baseUrl}/auth?${query}`, { redirect: 'manual', headers: { 'x-forwarded-proto': 'https' } });
     assert.equal(res.status, 303);
     const cookies = res.headers.getSetCookie();

@@ -111,6 +111,14 @@ describe('the agentauth command against a running server', () => {
     }
   });
 
+  it('issue-13: metadata names how introspection and revocation authenticate clients (RFC 8414 §2)', async () => {
+    const m = (await (await fetch(`${server.issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    for (const endpoint of ['introspection', 'revocation']) {
+      assert.deepEqual(new Set(m[`${endpoint}_endpoint_auth_methods_supported`] as string[]), new Set(['private_key_jwt', 'none']), endpoint);
+      assert.deepEqual(m[`${endpoint}_endpoint_auth_signing_alg_values_supported`], m.token_endpoint_auth_signing_alg_values_supported, endpoint);
+    }
+  });
+
   it('rotates the signing key; the running server publishes old and new keys', async () => {
     const before = (await (await fetch(`${server.issuer}/jwks`)).json()) as { keys: { kid: string; d?: string }[] };
     const r = await server.cli(['keys', 'rotate', '--json']);

@@ -101,6 +101,66 @@ describe('client assertions', () => {
     await expectStatus(good(attacker, {}, { jku: 'https://attacker.example/jwks' }), 401, 'jku to attacker keys');
   });
 
+  it('issue-13: invalid_client says which rule of the assertion\'s shape failed, never why a signature or key did', async () => {
+    const described = async (assertion: string) => {
+      const res = await tokenWith(assertion);
+      const body = (await res.json()) as { error: string; error_description: string };
+      assert.equal(res.status, 401, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_client');
+      return body.error_description;
+    };
+    const now = Math.floor(Date.now() / 1000);
+    const aud = new RegExp(`^aud must be the issuer identifier \\(${server.issuer.replaceAll('.', '\\.')}\\), as a single string$`);
+    assert.match(await described(good(es, { aud: `${server.issuer}/token` })), aud, 'aud: the token endpoint');
+    assert.match(await described(good(es, { aud: [server.issuer] })), aud, 'aud: an array');
+    assert.match(await described(good(es, { aud: 'https://other-as.example' })), aud, 'aud: another server');
+    assert.match(await described(good(es, { exp: now + 3600 })), /may be valid for at most 300 seconds/, 'a one-hour assertion');
+    assert.match(await described(good(es, { iat: now - 400, exp: now - 300 })), /^exp: the client assertion has expired/);
+    assert.match(await described(good(es, { iat: now + 90, exp: now + 150 })), /^iat/);
+    assert.match(await described(good(rs)), /^alg: /);
+    // sub names the client, so iss is then the one that disagrees with it.
+    assert.match(await described(good(es, { sub: other.clientId })), /^iss must be the client_id$/);
+    assert.match(await described(good(es, {}, { typ: 'at+jwt' })), /^typ must be client-authentication\+jwt or JWT/, 'an access token is no assertion');
+    await expectStatus(good(es, {}, { typ: 'client-authentication+jwt' }), 200, 'rfc7523bis explicit typing');
+    const once = good(es);
+    assert.equal((await tokenWith(once)).status, 200);
+    assert.match(await described(once), /^jti: this client assertion was already used/);
+    // Keys and signatures: nothing more than oidc-provider ever said.
+    for (const [label, assertion] of [
+      ['another client\'s key', good(otherKey)],
+      ['a foreign key under our kid', good({ ...otherKey, kid: es.kid })],
+      ['an unknown client', good(es, { iss: 'agt_nobody', sub: 'agt_nobody' })],
+    ] as const) assert.equal(await described(assertion), 'client authentication failed', label);
+
+    const r = await server.cli(['audit', 'export', '--client', agent.clientId, '--json']);
+    const rows = (JSON.parse(r.stdout) as { events: { event_type: string; outcome: string; details: { rule?: string } }[] }).events
+      .filter((e) => e.event_type === 'client.authentication_failed');
+    const rules = new Set(rows.map((e) => e.details.rule));
+    for (const rule of ['aud', 'lifetime', 'exp', 'iat', 'alg', 'typ', 'jti', 'credentials']) assert.ok(rules.has(rule), `audited ${rule}: ${[...rules].join(' ')}`);
+    assert.ok(rows.every((e) => e.outcome === 'failure'));
+    assert.match(server.output(), /"rule":"aud".*"msg":"client authentication failed"|"msg":"client authentication failed".*"rule":"aud"/);
+  });
+
+  it('issue-13: an assertion spent on a refused request stays spent, though the refusal rolls back', async () => {
+    const assertion = good(es);
+    // Authenticated, then refused: this agent may not use the refresh_token grant.
+    const refused = await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'not-a-refresh-token', client_assertion_type: JWT_BEARER, client_assertion: assertion });
+    assert.equal(refused.status, 400);
+    assert.equal(((await refused.json()) as { error: string }).error, 'unauthorized_client');
+    await expectStatus(assertion, 401, 'the same assertion again');
+  });
+
+  it('issue-13: Basic credentials with an empty password are 401 invalid_client with WWW-Authenticate', async () => {
+    const res = await fetch(`${server.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${agent.clientId}:`).toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials' }),
+    });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
+  });
+
   it('R-54: refuses foreign keys and survives odd kids', async () => {
     await expectStatus(good(otherKey), 401, 'signed by another client\'s key');
     await expectStatus(good({ ...otherKey, kid: es.kid }), 401, 'foreign key under our kid');

@@ -100,6 +100,44 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     assert.equal(body.error, 'invalid_client');
   });
 
+  const authorizationRequest = (clientId: string) => {
+    const url = new URL(`${server.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: clientId, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope: 'notes:read',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+    }).toString();
+    return fetch(url, { redirect: 'manual' });
+  };
+  const auditOf = async (clientId: string) =>
+    JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as { event_type: string; details: { changed?: string[] } }[];
+
+  it('issue-13: concurrent first uses of one document all succeed, and register it once', async () => {
+    const clientId = `${origin}/race.json`;
+    served['/race.json'] = () => ({ status: 200, body: publicClient(clientId) });
+    const answers = await Promise.all(Array.from({ length: 8 }, () => authorizationRequest(clientId)));
+    for (const res of answers) {
+      assert.equal(res.status, 303, await res.text());
+      assert.match(res.headers.get('location') ?? '', /\/interaction\//);
+    }
+    assert.equal((await auditOf(clientId)).filter((e) => e.event_type === 'client.registered').length, 1);
+  });
+
+  it('issue-13: a changed document is stored, with a client.updated audit row', async () => {
+    const clientId = `${origin}/changing.json`;
+    let name = 'Before the change';
+    served['/changing.json'] = () => ({ status: 200, body: { ...publicClient(clientId), client_name: name } });
+    assert.equal((await authorizationRequest(clientId)).status, 303);
+    name = 'After the change';
+    // A configuration change rebuilds the provider, and with it the document cache.
+    assert.equal((await server.cli(['scopes', 'create', `cimd:probe${Date.now()}`, '--description', 'Probe'])).code, 0);
+    assert.equal((await authorizationRequest(clientId)).status, 303);
+    const shown = JSON.parse((await server.cli(['clients', 'show', clientId, '--json'])).stdout) as { client_name?: string; metadata?: { client_name: string } };
+    assert.equal(shown.client_name ?? shown.metadata?.client_name, 'After the change');
+    const updated = (await auditOf(clientId)).filter((e) => e.event_type === 'client.updated');
+    assert.equal(updated.length, 1);
+    assert.deepEqual(updated[0]!.details.changed, ['client_name']);
+  });
+
   it('fetches a document once per cache period, not per request', async () => {
     const before = fetches;
     for (let i = 0; i < 5; i++) await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'x', client_id: `${origin}/confidential.json` });

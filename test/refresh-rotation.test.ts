@@ -108,6 +108,44 @@ describe('refresh token rotation', () => {
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), isInvalidGrant);
   });
 
+  it('issue-13: disabling a user revokes every grant of theirs, so their access tokens die at once', async () => {
+    const first = await agentWith();
+    const second = await agentWith();
+    const someone = await createUser(server);
+    const tokens = [await grantTokens(server, first.config, someone), await grantTokens(server, second.config, someone)];
+    const r = await server.cli(['users', 'disable', someone.username, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { revoked_grants: number }).revoked_grants, 2);
+    for (const [i, { config, agent }] of [first, second].entries()) {
+      assert.equal((await client.tokenIntrospection(config, tokens[i]!.access_token)).active, false, 'access token');
+      const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as { event_type: string; actor_type: string; details: { reason?: string } }[];
+      assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.actor_type === 'admin' && e.details.reason === 'user_disabled'), JSON.stringify(events));
+    }
+  });
+
+  it('issue-13: a grant killed by refresh token reuse queues its revocation event with reason refresh_token_reuse', async () => {
+    const { agent, config } = await agentWith(0);
+    assert.equal((await server.cli(['clients', 'update', agent.clientId, '--event-uri', 'https://agent.example/events'])).code, 0);
+    const tokens = await grantTokens(server, config, user);
+    await client.refreshTokenGrant(config, tokens.refresh_token!);
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), isInvalidGrant);
+    const events = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as { client_id: string; reason: string }[];
+    assert.deepEqual(events.filter((e) => e.client_id === agent.clientId).map((e) => e.reason), ['refresh_token_reuse']);
+  });
+
+  it('issue-13: revoking an access token (RFC 7009 §2.1) revokes its whole grant, as documented', async () => {
+    const { agent, config } = await agentWith();
+    const tokens = await grantTokens(server, config, user);
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!);
+    await client.tokenRevocation(config, refreshed.access_token);
+    for (const t of [refreshed.access_token, tokens.access_token]) assert.equal((await client.tokenIntrospection(config, t)).active, false);
+    await assert.rejects(client.refreshTokenGrant(config, refreshed.refresh_token!), isInvalidGrant);
+    const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as { event_type: string; details: { reason?: string } }[];
+    assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.details.reason === 'token_revoked'));
+    const types = events.map((e) => e.event_type);
+    assert.ok(!types.includes('refresh_token.reuse_detected'), 'not mistaken for reuse');
+  });
+
   it('R-21: a refresh token works only for the client it was issued to', async () => {
     const { config } = await agentWith();
     const other = await agentWith();

@@ -52,6 +52,15 @@ describe('dynamic client registration with initial access tokens', () => {
   });
   after(() => server?.stop());
 
+  it('issue-13: a registration without token_endpoint_auth_method or keys is told about the method it left out', async () => {
+    const { token_endpoint_auth_method: _method, jwks: _jwks, ...bare } = confidential();
+    const res = await register(server, bare, await registrationToken(server));
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { error: string; error_description: string };
+    assert.equal(body.error, 'invalid_client_metadata');
+    assert.match(body.error_description, /token_endpoint_auth_method was not sent/);
+  });
+
   it('R-64: refuses registration without a valid initial access token', async () => {
     for (const presented of [undefined, 'iat_not-a-real-token', `${token}x`]) {
       const res = await register(server, confidential(), presented);
@@ -181,6 +190,16 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
     const unsaid = await register(server, { client_name: 'Another MCP client', redirect_uris: ['http://127.0.0.1:33418/callback'], token_endpoint_auth_method: 'none' });
     assert.equal(unsaid.status, 201);
     assert.equal(((await unsaid.json()) as { application_type: string }).application_type, 'native');
+  });
+
+  it('issue-13: open registration without token_endpoint_auth_method registers a public client', async () => {
+    const res = await register(server, { client_name: 'Raw client', redirect_uris: ['http://127.0.0.1/callback'], scope: 'notes:read' });
+    assert.equal(res.status, 201, await res.clone().text());
+    assert.equal(((await res.json()) as { token_endpoint_auth_method: string }).token_endpoint_auth_method, 'none');
+    // A method other than none is refused by the field the client sent, whatever else is missing.
+    const keyless = await register(server, { redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'private_key_jwt' });
+    assert.equal(keyless.status, 400);
+    assert.match(((await keyless.json()) as { error_description: string }).error_description, /^token_endpoint_auth_method must be none/);
   });
 
   it('W-08: tells the user on the consent page that the agent is unverified, and where it will send them', async () => {

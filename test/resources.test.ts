@@ -7,12 +7,36 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { codeFlowTokens } from './helpers/browserless.ts';
-import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
+import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, postToken } from './helpers/browserless.ts';
+import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
 const NOTES_API = 'https://notes.example.com/';
 const CALENDAR_API = 'https://calendar.example.com/';
+
+/** The code flow for several resource servers at once (`resource` repeated, RFC 8707 §2.1). */
+async function multiResourceTokens(issuer: string, config: client.Configuration, user: TestUser, scope: string, resources: string[]) {
+  const verifier = client.randomPKCECodeVerifier();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: 'http://127.0.0.1/cb', scope, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+  });
+  for (const resource of resources) url.searchParams.append('resource', resource);
+  const { callback } = await authorize(issuer, url, user);
+  return client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: resources[0]! });
+}
+
+/** The connected agents page, signed in as the user through the ordinary login page. */
+async function accountPage(issuer: string, user: TestUser): Promise<string> {
+  const jar = new CookieJar();
+  let html = await (await followOnIssuer(jar, issuer, await browse(jar, `${issuer}/account`))).text();
+  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
+  if (login) html = await (await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
+  assert.match(html, /Your connected agents/);
+  return html;
+}
+
+const auditTypes = async (server: TestServer, clientId: string) =>
+  (JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as { event_type: string }[]).map((e) => e.event_type);
 
 describe('resource servers', () => {
   let server: TestServer;
@@ -134,5 +158,100 @@ describe('resource servers', () => {
     assert.equal((await server.cli(['resources', 'show', extra])).code, 1);
     // …forgotten at once after it.
     await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+  });
+
+  it('issue-13: a grant for two resource servers refreshes for one, then the other', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read calendar:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read calendar:read', [NOTES_API, CALENDAR_API]);
+    const forCalendar = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    const claims = JSON.parse(Buffer.from(forCalendar.access_token.split('.')[1]!, 'base64url').toString()) as { aud: string; scope: string };
+    assert.equal(claims.aud, CALENDAR_API);
+    assert.equal(claims.scope, 'calendar:read');
+    const forNotes = await client.refreshTokenGrant(config, forCalendar.refresh_token!, { resource: NOTES_API });
+    const info = await client.tokenIntrospection(notesClient, forNotes.access_token);
+    assert.equal(info.aud, NOTES_API);
+    assert.equal(info.scope, 'notes:read');
+  });
+
+  it('issue-13: a refresh for an ungranted, unknown or deleted resource is invalid_target and the grant lives', async () => {
+    const gone = 'https://retired.example.com/';
+    assert.equal((await server.cli(['resources', 'create', gone, '--scopes', 'notes:read'])).code, 0);
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read' });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read', [NOTES_API, gone]);
+    assert.equal((await server.cli(['resources', 'delete', gone])).code, 0);
+    for (const resource of [CALENDAR_API, 'https://unknown.example.com/', gone]) {
+      await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource }), (err: client.ResponseBodyError) => {
+        assert.equal(err.error, 'invalid_target', resource);
+        return true;
+      });
+    }
+    // Two resources granted and none named, or two named (resource may repeat, RFC 8707 §2): one
+    // token is for one server, so both are refused the same way.
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    const both = new URLSearchParams([['resource', NOTES_API], ['resource', gone]]);
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, both), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    // The refused refreshes consumed nothing: the same refresh token still works, once.
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, refreshed.access_token)).active, true);
+    await client.refreshTokenGrant(config, refreshed.refresh_token!, { resource: NOTES_API });
+    const types = await auditTypes(server, agent.clientId);
+    assert.ok(!types.includes('refresh_token.reuse_detected'), types.join(' '));
+    assert.ok(!types.includes('grant.revoked'), types.join(' '));
+  });
+
+  it('issue-13: with resource=, consent asks each permission once, and the account page lists what the token carries', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { name: 'Notes helper', redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read notes:write' });
+    const config = await clientFor(server, agent);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: 'http://127.0.0.1/cb', scope: 'notes:read notes:write', resource: NOTES_API, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const { callback, consentScopes, consentHtml } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
+    assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
+    assert.equal(consentHtml.match(/Change your notes/g)?.length, 1, 'asked once');
+    const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, tokens.access_token)).scope, 'notes:read');
+    const page = await accountPage(server.issuer, user);
+    assert.match(page, /Read your notes \(at notes\.example\.com\)/);
+    assert.doesNotMatch(page, /Change your notes/, 'the account page lists only what the user left ticked');
+  });
+
+  it('issue-13: inside the retry window, the previous refresh token repeats only its own request', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read calendar:read', refreshRetryWindow: 60 });
+    const config = await clientFor(server, agent);
+    const tokens = await multiResourceTokens(server.issuer, config, user, 'notes:read calendar:read', [NOTES_API, CALENDAR_API]);
+    const first = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    const retried = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
+    assert.equal(retried.refresh_token, first.refresh_token, 'the same successor');
+    // Asked for another server, the kept answer (a calendar token) would be wrong: refused, not replayed.
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API }), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
+    const next = await client.refreshTokenGrant(config, first.refresh_token!, { resource: NOTES_API });
+    assert.equal((await client.tokenIntrospection(notesClient, next.access_token)).aud, NOTES_API, 'the grant lives');
+  });
+
+  it('issue-13: a raw client that registered no scope and sends none, naming a resource server, is asked for that server\'s scopes', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { public: true, redirectUris: ['http://127.0.0.1/cb'] });
+    const verifier = client.randomPKCECodeVerifier();
+    const url = new URL(`${server.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: agent.clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1/cb', resource: NOTES_API, state: 'raw',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    }).toString();
+    const { callback, consentScopes } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
+    assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
+    const res = await postToken(server.issuer, {
+      grant_type: 'authorization_code', client_id: agent.clientId, code: callback.searchParams.get('code') ?? '', redirect_uri: 'http://127.0.0.1/cb', code_verifier: verifier, resource: NOTES_API,
+    });
+    const body = (await res.json()) as { access_token: string; scope: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.scope, 'notes:read');
+    assert.equal((await client.tokenIntrospection(notesClient, body.access_token)).aud, NOTES_API);
   });
 });

@@ -17,6 +17,7 @@ import { readForm, seeOther } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { timeWords } from '../http/time-words.ts';
+import { describePermission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
@@ -97,7 +98,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
   }
 
   async function viewOf(agents: ConnectedAgent[], accountId: string) {
-    const descriptions = new Map((await findScopes(db, [...new Set(agents.flatMap((a) => a.scopes))])).map((s) => [s.name, s.description]));
+    const descriptions = new Map((await findScopes(db, [...new Set(agents.flatMap((a) => a.permissions.map((p) => p.scope)))])).map((s) => [s.name, s.description]));
     const activity = await recentActivity(db, accountId, agents.map((a) => a.grantId));
     return agents.map((a) => ({
       grantId: a.grantId,
@@ -106,7 +107,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
       logo: httpsOnly(a.metadata?.logo_uri),
       homepage: httpsOnly(a.metadata?.client_uri),
       verified: !isSelfRegistered(a.registration),
-      scopes: a.scopes.map((s) => descriptions.get(s) ?? s),
+      scopes: a.permissions.map((p) => describePermission(p, (scope) => descriptions.get(scope) ?? scope)),
       grantedAt: timeWords(a.grantedAt),
       lastUsedAt: a.lastUsedAt ? timeWords(a.lastUsedAt) : undefined,
       liveTokens: a.liveTokens,

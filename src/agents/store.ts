@@ -1,5 +1,6 @@
 /** What the connected agents page shows: a user's live grants, their agents, use and activity. */
 import type { ClientMetadata, RegistrationKind } from '../clients/store.ts';
+import { grantPermissions, type Permission } from '../grants/permissions.ts';
 import type { Db } from '../storage/db.ts';
 
 export interface ConnectedAgent {
@@ -7,7 +8,8 @@ export interface ConnectedAgent {
   clientId: string;
   metadata: ClientMetadata | null;
   registration: RegistrationKind | null;
-  scopes: string[];
+  /** What the grant holds (grants/permissions.ts), `openid` left out: it is not shown as a permission. */
+  permissions: Permission[];
   grantedAt: Date;
   lastUsedAt: Date | null;
   liveTokens: number;
@@ -23,7 +25,7 @@ export interface ActivityEntry {
 interface Row {
   id: string;
   client_id: string;
-  payload: { openid?: { scope?: string } };
+  payload: unknown;
   created_at: Date;
   metadata: ClientMetadata | null;
   registration: RegistrationKind | null;
@@ -48,7 +50,7 @@ export async function connectedAgentsFor(db: Db, accountId: string, internalClie
     clientId: row.client_id,
     metadata: row.metadata,
     registration: row.registration,
-    scopes: (row.payload.openid?.scope ?? '').split(' ').filter((s) => s && s !== 'openid'),
+    permissions: grantPermissions(row.payload).filter((p) => p.scope !== 'openid'),
     grantedAt: row.created_at,
     lastUsedAt: row.last_used,
     liveTokens: row.live_tokens,

@@ -16,7 +16,7 @@ export type AuditEventType =
   | 'authorization_code.issued' | 'authorization_code.reuse_detected'
   | 'token.issued' | 'refresh_token.rotated' | 'refresh_token.retried' | 'refresh_token.reuse_detected'
   | 'token.revoked' | 'grant.revoked' | 'token.introspected'
-  | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted'
+  | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted' | 'client.authentication_failed'
   | 'user.created' | 'user.disabled' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'
   | 'resource_server.registered' | 'resource_server.deleted'
   | 'audit.purged';

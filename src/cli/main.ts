@@ -131,11 +131,11 @@ const COMMANDS: Record<string, Command> = {
   },
   'users disable': {
     usage: 'agentauth users disable <username> [--json]',
-    summary: 'Disable a user: they cannot sign in, and their agents can no longer refresh tokens.',
+    summary: 'Disable a user: they cannot sign in, and every grant they gave an agent is revoked (tokens dead, agents told).',
     positionals: ['username'],
     operation: 'users.disable',
     input: async (_values, [username]) => ({ username }),
-    print: (r) => `disabled user ${(r as { username: string }).username}`,
+    print: (r) => `disabled user ${(r as { username: string }).username}: revoked ${(r as { revoked_grants: number }).revoked_grants} grants`,
   },
   'users grants': {
     usage: 'agentauth users grants <username> [--json]',

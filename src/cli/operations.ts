@@ -8,7 +8,7 @@ import { hashPassword } from '../accounts/passwords.ts';
 import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
 import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
 import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
-import { revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
+import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
 import { connectedAgentsFor } from '../agents/store.ts';
 import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
@@ -87,8 +87,10 @@ export const operations = {
   'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit, actor }, { username }) => {
     const disabled = await disableAccount(db, username);
     if (!disabled) throw new NotFoundError(`no enabled user ${username}`);
-    await audit.record({ type: 'user.disabled', actor, accountId: disabled.id, details: { username } });
-    return { id: disabled.id, username, disabled: true };
+    // Refusing refreshes is not enough: tokens already issued must die too (R-28).
+    const revoked = await revokeAccountAccess(db, audit, disabled.id, actor, 'user_disabled');
+    await audit.record({ type: 'user.disabled', actor, accountId: disabled.id, details: { username, revoked_grants: revoked.grants } });
+    return { id: disabled.id, username, disabled: true, revoked_grants: revoked.grants };
   }),
 
   'scopes.create': operation(
@@ -227,7 +229,10 @@ export const operations = {
     return {
       username,
       grants: grants.map((g) => ({
-        grant_id: g.grantId, client_id: g.clientId, client_name: g.metadata?.client_name ?? null, scopes: g.scopes,
+        // The one reader of a grant's permissions (grants/permissions.ts): each scope, and the
+        // resource server it is for when it is for one.
+        grant_id: g.grantId, client_id: g.clientId, client_name: g.metadata?.client_name ?? null,
+        scopes: [...new Set(g.permissions.map((p) => p.scope))], permissions: g.permissions,
         granted_at: g.grantedAt.toISOString(), last_used_at: g.lastUsedAt?.toISOString() ?? null, live_tokens: g.liveTokens,
       })),
     };

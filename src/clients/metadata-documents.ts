@@ -18,7 +18,7 @@ import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
-import { findClient, insertClient, updateClientMetadata, type ClientMetadata } from './store.ts';
+import { findClient, insertClientIfAbsent, updateClientMetadata, type ClientMetadata } from './store.ts';
 
 export interface MetadataDocumentDeps {
   db: Db;
@@ -50,26 +50,41 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
 
     async admitClient(metadata) {
       const clientId = metadata.client_id;
-      const existing = await findClient(db, clientId);
-      if (existing && existing.registration !== 'metadata_document') throw new errors.InvalidClient('client is not allowed');
-      if (existing?.disabledAt) throw new errors.InvalidClient('this client has been disabled');
-      // Called on every request of the client: the policy (which reads the scopes) runs only
-      // when the document is new or changed, as for any other client's registration.
-      if (!existing || canonicalJson(existing.metadata) !== canonicalJson(metadata)) {
+      let existing = await findClient(db, clientId);
+      if (!existing) {
         await checked(db, metadata, 'metadata_document', policy);
-        if (existing) {
-          await updateClientMetadata(db, metadata);
-        } else {
-          await insertClient(db, metadata, 'metadata_document');
+        // Two first uses at once (two instances, or two requests): one inserts, the other finds
+        // the row and goes on as for a known document.
+        if (await insertClientIfAbsent(db, metadata, 'metadata_document')) {
           await deps.audit.record({
             type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
             details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
           });
+          return deps.clientFound(clientId, null);
         }
+        existing = await findClient(db, clientId);
+        if (!existing) throw new errors.InvalidClient('client is not allowed'); // deleted in between
       }
-      await deps.clientFound(clientId, existing?.tokenRateLimit ?? null);
+      if (existing.registration !== 'metadata_document') throw new errors.InvalidClient('client is not allowed');
+      if (existing.disabledAt) throw new errors.InvalidClient('this client has been disabled');
+      // Called on every request of the client: the policy (which reads the scopes) runs only
+      // when the document changed, as for any other client's update.
+      const changed = changedFields(existing.metadata, metadata);
+      if (changed.length) {
+        await checked(db, metadata, 'metadata_document', policy);
+        await updateClientMetadata(db, metadata);
+        await deps.audit.record({ type: 'client.updated', actor: { type: 'client', id: clientId }, clientId, details: { changed, via: 'metadata_document' } });
+      }
+      await deps.clientFound(clientId, existing.tokenRateLimit);
     },
   };
+}
+
+/** Top-level fields whose value differs (key order inside values does not count). */
+function changedFields(stored: ClientMetadata, fetched: ClientMetadata): string[] {
+  return [...new Set([...Object.keys(stored), ...Object.keys(fetched)])]
+    .filter((k) => canonicalJson(stored[k]) !== canonicalJson(fetched[k]))
+    .sort();
 }
 
 /** JSON with object keys sorted, so a document and its stored copy compare equal whatever the key order. */

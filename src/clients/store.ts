@@ -40,6 +40,15 @@ export async function insertClient(db: Db, metadata: ClientMetadata, registratio
   await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3)', [metadata.client_id, metadata, registration]);
 }
 
+/**
+ * Inserts the client unless one with its id exists; false when one did (or a concurrent
+ * transaction inserted it first: the unique index makes this wait for that one's outcome).
+ */
+export async function insertClientIfAbsent(db: Db, metadata: ClientMetadata, registration: RegistrationKind): Promise<boolean> {
+  const r = await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING', [metadata.client_id, metadata, registration]);
+  return r.rowCount === 1;
+}
+
 /** A client that may authenticate now (not disabled): its metadata and its own token rate limit. */
 export async function findActiveClient(db: Db, clientId: string): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null; registration: RegistrationKind } | undefined> {
   const r = await db.query<{ metadata: ClientMetadata; token_rate_limit: number | null; registration: RegistrationKind }>(

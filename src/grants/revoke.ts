@@ -1,13 +1,13 @@
 /**
  * Revocations that are not oidc-provider's own: everything a client holds, when an admin
- * disables or deletes it. Each grant is tombstoned the one way (grant row first), audited with
+ * disables or deletes it, and everything a user granted, when an admin disables the user. Each grant is tombstoned the one way (grant row first), audited with
  * its reason, and tokens that belong to no grant (client credentials) are deleted too.
  */
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import { metrics } from '../metrics/metrics.ts';
 import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
-import { liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
+import { liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
 
 export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: string, actor: AuditInput['actor'], reason: string): Promise<{ grants: number; tokens: number }> {
   return db.tx(async () => {
@@ -18,6 +18,21 @@ export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: stri
     }
     await deleteArtifactsOfClient(db, clientId);
     return { grants, tokens };
+  });
+}
+
+/**
+ * Everything a user granted, to any agent, when an admin disables the user: each grant the one
+ * way (tombstone, tokens, revocation events, audit), so their access tokens stop introspecting
+ * and their agents hear of it, exactly as when a client is disabled.
+ */
+export async function revokeAccountAccess(db: Db, audit: AuditLog, accountId: string, actor: AuditInput['actor'], reason: string): Promise<{ grants: number }> {
+  return db.tx(async () => {
+    let grants = 0;
+    for (const grantId of await liveGrantIdsOfAccount(db, accountId)) {
+      if (await revokeGrant(db, audit, grantId, actor, reason)) grants += 1;
+    }
+    return { grants };
   });
 }
 

@@ -88,12 +88,20 @@ export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked
     tombstonedHere(db)?.add(id);
     const row = r.rows[0];
     if (!row) return undefined;
+    // A revocation survives the refusal that caused it (reuse is answered invalid_grant).
+    db.mustCommit();
     const revoked = { grantId: id, accountId: row.account_id, clientId: row.client_id };
     // The push to subscribers is queued in this same transaction (outbox): it happens if and only
     // if the revocation commits.
     await enqueueRevocationEvents(db, revoked, reason);
     return revoked;
   });
+}
+
+/** Ids of an account's grants that are still live, with any client. */
+export async function liveGrantIdsOfAccount(db: Db, accountId: string): Promise<string[]> {
+  const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id', [accountId]);
+  return r.rows.map((row) => row.id);
 }
 
 /** Ids of a client's grants that are still live. */

@@ -19,6 +19,7 @@ import type { OperationContext } from '../cli/operations.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
+import { explainClientAuthFailures } from '../clients/authentication-failures.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from '../metrics/http.ts';
@@ -28,6 +29,7 @@ import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
 import { errorHandler, renderErrorPage } from './errors.ts';
 import { nameProviderRoute } from './provider-route.ts';
 import { pathOf, requestContext, withRequestContext } from './request-context.ts';
+import { refuseNulInQuery } from './nul-characters.ts';
 import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
@@ -69,6 +71,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
     renderErrorPage(ctx, views, 400, 'invalid_request', 'The request target is not a valid URL.');
   });
   provider.use(nameProviderRoute(provider));
+  provider.use(refuseNulInQuery);
   provider.use(async function dependencyOutage(ctx: Context, next: Next) {
     await next();
     if (ctx.status !== 500 || !(ctx.state as { dependencyDown?: boolean }).dependencyDown) return;
@@ -114,6 +117,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
+  explainClientAuthFailures(provider, { db, audit: deps.audit, log });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;

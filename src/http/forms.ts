@@ -1,6 +1,7 @@
 /** Reads request bodies for our own routes: urlencoded forms for pages, JSON for the admin API, within small limits. */
 import type { Context } from 'koa';
 import { AppError } from './errors.ts';
+import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
 
 const FORM_LIMIT_BYTES = 16 * 1024;
 const JSON_LIMIT_BYTES = 256 * 1024;
@@ -22,7 +23,9 @@ export async function readForm(ctx: Context): Promise<URLSearchParams> {
   if (!ctx.is('application/x-www-form-urlencoded')) {
     throw new AppError(415, 'invalid_request', 'The form must be sent as application/x-www-form-urlencoded.');
   }
-  return new URLSearchParams(await readBody(ctx, FORM_LIMIT_BYTES, 'form'));
+  const form = new URLSearchParams(await readBody(ctx, FORM_LIMIT_BYTES, 'form'));
+  if (containsNul([...form])) throw new AppError(400, 'invalid_request', NUL_REFUSED);
+  return form;
 }
 
 /** A JSON object body; an empty body is an empty object. */
@@ -37,6 +40,7 @@ export async function readJsonObject(ctx: Context): Promise<Record<string, unkno
     throw new AppError(400, 'invalid_request', 'The body is not JSON.');
   }
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new AppError(400, 'invalid_request', 'The body must be a JSON object.');
+  if (containsNul(value)) throw new AppError(400, 'invalid_request', NUL_REFUSED);
   return value as Record<string, unknown>;
 }
 

@@ -1,7 +1,9 @@
 /**
  * One Postgres transaction per request, begun at the first query and committed before the
- * response is sent: a 200 always means its writes are durable. A 5xx rolls back; a 4xx commits,
- * because refusing a reused code or refresh token must still revoke the grant.
+ * response is sent: a 200 always means its writes are durable. A refused request (4xx, 5xx)
+ * rolls back, so a refusal writes nothing; the few writes that must survive one say so: a reuse
+ * tombstone and its audit row with `db.mustCommit()`, a spent assertion jti with
+ * `db.keepOnRollback()` (docs/architecture.md).
  */
 import type { Context, Next } from 'koa';
 import { CommitFailedError, type Db } from '../storage/db.ts';
@@ -13,7 +15,7 @@ export function requestTransaction(db: Db) {
       await db.unitOfWork(async () => {
         await next();
         return ctx.status;
-      }, (status) => status < 500);
+      }, (status) => status < 400);
     } catch (err) {
       if (!(err instanceof CommitFailedError)) throw err;
       requestContext()?.log.error({ err: err.cause }, 'commit failed');

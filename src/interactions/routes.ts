@@ -14,6 +14,7 @@ import { readForm, seeOther } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
 import { findClient, isSelfRegistered } from '../clients/store.ts';
+import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, type Permission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
@@ -86,17 +87,11 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     if (details.prompt.name === 'consent') {
       const account = details.session?.accountId ? await findAccountById(db, details.session.accountId) : undefined;
       if (!account) throw expired();
-      const names = requestedScopes(details);
-      const perResource = requestedResourceScopes(details);
-      const allNames = [...names, ...Object.values(perResource).flat()];
-      const known = new Map((await findScopes(db, allNames)).map((s) => [s.name, s.description]));
+      // One checkbox per permission: a scope asked for a resource server is asked once, per server.
+      const asked = requestedPermissions(details);
+      const known = new Map((await findScopes(db, [...new Set(asked.map((p) => p.scope))])).map((s) => [s.name, s.description]));
       const describe = (name: string) => known.get(name) ?? BUILT_IN_SCOPE_DESCRIPTIONS[name] ?? name;
-      const scopes = [
-        ...names.map((name) => ({ name, description: describe(name) })),
-        // A scope of a resource server is asked for per server: the checkbox names both.
-        ...Object.entries(perResource).flatMap(([resource, list]) =>
-          list.map((name) => ({ name: `${name} ${resource}`, description: `${describe(name)} (at ${hostOf(resource) ?? resource})` }))),
-      ];
+      const scopes = asked.map((p) => ({ name: permissionLabel(p), description: describePermission(p, describe) }));
       // An agent that registered itself (open registration, a metadata document) is flagged, with where it will send you.
       const unverified = isSelfRegistered((await findClient(db, clientId))?.registration);
       ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
@@ -136,29 +131,32 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     if (details.prompt.name !== 'consent' || !details.session?.accountId) throw expired();
     const accountId = details.session.accountId;
     const clientId = String(details.params.client_id);
-    const requested = requestedScopes(details);
-    const perResource = requestedResourceScopes(details);
+    const asked = requestedPermissions(details);
     if (form.get('decision') !== 'allow') {
-      await audit.record({ type: 'consent.denied', actor: { type: 'user', id: accountId }, clientId, accountId, details: { requested } });
+      await audit.record({ type: 'consent.denied', actor: { type: 'user', id: accountId }, clientId, accountId, details: { requested: asked.map(permissionLabel) } });
       await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       return;
     }
     const ticked = new Set(form.getAll('scope'));
     const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined)
       ?? new provider.Grant({ accountId, clientId });
-    const granted = requested.filter((s) => ticked.has(s));
-    const refused = requested.filter((s) => !ticked.has(s));
-    if (granted.length) grant.addOIDCScope(granted.join(' '));
+    const allowed = asked.filter((p) => ticked.has(permissionLabel(p)));
+    const declined = asked.filter((p) => !ticked.has(permissionLabel(p)));
+    // The OIDC twin of each permission follows it, so a token with or without resource= agrees.
+    const oidcAsked = requestedScopes(details);
+    const oidcGranted = oidcAsked.filter((s) => oidcScopeAllowed(s, allowed));
+    const oidcRefused = oidcAsked.filter((s) => !oidcScopeAllowed(s, allowed));
+    if (oidcGranted.length) grant.addOIDCScope(oidcGranted.join(' '));
     // Recording refusals stops oidc-provider from asking again for what the user unticked.
-    if (refused.length) grant.rejectOIDCScope(refused.join(' '));
-    for (const [resource, list] of Object.entries(perResource)) {
-      const allowed = list.filter((s) => ticked.has(`${s} ${resource}`));
-      const declined = list.filter((s) => !ticked.has(`${s} ${resource}`));
-      if (allowed.length) grant.addResourceScope(resource, allowed.join(' '));
-      if (declined.length) grant.rejectResourceScope(resource, declined.join(' '));
-      granted.push(...allowed.map((s) => `${s} ${resource}`));
-      refused.push(...declined.map((s) => `${s} ${resource}`));
+    if (oidcRefused.length) grant.rejectOIDCScope(oidcRefused.join(' '));
+    for (const resource of new Set(asked.flatMap((p) => (p.resource ? [p.resource] : [])))) {
+      const yes = allowed.filter((p) => p.resource === resource).map((p) => p.scope);
+      const no = declined.filter((p) => p.resource === resource).map((p) => p.scope);
+      if (yes.length) grant.addResourceScope(resource, yes.join(' '));
+      if (no.length) grant.rejectResourceScope(resource, no.join(' '));
     }
+    const granted = allowed.map(permissionLabel);
+    const refused = declined.map(permissionLabel);
     const missingClaims = details.prompt.details.missingOIDCClaims;
     if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
     const grantId = await grant.save();
@@ -180,6 +178,9 @@ function requestedResourceScopes(details: Interaction): Record<string, string[]>
   const missing = details.prompt.details.missingResourceScopes;
   return missing && typeof missing === 'object' ? (missing as Record<string, string[]>) : {};
 }
+
+/** What this consent asks for, one permission per scope and server (grants/permissions.ts). */
+const requestedPermissions = (details: Interaction): Permission[] => permissionsOf(requestedScopes(details), requestedResourceScopes(details));
 
 /** The scopes this consent asks for: those the request names that no grant covers yet. */
 function requestedScopes(details: Interaction): string[] {

@@ -1,9 +1,20 @@
-// oidc-provider keeps its grant handlers and router in a private store reachable only through
-// this reader. Used to wrap the built-in refresh_token handler (src/oauth/refresh-rotation.ts)
+// oidc-provider keeps its grant handlers, configuration and router in a private store reachable
+// only through this reader. Used to wrap the built-in refresh_token handler and check a refresh's
+// resource the way that handler will, before anything is consumed (src/oauth/refresh-rotation.ts),
 // and to name a request's endpoint the way the router matches it (src/http/provider-route.ts).
 declare module 'oidc-provider/lib/helpers/weak_cache.js' {
+  export interface ResourceIndicatorsFeature {
+    enabled: boolean;
+    getResourceServerInfo(ctx: unknown, resource: string, client: unknown): Promise<unknown>;
+  }
   export default function instance(provider: object): {
     grantTypeHandlers: Map<string, (ctx: unknown) => Promise<void>>;
+    configuration: { features: { resourceIndicators: ResourceIndicatorsFeature; userinfo: { enabled: boolean } } };
     router: { match(method: string, path: string): { route: { name: string } } | undefined };
   };
+}
+
+// The resolution of a token request's resource indicator (RFC 8707 §2.2) the built-in grants use.
+declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
+  export default function resolveResource(ctx: unknown, model: unknown, config: unknown, scopes?: Set<string>): Promise<string | undefined>;
 }

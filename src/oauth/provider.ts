@@ -5,9 +5,10 @@
 import type { JsonWebKey } from '../keys/signing-keys.ts';
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
-import type { Configuration, FindAccount } from 'oidc-provider';
+import type { Client, Configuration, FindAccount, KoaContextWithOIDC } from 'oidc-provider';
 import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
+import { applyRegistrationDefaults } from '../clients/registration-defaults.ts';
 import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resources/store.ts';
 import type { Outbound } from '../net/outbound.ts';
@@ -42,6 +43,9 @@ export const CLIENT_AUTH_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
 
 export const clientAuthAlgs = (allowRs256: boolean): string[] => (allowRs256 ? [...CLIENT_AUTH_ALGS, 'RS256'] : [...CLIENT_AUTH_ALGS]);
 
+/** typ values (lowercased, without application/) a client assertion may carry. */
+const ASSERTION_TYPES = new Set(['jwt', 'client-authentication+jwt']);
+
 /** How far in the future an assertion's iat may lie (client clock skew). */
 const MAX_IAT_SKEW_SECONDS = 60;
 
@@ -59,6 +63,11 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
     if (typeof claims.jti !== 'string' || claims.jti.length > 256) throw new errors.InvalidClientAuth('jti must be a string of at most 256 characters');
     // No extension this server understands may be marked critical (RFC 7515 §4.1.11).
     if (header.crit !== undefined) throw new errors.InvalidClientAuth('crit header parameters are not supported');
+    // A JWT typed as another kind (an access token, a DPoP proof, an event) is not an assertion,
+    // however it is signed (RFC 8725 §3.11); rfc7523bis names client-authentication+jwt.
+    if (header.typ !== undefined && !ASSERTION_TYPES.has(String(header.typ).toLowerCase().replace(/^application\//, ''))) {
+      throw new errors.InvalidClientAuth('typ must be client-authentication+jwt or JWT, or be left out');
+    }
     const now = Math.floor(Date.now() / 1000);
     const exp = Number(claims.exp);
     const iat = typeof claims.iat === 'number' ? claims.iat : now;
@@ -78,6 +87,7 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
  */
 const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClientMetadata']>['validator']> = (ctx, key, _value, metadata) => {
   if (key !== 'event_delivery_uri') return;
+  applyRegistrationDefaults(ctx, metadata);
   // A metadata document's client: its raw document is not at hand, so a declared "web" counts as unsaid.
   const fromDocument = typeof metadata.client_id === 'string' && metadata.client_id.startsWith('https://');
   const registering = ctx && ['registration', 'client_update'].includes(String(ctx.oidc?.route));
@@ -89,6 +99,28 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
   };
   if (Array.isArray(uris) && uris.length > 0 && uris.every(loopbackHttp)) metadata.application_type = 'native';
 };
+
+/**
+ * RFC 6749 §3.3: without `scope`, the client's registered scope is the default (and is what the
+ * consent page asks for); a client that registered none but names resource servers (RFC 8707, as
+ * MCP clients do) asks for those servers' scopes; anything else is refused with invalid_scope now,
+ * never after the user was asked. oidc-provider runs extra-parameter validators on every
+ * authorization request after its own scope and resource checks, so the default is the client's
+ * own allow-list, or scopes of servers already known to exist.
+ */
+function defaultScope(findResourceServer: ProviderSettings['findResourceServer']) {
+  return async (ctx: KoaContextWithOIDC, value: string | undefined, client: Client): Promise<void> => {
+    if (typeof value === 'string' && value.length > 0) return;
+    let scope = client.scope;
+    const resources = ctx.oidc.params?.resource;
+    if (!scope && resources) {
+      const servers = await Promise.all([resources].flat().map((r) => findResourceServer(String(r))));
+      scope = [...new Set(servers.flatMap((rs) => rs?.scopes ?? []))].join(' ');
+    }
+    if (!scope) throw new errors.InvalidScope('scope is required: this client registered no default scope', '');
+    ctx.oidc.params!.scope = scope;
+  };
+}
 
 type IntrospectionPolicy = NonNullable<NonNullable<NonNullable<Configuration['features']>['introspection']>['allowedPolicy']>;
 
@@ -250,9 +282,19 @@ export function buildProvider(s: ProviderSettings): Provider {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     assertJwtClientAuthClaimsAndHeader: assertClientAssertion(s.clientAuth.maxAssertionLifetime),
+    // RFC 8414 §2: absent, these would mean client_secret_basic, which we refuse. Introspection
+    // and revocation authenticate clients exactly as the token endpoint does.
+    discovery: {
+      introspection_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
+      introspection_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
+      revocation_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
+      revocation_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
+    },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
+    // Not a new parameter: a default for `scope` (see defaultScope).
+    extraParams: { scope: defaultScope(s.findResourceServer) },
     // Every request the provider sends goes through our outbound module: https, the address
     // policy checked on the dialled socket, no redirects, 64 KiB. oidc-provider's own dispatcher
     // (its socket check) is replaced by ours, with its 2.5 s deadline kept through `signal`.

@@ -11,12 +11,15 @@
  * - the immediate predecessor presented again within the window gets that same response: nothing
  *   is minted, the family does not fork (a retry after a timeout, two workers at once);
  * - any other used token is reuse: the whole grant is revoked and the answer is invalid_grant.
+ * A refresh that will be refused for its resource (RFC 8707: never granted, unknown, deleted, or
+ * ambiguous) is refused before the token is consumed, so the grant and the token live on.
  * See docs/refresh-tokens.md.
  */
 import { hkdfSync } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { lockGrant } from '../grants/store.ts';
 import { seal, unseal } from '../keys/sealed.ts';
@@ -38,12 +41,29 @@ interface TokenResponse {
   [key: string]: unknown;
 }
 
+/** The parameters that shape a refresh's response (RFC 8707 resource, scope), as one string. */
+const shapingParams = (ctx: KoaContextWithOIDC): string => JSON.stringify([ctx.oidc.params?.resource ?? null, ctx.oidc.params?.scope ?? null]);
+
 const retryKey = (presented: string) => Buffer.from(hkdfSync('sha256', presented, 'agentauth', 'refresh-retry', 32));
 
 export function installRefreshRotation(provider: Provider, deps: RefreshRotationDeps): void {
   const found = instance(provider).grantTypeHandlers.get('refresh_token');
   if (!found) throw new Error('oidc-provider has no refresh_token handler to wrap');
   const builtIn: (ctx: KoaContextWithOIDC) => Promise<void> = found;
+  const { features } = instance(provider).configuration;
+
+  /**
+   * Throws invalid_target if the built-in handler would, but before it consumes anything: it
+   * resolves the resource only after rotating. Same resolution, same resource server lookup.
+   */
+  async function checkTarget(ctx: KoaContextWithOIDC, presented: string): Promise<void> {
+    if (!features.resourceIndicators.enabled) return;
+    const token = await provider.RefreshToken.find(presented, { ignoreExpiration: true });
+    if (!token || token.isExpired) return; // the built-in handler answers invalid_grant
+    const scope = ctx.oidc.params?.scope ? ctx.oidc.requestParamScopes : token.scopes;
+    const resource = await resolveResource(ctx, token, { userinfo: features.userinfo, resourceIndicators: features.resourceIndicators }, scope);
+    if (resource) await features.resourceIndicators.getResourceServerInfo(ctx, resource, ctx.oidc.client);
+  }
 
   async function rotateOrReplay(ctx: KoaContextWithOIDC): Promise<void> {
     const presented = ctx.oidc.params?.refresh_token;
@@ -58,16 +78,20 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     if (!state) throw new errors.InvalidGrant('refresh token not found');
 
     if (!state.consumed) {
+      await checkTarget(ctx, presented);
       await builtIn(ctx);
       const body = ctx.body as TokenResponse;
       if (typeof body.refresh_token !== 'string') return;
       const window = state.clientRetryWindow ?? deps.defaultRetryWindow;
-      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body }), hashId(presented).toString('hex')) : null;
+      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx) }), hashId(presented).toString('hex')) : null;
       await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
       return;
     }
 
-    const replay = await sameSuccessor(state, presented);
+    const replay = await sameSuccessor(state, presented, shapingParams(ctx));
+    // Inside the window but asking for something else (another resource or scope): the answer
+    // kept is not for this request. Not reuse either: the successor is still the live one.
+    if (replay === 'another request') throw new errors.InvalidGrant('a refresh token already used can only repeat the request it was used for');
     if (replay) {
       ctx.body = replay;
       // Nothing was issued: the audit records a retry, not a new token (see provider-events).
@@ -79,14 +103,18 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
   }
 
   /** The successor response again, if this is the immediate predecessor inside its window. */
-  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string): Promise<TokenResponse | undefined> {
+  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string, request: string): Promise<TokenResponse | 'another request' | undefined> {
     if (!state.retryResponse || !state.retryUntil || state.retryUntil.getTime() <= Date.now() || !state.successorHash) return undefined;
     // Only the immediate predecessor: its successor must still be unused.
     if (!(await refreshTokenIsLive(deps.db, state.successorHash))) return undefined;
-    const { issuedAt, body } = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse };
+    const kept = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse; request?: string };
+    // Responses sealed before the request was kept with them count as the same request.
+    if (kept.request !== undefined && kept.request !== request) return 'another request';
+    const { issuedAt, body } = kept;
     const elapsed = Math.floor((Date.now() - issuedAt) / 1000);
     return typeof body.expires_in === 'number' ? { ...body, expires_in: Math.max(1, body.expires_in - elapsed) } : body;
   }
 
-  provider.registerGrantType('refresh_token', rotateOrReplay as never, ['refresh_token', 'scope']);
+  // The built-in registration's parameters: resource (RFC 8707) may repeat, as oidc-provider allows.
+  provider.registerGrantType('refresh_token', rotateOrReplay as never, ['refresh_token', 'scope', 'resource'], ['resource']);
 }

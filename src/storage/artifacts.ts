@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Db } from './db.ts';
+import { sqlLiteral } from './sql-literal.ts';
 
 export type Payload = Record<string, unknown>;
 
@@ -70,14 +71,21 @@ export async function deleteArtifact(db: Db, model: string, id: string): Promise
   await db.query('DELETE FROM oidc_artifacts WHERE model = $1 AND id_hash = $2', [model, hashId(id)]);
 }
 
-/** Records a single-use marker; false when it was already recorded (a replay). */
+const RECORD_ONCE = (hash: string, expiresAt: string) =>
+  `INSERT INTO replay_detection (id_hash, expires_at) VALUES (${hash}, ${expiresAt})
+     ON CONFLICT (id_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay_detection.expires_at <= now()`;
+
+/**
+ * Records a single-use marker; false when it was already recorded (a replay). A marker recorded
+ * stays recorded even if the request then fails and rolls back (Db.keepOnRollback): the
+ * statement is idempotent, so running it again alone is safe.
+ */
 export async function recordOnce(db: Db, id: string, expiresAt: Date): Promise<boolean> {
-  const r = await db.query(
-    `INSERT INTO replay_detection (id_hash, expires_at) VALUES ($1, $2)
-     ON CONFLICT (id_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay_detection.expires_at <= now()`,
-    [hashId(id), expiresAt],
-  );
-  return r.rowCount === 1;
+  const hash = hashId(id);
+  const r = await db.query(RECORD_ONCE('$1', '$2'), [hash, expiresAt]);
+  if (r.rowCount !== 1) return false;
+  db.keepOnRollback(RECORD_ONCE(`decode(${sqlLiteral(hash.toString('hex'))}, 'hex')`, sqlLiteral(expiresAt)));
+  return true;
 }
 
 /** Deletes what has expired; tombstones stay until their grant's tokens could have expired. */

@@ -42,6 +42,19 @@ export interface Db {
   atCommit(build: () => string | undefined): void;
   /** Connections open, idle and waited for, for the pool gauges (PGlite: its one connection). */
   poolStats(): PoolStats;
+  /**
+   * Marks the current unit of work as one that commits even though its request is refused: the
+   * writes a refusal must leave behind whole (a reuse tombstone, its tokens, outbox and audit
+   * rows). Callers validate before they write anything else. No-op outside a unit of work.
+   */
+  mustCommit(): void;
+  /**
+   * A write (already made in this unit of work) that must outlast a rollback without keeping the
+   * rest: if the work rolls back, the statement runs again, alone, in a transaction of its own.
+   * So it must be idempotent; like atCommit it takes no parameters (sqlLiteral). A spent
+   * assertion jti is one. No-op outside a unit of work.
+   */
+  keepOnRollback(statement: string): void;
   close(): Promise<void>;
 }
 
@@ -68,6 +81,10 @@ interface Work {
   connection?: Promise<Connection>;
   state: Map<symbol, unknown>;
   atCommit: (() => string | undefined)[];
+  /** Set by mustCommit(): the work commits whatever its request's outcome (short of a throw). */
+  mustCommit: boolean;
+  /** keepOnRollback() statements, run on their own if the work rolls back. */
+  keepOnRollback: string[];
   /**
    * Set once the work ends. A continuation that outlives its work (a promise started inside it
    * and not awaited) still sees it through AsyncLocalStorage; it must not touch a connection
@@ -123,8 +140,15 @@ function createDb(driver: Driver): Db {
       return; // never began: nothing to end
     }
     try {
-      if (commit) await connection.commit(statements);
-      else await connection.query('ROLLBACK');
+      if (commit) {
+        await connection.commit(statements);
+      } else {
+        await connection.query('ROLLBACK');
+        if (work.keepOnRollback.length) {
+          await connection.query('BEGIN');
+          await connection.commit(work.keepOnRollback.join(';\n'));
+        }
+      }
       connection.release(false);
     } catch (err) {
       connection.release(true);
@@ -139,7 +163,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], ended: false };
+    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -147,7 +171,7 @@ function createDb(driver: Driver): Db {
       await finishWork(work, false);
       throw err;
     }
-    await finishWork(work, commit(result));
+    await finishWork(work, work.mustCommit || commit(result));
     return result;
   }
 
@@ -194,6 +218,13 @@ function createDb(driver: Driver): Db {
       work.atCommit.push(build);
     },
     poolStats: () => driver.stats(),
+    mustCommit() {
+      const work = openWork();
+      if (work) work.mustCommit = true;
+    },
+    keepOnRollback(statement) {
+      openWork()?.keepOnRollback.push(statement);
+    },
     close: () => driver.close(),
   };
 }

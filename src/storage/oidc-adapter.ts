@@ -12,6 +12,7 @@ import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
 import type { Kv } from './kv.ts';
+import { containsNul, NUL_REFUSED } from './nul.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
@@ -53,6 +54,10 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
       if (KV_MODELS.has(this.model)) return kvUpsert(kv, this.model, id, payload, expiresIn);
+      // PostgreSQL stores no NUL: refuse it as the client's error, not a 500 from the driver.
+      if (containsNul(id) || containsNul(payload)) {
+        throw this.model === 'Client' ? new errors.InvalidClientMetadata(NUL_REFUSED) : new errors.InvalidRequest(NUL_REFUSED);
+      }
       if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
       if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
       if (this.model === 'Client') return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);
@@ -113,6 +118,9 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       if (this.model === 'Client') return hooks.deleteClient(id);
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
+      // oidc-provider destroys a credential it refuses (a registration access token presented for
+      // another client, a reused one): that must outlast the refusal.
+      db.mustCommit();
       return artifacts.deleteArtifact(db, this.model, id);
     }
 
@@ -146,6 +154,8 @@ async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresI
 }
 
 async function replayUpsert(db: Db, id: string, expiresIn: number): Promise<void> {
+  // A spent assertion stays spent even when the request it authenticated is then refused
+  // (recordOnce keeps its marker on rollback, without keeping the rest of the request).
   if (!(await artifacts.recordOnce(db, id, expiryDate(expiresIn)))) {
     throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
   }

@@ -105,6 +105,19 @@ describe('pages in Chromium', { skip }, () => {
     assert.deepEqual(dialogs, [], 'no script ran');
   });
 
+  it('issue-13: a form_post response submits itself to the agent under the CSP', async () => {
+    const agent = await createAgent(server, { name: 'Form post agent', redirectUris: ['http://127.0.0.1/cb'], scope: 'photos:read' });
+    const redirectUri = `http://127.0.0.1:${callbackPort}/cb`;
+    // Without PKCE the request is refused at once, answered by form_post to the redirect URI.
+    const params = { client_id: agent.clientId, redirect_uri: redirectUri, response_type: 'code', response_mode: 'form_post', scope: 'photos:read', state: 'fp' };
+    const page = await newPage();
+    const posted = page.waitForRequest((r) => r.url() === redirectUri && r.method() === 'POST', { timeout: 5000 });
+    await page.goto(`${server.issuer}/auth?${new URLSearchParams(params)}`);
+    const body = new URLSearchParams((await posted).postData() ?? '');
+    assert.equal(body.get('error'), 'invalid_request');
+    assert.equal(body.get('state'), 'fp');
+  });
+
   it('cannot be framed by another page', async () => {
     const page = await newPage();
     const framer = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(`<iframe src="${server.issuer}/account"></iframe>`));

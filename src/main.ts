@@ -71,8 +71,10 @@ async function start(config: Config): Promise<void> {
   const onGrantRevoked = auditGrantRevocation(runtime.audit);
   /** Kills a grant inside the current request and audits why (reuse, revocation): one path. */
   const revokeGrantNow = async (grantId: string) => {
-    const revoked = await tombstoneGrant(db, grantId, revocationReasonFromRequest());
-    if (revoked) await onGrantRevoked(revoked);
+    // One reason, read once from the request, for the revocation events and the audit row.
+    const reason = revocationReasonFromRequest();
+    const revoked = await tombstoneGrant(db, grantId, reason);
+    if (revoked) await onGrantRevoked(revoked, reason);
   };
   const limiter = createRateLimiter(kv, log);
   const withRefreshRotation = (provider: Provider) => {

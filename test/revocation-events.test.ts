@@ -164,7 +164,7 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
     await client.tokenRevocation(config, tokens.refresh_token!);
     const [event] = await waitFor('the event', () => (eventsFor(agent.clientId).length ? eventsFor(agent.clientId) : undefined));
     t.diagnostic(`delivered ${Math.round(performance.now() - revoked)} ms after the revoke`); // reported, never asserted
-    assert.equal((event!.claims.events as Record<string, { reason: string }>)[EVENT]!.reason, 'grant_revoked');
+    assert.equal((event!.claims.events as Record<string, { reason: string }>)[EVENT]!.reason, 'token_revoked');
     assert.ok(await verifiesWithJwks(server.issuer, event!.token));
   });
 

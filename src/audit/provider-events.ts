@@ -98,24 +98,19 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
   });
 }
 
-/** Audits a grant killed inside an oidc-provider request, naming why from the request itself. */
+/** Audits a grant killed inside an oidc-provider request, with the reason read from the request. */
 export function auditGrantRevocation(audit: AuditLog) {
-  return async (grant: RevokedGrant): Promise<void> => {
+  /** `reason` is grants/revocation-reason.ts's reading of the request, the one the events carry. */
+  return async (grant: RevokedGrant, reason: string): Promise<void> => {
     const oidc = currentOidc();
-    const grantType = oidc?.params?.grant_type;
     const actor = { type: 'client' as const, id: oidc?.client?.clientId };
     const common = { actor, clientId: grant.clientId, accountId: grant.accountId, grantId: grant.grantId };
-    let reason = oidc?.route ?? 'unknown';
-    if (oidc?.route === 'token' && grantType === 'refresh_token') {
-      reason = 'refresh_token_reuse';
+    if (reason === 'refresh_token_reuse') {
       metrics.reuseDetected('refresh_token');
-      await audit.record({ ...common, type: 'refresh_token.reuse_detected', outcome: 'failure', details: { token_sha256: tokenHash(oidc.params?.refresh_token) } });
-    } else if (oidc?.route === 'token' && grantType === 'authorization_code') {
-      reason = 'authorization_code_reuse';
+      await audit.record({ ...common, type: 'refresh_token.reuse_detected', outcome: 'failure', details: { token_sha256: tokenHash(oidc?.params?.refresh_token) } });
+    } else if (reason === 'authorization_code_reuse') {
       metrics.reuseDetected('authorization_code');
-      await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc.params?.code) } });
-    } else if (oidc?.route === 'revocation') {
-      reason = 'token_revoked';
+      await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc?.params?.code) } });
     }
     await audit.record({ ...common, type: 'grant.revoked', details: { reason } });
     metrics.grantRevoked(reason);

@@ -1,5 +1,6 @@
 /** revocation_events: the outbox of Security Event Tokens to push after a grant is revoked. */
 import { randomUUID } from 'node:crypto';
+import { grantPermissions } from '../grants/permissions.ts';
 import type { Db } from '../storage/db.ts';
 
 export interface PendingEvent {
@@ -36,11 +37,13 @@ export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; 
     );
     queued += r.rowCount;
   }
-  // Resource servers the grant reached (RFC 8707) that subscribed to revocations.
-  const servers = await db.query<{ identifier: string; event_delivery_uri: string }>(
-    `SELECT rs.identifier, rs.event_delivery_uri FROM resource_servers rs, grants g
-     WHERE g.id = $1 AND rs.event_delivery_uri IS NOT NULL AND g.payload->'resources' ? rs.identifier`,
-    [grant.grantId],
+  // Resource servers the grant reached (RFC 8707), read by the one reader of a grant's
+  // permissions, that subscribed to revocations.
+  const stored = await db.query<{ payload: unknown }>('SELECT payload FROM grants WHERE id = $1', [grant.grantId]);
+  const reached = [...new Set(grantPermissions(stored.rows[0]?.payload).flatMap((p) => (p.resource ? [p.resource] : [])))];
+  const servers = reached.length === 0 ? { rows: [] } : await db.query<{ identifier: string; event_delivery_uri: string }>(
+    'SELECT identifier, event_delivery_uri FROM resource_servers WHERE event_delivery_uri IS NOT NULL AND identifier = ANY($1::text[])',
+    [reached],
   );
   for (const rs of servers.rows) {
     await db.query(

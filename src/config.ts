@@ -53,6 +53,7 @@ const envSchema = z.object({
   TOKEN_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(600),
   REGISTRATION_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(30),
   LOGIN_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  LOGIN_ACCOUNT_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(100),
   REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
   REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
 });
@@ -106,8 +107,10 @@ export interface Config {
     tokenPerMinute: number;
     /** Registration requests per IP address per hour. */
     registrationPerHour: number;
-    /** Failed sign-ins per IP address per 15 minutes. */
+    /** Failed sign-ins per IP address, and per account and address, per 15 minutes. */
     loginFailuresPer15Minutes: number;
+    /** Failed sign-ins per account from addresses not known-good for it, per 15 minutes. */
+    loginFailuresPerAccount15Minutes: number;
   };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
@@ -168,7 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     allowPrivateFetch: e.ALLOW_PRIVATE_FETCH,
     openRegistration: e.OPEN_REGISTRATION,
     clientIdMetadataDocuments: e.CLIENT_ID_METADATA_DOCUMENTS,
-    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT },
+    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT, loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT },
     embedded: !e.DATABASE_URL,
   };
 }

@@ -100,6 +100,7 @@ async function start(config: Config): Promise<void> {
           findResourceServer: resources.find,
           introspectsFor: resources.introspectsFor,
           metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+          withoutConnection: db.withoutConnection,
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
             if (!account || account.disabled) return undefined;

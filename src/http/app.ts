@@ -18,6 +18,8 @@ import { auditProviderEvents } from '../audit/provider-events.ts';
 import { createCsrf } from '../interactions/csrf.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
+import { createHashQueue } from '../accounts/hash-queue.ts';
+import { createSignInGuard } from '../accounts/sign-in-guard.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
@@ -87,7 +89,11 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
   const interactions = interactionRoutes({
     provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!),
-    loginFailures: { limiter: deps.limiter, window: { limit: deps.limits.loginFailuresPer15Minutes, seconds: 15 * 60 } },
+    signInGuard: createSignInGuard(kv, deps.limiter, deps.cookieKeys[0]!, {
+      perAddress: deps.limits.loginFailuresPer15Minutes, perAccount: deps.limits.loginFailuresPerAccount15Minutes,
+    }),
+    // Two hashes at a time leave libuv's other threads to everything else; 64 waiting is ~3 s.
+    hashQueue: createHashQueue(2, 64),
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

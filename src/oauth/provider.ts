@@ -30,6 +30,8 @@ export interface ProviderSettings {
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
+  /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
+  withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -262,6 +264,10 @@ export function buildProvider(s: ProviderSettings): Provider {
     // Responses at most 64 KiB from any URL oidc-provider fetches (jwks_uri): the default is unbounded.
     fetchResponseBodyLimits: { jwks_uri: 64 * 1024, sector_identifier_uri: 64 * 1024, client_id_metadata_document: 64 * 1024 },
   };
+  // No request holds a database connection while it waits on a remote host (jwks_uri, metadata
+  // documents during client authentication): a slow host would drain the pool for everyone.
+  const fetchRemote = configuration.fetch!;
+  configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
   return provider;

@@ -26,6 +26,13 @@ export interface Db {
    * Not on PGlite, whose one connection the surrounding work holds: there it joins instead.
    */
   detached<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs fn, a long wait that does not query (a password hash, a remote host), with no connection
+   * held by the current unit of work: a connection held through it is one the pool cannot give
+   * anyone else. What the work did so far is committed first (its row locks end there), and its
+   * next query begins a new transaction; atCommit statements still go with the final commit.
+   */
+  withoutConnection<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs fn with a lazily-begun transaction; `commit` decides commit (true) or rollback. */
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
   /**
@@ -128,6 +135,23 @@ function createDb(driver: Driver): Db {
     }
   }
 
+  /** Commits what a unit of work did so far and gives its connection back. */
+  async function commitEarly(pending: Promise<Connection>): Promise<void> {
+    let connection: Connection;
+    try {
+      connection = await pending;
+    } catch {
+      return; // never began: nothing to commit
+    }
+    try {
+      await connection.commit('');
+      connection.release(false);
+    } catch (err) {
+      connection.release(true);
+      throw new CommitFailedError(err);
+    }
+  }
+
   /** The work this code runs in, if it is still open. */
   const openWork = (): Work | undefined => {
     const work = currentWork.getStore();
@@ -173,6 +197,15 @@ function createDb(driver: Driver): Db {
     },
     detached(fn) {
       return driver.kind === 'pglite' ? fn() : currentWork.exit(fn);
+    },
+    async withoutConnection(fn) {
+      const work = openWork();
+      const pending = work?.connection;
+      if (work && pending) {
+        work.connection = undefined;
+        await commitEarly(pending);
+      }
+      return fn();
     },
     unitOfWork(fn, commit) {
       if (openWork()) return fn();

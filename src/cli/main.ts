@@ -113,16 +113,19 @@ const COMMANDS: Record<string, Command> = {
     print: (r) => `disabled user ${(r as { username: string }).username}`,
   },
   'scopes create': {
-    usage: 'agentauth scopes create <name> --description "<what the user is told>" [--json]',
-    summary: 'Create a scope (or change its description). Usable at once.',
-    options: { description: { type: 'string' } },
+    usage: 'agentauth scopes create <name> --description "<what the user is told>" [--allow-unverified] [--json]',
+    summary: 'Create a scope (or change it). Usable at once. --allow-unverified lets self-registered clients (open registration, metadata documents) request it; without it they may not.',
+    options: { description: { type: 'string' }, 'allow-unverified': { type: 'boolean' } },
     positionals: ['name'],
     operation: 'scopes.create',
     async input(values, [name]) {
       if (typeof values.description !== 'string') throw new UsageError('--description is required');
-      return { name, description: values.description };
+      return { name, description: values.description, allowUnverified: values['allow-unverified'] === true };
     },
-    print: (r) => `scope ${(r as { name: string }).name}: ${(r as { description: string }).description}`,
+    print: (r) => {
+      const scope = r as { name: string; description: string; allowUnverified: boolean };
+      return `scope ${scope.name}: ${scope.description}${scope.allowUnverified ? ' (open to unverified clients)' : ''}`;
+    },
   },
   'scopes list': {
     usage: 'agentauth scopes list [--json]',
@@ -130,8 +133,8 @@ const COMMANDS: Record<string, Command> = {
     operation: 'scopes.list',
     input: async () => ({}),
     print: (r) => {
-      const scopes = (r as { scopes: { name: string; description: string }[] }).scopes;
-      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}`).join('\n') : 'no scopes yet';
+      const scopes = (r as { scopes: { name: string; description: string; allowUnverified: boolean }[] }).scopes;
+      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}${s.allowUnverified ? '\t(open to unverified clients)' : ''}`).join('\n') : 'no scopes yet';
     },
   },
   'clients create': {

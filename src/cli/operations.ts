@@ -88,10 +88,11 @@ export const operations = {
     z.object({
       name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
       description: z.string().trim().min(1).max(300),
+      allowUnverified: z.boolean().default(false),
     }),
     async ({ db, audit }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
-      await audit.record({ type: 'scope.created', actor: ADMIN, scopes: scope.name, details: { description: scope.description } });
+      await audit.record({ type: 'scope.created', actor: ADMIN, scopes: scope.name, details: { description: scope.description, allow_unverified: scope.allowUnverified } });
       return upsertScope(db, scope);
     },
     { changesConfig: true },

@@ -19,6 +19,7 @@ import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
 import { findClient, insertClient, updateClientMetadata, type ClientMetadata } from './store.ts';
+import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 
 export interface MetadataDocumentDeps {
   db: Db;
@@ -33,8 +34,11 @@ export interface MetadataDocumentDeps {
 
 export interface MetadataDocumentHooks {
   allowFetch(ip: string, url: string): Promise<boolean>;
-  /** Throws the OAuth error to show when the described client is refused. */
-  admitClient(metadata: ClientMetadata): Promise<void>;
+  /**
+   * Throws the OAuth error to show when the described client is refused; otherwise returns the
+   * scope it is held to (those open to unverified clients).
+   */
+  admitClient(metadata: ClientMetadata): Promise<string>;
 }
 
 export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocumentHooks {
@@ -65,6 +69,7 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
         }
       }
       await deps.clientFound(clientId, existing?.tokenRateLimit ?? null);
+      return scopeForUnverified(metadata.scope, await scopesOpenToUnverified(db));
     },
   };
 }

@@ -214,7 +214,8 @@ export function buildProvider(s: ProviderSettings): Provider {
         ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
         allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
         allowClient: async (_ctx, client) => {
-          await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata);
+          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
+          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
           return true;
         },
         // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.

@@ -41,7 +41,8 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL: seconds(14 * 24 * 3600),
   AUTHORIZATION_CODE_TTL: z.coerce.number().int().min(10).max(600).default(60),
   SESSION_TTL: seconds(24 * 3600),
-  CONFIG_POLL_INTERVAL: seconds(30),
+  // A timer: setInterval turns anything over 2^31-1 ms (24.8 days) into 1 ms.
+  CONFIG_POLL_INTERVAL: z.coerce.number().int().positive().max(Math.floor((2 ** 31 - 1) / 1000)).default(30),
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).optional(),

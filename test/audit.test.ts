@@ -265,7 +265,7 @@ describe('audit tamper evidence and retention', () => {
     assert.equal(human.code, 1);
     assert.match(human.stdout, /does not verify: row 3 was changed/);
 
-    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2"}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
+    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2","allow_unverified":false}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
     v = await verify(server);
     assert.equal(v.code, 1);
     assert.equal(v.result.problem?.row, 5);

@@ -147,6 +147,20 @@ describe('start-up refusals', () => {
     }
   });
 
+  it('issue-14: refuses a CONFIG_POLL_INTERVAL that setInterval would turn into 1 ms', async () => {
+    const deployment = await newDeployment();
+    try {
+      // 25 days: under the old 366-day bound, over what a timer can wait (24.8 days).
+      const error = await spawnServer({ ...deployment.env, CONFIG_POLL_INTERVAL: String(25 * 24 * 3600) }).then(
+        () => assert.fail('the server started'),
+        (err: Error) => err.message,
+      );
+      assert.match(error, /invalid configuration: .*CONFIG_POLL_INTERVAL/);
+    } finally {
+      await deployment.cleanup();
+    }
+  });
+
   it('refuses a second process on the same embedded data directory', async (t) => {
     const deployment = await newDeployment();
     if (REAL_SERVICES) {

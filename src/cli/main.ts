@@ -27,6 +27,8 @@ interface Command {
   print(result: unknown): string;
   /** Whether the result means the command failed (exit 1), e.g. a broken audit chain. */
   failed?(result: unknown): boolean;
+  /** The operation answers one page `{ events, next }` per call, asked again `after: next`. */
+  paged?: true;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -315,6 +317,23 @@ const COMMANDS: Record<string, Command> = {
     operation: 'audit.export',
     input: async (values) => ({ since: values.since, user: values.user, client: values.client }),
     print: (r) => (r as { events: unknown[] }).events.map((e) => JSON.stringify(e)).join('\n'),
+    paged: true,
+  },
+  purge: {
+    usage: 'agentauth purge [--batch-size <rows>] [--json]',
+    summary: 'Delete expired credentials, dead grants, old registration tokens and revocation events, and audit events past AUDIT_RETENTION_DAYS, in batches (what every instance does every 10 minutes; one at a time).',
+    options: { 'batch-size': { type: 'string' } },
+    operation: 'maintenance.purge',
+    async input(values, _positionals, config) {
+      const batchSize = typeof values['batch-size'] === 'string' ? Number(values['batch-size']) : undefined;
+      if (batchSize !== undefined && !Number.isInteger(batchSize)) throw new UsageError('--batch-size must be a whole number');
+      return { tombstoneGraceSeconds: config.ttl.refreshToken, auditRetentionDays: config.audit.retentionDays, batchSize };
+    },
+    print: (r) => {
+      const p = r as { skipped: boolean; deleted: Record<string, number> };
+      if (p.skipped) return 'another process is purging; nothing done';
+      return Object.entries(p.deleted).map(([table, n]) => `${table}\t${n}`).join('\n');
+    },
   },
   'audit purge': {
     usage: 'agentauth audit purge [--before <ISO time>] [--json]',
@@ -384,15 +403,42 @@ async function readJwksFile(file: string): Promise<unknown> {
   }
 }
 
-async function execute(config: Config, operation: OperationName, input: unknown): Promise<unknown> {
+type Run = (operation: OperationName, input: unknown) => Promise<unknown>;
+
+/** Runs `use` with a way to run operations: in this process, or by a running embedded server. */
+async function withOperations<T>(config: Config, use: (run: Run) => Promise<T>): Promise<T> {
   // On the embedded default a running server owns the database: ask it to do the work.
-  if (config.embedded && lockHolder(config.dataDir) !== undefined) return callAdminSocket(config.dataDir, operation, input);
+  if (config.embedded && lockHolder(config.dataDir) !== undefined) return use((operation, input) => callAdminSocket(config.dataDir, operation, input));
   const runtime = await openRuntime(config);
   try {
-    return await runOperation(runtime, operation, input);
+    return await use((operation, input) => runOperation(runtime, operation, input));
   } finally {
     await runtime.close();
   }
+}
+
+/** Writes to stdout, waiting while the pipe is full (an export of millions of rows stays small in memory). */
+function write(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (process.stdout.write(text)) resolve();
+    else process.stdout.once('drain', resolve).once('error', reject);
+  });
+}
+
+/** Prints a paged operation's events page by page, as JSON lines or as one {"events": [...]} object. */
+async function printPages(run: Run, operation: OperationName, input: unknown, json: boolean): Promise<void> {
+  let after = 0;
+  let first = true;
+  if (json) await write('{"events":[');
+  for (;;) {
+    const page = (await run(operation, { ...(input as object), after })) as { events: unknown[]; next: number | null };
+    const lines = page.events.map((event) => JSON.stringify(event));
+    if (lines.length) await write(json ? `${first ? '' : ','}${lines.join(',')}` : `${lines.join('\n')}\n`);
+    first &&= lines.length === 0;
+    if (page.next === null) break;
+    after = page.next;
+  }
+  if (json) await write(']}\n');
 }
 
 function resolveCommand(args: string[]): { name: string; command: Command; rest: string[] } {
@@ -441,7 +487,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     const config = loadConfig();
     const input = await command.input(parsed.values, parsed.positionals, config);
-    const result = await execute(config, command.operation, input);
+    if (command.paged) {
+      await withOperations(config, (run) => printPages(run, command.operation, input, parsed.values.json === true));
+      return 0;
+    }
+    const result = await withOperations(config, (run) => run(command.operation, input));
     const text = parsed.values.json ? JSON.stringify(result) : command.print(result);
     if (text) process.stdout.write(`${text}\n`);
     return command.failed?.(result) ? 1 : 0;

@@ -15,6 +15,9 @@ import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
 import { rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
+import { MAX_AUDIT_PAGE } from '../audit/store.ts';
+import { DEFAULT_BATCH_SIZE, runMaintenance } from '../maintenance/purge.ts';
+import { pino } from 'pino';
 import { announceConfigChange } from '../oauth/live-provider.ts';
 import { findScopes, listScopes, upsertScope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
@@ -231,18 +234,43 @@ export const operations = {
   'audit.verify': operation(z.object({}), async ({ audit }) => audit.verify()),
 
   'audit.export': operation(
-    z.object({ since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional() }),
-    async ({ db, audit }, { since, user, client }) => {
+    z.object({
+      since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional(),
+      after: z.number().int().min(0).default(0),
+    }),
+    async ({ db, audit }, { since, user, client, after }) => {
       // --user takes a username or an account id.
       const accountId = user ? ((await findAccountByUsername(db, user))?.id ?? user) : undefined;
-      return { events: await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }) };
+      // One page per call (the CLI asks again from `next` until it is null): no cap, no huge reply.
+      const events = await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }, after, MAX_AUDIT_PAGE);
+      return { events, next: events.length === MAX_AUDIT_PAGE ? events.at(-1)!.id : null };
     },
   ),
 
-  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ audit }, { before }) => {
-    const result = await audit.purge(new Date(before), ADMIN);
-    return result ?? { purged: 0 };
+  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ db, audit }, { before }) => {
+    // Batch after batch, each committed on its own (outside this operation's transaction).
+    return db.detached(async () => {
+      let purged = 0;
+      let throughSeq: number | undefined;
+      for (let batch = await audit.purge(new Date(before), ADMIN, DEFAULT_BATCH_SIZE); batch; batch = await audit.purge(new Date(before), ADMIN, DEFAULT_BATCH_SIZE)) {
+        purged += batch.purged;
+        throughSeq = batch.throughSeq;
+      }
+      return throughSeq === undefined ? { purged } : { purged, throughSeq };
+    });
   }),
+
+  'maintenance.purge': operation(
+    z.object({
+      tombstoneGraceSeconds: z.number().int().min(0),
+      auditRetentionDays: z.number().int().min(0),
+      batchSize: z.number().int().min(1).max(100_000).default(DEFAULT_BATCH_SIZE),
+    }),
+    async ({ db, audit }, input) => {
+      const report = await runMaintenance({ db, audit, log: pino({ enabled: false }), ...input });
+      return report ? { skipped: false, deleted: report } : { skipped: true, deleted: {} };
+    },
+  ),
 };
 
 export type OperationName = keyof typeof operations;

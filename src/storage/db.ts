@@ -33,6 +33,12 @@ export interface Db {
    * next query begins a new transaction; atCommit statements still go with the final commit.
    */
   withoutConnection<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs fn unless another process is running under the same `lock` (then undefined): a session
+   * advisory lock held on a connection of its own for the whole run, so fn may commit many short
+   * transactions. On PGlite (one process) an in-process flag does the same.
+   */
+  exclusive<T>(lock: string, fn: () => Promise<T>): Promise<T | undefined>;
   /** Runs fn with a lazily-begun transaction; `commit` decides commit (true) or rollback. */
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
   /**
@@ -89,6 +95,7 @@ export class CommitFailedError extends Error {
 }
 
 function createDb(driver: Driver): Db {
+  const heldLocally = new Set<string>();
   async function connectionFor(work: Work): Promise<Connection> {
     if (!work.connection) {
       work.connection = (async () => {
@@ -206,6 +213,35 @@ function createDb(driver: Driver): Db {
         await commitEarly(pending);
       }
       return fn();
+    },
+    async exclusive(lock, fn) {
+      if (driver.kind === 'pglite') {
+        // Its one connection is what fn's queries need: a flag stands in for the lock.
+        if (heldLocally.has(lock)) return undefined;
+        heldLocally.add(lock);
+        try {
+          return await currentWork.exit(fn);
+        } finally {
+          heldLocally.delete(lock);
+        }
+      }
+      const holder = await driver.acquire();
+      let broken = false;
+      try {
+        const r = await holder.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [lock]);
+        if (!r.rows[0]?.ok) return undefined;
+        try {
+          return await currentWork.exit(fn);
+        } finally {
+          await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => { broken = true; });
+        }
+      } catch (err) {
+        broken ||= isConnectionError(err);
+        throw err;
+      } finally {
+        // A connection whose unlock failed may still hold the lock: it must not go back to the pool.
+        holder.release(broken);
+      }
     },
     unitOfWork(fn, commit) {
       if (openWork()) return fn();

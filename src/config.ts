@@ -42,6 +42,8 @@ const envSchema = z.object({
   AUTHORIZATION_CODE_TTL: z.coerce.number().int().min(10).max(600).default(60),
   SESSION_TTL: seconds(24 * 3600),
   // A timer: setInterval turns anything over 2^31-1 ms (24.8 days) into 1 ms.
+  // Longer than resource servers cache the key set (the helper: 10 minutes).
+  KEY_PROPAGATION_DELAY: z.coerce.number().int().min(0).max(30 * 24 * 3600).default(15 * 60),
   CONFIG_POLL_INTERVAL: z.coerce.number().int().positive().max(Math.floor((2 ** 31 - 1) / 1000)).default(30),
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
@@ -84,6 +86,8 @@ export interface Config {
   /** Default seconds within which the previous refresh token gets the same successor again. */
   refreshRetryWindow: number;
   configPollIntervalSeconds: number;
+  /** Seconds a rotated signing key is published before it signs. */
+  keyPropagationDelaySeconds: number;
   audit: {
     /** Days audit events are kept; 0 keeps them forever. */
     retentionDays: number;
@@ -165,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       session: e.SESSION_TTL,
     },
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
+    keyPropagationDelaySeconds: e.KEY_PROPAGATION_DELAY,
     refreshRetryWindow: e.REFRESH_RETRY_WINDOW,
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
     adminToken: e.ADMIN_TOKEN,

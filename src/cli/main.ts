@@ -291,11 +291,27 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'keys rotate': {
-    usage: 'agentauth keys rotate [--json]',
-    summary: 'Add a new signing key and sign with it; older keys stay published.',
+    usage: 'agentauth keys rotate [--propagation-delay <seconds>] [--retire-after <seconds>] [--json]',
+    summary: 'Publish a new signing key now and sign with it after the propagation delay (KEY_PROPAGATION_DELAY, default 900 s, longer than resource servers cache the key set); the keys it replaces stay published until the longest token lifetime after that (or --retire-after).',
+    options: { 'propagation-delay': { type: 'string' }, 'retire-after': { type: 'string' } },
     operation: 'keys.rotate',
-    input: async () => ({}),
-    print: (r) => `new signing key ${(r as { kid: string }).kid} is now in use`,
+    async input(values, _positionals, config) {
+      const seconds = (name: string) => {
+        const v = values[name];
+        if (typeof v !== 'string') return undefined;
+        if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a number of seconds`);
+        return Number(v);
+      };
+      return {
+        propagationSeconds: seconds('propagation-delay') ?? config.keyPropagationDelaySeconds,
+        retireAfterSeconds: seconds('retire-after'),
+        accessTokenTtl: config.ttl.accessToken,
+      };
+    },
+    print: (r) => {
+      const k = r as { kid: string; signs_from: string; retires_previous_at: string };
+      return `new signing key ${k.kid} is published; it signs from ${k.signs_from}, and the keys it replaces are unpublished at ${k.retires_previous_at}`;
+    },
   },
   'audit verify': {
     usage: 'agentauth audit verify [--json]',

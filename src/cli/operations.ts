@@ -13,7 +13,7 @@ import { deleteResourceServer, findResourceServer, insertResourceServer, listRes
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
-import { rotateSigningKey } from '../keys/signing-keys.ts';
+import { DEFAULT_KEY_PROPAGATION_SECONDS, longestSignedLifetime, rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { MAX_AUDIT_PAGE } from '../audit/store.ts';
 import { DEFAULT_BATCH_SIZE, runMaintenance } from '../maintenance/purge.ts';
@@ -225,11 +225,21 @@ export const operations = {
     return clientView(client);
   }),
 
-  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey, audit }) => {
-    const key = await rotateSigningKey(db, keyEncryptionKey);
-    await audit.record({ type: 'signing_key.rotated', actor: ADMIN, details: { kid: key.kid, alg: key.alg } });
-    return key;
-  }, { changesConfig: true }),
+  'keys.rotate': operation(
+    z.object({
+      propagationSeconds: z.number().int().min(0).max(30 * 24 * 3600).default(DEFAULT_KEY_PROPAGATION_SECONDS),
+      /** Defaults to the longest lifetime of anything the keys sign (see longestSignedLifetime). */
+      retireAfterSeconds: z.number().int().min(0).max(366 * 24 * 3600).optional(),
+      accessTokenTtl: z.number().int().min(1).default(600),
+    }),
+    async ({ db, keyEncryptionKey, audit }, input) => {
+      const retireAfterSeconds = input.retireAfterSeconds ?? (await longestSignedLifetime(db, input.accessTokenTtl));
+      const key = await rotateSigningKey(db, keyEncryptionKey, { propagationSeconds: input.propagationSeconds, retireAfterSeconds });
+      await audit.record({ type: 'signing_key.rotated', actor: ADMIN, details: { kid: key.kid, alg: key.alg, signs_from: key.signs_from, retires_previous_at: key.retires_previous_at } });
+      return key;
+    },
+    { changesConfig: true },
+  ),
 
   'audit.verify': operation(z.object({}), async ({ audit }) => audit.verify()),
 

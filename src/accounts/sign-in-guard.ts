@@ -9,8 +9,9 @@
  * - the address, over every account: one address cannot spray guesses across accounts;
  * - the account, over every address: a botnet cannot guess one account's password slowly.
  * A pair that signed in successfully before (a known-good address) answers only to the pair limit.
- * The account is its id when the name exists, and a keyed hash of the typed name otherwise, so
- * unknown names are limited alike and nothing typed into the name field is stored.
+ * The account is named by a keyed hash of the typed name (one name, one account): counting needs
+ * no database round trip, so a refused guess costs the database nothing and holds no connection,
+ * unknown names are limited alike, and nothing typed into the name field is stored.
  */
 import { createHmac, hkdfSync } from 'node:crypto';
 import type { RateLimiter, Reservation, Window } from '../limits/rate-limit.ts';
@@ -34,7 +35,7 @@ export type Admission =
 export interface SignInGuard {
   /** Keyed hash of a typed name: what stands for an account that does not exist. */
   nameHash(username: string): string;
-  /** Reserves one failed sign-in of `subject` (account id or name hash) from `address`. */
+  /** Reserves one failed sign-in of `subject` (a name hash) from `address`. */
   admit(subject: string, address: string): Promise<Admission>;
   /** Records that `address` signed in to `subject`: it becomes known-good. */
   succeeded(subject: string, address: string): Promise<void>;

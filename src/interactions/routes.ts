@@ -113,15 +113,15 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
     if (details.prompt.name !== 'login') throw expired();
     const username = form.get('username') ?? '';
     const clientId = String(details.params.client_id);
-    const account = await accountNamed(db, username);
-    const subject = account?.id ?? `name:${signInGuard.nameHash(username)}`;
-    // Password guessing: the failure is counted before the password is checked, so of a burst
-    // of parallel guesses only the limit are checked.
+    // Password guessing: the failure is counted before the password is checked (and before the
+    // database is asked anything), so of a burst of parallel guesses only the limit go further.
+    const subject = signInGuard.nameHash(username);
     const admission = await signInGuard.admit(subject, ctx.ip);
     if (!admission.allowed) {
       ctx.set('Retry-After', String(admission.retryAfter));
       throw new AppError(429, 'too_many_requests', `Too many failed sign-ins. Try again in ${Math.ceil(admission.retryAfter / 60)} minutes.`);
     }
+    const account = await accountNamed(db, username);
     let opened: boolean;
     try {
       opened = await passwordOpens(db, hashQueue, account, form.get('password') ?? '');
@@ -137,7 +137,7 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
       // name field must not be stored.
       await audit.record({
         type: 'login.failed', actor: { type: 'user', ...(account ? { id: account.id } : {}) }, clientId, outcome: 'failure',
-        ...(account ? { accountId: account.id } : {}), details: account ? { account: account.id } : { username_hash: signInGuard.nameHash(username) },
+        ...(account ? { accountId: account.id } : {}), details: account ? { account: account.id } : { username_hash: subject },
       });
       seeOther(ctx, `/interaction/${details.uid}?error=credentials`);
       return;

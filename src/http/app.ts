@@ -3,6 +3,7 @@
  * `provider.use` places each one ahead of the provider's own router, in this order.
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
@@ -52,6 +53,14 @@ const CONFIG_DEPENDENT = /^\/(auth|token|request|jwks|\.well-known\/)/;
 
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
 
+/**
+ * scrypt is CPU on libuv's threads: at most half the cores hash at once, so a sign-in flood
+ * leaves the rest to agents' token requests (measured in bench/sign-in-and-purge.ts); 32 waiting
+ * is a few seconds of hashing, after which a sign-in is told to retry.
+ */
+const PASSWORD_HASHES_AT_ONCE = Math.max(1, Math.floor(availableParallelism() / 2));
+const PASSWORD_HASHES_WAITING = 32;
+
 export function mountApp(provider: Provider, deps: AppDeps): Provider {
   const { db, kv, log, views } = deps;
   provider.use(withRequestContext(log));
@@ -92,8 +101,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
     signInGuard: createSignInGuard(kv, deps.limiter, deps.cookieKeys[0]!, {
       perAddress: deps.limits.loginFailuresPer15Minutes, perAccount: deps.limits.loginFailuresPerAccount15Minutes,
     }),
-    // Two hashes at a time leave libuv's other threads to everything else; 64 waiting is ~3 s.
-    hashQueue: createHashQueue(2, 64),
+    hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

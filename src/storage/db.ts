@@ -31,6 +31,7 @@ export interface Db {
    * held by the current unit of work: a connection held through it is one the pool cannot give
    * anyone else. What the work did so far is committed first (its row locks end there), and its
    * next query begins a new transaction; atCommit statements still go with the final commit.
+   * Inside a tx() block it keeps the connection: that block asked for one transaction.
    */
   withoutConnection<T>(fn: () => Promise<T>): Promise<T>;
   /**
@@ -83,6 +84,8 @@ interface Work {
    * that has gone back to the pool, so it runs outside any transaction instead.
    */
   ended: boolean;
+  /** How many tx() blocks are open in this work: their statements must stay in one transaction. */
+  atomicBlocks: number;
 }
 
 const currentWork = new AsyncLocalStorage<Work>();
@@ -166,7 +169,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], ended: false };
+    const work: Work = { state: new Map(), atCommit: [], ended: false, atomicBlocks: 0 };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -199,8 +202,17 @@ function createDb(driver: Driver): Db {
       await (await connectionFor(work)).script(sql);
     },
     tx(fn) {
-      if (openWork()) return fn();
-      return runWork(fn, () => true);
+      const atomic = async () => {
+        const work = openWork();
+        if (work) work.atomicBlocks++;
+        try {
+          return await fn();
+        } finally {
+          if (work) work.atomicBlocks--;
+        }
+      };
+      if (openWork()) return atomic();
+      return runWork(atomic, () => true);
     },
     detached(fn) {
       return driver.kind === 'pglite' ? fn() : currentWork.exit(fn);
@@ -208,7 +220,8 @@ function createDb(driver: Driver): Db {
     async withoutConnection(fn) {
       const work = openWork();
       const pending = work?.connection;
-      if (work && pending) {
+      // Inside a tx() block the transaction is not split: the wait keeps the connection.
+      if (work && pending && work.atomicBlocks === 0) {
         work.connection = undefined;
         await commitEarly(pending);
       }

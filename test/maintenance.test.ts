@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { openDirect } from './helpers/direct-db.ts';
-import { REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { newDeployment, REAL_SERVICES, runCli, spawnServer, startServer, type TestServer } from './helpers/server.ts';
 
 const EXPORTED_ROWS = 100_050;
 
@@ -106,5 +106,37 @@ describe('maintenance at real sizes', () => {
     assert.ok(pages >= 11, `${pages} pages`);
     assert.equal(ours, EXPORTED_ROWS);
     assert.equal(new Set(seen).size, seen.length, 'no event twice');
+  });
+});
+
+describe('migrations', () => {
+  it('issue-14: a migration waiting longer than the request statement timeout (5 s) still completes', { skip: !REAL_SERVICES && 'needs a second PostgreSQL session to hold the migration lock' }, async () => {
+    const deployment = await newDeployment();
+    const pg = await import('pg');
+    const holder = new pg.default.Client({ connectionString: deployment.env.DATABASE_URL });
+    await holder.connect();
+    // A second session to watch from: inside a transaction, pg_stat_activity is a frozen snapshot.
+    const watcher = new pg.default.Client({ connectionString: deployment.env.DATABASE_URL });
+    await watcher.connect();
+    try {
+      // Stands for a long migration (an index on a large table) another instance is running.
+      await holder.query('BEGIN');
+      await holder.query("SELECT pg_advisory_xact_lock(hashtext('agentauth:migrations'))");
+      const migrating = runCli(deployment.env, ['migrate', '--json']);
+      const waiting = async () => (await watcher.query(
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%agentauth:migrations%' AND pid <> pg_backend_pid()",
+      )).rowCount === 1;
+      while (!(await waiting())) await new Promise((resolve) => setTimeout(resolve, 50));
+      // Held past the pool's 5 s statement timeout, which used to cancel the waiting migration.
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      assert.ok(await waiting(), 'the migration is still waiting, not cancelled');
+      await holder.query('COMMIT');
+      const r = await migrating;
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      await holder.end();
+      await watcher.end();
+      await deployment.cleanup();
+    }
   });
 });

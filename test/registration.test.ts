@@ -185,6 +185,8 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
   });
 
   it('issue-14: a self-registered client cannot register for, nor ask for, a scope not opened to unverified clients', async () => {
+    const listed = JSON.parse((await server.cli(['scopes', 'list', '--json'])).stdout) as { scopes: { name: string; allow_unverified: boolean }[] };
+    assert.deepEqual(listed.scopes.map((s) => [s.name, s.allow_unverified]), [['admin:all', false], ['notes:read', true]]);
     const lookAlike = { client_name: 'Agent A', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none' };
     const refused = await register(server, { ...lookAlike, scope: 'notes:read admin:all' });
     assert.equal(refused.status, 400);

@@ -125,8 +125,8 @@ const COMMANDS: Record<string, Command> = {
       return { name, description: values.description, allowUnverified: values['allow-unverified'] === true };
     },
     print: (r) => {
-      const scope = r as { name: string; description: string; allowUnverified: boolean };
-      return `scope ${scope.name}: ${scope.description}${scope.allowUnverified ? ' (open to unverified clients)' : ''}`;
+      const scope = r as { name: string; description: string; allow_unverified: boolean };
+      return `scope ${scope.name}: ${scope.description}${scope.allow_unverified ? ' (open to unverified clients)' : ''}`;
     },
   },
   'scopes list': {
@@ -135,8 +135,8 @@ const COMMANDS: Record<string, Command> = {
     operation: 'scopes.list',
     input: async () => ({}),
     print: (r) => {
-      const scopes = (r as { scopes: { name: string; description: string; allowUnverified: boolean }[] }).scopes;
-      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}${s.allowUnverified ? '\t(open to unverified clients)' : ''}`).join('\n') : 'no scopes yet';
+      const scopes = (r as { scopes: { name: string; description: string; allow_unverified: boolean }[] }).scopes;
+      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}${s.allow_unverified ? '\t(open to unverified clients)' : ''}`).join('\n') : 'no scopes yet';
     },
   },
   'clients create': {

@@ -19,7 +19,7 @@ import { MAX_AUDIT_PAGE } from '../audit/store.ts';
 import { DEFAULT_BATCH_SIZE, runMaintenance } from '../maintenance/purge.ts';
 import { pino } from 'pino';
 import { announceConfigChange } from '../oauth/live-provider.ts';
-import { findScopes, listScopes, upsertScope } from '../scopes/store.ts';
+import { findScopes, listScopes, upsertScope, type Scope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { migrate } from '../storage/migrate.ts';
@@ -31,6 +31,9 @@ export interface OperationContext {
   audit: AuditLog;
   clientPolicy: ClientPolicy;
 }
+
+/** A scope as the CLI shows it (snake_case, like every other --json answer). */
+const scopeView = (scope: Scope) => ({ name: scope.name, description: scope.description, allow_unverified: scope.allowUnverified });
 
 /** Operations are an operator's acts: the audit trail names the admin command line. */
 const ADMIN = { type: 'admin', id: 'cli' } as const;
@@ -96,12 +99,12 @@ export const operations = {
     async ({ db, audit }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
       await audit.record({ type: 'scope.created', actor: ADMIN, scopes: scope.name, details: { description: scope.description, allow_unverified: scope.allowUnverified } });
-      return upsertScope(db, scope);
+      return scopeView(await upsertScope(db, scope));
     },
     { changesConfig: true },
   ),
 
-  'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
+  'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: (await listScopes(db)).map(scopeView) })),
 
   'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy }, input) => {
     try {

@@ -49,9 +49,12 @@ export async function agentauth<T>(cli: Cli, args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-/** Creates the scope, or sets its description if it exists (`scopes create` is an upsert). */
-export async function ensureScope(cli: Cli, name: string, description: string): Promise<void> {
-  await agentauth(cli, ['scopes', 'create', name, '--description', description]);
+/**
+ * Creates the scope, or sets its description if it exists (`scopes create` is an upsert).
+ * `allowUnverified` opens it to self-registered clients (open registration, metadata documents).
+ */
+export async function ensureScope(cli: Cli, name: string, description: string, options: { allowUnverified?: boolean } = {}): Promise<void> {
+  await agentauth(cli, ['scopes', 'create', name, '--description', description, ...(options.allowUnverified ? ['--allow-unverified'] : [])]);
 }
 
 export interface ExampleKey { privateJwk: Record<string, unknown> & { kid: string }; publicJwk: Record<string, unknown> }

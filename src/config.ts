@@ -45,7 +45,10 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL: seconds(14 * 24 * 3600),
   AUTHORIZATION_CODE_TTL: z.coerce.number().int().min(10).max(600).default(60),
   SESSION_TTL: seconds(24 * 3600),
-  CONFIG_POLL_INTERVAL: seconds(30),
+  // A timer: setInterval turns anything over 2^31-1 ms (24.8 days) into 1 ms.
+  // Longer than resource servers cache the key set (the helper: 10 minutes).
+  KEY_PROPAGATION_DELAY: z.coerce.number().int().min(0).max(30 * 24 * 3600).default(15 * 60),
+  CONFIG_POLL_INTERVAL: z.coerce.number().int().positive().max(Math.floor((2 ** 31 - 1) / 1000)).default(30),
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
@@ -59,6 +62,7 @@ const envSchema = z.object({
   TOKEN_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(600),
   REGISTRATION_RATE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(30),
   LOGIN_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  LOGIN_ACCOUNT_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(100),
   REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
   REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
 });
@@ -90,6 +94,8 @@ export interface Config {
   /** Default seconds within which the previous refresh token gets the same successor again. */
   refreshRetryWindow: number;
   configPollIntervalSeconds: number;
+  /** Seconds a rotated signing key is published before it signs. */
+  keyPropagationDelaySeconds: number;
   audit: {
     /** Days audit events are kept; 0 keeps them forever. */
     retentionDays: number;
@@ -114,8 +120,10 @@ export interface Config {
     tokenPerMinute: number;
     /** Registration requests per IP address per hour. */
     registrationPerHour: number;
-    /** Failed sign-ins per IP address per 15 minutes. */
+    /** Failed sign-ins per IP address, and per account and address, per 15 minutes. */
     loginFailuresPer15Minutes: number;
+    /** Failed sign-ins per account from addresses not known-good for it, per 15 minutes. */
+    loginFailuresPerAccount15Minutes: number;
   };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
@@ -175,6 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       session: e.SESSION_TTL,
     },
     configPollIntervalSeconds: e.CONFIG_POLL_INTERVAL,
+    keyPropagationDelaySeconds: e.KEY_PROPAGATION_DELAY,
     refreshRetryWindow: e.REFRESH_RETRY_WINDOW,
     audit: { retentionDays: e.AUDIT_RETENTION_DAYS, introspectionSampleRate: e.AUDIT_INTROSPECTION_SAMPLE_RATE },
     adminTokens,
@@ -182,7 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     outbound: { development: e.ALLOW_PRIVATE_FETCH, allowedPrivateNetworks },
     openRegistration: e.OPEN_REGISTRATION,
     clientIdMetadataDocuments: e.CLIENT_ID_METADATA_DOCUMENTS,
-    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT },
+    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT, loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT },
     embedded: !e.DATABASE_URL,
   };
 }

@@ -19,12 +19,10 @@ import { ensureSigningKey } from './keys/signing-keys.ts';
 import { startLiveProvider } from './oauth/live-provider.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { openRuntime } from './runtime.ts';
-import { purgeExpired } from './storage/artifacts.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './storage/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
-import { purgeExpiredRegistrationTokens } from './clients/registration-tokens.ts';
 import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
@@ -33,6 +31,7 @@ import { startDeliveryWorker } from './revocation/delivery.ts';
 import { outboxBacklog, purgeDeliveredEvents } from './revocation/outbox.ts';
 import { portOf, serveMetrics } from './metrics/http.ts';
 import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
+import { runMaintenance } from './maintenance/purge.ts';
 import { resourceServerCache } from './resources/store.ts';
 import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
 import { tombstoneGrant } from './grants/store.ts';
@@ -114,6 +113,7 @@ async function start(config: Config): Promise<void> {
           findResourceServer: resources.find,
           introspectsFor: resources.introspectsFor,
           metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+          withoutConnection: db.withoutConnection,
           async findAccount(_ctx, id) {
             const account = await findAccountById(db, id);
             if (!account || account.disabled) return undefined;
@@ -147,14 +147,10 @@ async function start(config: Config): Promise<void> {
     adminSocket = await serveAdminSocket(config.dataDir, runtime, log, () => live.ensureFresh());
   }
 
+  // One instance at a time, in bounded batches (src/maintenance/purge.ts).
   const purge = setInterval(() => {
-    purgeExpired(db, config.ttl.refreshToken).catch((err: unknown) => log.warn({ err }, 'purge failed'));
-    purgeExpiredRegistrationTokens(db).catch((err: unknown) => log.warn({ err }, 'registration token purge failed'));
-    purgeDeliveredEvents(db).catch((err: unknown) => log.warn({ err }, 'revocation event purge failed'));
-    if (config.audit.retentionDays > 0) {
-      const cutoff = new Date(Date.now() - config.audit.retentionDays * 24 * 3600 * 1000);
-      runtime.audit.purge(cutoff, { type: 'system' }).catch((err: unknown) => log.warn({ err }, 'audit purge failed'));
-    }
+    runMaintenance({ db, log, audit: runtime.audit, tombstoneGraceSeconds: config.ttl.refreshToken, auditRetentionDays: config.audit.retentionDays })
+      .catch((err: unknown) => log.warn({ err }, 'purge failed'));
   }, PURGE_INTERVAL_MS);
   purge.unref();
 

@@ -73,6 +73,19 @@ describe('audit events', () => {
     assert.equal(rotated.details.kid, kid);
   });
 
+  it('issue-14: a failed sign-in under an unknown name records a keyed hash of it, never the typed text', async () => {
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT_URI, scope: 'files:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    });
+    const login = await openLoginPage(server.issuer, url);
+    const typed = `my-Pa55word-typed-in-the-name-field-${Date.now()}`;
+    await postForm(login.jar, `${server.issuer}/interaction/${login.uid}/login`, { csrf: csrfOf(login.html), username: typed, password: 'x' });
+    const rows = await exportEvents(server, '--client', agent.clientId);
+    assert.ok(!JSON.stringify(rows).includes(typed), 'the typed name is not stored');
+    const failed = rows.filter((r) => r.event_type === 'login.failed' && r.account_id === null).at(-1);
+    assert.match(String(failed?.details.username_hash), /^[A-Za-z0-9_-]{43}$/);
+  });
+
   it('records failed and successful logins, consent, code and tokens with the right actor, agent and user', async () => {
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
@@ -85,8 +98,8 @@ describe('audit events', () => {
 
     const rows = await exportEvents(server, '--client', agent.clientId);
     const failed = expectOne(rows, 'login.failed', { actor_type: 'user', outcome: 'failure', client_id: agent.clientId });
-    assert.equal(failed.details.username, user.username);
-    assert.equal(failed.account_id, null);
+    assert.equal(failed.details.account, user.id);
+    assert.equal(failed.account_id, user.id);
     assert.ok(failed.ip && failed.request_id, 'ip and request id recorded');
     expectOne(rows, 'login.succeeded', { actor_type: 'user', actor_id: user.id, account_id: user.id, client_id: agent.clientId });
     const consent = expectOne(rows, 'consent.granted', { actor_type: 'user', actor_id: user.id, account_id: user.id, client_id: agent.clientId });
@@ -252,7 +265,7 @@ describe('audit tamper evidence and retention', () => {
     assert.equal(human.code, 1);
     assert.match(human.stdout, /does not verify: row 3 was changed/);
 
-    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2"}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
+    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2","allow_unverified":false}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
     v = await verify(server);
     assert.equal(v.code, 1);
     assert.equal(v.result.problem?.row, 5);

@@ -125,7 +125,8 @@ describe('the agentauth command against a running server', () => {
     assert.equal(r.code, 0, r.stderr);
     const { kid } = JSON.parse(r.stdout) as { kid: string };
     const after = (await (await fetch(`${server.issuer}/jwks`)).json()) as { keys: { kid: string; d?: string }[] };
-    assert.equal(after.keys[0]!.kid, kid, 'the new key comes first and signs');
+    assert.ok(after.keys.some((k) => k.kid === kid), 'the new key is published at once');
+    assert.equal(after.keys[0]!.kid, before.keys[0]!.kid, 'the old key signs until the propagation delay has passed');
     for (const old of before.keys) assert.ok(after.keys.some((k) => k.kid === old.kid), 'old keys stay published');
     assert.ok(after.keys.every((k) => k.d === undefined), 'no private parts');
   });
@@ -150,6 +151,20 @@ describe('start-up refusals', () => {
         assert.match(error, /exited with 1/);
         assert.doesNotMatch(error, /at [\w.]+ \(/, 'no stack trace');
       }
+    } finally {
+      await deployment.cleanup();
+    }
+  });
+
+  it('issue-14: refuses a CONFIG_POLL_INTERVAL that setInterval would turn into 1 ms', async () => {
+    const deployment = await newDeployment();
+    try {
+      // 25 days: under the old 366-day bound, over what a timer can wait (24.8 days).
+      const error = await spawnServer({ ...deployment.env, CONFIG_POLL_INTERVAL: String(25 * 24 * 3600) }).then(
+        () => assert.fail('the server started'),
+        (err: Error) => err.message,
+      );
+      assert.match(error, /invalid configuration: .*CONFIG_POLL_INTERVAL/);
     } finally {
       await deployment.cleanup();
     }

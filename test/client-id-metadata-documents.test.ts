@@ -10,7 +10,7 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startMcpExample } from '../examples/mcp-server/server.ts';
 import { authorize, postToken } from './helpers/browserless.ts';
-import { createUser, type TestUser } from './helpers/factories.ts';
+import { createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { connectMcp, MCP_REDIRECT_URL, mcpTransport, MemoryOAuthProvider, toolText } from './helpers/mcp-client.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from './helpers/test-host.ts';
@@ -89,6 +89,21 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
       assert.equal(res.status, 400, document);
       assert.match(await res.text(), why, document);
     }
+  });
+
+  it('issue-14: a document client may ask only for scopes opened to unverified clients', async () => {
+    await createScope(server, 'admin:all', 'Administer everything');
+    served['/look-alike.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/look-alike.json`), client_name: 'Agent A' } });
+    const ask = async (scope: string) => {
+      const url = new URL(`${server.issuer}/auth`);
+      url.search = new URLSearchParams({
+        client_id: `${origin}/look-alike.json`, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope,
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+      }).toString();
+      return new URL((await fetch(url, { redirect: 'manual' })).headers.get('location') ?? '', server.issuer);
+    };
+    assert.equal((await ask('admin:all')).searchParams.get('error'), 'invalid_scope');
+    assert.match((await ask('notes:read')).pathname, /^\/interaction\//);
   });
 
   it('refuses a disabled document client at once, cached document or not', async () => {

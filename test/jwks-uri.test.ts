@@ -14,7 +14,8 @@ import * as client from 'openid-client';
 import { postToken } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, generateAgentKey } from './helpers/factories.ts';
 import { clientAssertion, generateTestKey } from './helpers/jwt.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
+import { openDirect } from './helpers/direct-db.ts';
+import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 
 interface JwksServer {
@@ -118,6 +119,34 @@ describe('jwks_uri clients', { skip: testHostsUnavailable }, () => {
     jwks.routes.set('/target', json({ keys: [key.publicJwk] }));
     await refusedThrough((res) => res.writeHead(302, { location: `${jwks.url}/target` }).end(), 'redirect');
     assert.equal((await fetch(`${server.issuer}/healthz`)).status, 200);
+  });
+
+  it('issue-14: a token request waiting on a slow jwks_uri holds no database connection', { skip: !REAL_SERVICES && 'the embedded database has no connection pool to watch' }, async () => {
+    const key = await generateAgentKey();
+    let arrived!: () => void;
+    const fetching = new Promise<void>((resolve) => { arrived = resolve; });
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => { answer = resolve; });
+    jwks.routes.set('/held', (res) => {
+      arrived();
+      void answered.then(() => json({ keys: [key.publicJwk] })(res));
+    });
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'sync:run', jwksUri: `${jwks.url}/held` });
+    const config = await clientFor(server, { ...agent, privateKey: key.privateKey, kid: key.publicJwk.kid });
+    const request = client.clientCredentialsGrant(config, { scope: 'sync:run' });
+    await fetching; // the server is now waiting on the jwks_uri host
+    const db = await openDirect(server);
+    try {
+      // A transaction left open while waiting shows as idle in transaction after its client lookup.
+      const held = await db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE '%FROM clients%'",
+      );
+      assert.deepEqual(held, [{ n: 0 }]);
+    } finally {
+      await db.close();
+      answer();
+    }
+    assert.ok((await request).access_token);
   });
 });
 

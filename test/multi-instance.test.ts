@@ -106,7 +106,7 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     const { kid } = JSON.parse(r.stdout) as { kid: string };
     for (const instance of cluster.instances) {
       const jwks = (await (await fetch(`${instance}/jwks`)).json()) as { keys: { kid: string }[] };
-      assert.equal(jwks.keys[0]!.kid, kid, instance);
+      assert.ok(jwks.keys.some((k) => k.kid === kid), instance);
       assert.ok(jwks.keys.length >= 2);
     }
   });

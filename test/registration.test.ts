@@ -173,7 +173,8 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
   let server: TestServer;
   before(async () => {
     server = await startServer({ OPEN_REGISTRATION: 'true' });
-    await createScope(server, 'notes:read', 'Read your notes');
+    await createScope(server, 'notes:read', 'Read your notes', { allowUnverified: true });
+    await createScope(server, 'admin:all', 'Administer everything');
   });
   after(() => server?.stop());
 
@@ -200,6 +201,29 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
     const keyless = await register(server, { redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'private_key_jwt' });
     assert.equal(keyless.status, 400);
     assert.match(((await keyless.json()) as { error_description: string }).error_description, /^token_endpoint_auth_method must be none/);
+  });
+
+  it('issue-14: a self-registered client cannot register for, nor ask for, a scope not opened to unverified clients', async () => {
+    const listed = JSON.parse((await server.cli(['scopes', 'list', '--json'])).stdout) as { scopes: { name: string; allow_unverified: boolean }[] };
+    assert.deepEqual(listed.scopes.map((s) => [s.name, s.allow_unverified]), [['admin:all', false], ['notes:read', true]]);
+    const lookAlike = { client_name: 'Agent A', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none' };
+    const refused = await register(server, { ...lookAlike, scope: 'notes:read admin:all' });
+    assert.equal(refused.status, 400);
+    assert.match(((await refused.json()) as { error_description: string }).error_description, /admin:all, which self-registered clients may not request/);
+    // Registered without a scope, it is held to the open ones when it asks.
+    const created = (await (await register(server, lookAlike)).json()) as Registered;
+    const config = await client.discovery(new URL(server.issuer), created.client_id, undefined, client.None(), { execute: [client.allowInsecureRequests] });
+    const ask = async (scope: string) => {
+      const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1/callback', scope, code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+      return new URL((await fetch(url, { redirect: 'manual' })).headers.get('location') ?? '', server.issuer);
+    };
+    const denied = await ask('admin:all');
+    assert.equal(denied.searchParams.get('error'), 'invalid_scope');
+    assert.match((await ask('notes:read')).pathname, /^\/interaction\//);
+    // Closing a scope holds clients that registered while it was open.
+    await createScope(server, 'notes:read', 'Read your notes');
+    assert.equal((await ask('notes:read')).searchParams.get('error'), 'invalid_scope');
+    await createScope(server, 'notes:read', 'Read your notes', { allowUnverified: true });
   });
 
   it('W-08: tells the user on the consent page that the agent is unverified, and where it will send them', async () => {

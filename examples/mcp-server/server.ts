@@ -44,7 +44,8 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
   const url = `http://${host}:${(server.address() as AddressInfo).port}/mcp`;
   const cli = options.cli ?? localCli;
   try {
-    await ensureScope(cli, 'notes:read', 'Read your notes');
+    // MCP clients register themselves: the tool's low-risk read scope is opened to them.
+    await ensureScope(cli, 'notes:read', 'Read your notes', { allowUnverified: true });
     if ((await cli(['resources', 'show', url])).code !== 0) await agentauth(cli, ['resources', 'create', url, '--scopes', 'notes:read', '--token-format', 'jwt']);
   } catch (error) {
     server.close();

@@ -36,7 +36,8 @@ export async function startResourceServerExample(options: ResourceServerExampleO
 
 async function registerAndServe(server: http.Server, url: string, cli: Cli, log: (line: string) => void, options: ResourceServerExampleOptions) {
   // Registration: scopes, the client the API introspects as, and the API itself.
-  await ensureScope(cli, 'notes:read', 'Read your notes');
+  // Shared with the MCP example, whose self-registered clients may request it.
+  await ensureScope(cli, 'notes:read', 'Read your notes', { allowUnverified: true });
   await ensureScope(cli, 'notes:write', 'Add to your notes');
   const key = exampleKey('resource-server');
   const clientId = await registeredClient(cli, 'resource-server', options.issuer, async () => {

@@ -46,8 +46,8 @@ export function openApiDocument(routes: readonly AdminRoute[]) {
   paths['/admin/audit'] = {
     get: {
       operationId: 'audit.stream',
-      summary: 'Audit events as JSON lines, oldest first',
-      parameters: ['since', 'user', 'client'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } })),
+      summary: 'Audit events as JSON lines, oldest first, a page after the cursor `after` (an event id); a full page links the next with Link: rel="next"',
+      parameters: ['since', 'user', 'client', 'after', 'limit'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } })),
       responses: { 200: { description: 'One audit event per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, 400: errorResponse('invalid_request'), 401: errorResponse('invalid_token') },
     },
   };

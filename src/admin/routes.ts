@@ -62,7 +62,8 @@ export const ADMIN_ROUTES: AdminRoute[] = [
   { method: 'POST', path: '/admin/registration-tokens', operation: 'registration-tokens.create', summary: 'An initial access token for RFC 7591 registration (shown once)', status: 201, body: true },
   { method: 'GET', path: '/admin/events', operation: 'events.list', summary: 'Revocation events and their delivery state', query: ['pending'], input: (r) => ({ pending: flag(r.query.pending) }) },
   { method: 'POST', path: '/admin/audit/verify', operation: 'audit.verify', summary: "Check the audit trail's seals" },
-  { method: 'POST', path: '/admin/keys/rotate', operation: 'keys.rotate', summary: 'Add a signing key and sign with it; older keys stay published' },
+  { method: 'POST', path: '/admin/audit/purge', operation: 'audit.purge', summary: 'Delete audit events sealed before a time; the rest still verifies', body: true },
+  { method: 'POST', path: '/admin/keys/rotate', operation: 'keys.rotate', summary: 'Publish a new signing key now; it signs after the propagation delay, the keys it replaces retire after the longest token lifetime', body: true },
 ];
 
 const koaPath = (template: string) => template.replace(/\{(\w+)\}/g, ':$1');

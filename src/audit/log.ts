@@ -52,8 +52,13 @@ export interface AuditLog {
   /** Links every committed, unsealed row into the chain; returns how many. */
   seal(): Promise<number>;
   verify(): Promise<VerifyResult>;
-  find(filter: AuditFilter): Promise<AuditRow[]>;
-  purge(cutoff: Date, actor: AuditInput['actor']): Promise<{ purged: number; throughSeq: number } | undefined>;
+  /** Seals, then reads one page of events after the cursor (an event id); see findEvents. */
+  find(filter: AuditFilter, after: number, limit: number): Promise<AuditRow[]>;
+  /**
+   * Purges one batch (about `maxRows` events) of what was sealed before `cutoff`, recorded as an
+   * audit.purged event; undefined when nothing is left to purge. Repeat until undefined.
+   */
+  purge(cutoff: Date, actor: AuditInput['actor'], maxRows: number): Promise<{ purged: number; throughSeq: number } | undefined>;
 }
 
 const PENDING = Symbol('pending audit events');
@@ -141,15 +146,16 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
       return { ok: true, checked, head, unsealed };
     },
 
-    async find(filter) {
-      await log.seal();
-      return findEvents(db, filter);
+    async find(filter, after, limit) {
+      // Sealing once per export is enough: the first page seals what is there.
+      if (after === 0) await log.seal();
+      return findEvents(db, filter, after, limit);
     },
 
-    async purge(cutoff, actor) {
+    async purge(cutoff, actor, maxRows) {
       await log.seal();
       return db.tx(async () => {
-        const result = await purgeBefore(db, cutoff);
+        const result = await purgeBefore(db, cutoff, maxRows);
         if (result) {
           await log.record({ type: 'audit.purged', actor, details: { through_seq: result.throughSeq, purged: result.purged, before: cutoff.toISOString() } });
         }

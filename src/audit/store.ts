@@ -176,29 +176,39 @@ export interface AuditFilter {
   since?: Date;
   accountId?: string;
   clientId?: string;
-  limit?: number;
 }
 
-export async function findEvents(db: Db, filter: AuditFilter): Promise<AuditRow[]> {
-  const where: string[] = [];
-  const params: unknown[] = [];
+/** The largest page an export or the admin route reads at once. */
+export const MAX_AUDIT_PAGE = 10_000;
+
+/**
+ * One page of events after the cursor `after` (an event id), in id order. Exports read page
+ * after page with the last id as the next cursor: no cap, and each query stays short.
+ */
+export async function findEvents(db: Db, filter: AuditFilter, after: number, limit: number): Promise<AuditRow[]> {
+  const params: unknown[] = [after];
+  const where = ['id > $1'];
   if (filter.since) where.push(`occurred_at >= $${params.push(filter.since)}`);
   if (filter.accountId) where.push(`account_id = $${params.push(filter.accountId)}`);
   if (filter.clientId) where.push(`client_id = $${params.push(filter.clientId)}`);
-  const limit = `LIMIT $${params.push(filter.limit ?? 100_000)}`;
-  const r = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${limit}`, params);
+  const r = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${params.push(Math.min(limit, MAX_AUDIT_PAGE))}`, params);
   return r.rows.map(toRow);
 }
 
 /**
- * Deletes every seal made before `cutoff`, with the events it covers (all of which occurred
- * before it was made), and moves the anchor to the last of them, so the rest still verifies.
+ * Deletes the oldest seals made before `cutoff`, covering about `maxRows` events at most (at
+ * least one seal), with the events they cover (all of which occurred before they were made), and
+ * moves the anchor to the last of them, so the rest still verifies. Seals are made in time
+ * order, so those before the cutoff are a prefix of the chain: called until it returns
+ * undefined, it purges everything before the cutoff in short transactions.
  */
-export async function purgeBefore(db: Db, cutoff: Date): Promise<{ purged: number; throughSeq: number } | undefined> {
+export async function purgeBefore(db: Db, cutoff: Date, maxRows: number): Promise<{ purged: number; throughSeq: number } | undefined> {
   await db.query(SEAL_LOCK);
   const r = await db.query<RawSeal>(
-    `SELECT ${SEAL_COLUMNS} FROM audit_seals WHERE sealed_at < $1 ORDER BY audit_seals.seq DESC LIMIT 1`,
-    [cutoff],
+    `SELECT ${SEAL_COLUMNS} FROM audit_seals
+     WHERE sealed_at < $1 AND (last_id <= (SELECT min(after_id) FROM audit_seals) + $2 OR seq = (SELECT min(seq) FROM audit_seals))
+     ORDER BY audit_seals.seq DESC LIMIT 1`,
+    [cutoff, maxRows],
   );
   const last = r.rows[0] && toSeal(r.rows[0]);
   if (!last) return undefined;

@@ -31,6 +31,8 @@ interface Command {
   print(result: unknown): string;
   /** Whether the result means the command failed (exit 1), e.g. a broken audit chain. */
   failed?(result: unknown): boolean;
+  /** The operation answers one page `{ events, next }` per call, asked again `after: next`. */
+  paged?: true;
 }
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -157,16 +159,19 @@ const COMMANDS: Record<string, Command> = {
     print: (r) => `grant ${(r as { grant_id: string }).grant_id} revoked`,
   },
   'scopes create': {
-    usage: 'agentauth scopes create <name> --description "<what the user is told>" [--json]',
-    summary: 'Create a scope (or change its description). Usable at once.',
-    options: { description: { type: 'string' } },
+    usage: 'agentauth scopes create <name> --description "<what the user is told>" [--allow-unverified] [--json]',
+    summary: 'Create a scope (or change it). Usable at once. --allow-unverified lets self-registered clients (open registration, metadata documents) request it; without it they may not.',
+    options: { description: { type: 'string' }, 'allow-unverified': { type: 'boolean' } },
     positionals: ['name'],
     operation: 'scopes.create',
     async input(values, [name]) {
       if (typeof values.description !== 'string') throw new UsageError('--description is required');
-      return { name, description: values.description };
+      return { name, description: values.description, allowUnverified: values['allow-unverified'] === true };
     },
-    print: (r) => `scope ${(r as { name: string }).name}: ${(r as { description: string }).description}`,
+    print: (r) => {
+      const scope = r as { name: string; description: string; allow_unverified: boolean };
+      return `scope ${scope.name}: ${scope.description}${scope.allow_unverified ? ' (open to unverified clients)' : ''}`;
+    },
   },
   'scopes list': {
     usage: 'agentauth scopes list [--json]',
@@ -174,8 +179,8 @@ const COMMANDS: Record<string, Command> = {
     operation: 'scopes.list',
     input: async () => ({}),
     print: (r) => {
-      const scopes = (r as { scopes: { name: string; description: string }[] }).scopes;
-      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}`).join('\n') : 'no scopes yet';
+      const scopes = (r as { scopes: { name: string; description: string; allow_unverified: boolean }[] }).scopes;
+      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}${s.allow_unverified ? '\t(open to unverified clients)' : ''}`).join('\n') : 'no scopes yet';
     },
   },
   'clients create': {
@@ -357,11 +362,27 @@ const COMMANDS: Record<string, Command> = {
     print: json,
   },
   'keys rotate': {
-    usage: 'agentauth keys rotate [--json]',
-    summary: 'Add a new signing key and sign with it; older keys stay published.',
+    usage: 'agentauth keys rotate [--propagation-delay <seconds>] [--retire-after <seconds>] [--json]',
+    summary: 'Publish a new signing key now and sign with it after the propagation delay (KEY_PROPAGATION_DELAY, default 900 s, longer than resource servers cache the key set); the keys it replaces stay published until the longest token lifetime after that (or --retire-after).',
+    options: { 'propagation-delay': { type: 'string' }, 'retire-after': { type: 'string' } },
     operation: 'keys.rotate',
-    input: async () => ({}),
-    print: (r) => `new signing key ${(r as { kid: string }).kid} is now in use`,
+    async input(values, _positionals, config) {
+      const seconds = (name: string) => {
+        const v = values[name];
+        if (typeof v !== 'string') return undefined;
+        if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a number of seconds`);
+        return Number(v);
+      };
+      return {
+        propagationSeconds: seconds('propagation-delay') ?? config.keyPropagationDelaySeconds,
+        retireAfterSeconds: seconds('retire-after'),
+        accessTokenTtl: config.ttl.accessToken,
+      };
+    },
+    print: (r) => {
+      const k = r as { kid: string; signs_from: string; retires_previous_at: string };
+      return `new signing key ${k.kid} is published; it signs from ${k.signs_from}, and the keys it replaces are unpublished at ${k.retires_previous_at}`;
+    },
   },
   'audit verify': {
     usage: 'agentauth audit verify [--json]',
@@ -383,6 +404,23 @@ const COMMANDS: Record<string, Command> = {
     operation: 'audit.export',
     input: async (values) => ({ since: values.since, user: values.user, client: values.client }),
     print: (r) => (r as { events: unknown[] }).events.map((e) => JSON.stringify(e)).join('\n'),
+    paged: true,
+  },
+  purge: {
+    usage: 'agentauth purge [--batch-size <rows>] [--json]',
+    summary: 'Delete expired credentials, dead grants, old registration tokens and revocation events, and audit events past AUDIT_RETENTION_DAYS, in batches (what every instance does every 10 minutes; one at a time).',
+    options: { 'batch-size': { type: 'string' } },
+    operation: 'maintenance.purge',
+    async input(values, _positionals, config) {
+      const batchSize = typeof values['batch-size'] === 'string' ? Number(values['batch-size']) : undefined;
+      if (batchSize !== undefined && !Number.isInteger(batchSize)) throw new UsageError('--batch-size must be a whole number');
+      return { tombstoneGraceSeconds: config.ttl.refreshToken, auditRetentionDays: config.audit.retentionDays, batchSize };
+    },
+    print: (r) => {
+      const p = r as { skipped: boolean; deleted: Record<string, number> };
+      if (p.skipped) return 'another process is purging; nothing done';
+      return Object.entries(p.deleted).map(([table, n]) => `${table}\t${n}`).join('\n');
+    },
   },
   'audit purge': {
     usage: 'agentauth audit purge [--before <ISO time>] [--json]',
@@ -452,15 +490,42 @@ async function readJwksFile(file: string): Promise<unknown> {
   }
 }
 
-async function execute(config: Config, operation: OperationName, input: unknown): Promise<unknown> {
+type Run = (operation: OperationName, input: unknown) => Promise<unknown>;
+
+/** Runs `use` with a way to run operations: in this process, or by a running embedded server. */
+async function withOperations<T>(config: Config, use: (run: Run) => Promise<T>): Promise<T> {
   // On the embedded default a running server owns the database: ask it to do the work.
-  if (config.embedded && lockHolder(config.dataDir) !== undefined) return callAdminSocket(config.dataDir, operation, input);
+  if (config.embedded && lockHolder(config.dataDir) !== undefined) return use((operation, input) => callAdminSocket(config.dataDir, operation, input));
   const runtime = await openRuntime(config);
   try {
-    return await runOperation(runtime, operation, input);
+    return await use((operation, input) => runOperation(runtime, operation, input));
   } finally {
     await runtime.close();
   }
+}
+
+/** Writes to stdout, waiting while the pipe is full (an export of millions of rows stays small in memory). */
+function write(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (process.stdout.write(text)) resolve();
+    else process.stdout.once('drain', resolve).once('error', reject);
+  });
+}
+
+/** Prints a paged operation's events page by page, as JSON lines or as one {"events": [...]} object. */
+async function printPages(run: Run, operation: OperationName, input: unknown, json: boolean): Promise<void> {
+  let after = 0;
+  let first = true;
+  if (json) await write('{"events":[');
+  for (;;) {
+    const page = (await run(operation, { ...(input as object), after })) as { events: unknown[]; next: number | null };
+    const lines = page.events.map((event) => JSON.stringify(event));
+    if (lines.length) await write(json ? `${first ? '' : ','}${lines.join(',')}` : `${lines.join('\n')}\n`);
+    first &&= lines.length === 0;
+    if (page.next === null) break;
+    after = page.next;
+  }
+  if (json) await write(']}\n');
 }
 
 function resolveCommand(args: string[]): { name: string; command: Command; rest: string[] } {
@@ -512,8 +577,13 @@ export async function main(argv: string[]): Promise<number> {
       result = await command.local(parsed.values);
     } else {
       const config = loadConfig();
-      const input = await command.input?.(parsed.values, parsed.positionals, config);
-      result = await execute(config, command.operation!, input ?? {});
+      const input = (await command.input?.(parsed.values, parsed.positionals, config)) ?? {};
+      const operation = command.operation!;
+      if (command.paged) {
+        await withOperations(config, (run) => printPages(run, operation, input, parsed.values.json === true));
+        return 0;
+      }
+      result = await withOperations(config, (run) => run(operation, input));
     }
     const text = parsed.values.json ? JSON.stringify(result) : command.print(result);
     if (text) process.stdout.write(`${text}\n`);

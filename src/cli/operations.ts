@@ -15,10 +15,13 @@ import { deleteResourceServer, findResourceServer, insertResourceServer, listRes
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';
-import { rotateSigningKey } from '../keys/signing-keys.ts';
+import { DEFAULT_KEY_PROPAGATION_SECONDS, longestSignedLifetime, rotateSigningKey } from '../keys/signing-keys.ts';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
+import { MAX_AUDIT_PAGE } from '../audit/store.ts';
+import { DEFAULT_BATCH_SIZE, runMaintenance } from '../maintenance/purge.ts';
+import { pino } from 'pino';
 import { announceConfigChange } from '../oauth/live-provider.ts';
-import { findScopes, listScopes, upsertScope } from '../scopes/store.ts';
+import { findScopes, listScopes, upsertScope, type Scope } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { migrate } from '../storage/migrate.ts';
@@ -32,6 +35,9 @@ export interface OperationContext {
   /** Who acts, for the audit trail: the command line unless an admin API token says otherwise. */
   actor?: AuditInput['actor'];
 }
+
+/** A scope as the CLI shows it (snake_case, like every other --json answer). */
+const scopeView = (scope: Scope) => ({ name: scope.name, description: scope.description, allow_unverified: scope.allowUnverified });
 
 /** Operations are an operator's acts: by default the audit trail names the admin command line. */
 const COMMAND_LINE = { type: 'admin', id: 'cli' } as const;
@@ -97,16 +103,17 @@ export const operations = {
     z.object({
       name: z.string().regex(SCOPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
       description: z.string().trim().min(1).max(300),
+      allowUnverified: z.boolean().default(false),
     }),
     async ({ db, audit, actor }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
-      await audit.record({ type: 'scope.created', actor, scopes: scope.name, details: { description: scope.description } });
-      return upsertScope(db, scope);
+      await audit.record({ type: 'scope.created', actor, scopes: scope.name, details: { description: scope.description, allow_unverified: scope.allowUnverified } });
+      return scopeView(await upsertScope(db, scope));
     },
     { changesConfig: true },
   ),
 
-  'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: await listScopes(db) })),
+  'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: (await listScopes(db)).map(scopeView) })),
 
   'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => {
     try {
@@ -252,27 +259,62 @@ export const operations = {
     return clientView(client);
   }),
 
-  'keys.rotate': operation(z.object({}), async ({ db, keyEncryptionKey, audit, actor }) => {
-    const key = await rotateSigningKey(db, keyEncryptionKey);
-    await audit.record({ type: 'signing_key.rotated', actor, details: { kid: key.kid, alg: key.alg } });
-    return key;
-  }, { changesConfig: true }),
+  'keys.rotate': operation(
+    z.object({
+      propagationSeconds: z.number().int().min(0).max(30 * 24 * 3600).default(DEFAULT_KEY_PROPAGATION_SECONDS),
+      /** Defaults to the longest lifetime of anything the keys sign (see longestSignedLifetime). */
+      retireAfterSeconds: z.number().int().min(0).max(366 * 24 * 3600).optional(),
+      accessTokenTtl: z.number().int().min(1).default(600),
+    }),
+    async ({ db, keyEncryptionKey, audit, actor }, input) => {
+      const retireAfterSeconds = input.retireAfterSeconds ?? (await longestSignedLifetime(db, input.accessTokenTtl));
+      const key = await rotateSigningKey(db, keyEncryptionKey, { propagationSeconds: input.propagationSeconds, retireAfterSeconds });
+      await audit.record({ type: 'signing_key.rotated', actor, details: { kid: key.kid, alg: key.alg, signs_from: key.signs_from, retires_previous_at: key.retires_previous_at } });
+      return key;
+    },
+    { changesConfig: true },
+  ),
 
   'audit.verify': operation(z.object({}), async ({ audit }) => audit.verify()),
 
   'audit.export': operation(
-    z.object({ since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional() }),
-    async ({ db, audit }, { since, user, client }) => {
+    z.object({
+      since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional(),
+      after: z.number().int().min(0).default(0),
+    }),
+    async ({ db, audit }, { since, user, client, after }) => {
       // --user takes a username or an account id.
       const accountId = user ? ((await findAccountByUsername(db, user))?.id ?? user) : undefined;
-      return { events: await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }) };
+      // One page per call (the CLI asks again from `next` until it is null): no cap, no huge reply.
+      const events = await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }, after, MAX_AUDIT_PAGE);
+      return { events, next: events.length === MAX_AUDIT_PAGE ? events.at(-1)!.id : null };
     },
   ),
 
-  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ audit, actor }, { before }) => {
-    const result = await audit.purge(new Date(before), actor);
-    return result ?? { purged: 0 };
+  'audit.purge': operation(z.object({ before: z.iso.datetime({ offset: true }) }), async ({ db, audit, actor }, { before }) => {
+    // Batch after batch, each committed on its own (outside this operation's transaction).
+    return db.detached(async () => {
+      let purged = 0;
+      let throughSeq: number | undefined;
+      for (let batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE); batch; batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE)) {
+        purged += batch.purged;
+        throughSeq = batch.throughSeq;
+      }
+      return throughSeq === undefined ? { purged } : { purged, throughSeq };
+    });
   }),
+
+  'maintenance.purge': operation(
+    z.object({
+      tombstoneGraceSeconds: z.number().int().min(0),
+      auditRetentionDays: z.number().int().min(0),
+      batchSize: z.number().int().min(1).max(100_000).default(DEFAULT_BATCH_SIZE),
+    }),
+    async ({ db, audit }, input) => {
+      const report = await runMaintenance({ db, audit, log: pino({ enabled: false }), ...input });
+      return report ? { skipped: false, deleted: report } : { skipped: true, deleted: {} };
+    },
+  ),
 };
 
 export type OperationName = keyof typeof operations;

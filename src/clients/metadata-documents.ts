@@ -19,6 +19,7 @@ import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
 import { findClient, insertClientIfAbsent, updateClientMetadata, type ClientMetadata } from './store.ts';
+import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 
 export interface MetadataDocumentDeps {
   db: Db;
@@ -33,8 +34,11 @@ export interface MetadataDocumentDeps {
 
 export interface MetadataDocumentHooks {
   allowFetch(ip: string, url: string): Promise<boolean>;
-  /** Throws the OAuth error to show when the described client is refused. */
-  admitClient(metadata: ClientMetadata): Promise<void>;
+  /**
+   * Throws the OAuth error to show when the described client is refused; otherwise returns the
+   * scope it is held to (those open to unverified clients).
+   */
+  admitClient(metadata: ClientMetadata): Promise<string>;
 }
 
 export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocumentHooks {
@@ -60,7 +64,8 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
             type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
             details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
           });
-          return deps.clientFound(clientId, null);
+          await deps.clientFound(clientId, null);
+          return scopeForUnverified(metadata.scope, await scopesOpenToUnverified(db));
         }
         existing = await findClient(db, clientId);
         if (!existing) throw new errors.InvalidClient('client is not allowed'); // deleted in between
@@ -73,9 +78,10 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
       if (changed.length) {
         await checked(db, metadata, 'metadata_document', policy);
         await updateClientMetadata(db, metadata);
-        await deps.audit.record({ type: 'client.updated', actor: { type: 'client', id: clientId }, clientId, details: { changed, via: 'metadata_document' } });
+        await deps.audit.record({ type: 'client.updated', actor: { type: 'client', id: clientId }, clientId, details: { changed, via: 'metadata_document', client_name: metadata.client_name } });
       }
       await deps.clientFound(clientId, existing.tokenRateLimit);
+      return scopeForUnverified(metadata.scope, await scopesOpenToUnverified(db));
     },
   };
 }

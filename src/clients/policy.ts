@@ -154,8 +154,12 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   if (m.scope !== undefined) {
     if (typeof m.scope !== 'string') throw metadataError('scope', 'must be a string');
     const scopes = [...new Set(m.scope.split(' ').filter(Boolean))];
-    const known = new Set((await findScopes(db, scopes)).map((s) => s.name));
+    const found = await findScopes(db, scopes);
+    const known = new Set(found.map((s) => s.name));
     const unknown = scopes.filter((s) => s !== 'openid' && !known.has(s));
     if (unknown.length) throw metadataError('scope', `names unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
+    // Anyone can self-register under any name: only scopes opened to unverified clients.
+    const closed = isSelfRegistered(kind) ? found.filter((s) => !s.allowUnverified).map((s) => s.name) : [];
+    if (closed.length) throw metadataError('scope', `names ${closed.join(', ')}, which self-registered clients may not request`);
   }
 }

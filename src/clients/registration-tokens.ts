@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { hashId } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
+import { deleteBatch } from '../storage/delete-batch.ts';
 
 export interface RegistrationTokenInfo {
   expires_at: string;
@@ -31,6 +32,7 @@ export async function spendRegistrationToken(db: Db, idHash: Buffer): Promise<vo
   await db.query('UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE id_hash = $1 AND uses_left > 1', [idHash]);
 }
 
-export async function purgeExpiredRegistrationTokens(db: Db): Promise<void> {
-  await db.query('DELETE FROM registration_tokens WHERE expires_at < now()');
+/** Deletes up to `limit` expired tokens; returns how many (the maintenance run repeats it). */
+export async function purgeExpiredRegistrationTokens(db: Db, limit: number): Promise<number> {
+  return deleteBatch(db, 'registration_tokens', 'expires_at < now()', limit);
 }

@@ -3,6 +3,7 @@
  * `provider.use` places each one ahead of the provider's own router, in this order.
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
@@ -23,6 +24,8 @@ import { explainClientAuthFailures } from '../clients/authentication-failures.ts
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from '../metrics/http.ts';
+import { createHashQueue } from '../accounts/hash-queue.ts';
+import { createSignInGuard } from '../accounts/sign-in-guard.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { UNAVAILABLE, isDependencyError } from './dependency-errors.ts';
@@ -57,6 +60,14 @@ export interface AppDeps {
 
 
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
+
+/**
+ * scrypt is CPU on libuv's threads: at most half the cores hash at once, so a sign-in flood
+ * leaves the rest to agents' token requests (measured in bench/sign-in-and-purge.ts); 32 waiting
+ * is a few seconds of hashing, after which a sign-in is told to retry.
+ */
+const PASSWORD_HASHES_AT_ONCE = Math.max(1, Math.floor(availableParallelism() / 2));
+const PASSWORD_HASHES_WAITING = 32;
 
 export function mountApp(provider: Provider, deps: AppDeps): Provider {
   const { db, kv, log, views } = deps;
@@ -109,7 +120,10 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
   const interactions = interactionRoutes({
     provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!),
-    loginFailures: { limiter: deps.limiter, window: { limit: deps.limits.loginFailuresPer15Minutes, seconds: 15 * 60 } },
+    signInGuard: createSignInGuard(kv, deps.limiter, deps.cookieKeys[0]!, {
+      perAddress: deps.limits.loginFailuresPer15Minutes, perAccount: deps.limits.loginFailuresPerAccount15Minutes,
+    }),
+    hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

@@ -6,7 +6,9 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
-import { authenticate } from '../accounts/login.ts';
+import { HashQueueFull, type HashQueue } from '../accounts/hash-queue.ts';
+import { accountNamed, passwordOpens } from '../accounts/login.ts';
+import type { SignInGuard } from '../accounts/sign-in-guard.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../accounts/store.ts';
 import { AppError } from '../http/errors.ts';
@@ -16,7 +18,6 @@ import type { Views } from '../http/views.ts';
 import { findClient, isSelfRegistered } from '../clients/store.ts';
 import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, type Permission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
-import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import type { Csrf } from './csrf.ts';
@@ -33,14 +34,16 @@ export interface InteractionDeps {
   views: Views;
   audit: AuditLog;
   csrf: Csrf;
-  /** Failed sign-ins allowed per IP address and window. */
-  loginFailures: { limiter: RateLimiter; window: Window };
+  /** Failed sign-ins allowed per account, address and pair. */
+  signInGuard: SignInGuard;
+  /** Bounds the password checks in progress. */
+  hashQueue: HashQueue;
 }
 
 const expired = () =>
   new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
-export function interactionRoutes({ provider, db, views, audit, csrf, loginFailures }: InteractionDeps): Router {
+export function interactionRoutes({ provider, db, views, audit, csrf, signInGuard, hashQueue }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** The interaction bound to this browser's cookie, which must be the one in the URL. */
@@ -106,21 +109,39 @@ export function interactionRoutes({ provider, db, views, audit, csrf, loginFailu
     if (details.prompt.name !== 'login') throw expired();
     const username = form.get('username') ?? '';
     const clientId = String(details.params.client_id);
-    // Password guessing: after too many failures from one address, stop checking passwords.
-    const allowance = await loginFailures.limiter.check('login-failure', ctx.ip, loginFailures.window);
-    if (!allowance.allowed) {
+    // Password guessing: the failure is counted before the password is checked (and before the
+    // database is asked anything), so of a burst of parallel guesses only the limit go further.
+    const subject = signInGuard.nameHash(username);
+    const admission = await signInGuard.admit(subject, ctx.ip);
+    if (!admission.allowed) {
       metrics.rateLimitRefused('login_failure');
-      ctx.set('Retry-After', String(allowance.retryAfter));
-      throw new AppError(429, 'too_many_requests', `Too many failed sign-ins from your network. Try again in ${Math.ceil(allowance.retryAfter / 60)} minutes.`);
+      ctx.set('Retry-After', String(admission.retryAfter));
+      throw new AppError(429, 'too_many_requests', `Too many failed sign-ins. Try again in ${Math.ceil(admission.retryAfter / 60)} minutes.`);
     }
-    const accountId = await authenticate(db, username, form.get('password') ?? '');
-    if (!accountId) {
-      await loginFailures.limiter.hit('login-failure', ctx.ip, loginFailures.window);
+    const account = await accountNamed(db, username);
+    let opened: boolean;
+    try {
+      opened = await passwordOpens(db, hashQueue, account, form.get('password') ?? '');
+    } catch (err) {
+      await admission.release(); // not checked: not a failed guess
+      if (!(err instanceof HashQueueFull)) throw err;
+      ctx.set('Retry-After', '1');
+      throw new AppError(503, 'temporarily_unavailable', 'Too many sign-ins are in progress. Try again in a moment.', true);
+    }
+    if (!opened || !account) {
       requestContext()?.log.info({ interaction: details.uid }, 'login failed');
-      await audit.record({ type: 'login.failed', actor: { type: 'user' }, clientId, outcome: 'failure', details: { username: username.slice(0, 200) } });
+      // The account when the name exists; otherwise a keyed hash: a password typed into the
+      // name field must not be stored.
+      await audit.record({
+        type: 'login.failed', actor: { type: 'user', ...(account ? { id: account.id } : {}) }, clientId, outcome: 'failure',
+        ...(account ? { accountId: account.id } : {}), details: account ? { account: account.id } : { username_hash: subject },
+      });
       seeOther(ctx, `/interaction/${details.uid}?error=credentials`);
       return;
     }
+    await admission.release();
+    await signInGuard.succeeded(subject, ctx.ip);
+    const accountId = account.id;
     await audit.record({ type: 'login.succeeded', actor: { type: 'user', id: accountId }, clientId, accountId });
     await finish(ctx, { login: { accountId } });
   });

@@ -18,11 +18,22 @@ export interface Verdict {
   retryAfter: number;
 }
 
+/** An event counted before it happens; `release` takes it back if it turns out not to count. */
+export interface Reservation extends Verdict {
+  /** Undoes the count (idempotent). A refused reservation is already released. */
+  release(): Promise<void>;
+}
+
 export interface RateLimiter {
   /** Whether one more event fits, without counting it (counted with `hit` once it happened). */
   check(bucket: string, key: string, window: Window): Promise<Verdict>;
   /** Counts one event and says whether it fitted. */
   hit(bucket: string, key: string, window: Window): Promise<Verdict>;
+  /**
+   * Counts one event ahead, atomically, so concurrent requests cannot all pass a check before
+   * any of them is counted: of N at once, exactly `limit` are allowed. Refused ones are not kept.
+   */
+  reserve(bucket: string, key: string, window: Window): Promise<Reservation>;
 }
 
 export function createRateLimiter(kv: Kv, log: Logger): RateLimiter {
@@ -47,6 +58,20 @@ export function createRateLimiter(kv: Kv, log: Logger): RateLimiter {
     async hit(bucket, key, window) {
       const n = await count(() => kv.incr(keyFor(bucket, key, window), window.seconds));
       return { allowed: n <= window.limit, retryAfter: retryAfter(window) };
+    },
+    async reserve(bucket, key, window) {
+      // The key is fixed now: a release after the window turned must not touch the next one.
+      const counter = keyFor(bucket, key, window);
+      const n = await count(() => kv.incr(counter, window.seconds));
+      let held = n > 0;
+      const release = async () => {
+        if (!held) return;
+        held = false;
+        await kv.decr(counter).catch((err: unknown) => log.warn({ err }, 'rate limit store unavailable; count not taken back'));
+      };
+      const allowed = n <= window.limit;
+      if (!allowed) await release();
+      return { allowed, retryAfter: retryAfter(window), release };
     },
   };
 }

@@ -1,12 +1,13 @@
 /**
- * The per-client limit on the token endpoint. The client is checked when oidc-provider looks it
- * up to authenticate it, and counted only once a token was issued: requests that fail to
+ * The per-client limit on the token endpoint. A request is counted when oidc-provider looks its
+ * client up to authenticate it, atomically (so a parallel burst is cut at exactly the limit), and
+ * the count is taken back when the request ends without a token: requests that fail to
  * authenticate as a client cannot spend that client's allowance.
  */
 import Provider, { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { metrics } from '../metrics/metrics.ts';
-import type { RateLimiter } from './rate-limit.ts';
+import type { RateLimiter, Reservation } from './rate-limit.ts';
 
 const MINUTE = 60;
 
@@ -19,20 +20,40 @@ class TooManyRequests extends errors.OIDCProviderError {
   }
 }
 
+interface Counted {
+  reservation: Reservation;
+  issued: boolean;
+}
+
 export function tokenEndpointLimit(limiter: RateLimiter, defaultPerMinute: number) {
   const windowFor = (own: number | null) => ({ limit: own ?? defaultPerMinute, seconds: MINUTE });
+  /** The reservation of each token request in flight (a client may be looked up more than once). */
+  const counted = new WeakMap<object, Counted>();
   return {
     async clientFound(clientId: string, own: number | null): Promise<void> {
       const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
-      if (ctx?.oidc?.route !== 'token') return;
-      const verdict = await limiter.check('token', clientId, windowFor(own));
-      if (verdict.allowed) return;
-      metrics.rateLimitRefused('token');
-      ctx.set('Retry-After', String(verdict.retryAfter));
-      throw new TooManyRequests(`this client may make ${windowFor(own).limit} token requests a minute; retry after ${verdict.retryAfter} s`);
+      if (ctx?.oidc?.route !== 'token' || counted.has(ctx)) return;
+      const reservation = await limiter.reserve('token', clientId, windowFor(own));
+      if (!reservation.allowed) {
+        metrics.rateLimitRefused('token');
+        ctx.set('Retry-After', String(reservation.retryAfter));
+        throw new TooManyRequests(`this client may make ${windowFor(own).limit} token requests a minute; retry after ${reservation.retryAfter} s`);
+      }
+      const entry: Counted = { reservation, issued: false };
+      counted.set(ctx, entry);
+      // 'close' fires once the response is done (or the socket gone): no token, no count.
+      ctx.res.once('close', () => {
+        if (!entry.issued) void reservation.release();
+      });
     },
-    /** Counts an issued token against the client that received it. */
+    /** Keeps the count of a request that issued a token (counts it if it was not counted yet). */
     async issued(clientId: string): Promise<void> {
+      const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+      const entry = ctx && counted.get(ctx);
+      if (entry) {
+        entry.issued = true;
+        return;
+      }
       await limiter.hit('token', clientId, windowFor(null));
     },
   };

@@ -10,7 +10,7 @@
 import type { JsonWebKey } from '../keys/signing-keys.ts';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
-import { loadSigningKeys } from '../keys/signing-keys.ts';
+import { loadKeySchedule } from '../keys/signing-keys.ts';
 import { listScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { CONFIG_CHANNEL, readConfigGeneration } from '../storage/generation.ts';
@@ -49,10 +49,14 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   let provider: Provider | undefined;
   let loadedGeneration = '';
   let inFlight: Promise<void> | undefined;
+  /** When a rotated key starts signing or a replaced one retires: a reload is due then. */
+  let keysChangeAt: number | undefined;
+  const keysDue = () => keysChangeAt !== undefined && Date.now() >= keysChangeAt;
 
   async function load(): Promise<void> {
     const generation = await readConfigGeneration(db);
-    const [keys, scopeRows] = await Promise.all([loadSigningKeys(db, deps.kek), listScopes(db)]);
+    const [{ keys, nextChange }, scopeRows] = await Promise.all([loadKeySchedule(db, deps.kek), listScopes(db)]);
+    keysChangeAt = nextChange;
     const scopes = [...BUILT_IN_SCOPES, ...scopeRows.map((row) => row.name)];
     provider = deps.build(keys.map((k) => k.privateJwk), scopes);
     if (loadedGeneration) log.info({ generation, kids: keys.map((k) => k.kid), scopes: scopes.length }, 'keys and scopes reloaded');
@@ -72,12 +76,13 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   });
   const timer = setInterval(() => {
     readConfigGeneration(db)
-      .then((generation) => (generation !== loadedGeneration ? reload() : undefined))
+      .then((generation) => (generation !== loadedGeneration || keysDue() ? reload() : undefined))
       .catch((err: unknown) => log.warn({ err }, 'config generation check failed'));
   }, deps.pollIntervalSeconds * 1000);
   timer.unref();
 
   async function checkGeneration(): Promise<void> {
+    if (keysDue()) return reload();
     let generation: string | null;
     try {
       generation = await kv.get(GENERATION_KEY);

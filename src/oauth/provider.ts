@@ -33,6 +33,8 @@ export interface ProviderSettings {
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
+  /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
+  withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -246,7 +248,8 @@ export function buildProvider(s: ProviderSettings): Provider {
         ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
         allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
         allowClient: async (_ctx, client) => {
-          await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata);
+          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
+          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
           return true;
         },
         // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
@@ -302,6 +305,10 @@ export function buildProvider(s: ProviderSettings): Provider {
     // Responses at most 64 KiB from any URL oidc-provider fetches (jwks_uri): the default is unbounded.
     fetchResponseBodyLimits: { jwks_uri: 64 * 1024, sector_identifier_uri: 64 * 1024, client_id_metadata_document: 64 * 1024 },
   };
+  // No request holds a database connection while it waits on a remote host (jwks_uri, metadata
+  // documents during client authentication): a slow host would drain the pool for everyone.
+  const fetchRemote = configuration.fetch!;
+  configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
   return provider;

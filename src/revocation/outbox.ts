@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { grantPermissions } from '../grants/permissions.ts';
 import type { Db } from '../storage/db.ts';
+import { deleteBatch } from '../storage/delete-batch.ts';
 
 export interface PendingEvent {
   jti: string;
@@ -96,6 +97,7 @@ export async function outboxBacklog(db: Db): Promise<{ pending: number; oldestSe
 }
 
 /** Forgets events delivered more than `days` ago (pending ones are kept until delivered). */
-export async function purgeDeliveredEvents(db: Db, days = 30): Promise<void> {
-  await db.query('DELETE FROM revocation_events WHERE delivered_at < now() - make_interval(days => $1)', [days]);
+/** Deletes up to `limit` events delivered over `days` ago; returns how many (revocation_events_delivered_idx). */
+export async function purgeDeliveredEvents(db: Db, limit: number, days = 30): Promise<number> {
+  return deleteBatch(db, 'revocation_events', `delivered_at < now() - make_interval(days => ${Math.floor(days)})`, limit);
 }

@@ -5,14 +5,19 @@ import { bumpConfigGeneration } from '../storage/generation.ts';
 export interface Scope {
   name: string;
   description: string;
+  /** Whether self-registered (unverified) clients may request it. */
+  allowUnverified: boolean;
 }
 
-/** Creates a scope, or updates its description; every instance learns of it at once. */
+const COLUMNS = 'name, description, allow_unverified AS "allowUnverified"';
+
+/** Creates a scope, or sets its description and openness; every instance learns of it at once. */
 export async function upsertScope(db: Db, scope: Scope): Promise<Scope> {
   return db.tx(async () => {
     await db.query(
-      'INSERT INTO scopes (name, description) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description',
-      [scope.name, scope.description],
+      `INSERT INTO scopes (name, description, allow_unverified) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, allow_unverified = EXCLUDED.allow_unverified`,
+      [scope.name, scope.description, scope.allowUnverified],
     );
     await bumpConfigGeneration(db);
     return scope;
@@ -20,10 +25,25 @@ export async function upsertScope(db: Db, scope: Scope): Promise<Scope> {
 }
 
 export async function listScopes(db: Db): Promise<Scope[]> {
-  return (await db.query<Scope>('SELECT name, description FROM scopes ORDER BY name')).rows;
+  return (await db.query<Scope>(`SELECT ${COLUMNS} FROM scopes ORDER BY name`)).rows;
 }
 
 export async function findScopes(db: Db, names: string[]): Promise<Scope[]> {
   if (names.length === 0) return [];
-  return (await db.query<Scope>('SELECT name, description FROM scopes WHERE name = ANY($1::text[]) ORDER BY name', [names])).rows;
+  return (await db.query<Scope>(`SELECT ${COLUMNS} FROM scopes WHERE name = ANY($1::text[]) ORDER BY name`, [names])).rows;
+}
+
+/** The scopes self-registered clients may request. */
+export async function scopesOpenToUnverified(db: Db): Promise<Set<string>> {
+  return new Set((await db.query<{ name: string }>('SELECT name FROM scopes WHERE allow_unverified')).rows.map((r) => r.name));
+}
+
+/**
+ * The `scope` a self-registered client is held to: what it declared that is open to unverified
+ * clients (everything open when it declared nothing), always with openid, which also keeps the
+ * value non-empty: oidc-provider reads an empty client scope as "any scope".
+ */
+export function scopeForUnverified(declared: unknown, open: Set<string>): string {
+  const wanted = typeof declared === 'string' ? declared.split(' ').filter(Boolean) : [...open];
+  return [...new Set(['openid', ...wanted.filter((s) => open.has(s))])].join(' ');
 }

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Db } from './db.ts';
 import { sqlLiteral } from './sql-literal.ts';
+import { deleteBatch } from './delete-batch.ts';
 
 export type Payload = Record<string, unknown>;
 
@@ -88,12 +89,23 @@ export async function recordOnce(db: Db, id: string, expiresAt: Date): Promise<b
   return true;
 }
 
-/** Deletes what has expired; tombstones stay until their grant's tokens could have expired. */
-export async function purgeExpired(db: Db, graceSeconds: number): Promise<void> {
-  await db.query('DELETE FROM oidc_artifacts WHERE expires_at < now()');
-  await db.query('DELETE FROM replay_detection WHERE expires_at < now()');
-  await db.query(`DELETE FROM grants WHERE revoked_at < now() - make_interval(secs => $1)`, [graceSeconds]);
-}
+/**
+ * One bounded batch of each purge: at most `limit` rows, picked by an index and deleted by ctid,
+ * so each statement stays far below the statement timeout however large the backlog. Each
+ * returns how many rows it deleted; the caller repeats until a batch comes back short.
+ */
+export const purgeBatches = {
+  /** Expired credentials (oidc_artifacts_expiry_idx). */
+  oidc_artifacts: (db: Db, limit: number) => deleteBatch(db, 'oidc_artifacts', 'expires_at < now()', limit),
+  /** Expired single-use markers (replay_detection_expiry_idx). */
+  replay_detection: (db: Db, limit: number) => deleteBatch(db, 'replay_detection', 'expires_at < now()', limit),
+  /** Tombstones, once every token of their grant could have expired (grants_revoked_idx). */
+  revoked_grants: (db: Db, limit: number, graceSeconds: number) =>
+    deleteBatch(db, 'grants', `revoked_at < now() - make_interval(secs => ${Math.floor(graceSeconds)})`, limit),
+  /** Grants past their absolute lifetime that nobody revoked (`/account` makes one per session; grants_expiry_idx). */
+  expired_grants: (db: Db, limit: number) => deleteBatch(db, 'grants', 'revoked_at IS NULL AND expires_at < now()', limit),
+};
+
 
 /** A refresh token's rotation state, with its client's retry window. */
 export interface RefreshState {

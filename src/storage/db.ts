@@ -27,6 +27,20 @@ export interface Db {
    * Not on PGlite, whose one connection the surrounding work holds: there it joins instead.
    */
   detached<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs fn, a long wait that does not query (a password hash, a remote host), with no connection
+   * held by the current unit of work: a connection held through it is one the pool cannot give
+   * anyone else. What the work did so far is committed first (its row locks end there), and its
+   * next query begins a new transaction; atCommit statements still go with the final commit.
+   * Inside a tx() block it keeps the connection: that block asked for one transaction.
+   */
+  withoutConnection<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs fn unless another process is running under the same `lock` (then undefined): a session
+   * advisory lock held on a connection of its own for the whole run, so fn may commit many short
+   * transactions. On PGlite (one process) an in-process flag does the same.
+   */
+  exclusive<T>(lock: string, fn: () => Promise<T>): Promise<T | undefined>;
   /** Runs fn with a lazily-begun transaction; `commit` decides commit (true) or rollback. */
   unitOfWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T>;
   /**
@@ -91,6 +105,8 @@ interface Work {
    * that has gone back to the pool, so it runs outside any transaction instead.
    */
   ended: boolean;
+  /** How many tx() blocks are open in this work: their statements must stay in one transaction. */
+  atomicBlocks: number;
 }
 
 const currentWork = new AsyncLocalStorage<Work>();
@@ -103,6 +119,7 @@ export class CommitFailedError extends Error {
 }
 
 function createDb(driver: Driver): Db {
+  const heldLocally = new Set<string>();
   async function connectionFor(work: Work): Promise<Connection> {
     if (!work.connection) {
       work.connection = (async () => {
@@ -156,6 +173,23 @@ function createDb(driver: Driver): Db {
     }
   }
 
+  /** Commits what a unit of work did so far and gives its connection back. */
+  async function commitEarly(pending: Promise<Connection>): Promise<void> {
+    let connection: Connection;
+    try {
+      connection = await pending;
+    } catch {
+      return; // never began: nothing to commit
+    }
+    try {
+      await connection.commit('');
+      connection.release(false);
+    } catch (err) {
+      connection.release(true);
+      throw new CommitFailedError(err);
+    }
+  }
+
   /** The work this code runs in, if it is still open. */
   const openWork = (): Work | undefined => {
     const work = currentWork.getStore();
@@ -163,7 +197,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false };
+    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false, atomicBlocks: 0 };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -196,11 +230,59 @@ function createDb(driver: Driver): Db {
       await (await connectionFor(work)).script(sql);
     },
     tx(fn) {
-      if (openWork()) return fn();
-      return runWork(fn, () => true);
+      const atomic = async () => {
+        const work = openWork();
+        if (work) work.atomicBlocks++;
+        try {
+          return await fn();
+        } finally {
+          if (work) work.atomicBlocks--;
+        }
+      };
+      if (openWork()) return atomic();
+      return runWork(atomic, () => true);
     },
     detached(fn) {
       return driver.kind === 'pglite' ? fn() : currentWork.exit(fn);
+    },
+    async withoutConnection(fn) {
+      const work = openWork();
+      const pending = work?.connection;
+      // Inside a tx() block the transaction is not split: the wait keeps the connection.
+      if (work && pending && work.atomicBlocks === 0) {
+        work.connection = undefined;
+        await commitEarly(pending);
+      }
+      return fn();
+    },
+    async exclusive(lock, fn) {
+      if (driver.kind === 'pglite') {
+        // Its one connection is what fn's queries need: a flag stands in for the lock.
+        if (heldLocally.has(lock)) return undefined;
+        heldLocally.add(lock);
+        try {
+          return await currentWork.exit(fn);
+        } finally {
+          heldLocally.delete(lock);
+        }
+      }
+      const holder = await driver.acquire();
+      let broken = false;
+      try {
+        const r = await holder.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [lock]);
+        if (!r.rows[0]?.ok) return undefined;
+        try {
+          return await currentWork.exit(fn);
+        } finally {
+          await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => { broken = true; });
+        }
+      } catch (err) {
+        broken ||= isConnectionError(err);
+        throw err;
+      } finally {
+        // A connection whose unlock failed may still hold the lock: it must not go back to the pool.
+        holder.release(broken);
+      }
     },
     unitOfWork(fn, commit) {
       if (openWork()) return fn();

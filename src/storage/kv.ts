@@ -13,6 +13,8 @@ export interface Kv {
   del(key: string): Promise<void>;
   /** Adds one to a counter that expires ttlSeconds after its first increment; returns the count. */
   incr(key: string, ttlSeconds: number): Promise<number>;
+  /** Takes one back from a counter (an event counted ahead that did not happen); never creates it. */
+  decr(key: string): Promise<void>;
   publish(channel: string, message: string): Promise<void>;
   subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
   ping(): Promise<boolean>;
@@ -66,6 +68,10 @@ export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
       }
       return Number(count);
     },
+    async decr(key) {
+      // Only an existing counter: a DECR after expiry would leave a -1 with no TTL behind.
+      await redis.eval("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0", 1, key);
+    },
     async publish(channel, message) {
       await counted(redis.publish(prefix + channel, message));
     },
@@ -115,6 +121,10 @@ export function createMemoryKv(): Kv {
       live.value = String(Number(live.value) + 1);
       entries.set(key, live);
       return Number(live.value);
+    },
+    async decr(key) {
+      const entry = entries.get(key);
+      if (entry && entry.expiresAt > Date.now()) entry.value = String(Number(entry.value) - 1);
     },
     async publish(channel, message) {
       bus.emit(channel, message);

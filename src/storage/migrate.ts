@@ -1,6 +1,7 @@
 /**
  * Forward-only migrations: `migrations/NNN_name.sql`, each applied in one transaction under an
- * advisory lock (so two instances starting together apply it once), recorded in schema_migrations.
+ * advisory lock (so two instances starting together apply it once), recorded in schema_migrations,
+ * with no statement timeout.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +17,9 @@ export interface MigrationResult {
 export async function migrate(db: Db): Promise<MigrationResult> {
   const files = (await readdir(MIGRATIONS_DIR)).filter((f) => MIGRATION_FILE.test(f)).sort();
   return db.tx(async () => {
+    // No statement timeout here (the pool's 5 s is for requests): an index built on a large table
+    // must not fail mid-deploy, and a second instance must wait for the first one's migration.
+    await db.query('SET LOCAL statement_timeout = 0');
     await db.query("SELECT pg_advisory_xact_lock(hashtext('agentauth:migrations'))");
     await db.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);

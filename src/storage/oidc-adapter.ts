@@ -7,7 +7,8 @@
  */
 import { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import { findActiveClient, type ClientMetadata } from '../clients/store.ts';
+import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
+import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
 import * as artifacts from './artifacts.ts';
 import type { Db } from './db.ts';
@@ -77,6 +78,8 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         // A metadata document's client is read from its document (oidc-provider fetches and caches it).
         if (!found || found.registration === 'metadata_document') return undefined;
         await hooks.clientFound(id, found.tokenRateLimit);
+        // Held to the scopes open to unverified clients as they are now, not as they were when it registered.
+        if (isSelfRegistered(found.registration)) return { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) };
         return found.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);

@@ -27,8 +27,11 @@ function ok(result: { code: number; stdout: string; stderr: string }, what: stri
   return result.stdout;
 }
 
-export async function createScope(server: Target, name: string, description: string): Promise<void> {
-  ok(await server.cli(['scopes', 'create', name, '--description', description, '--json']), 'scopes create');
+/** `allowUnverified`: self-registered clients (open registration, metadata documents) may request it. */
+export async function createScope(server: Target, name: string, description: string, options: { allowUnverified?: boolean } = {}): Promise<void> {
+  const args = ['scopes', 'create', name, '--description', description, '--json'];
+  if (options.allowUnverified) args.push('--allow-unverified');
+  ok(await server.cli(args), 'scopes create');
 }
 
 export async function createUser(server: Target, username = `user-${randomBytes(4).toString('hex')}`): Promise<TestUser> {

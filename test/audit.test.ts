@@ -15,7 +15,7 @@ import { clientFor, createAgent, createScope, createUser, type TestAgent, type T
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 
 /** The export's row shape (a type only: the test still talks to the real server). */
-type Row = AuditRow;
+type Row = AuditRow & { summary: string };
 
 async function exportEvents(server: TestServer, ...filter: string[]): Promise<Row[]> {
   const r = await server.cli(['audit', 'export', ...filter, '--json']);
@@ -60,6 +60,27 @@ describe('audit events', () => {
     assert.ok(found.length >= 1, `no ${type} event matching ${JSON.stringify(check)} in ${JSON.stringify(rows.map((r) => r.event_type))}`);
     return found.at(-1)!;
   };
+
+  it('names the user and the agent beside their ids, as the agent was called at the time (issue 20)', async () => {
+    const named = await createAgent(server, { name: 'Reporting Agent', grantTypes: ['client_credentials'], scope: 'files:read' });
+    const cc = await clientFor(server, named);
+    await client.clientCredentialsGrant(cc, { scope: 'files:read' });
+    assert.equal((await server.cli(['clients', 'update', named.clientId, '--name', 'Reporting Agent v2'])).code, 0);
+    await client.clientCredentialsGrant(cc, { scope: 'files:read' });
+    const issued = (await exportEvents(server, '--client', named.clientId)).filter((r) => r.event_type === 'token.issued');
+    assert.deepEqual(issued.map((r) => r.client_name), ['Reporting Agent', 'Reporting Agent v2'], 'a rename does not rewrite history');
+    assert.equal(issued[0]!.summary, 'Reporting Agent: token.issued');
+
+    const { callback, verifier } = await flow();
+    await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
+    const rows = await exportEvents(server, '--user', user.username);
+    const byUser = expectOne(rows, 'token.issued', { account_id: user.id, client_id: agent.clientId });
+    assert.equal(byUser.account_name, user.username);
+    assert.equal(byUser.client_name, 'Test agent');
+    assert.equal(byUser.summary, `${user.username} via Test agent: token.issued`);
+    const created = expectOne(await exportEvents(server), 'user.created', { account_id: user.id });
+    assert.equal(created.summary, `admin cli: user.created (${user.username})`);
+  });
 
   it('records admin acts: scopes, users, clients, key rotation', async () => {
     const all = await exportEvents(server);

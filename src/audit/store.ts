@@ -45,6 +45,9 @@ export interface AuditRow {
   user_agent: string | null;
   request_id: string | null;
   outcome: string;
+  /** In exports: the user's name and the agent's name at the time (see NAME_COLUMNS). */
+  account_name?: string | null;
+  client_name?: string | null;
   details: Record<string, unknown>;
 }
 
@@ -178,6 +181,32 @@ export interface AuditFilter {
   clientId?: string;
 }
 
+/**
+ * The names beside the ids, as they were when the event happened: the agent's from the latest
+ * client.registered / client.updated row at or before it (the index of migration 030; the
+ * clients table when the audit trail no longer has it), the user's from accounts (usernames
+ * never change). Joined at read time, so the sealed rows themselves stay as written.
+ */
+const NAME_COLUMNS = `(SELECT username FROM accounts a WHERE a.id = e.account_id) AS account_name,
+  COALESCE(
+    (SELECT h.details->>'client_name' FROM audit_events h
+      WHERE h.client_id = e.client_id AND h.id <= e.id AND h.event_type IN ('client.registered', 'client.updated') AND h.details ? 'client_name'
+      ORDER BY h.id DESC LIMIT 1),
+    (SELECT c.metadata->>'client_name' FROM clients c WHERE c.client_id = e.client_id)) AS client_name`;
+
+/** "alice via Notes agent: token.issued", "admin deploy-bot: client.disabled (Notes agent)": a row read aloud. */
+export function summaryOf(row: AuditRow): string {
+  const agent = row.client_name ?? row.client_id;
+  if (row.actor_type === 'admin' || row.actor_type === 'system') {
+    return `${row.actor_type}${row.actor_id ? ` ${row.actor_id}` : ''}: ${row.event_type}${agent ? ` (${agent}${row.account_name ? `, ${row.account_name}` : ''})` : row.account_name ? ` (${row.account_name})` : ''}`;
+  }
+  const user = row.account_name ?? row.account_id;
+  if (user && agent) return `${user} via ${agent}: ${row.event_type}`;
+  return `${user ?? agent ?? row.actor_type}: ${row.event_type}`;
+}
+
+const withSummary = (row: AuditRow): AuditRow & { summary: string } => ({ ...row, summary: summaryOf(row) });
+
 /** The largest page an export or the admin route reads at once. */
 export const MAX_AUDIT_PAGE = 10_000;
 
@@ -191,8 +220,11 @@ export async function findEvents(db: Db, filter: AuditFilter, after: number, lim
   if (filter.since) where.push(`occurred_at >= $${params.push(filter.since)}`);
   if (filter.accountId) where.push(`account_id = $${params.push(filter.accountId)}`);
   if (filter.clientId) where.push(`client_id = $${params.push(filter.clientId)}`);
-  const r = await db.query<RawRow>(`SELECT ${COLUMNS} FROM audit_events WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${params.push(Math.min(limit, MAX_AUDIT_PAGE))}`, params);
-  return r.rows.map(toRow);
+  const r = await db.query<RawRow>(
+    `SELECT ${COLUMNS}, ${NAME_COLUMNS} FROM audit_events e WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${params.push(Math.min(limit, MAX_AUDIT_PAGE))}`,
+    params,
+  );
+  return r.rows.map((raw) => withSummary(toRow(raw)));
 }
 
 /**

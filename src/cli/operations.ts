@@ -147,7 +147,7 @@ export const operations = {
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
       if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
       if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
-      await audit.record({ type: 'client.updated', actor, clientId, details: { changed } });
+      await audit.record({ type: 'client.updated', actor, clientId, details: { changed, client_name: metadata.client_name } });
       return clientView((await findClient(db, clientId))!);
     } catch (err) {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);

@@ -86,7 +86,7 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
       await checked(db, metadata, existing.registration, policy);
       await updateClientMetadata(db, metadata);
       const changed = Object.keys({ ...metadata, ...existing.metadata }).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(existing.metadata[k]));
-      await audit.record({ type: 'client.updated', actor, clientId, details: { changed, via: 'rfc7592' } });
+      await audit.record({ type: 'client.updated', actor, clientId, details: { changed, via: 'rfc7592', client_name: metadata.client_name } });
       return;
     }
     const kind = currentContext()?.state.registrationKind;

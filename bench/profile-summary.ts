@@ -33,7 +33,9 @@ let clock = 0;
 profile.samples.forEach((id, i) => {
   clock += profile.timeDeltas[i] ?? 0;
   at.push(clock);
-  const bucket = (busyPerSecond[Math.floor(clock / 1e6)] ??= [0, 0]);
+  const second = Math.floor(clock / 1e6);
+  busyPerSecond[second] ??= [0, 0];
+  const bucket = busyPerSecond[second]!;
   bucket[idle.has(id) ? 1 : 0] += profile.timeDeltas[i] ?? 0;
 });
 // The longest run of busy seconds.

@@ -28,7 +28,7 @@ import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
-import { outboxBacklog, purgeDeliveredEvents } from './revocation/outbox.ts';
+import { outboxBacklog } from './revocation/outbox.ts';
 import { portOf, serveMetrics } from './metrics/http.ts';
 import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { runMaintenance } from './maintenance/purge.ts';

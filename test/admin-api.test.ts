@@ -104,7 +104,7 @@ describe('the admin API', () => {
     const api = 'https://notes-api.example.com/';
     assert.equal((await call('POST', '/admin/resources', { identifier: api, scopes: ['notes:read'] })).status, 201);
     assert.equal((await call('GET', `/admin/resources/${encodeURIComponent(api)}`)).body.identifier, api);
-    assert.equal((await call('GET', '/admin/resources')).body.resources instanceof Array, true);
+    assert.equal(Array.isArray((await call('GET', '/admin/resources')).body.resources), true);
     assert.equal((await call('DELETE', `/admin/resources/${encodeURIComponent(api)}`)).body.deleted, true);
   });
 

@@ -30,7 +30,7 @@ interface Exposition {
 }
 
 const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)/y;
-const unescape = (v: string) => v.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c));
+const unescapeLabel = (v: string) => v.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c));
 
 function parseLabels(text: string): Record<string, string> {
   const labels: Record<string, string> = {};
@@ -38,7 +38,7 @@ function parseLabels(text: string): Record<string, string> {
   while (LABEL.lastIndex < text.length) {
     const m = LABEL.exec(text);
     if (!m) throw new Error(`bad label set: {${text}}`);
-    labels[m[1]!] = unescape(m[2]!);
+    labels[m[1]!] = unescapeLabel(m[2]!);
   }
   return labels;
 }
@@ -73,7 +73,7 @@ function parseExposition(text: string): Exposition {
 }
 
 /** The value of the one sample with exactly these labels; undefined when there is none. */
-function valueOf(exposition: Exposition, name: string, labels: Record<string, string> = {}): number | undefined {
+function sampleOf(exposition: Exposition, name: string, labels: Record<string, string> = {}): number | undefined {
   const wanted = Object.entries(labels);
   const found = exposition.samples.filter((s) => s.name === name && Object.keys(s.labels).length === wanted.length && wanted.every(([k, v]) => s.labels[k] === v));
   assert.ok(found.length <= 1, `${name} ${JSON.stringify(labels)} appears ${found.length} times`);
@@ -138,7 +138,7 @@ describe('metrics on the main port, behind ADMIN_TOKEN', () => {
   it('counts exactly what the flows did, by grant type, reason, limit and endpoint', async () => {
     const secrets: string[] = [user.id];
     const before = await scrape(`${server.issuer}/metrics`);
-    const tokenRequests = (outcome: string, e: Exposition) => valueOf(e, 'agentauth_http_requests_total', { endpoint: 'token', outcome }) ?? 0;
+    const tokenRequests = (outcome: string, e: Exposition) => sampleOf(e, 'agentauth_http_requests_total', { endpoint: 'token', outcome }) ?? 0;
 
     // Client credentials: two tokens, one of them revoked at /revocation (no grant: no grant revocation).
     const bot = await createAgent(server, { name: 'Report bot', grantTypes: ['client_credentials'], scope: 'reports:generate' });
@@ -180,7 +180,7 @@ describe('metrics on the main port, behind ADMIN_TOKEN', () => {
     secrets.push(limited.clientId);
 
     const m = await scrape(`${server.issuer}/metrics`);
-    const delta = (name: string, labels: Record<string, string> = {}) => (valueOf(m, name, labels) ?? 0) - (valueOf(before, name, labels) ?? 0);
+    const delta = (name: string, labels: Record<string, string> = {}) => (sampleOf(m, name, labels) ?? 0) - (sampleOf(before, name, labels) ?? 0);
     assert.equal(delta('agentauth_tokens_issued_total', { grant_type: 'client_credentials' }), 2 + limitedOk);
     assert.equal(delta('agentauth_tokens_issued_total', { grant_type: 'authorization_code' }), 2);
     assert.equal(delta('agentauth_tokens_issued_total', { grant_type: 'refresh_token' }), 2, 'the retry issued nothing');
@@ -197,26 +197,26 @@ describe('metrics on the main port, behind ADMIN_TOKEN', () => {
     // Token endpoint requests: cc 2, code 2, refresh 2, retry 1, limited ones; refused: reuse and 429s.
     assert.equal(tokenRequests('2xx', m) - tokenRequests('2xx', before), 2 + 2 + 2 + 1 + limitedOk);
     assert.equal(tokenRequests('4xx', m) - tokenRequests('4xx', before), 1 + refused);
-    assert.equal(valueOf(m, 'agentauth_http_request_duration_seconds_count', { endpoint: 'token', outcome: '2xx' }), tokenRequests('2xx', m));
+    assert.equal(sampleOf(m, 'agentauth_http_request_duration_seconds_count', { endpoint: 'token', outcome: '2xx' }), tokenRequests('2xx', m));
     assert.equal(delta('agentauth_http_requests_total', { endpoint: 'revocation', outcome: '2xx' }), 2);
     // Our own pages are named by route: one sign-in and one consent per code flow.
     assert.equal(delta('agentauth_http_requests_total', { endpoint: 'interaction_login', outcome: '3xx' }), 2);
     assert.equal(delta('agentauth_http_requests_total', { endpoint: 'interaction_consent', outcome: '3xx' }), 2);
 
     // Nothing was queued (no subscriber), the pool is there, no storage error happened.
-    assert.equal(valueOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
-    assert.equal(valueOf(m, 'agentauth_revocation_outbox_oldest_pending_seconds'), 0);
-    const connections = valueOf(m, 'agentauth_postgres_pool_connections');
+    assert.equal(sampleOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
+    assert.equal(sampleOf(m, 'agentauth_revocation_outbox_oldest_pending_seconds'), 0);
+    const connections = sampleOf(m, 'agentauth_postgres_pool_connections');
     if (REAL_SERVICES) assert.ok(connections !== undefined && connections >= 1 && connections <= 10, `pool connections: ${connections}`);
     else assert.equal(connections, 1, 'PGlite: its one connection');
-    assert.equal(valueOf(m, 'agentauth_postgres_pool_waiting_requests'), 0);
+    assert.equal(sampleOf(m, 'agentauth_postgres_pool_waiting_requests'), 0);
     for (const kind of ['connection', 'timeout', 'query']) {
       assert.equal(delta('agentauth_postgres_errors_total', { kind }), 0, kind);
       assert.equal(delta('agentauth_redis_errors_total', { kind }), 0, kind);
     }
     // prom-client's process metrics ride along.
     assert.equal(m.types.get('process_cpu_user_seconds_total'), 'counter');
-    assert.ok((valueOf(m, 'process_resident_memory_bytes') ?? 0) > 0);
+    assert.ok((sampleOf(m, 'process_resident_memory_bytes') ?? 0) > 0);
     assert.equal(m.types.get('agentauth_http_request_duration_seconds'), 'histogram');
 
     // Labels are closed sets: no token, user id or client id, and no raw path.
@@ -233,7 +233,7 @@ describe('metrics on the main port, behind ADMIN_TOKEN', () => {
     const before = await scrape(`${server.issuer}/metrics`);
     for (const path of ['/nothing-here', '/wp-login.php', `/${user.id}`]) assert.equal((await fetch(`${server.issuer}${path}`)).status, 404);
     const m = await scrape(`${server.issuer}/metrics`);
-    const other = (e: Exposition) => valueOf(e, 'agentauth_http_requests_total', { endpoint: 'other', outcome: '4xx' }) ?? 0;
+    const other = (e: Exposition) => sampleOf(e, 'agentauth_http_requests_total', { endpoint: 'other', outcome: '4xx' }) ?? 0;
     assert.equal(other(m) - other(before), 3);
     const known = new Set([...before.samples.map((s) => s.labels.endpoint), 'other']);
     for (const s of m.samples) assert.ok(known.has(s.labels.endpoint), `new endpoint label ${s.labels.endpoint}`);
@@ -259,7 +259,7 @@ describe('metrics on METRICS_PORT', () => {
     const before = await scrape(metricsUrl, undefined);
     assert.equal((await fetch(`${server.issuer}/healthz`)).status, 200);
     const m = await scrape(metricsUrl, undefined);
-    const healthz = (e: Exposition) => valueOf(e, 'agentauth_http_requests_total', { endpoint: 'healthz', outcome: '2xx' }) ?? 0;
+    const healthz = (e: Exposition) => sampleOf(e, 'agentauth_http_requests_total', { endpoint: 'healthz', outcome: '2xx' }) ?? 0;
     assert.equal(healthz(m) - healthz(before), 1);
     // Even with the right admin token: /metrics exists on METRICS_PORT only.
     const main = await fetch(`${server.issuer}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -289,14 +289,14 @@ describe('metrics on METRICS_PORT', () => {
 
     const m = await waitFor('the event to be delivered', async () => {
       const e = await scrape(metricsUrl, undefined);
-      return valueOf(e, 'agentauth_revocation_deliveries_total', { subscriber: 'client' }) === 1 ? e : undefined;
+      return sampleOf(e, 'agentauth_revocation_deliveries_total', { subscriber: 'client' }) === 1 ? e : undefined;
     });
     assert.equal(receiver.attempts, 2);
-    assert.equal(valueOf(m, 'agentauth_revocation_delivery_failures_total', { subscriber: 'client' }), 1);
-    assert.equal(valueOf(m, 'agentauth_revocation_delivery_failures_total', { subscriber: 'resource_server' }), 0);
-    assert.equal(valueOf(m, 'agentauth_revocation_deliveries_total', { subscriber: 'resource_server' }), 0);
-    assert.equal(valueOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
-    assert.equal(valueOf(m, 'agentauth_grant_revocations_total', { reason: 'token_revoked' }), 1);
+    assert.equal(sampleOf(m, 'agentauth_revocation_delivery_failures_total', { subscriber: 'client' }), 1);
+    assert.equal(sampleOf(m, 'agentauth_revocation_delivery_failures_total', { subscriber: 'resource_server' }), 0);
+    assert.equal(sampleOf(m, 'agentauth_revocation_deliveries_total', { subscriber: 'resource_server' }), 0);
+    assert.equal(sampleOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
+    assert.equal(sampleOf(m, 'agentauth_grant_revocations_total', { reason: 'token_revoked' }), 1);
   });
 });
 
@@ -337,13 +337,13 @@ describe('metrics during outages', { skip: REAL_SERVICES ? false : 'cuts the con
       // Refused (a 503: counted as 5xx below).
       await assert.rejects(client.clientCredentialsGrant(config, { scope: 'outage:test' }));
       const m = await scrape(metricsUrl, undefined);
-      const delta = (name: string, labels: Record<string, string>) => (valueOf(m, name, labels) ?? 0) - (valueOf(before, name, labels) ?? 0);
+      const delta = (name: string, labels: Record<string, string>) => (sampleOf(m, name, labels) ?? 0) - (sampleOf(before, name, labels) ?? 0);
       assert.equal(delta('agentauth_tokens_issued_total', { grant_type: 'client_credentials' }), 0);
       assert.equal(delta('agentauth_http_requests_total', { endpoint: 'token', outcome: '5xx' }), 1);
       assert.ok(delta('agentauth_postgres_errors_total', { kind: 'connection' }) > 0, 'connection errors counted');
       assert.equal(delta('agentauth_postgres_errors_total', { kind: 'query' }), 0);
       // The backlog gauge keeps its last reading rather than failing the scrape.
-      assert.equal(valueOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
+      assert.equal(sampleOf(m, 'agentauth_revocation_outbox_pending_events'), 0);
     } finally {
       pgProxy.restore();
     }

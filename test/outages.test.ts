@@ -53,7 +53,10 @@ describe('dependency outages', { skip }, () => {
     pgProxy.cut();
     try {
       let answer: Response | undefined;
-      config[client.customFetch] = async (url, options) => (answer = await fetch(url, options as RequestInit)).clone();
+      config[client.customFetch] = async (url, options) => {
+        answer = await fetch(url, options as RequestInit);
+        return answer.clone();
+      };
       await assert.rejects(client.clientCredentialsGrant(config, { scope: 'outage:test' }));
       const body = JSON.parse(await expectUnavailable(answer!, 'token')) as { error: string };
       assert.equal(body.error, 'temporarily_unavailable');

@@ -101,7 +101,7 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
     let html = await res.text();
     const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
     if (login) html = await (await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
-    const revokePath = new RegExp(`href="(/account/agents/[^"]+/revoke)"`).exec(html)![1]!;
+    const revokePath = /href="(\/account\/agents\/[^"]+\/revoke)"/.exec(html)![1]!;
     const confirm = await (await browse(jar, `${server.issuer}${revokePath}`)).text();
     await postForm(jar, `${server.issuer}${revokePath}`, { csrf: csrfOf(confirm) });
 

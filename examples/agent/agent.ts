@@ -7,7 +7,7 @@
  *   npm run example:agent      then open http://127.0.0.1:4300/
  */
 import { randomBytes, type webcrypto } from 'node:crypto';
-import http from 'node:http';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet } from 'jose';
 import * as oidc from 'openid-client';
@@ -138,13 +138,13 @@ export async function startAgentExample(options: AgentExampleOptions) {
   });
 
   async function page(): Promise<string> {
-    const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
     if (!session.tokens) {
-      const why = session.revoked ? `<p>Access was revoked (${escape(session.revoked)}).</p>` : '';
+      const why = session.revoked ? `<p>Access was revoked (${escapeHtml(session.revoked)}).</p>` : '';
       return `<!doctype html><title>Example agent</title><h1>Example notes agent</h1>${why}<p><a href="/login">Connect to your notes</a></p>`;
     }
     const api = await callApi('GET');
-    const notes = ((api.body as { notes?: string[] } | null)?.notes ?? []).map((n) => `<li>${escape(n)}</li>`).join('');
+    const notes = ((api.body as { notes?: string[] } | null)?.notes ?? []).map((n) => `<li>${escapeHtml(n)}</li>`).join('');
     return `<!doctype html><title>Example agent</title><h1>Example notes agent</h1><p>Connected (API answered ${api.status}).</p><ul>${notes}</ul>
 <form method="post" action="/note"><button>Add a note</button></form>`;
   }

@@ -8,7 +8,7 @@
  * On start it registers itself with agentauth (scope notes:read, JWT access tokens), so MCP
  * clients need nothing but its URL: they register through open registration (OPEN_REGISTRATION).
  */
-import http from 'node:http';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';

@@ -5,7 +5,7 @@
  *
  *   npm run example:resource-server          (agentauth running with ALLOW_PRIVATE_FETCH=true)
  */
-import http from 'node:http';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createResourceServer } from 'agentauth/resource-server';
 import { agentauth, ensureScope, exampleKey, jwksFile, listenWhileStarting, localCli, registeredClient, serve, type Cli } from '../setup.ts';

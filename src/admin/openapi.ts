@@ -42,7 +42,10 @@ function operationObject(route: AdminRoute) {
 
 export function openApiDocument(routes: readonly AdminRoute[]) {
   const paths: Record<string, Record<string, unknown>> = {};
-  for (const route of routes) (paths[route.path] ??= {})[route.method.toLowerCase()] = operationObject(route);
+  for (const route of routes) {
+    paths[route.path] ??= {};
+    paths[route.path]![route.method.toLowerCase()] = operationObject(route);
+  }
   paths['/admin/audit'] = {
     get: {
       operationId: 'audit.stream',

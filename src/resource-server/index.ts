@@ -197,13 +197,19 @@ export function createResourceServer(options: ResourceServerOptions) {
     // An unparseable request-target (e.g. "http://[") is not ours to answer; it must not throw.
     const path = URL.parse(req.url ?? '/', 'http://x')?.pathname;
     if (path === metadataPath) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'invalid_request', error_description: 'use GET' }, { allow: 'GET, HEAD' }), true;
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        sendJson(res, 405, { error: 'invalid_request', error_description: 'use GET' }, { allow: 'GET, HEAD' });
+        return true;
+      }
       // Public and static: browser-based clients may read it cross-origin.
       sendJson(res, 200, metadata(), { 'access-control-allow-origin': '*', 'cache-control': 'public, max-age=300' });
       return true;
     }
     if (path === eventsPath) {
-      if (req.method !== 'POST') return sendJson(res, 405, { err: 'invalid_request', description: 'use POST' }, { allow: 'POST' }), true;
+      if (req.method !== 'POST') {
+        sendJson(res, 405, { err: 'invalid_request', description: 'use POST' }, { allow: 'POST' });
+        return true;
+      }
       await answerEvent(req, res);
       return true;
     }

@@ -101,7 +101,9 @@ const show = (title: string, map: Map<string, number>, top: number) => {
     process.stdout.write(`${((us / total) * 100).toFixed(1).padStart(5)} %  ${(us / 1000).toFixed(0).padStart(7)} ms  ${key}\n`);
   }
 };
-process.stdout.write(`profile: ${((profile.endTime - profile.startTime) / 1e6).toFixed(1)} s; busy window ${from / 1e6}–${to / 1e6} s, ${(total / 1e6).toFixed(1)} s sampled\n`);
+process.stdout.write(
+  `profile: ${((profile.endTime - profile.startTime) / 1e6).toFixed(1)} s; busy window ${from / 1e6}–${to / 1e6} s, ${(total / 1e6).toFixed(1)} s sampled\n`,
+);
 show('self time by package', byPackage, 20);
 show('self time by function', byFunction, Number(values.top));
 show('inclusive time of our own functions (src/)', ownInclusive, Number(values.top));

@@ -20,7 +20,10 @@ const seconds = Number(values.seconds);
 const connections = Number(values.connections);
 
 async function startApi(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'servers', 'protected-api.ts')], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [path.join(import.meta.dirname, 'servers', 'protected-api.ts')], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const [chunk] = (await once(child.stdout!, 'data')) as [Buffer];
   return { child, url: `http://127.0.0.1:${chunk.toString().trim()}` };
 }
@@ -37,8 +40,10 @@ try {
   const introspector = await createAgent(server, { grantTypes: ['client_credentials'] });
   const jwtResource = 'http://127.0.0.1:1/jwt-api';
   const opaqueResource = 'http://127.0.0.1:1/opaque-api';
-  for (const args of [['resources', 'create', jwtResource, '--scopes', 'bench:read', '--token-format', 'jwt'],
-    ['resources', 'create', opaqueResource, '--scopes', 'bench:read', '--client', introspector.clientId]]) {
+  for (const args of [
+    ['resources', 'create', jwtResource, '--scopes', 'bench:read', '--token-format', 'jwt'],
+    ['resources', 'create', opaqueResource, '--scopes', 'bench:read', '--client', introspector.clientId],
+  ]) {
     const made = await server.cli(args);
     if (made.code !== 0) throw new Error(made.stderr);
   }
@@ -47,7 +52,13 @@ try {
   const jwtToken = (await client.clientCredentialsGrant(config, { scope: 'bench:read', resource: jwtResource })).access_token;
   const opaqueToken = (await client.clientCredentialsGrant(config, { scope: 'bench:read', resource: opaqueResource })).access_token;
   const privateJwk = JSON.stringify({ ...(await crypto.subtle.exportKey('jwk', introspector.privateKey!)), kid: introspector.kid });
-  const env = { ISSUER: server.issuer, JWT_RESOURCE: jwtResource, OPAQUE_RESOURCE: opaqueResource, INTROSPECTOR_ID: introspector.clientId, INTROSPECTOR_JWK: privateJwk };
+  const env = {
+    ISSUER: server.issuer,
+    JWT_RESOURCE: jwtResource,
+    OPAQUE_RESOURCE: opaqueResource,
+    INTROSPECTOR_ID: introspector.clientId,
+    INTROSPECTOR_JWK: privateJwk,
+  };
   const cached = await startApi({ ...env, CACHE_SECONDS: '30' });
   const uncached = await startApi({ ...env, CACHE_SECONDS: '0' });
   apis.push(cached.child, uncached.child);

@@ -23,7 +23,9 @@ const jtis = new Set<string>();
 let down = false;
 const receiver = http.createServer((req, res) => {
   let body = '';
-  req.on('data', (d: Buffer) => { body += d; });
+  req.on('data', (d: Buffer) => {
+    body += d;
+  });
   req.on('end', () => {
     if (down) return void res.writeHead(503).end();
     const claims = JSON.parse(Buffer.from(body.split('.')[1]!, 'base64url').toString()) as { aud: string; jti: string };
@@ -50,7 +52,12 @@ async function accountJar(target: TestServer, user: TestUser): Promise<CookieJar
   const res = await followOnIssuer(jar, target.issuer, await browse(jar, `${target.issuer}/account`));
   const html = await res.text();
   const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-  if (login) await followOnIssuer(jar, target.issuer, await postForm(jar, `${target.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }));
+  if (login)
+    await followOnIssuer(
+      jar,
+      target.issuer,
+      await postForm(jar, `${target.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+    );
   return jar;
 }
 
@@ -72,7 +79,9 @@ try {
   for (let i = 0; i < rounds; i++) {
     const { agent, config, tokens } = await connect(user);
     const clicked = await revokeOnPage(jar, agent.clientId);
-    while ((await client.tokenIntrospection(config, tokens.access_token)).active) { /* poll */ }
+    while ((await client.tokenIntrospection(config, tokens.access_token)).active) {
+      /* poll */
+    }
     toInactive.push(performance.now() - clicked);
     while (!received.has(agent.clientId)) await new Promise((resolve) => setTimeout(resolve, 5));
     toEvent.push(received.get(agent.clientId)! - clicked);
@@ -92,13 +101,24 @@ try {
   const back = performance.now();
   while (!pending.every((c) => received.has(c)) && performance.now() - back < 600_000) await new Promise((resolve) => setTimeout(resolve, 50));
   const allArrived = pending.every((c) => received.has(c));
-  process.stdout.write(`${JSON.stringify({
-    storage: server.env.DATABASE_URL ? 'postgres+redis' : 'embedded',
-    rounds,
-    revoke_to_introspection_inactive_ms: { p50: percentile(toInactive, 50).toFixed(1), p99: percentile(toInactive, 99).toFixed(1), max: Math.max(...toInactive).toFixed(1) },
-    revoke_to_event_received_ms: { p50: percentile(toEvent, 50).toFixed(1), p99: percentile(toEvent, 99).toFixed(1), max: Math.max(...toEvent).toFixed(1) },
-    outage: { seconds: outageSeconds, events: pending.length, all_delivered_after: allArrived, seconds_to_last_after_recovery: ((Math.max(...pending.map((c) => received.get(c) ?? Infinity)) - back) / 1000).toFixed(1) },
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      storage: server.env.DATABASE_URL ? 'postgres+redis' : 'embedded',
+      rounds,
+      revoke_to_introspection_inactive_ms: {
+        p50: percentile(toInactive, 50).toFixed(1),
+        p99: percentile(toInactive, 99).toFixed(1),
+        max: Math.max(...toInactive).toFixed(1),
+      },
+      revoke_to_event_received_ms: { p50: percentile(toEvent, 50).toFixed(1), p99: percentile(toEvent, 99).toFixed(1), max: Math.max(...toEvent).toFixed(1) },
+      outage: {
+        seconds: outageSeconds,
+        events: pending.length,
+        all_delivered_after: allArrived,
+        seconds_to_last_after_recovery: ((Math.max(...pending.map((c) => received.get(c) ?? Infinity)) - back) / 1000).toFixed(1),
+      },
+    })}\n`,
+  );
 } finally {
   receiver.close();
   await server.stop();

@@ -89,7 +89,10 @@ const rows: ResultRow[] = [];
 let seeding: Results['seeding'];
 const shared: RunMemory = {};
 const startOptions = {
-  serverCores: pinning.serverCores, flowClients, cpuProfDir: values['cpu-prof-dir'], serverDir: values['server-dir'] && path.resolve(values['server-dir']),
+  serverCores: pinning.serverCores,
+  flowClients,
+  cpuProfDir: values['cpu-prof-dir'],
+  serverDir: values['server-dir'] && path.resolve(values['server-dir']),
 };
 
 async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
@@ -98,7 +101,9 @@ async function series(name: string, target: Target, list: ScenarioName[]): Promi
     log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
     const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
     rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
-    log(`    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`);
+    log(
+      `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
+    );
   }
   shared.requestsPerFlow ??= memory.requestsPerFlow;
 }
@@ -107,8 +112,13 @@ async function series(name: string, target: Target, list: ScenarioName[]): Promi
 function shapeFixture(url: string): OAuthFixture {
   const id = () => `agt_${randomBytes(16).toString('base64url')}`;
   return {
-    issuer: url, urls: [url], key: { privateKey: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, kid: 'bench-client' },
-    ccClient: id(), introspector: id(), flowClients: [id()], user: { id: 'x', username: 'bench-user', password: 'x' },
+    issuer: url,
+    urls: [url],
+    key: { privateKey: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, kid: 'bench-client' },
+    ccClient: id(),
+    introspector: id(),
+    flowClients: [id()],
+    user: { id: 'x', username: 'bench-user', password: 'x' },
     resources: { opaque: 'https://opaque.bench.example/', jwt: 'https://jwt.bench.example/' },
   };
 }
@@ -148,7 +158,10 @@ if (targets.includes('agentauth')) {
   }
 }
 // The two ceilings, each through the same scenarios once.
-for (const [name, label, start] of [['bare', 'bare oidc-provider', startBareProvider], ['plain', 'node:http', startPlainHttp]] as const) {
+for (const [name, label, start] of [
+  ['bare', 'bare oidc-provider', startBareProvider],
+  ['plain', 'node:http', startPlainHttp],
+] as const) {
   if (!targets.includes(name)) continue;
   log(`starting ${label}`);
   const target = await start(startOptions);
@@ -173,7 +186,9 @@ mkdirSync(outDir, { recursive: true });
 let commit = 'nogit';
 try {
   commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: import.meta.dirname, encoding: 'utf8' }).trim();
-} catch { /* not a checkout */ }
+} catch {
+  /* not a checkout */
+}
 const base = path.join(outDir, `${startedAt.toISOString().slice(0, 10)}-${commit}${quick ? '-quick' : ''}`);
 writeFileSync(`${base}.json`, `${JSON.stringify(results, null, 2)}\n`);
 const table = markdown(results);

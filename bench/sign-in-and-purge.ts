@@ -13,7 +13,9 @@ import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
 import type { CookieJar } from '../test/helpers/browserless.ts';
 
-const { values } = parseArgs({ options: { burst: { type: 'string', default: '300' }, rows: { type: 'string', default: '1000000' }, skip: { type: 'string', default: '' } } });
+const { values } = parseArgs({
+  options: { burst: { type: 'string', default: '300' }, rows: { type: 'string', default: '1000000' }, skip: { type: 'string', default: '' } },
+});
 const burstSize = Number(values.burst);
 const rows = Number(values.rows);
 const skip = new Set(values.skip.split(',').filter(Boolean));
@@ -40,7 +42,10 @@ try {
 
   async function loginPage(): Promise<{ jar: CookieJar; html: string; uid: string }> {
     const url = client.buildAuthorizationUrl(browserConfig, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'bench:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'bench:read',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     return openLoginPage(server.issuer, url);
   }
@@ -56,7 +61,9 @@ try {
     const latencies: number[] = [];
     let failures = 0;
     let done = false;
-    void until?.finally(() => { done = true; });
+    void until?.finally(() => {
+      done = true;
+    });
     const worker = async () => {
       while (until ? !done : latencies.length + failures < count) {
         const start = performance.now();
@@ -85,7 +92,9 @@ try {
     const during = await tokenLatencies(burst, 0);
     const outcomes = await burst;
     const count = (what: string) => outcomes.filter((o) => o === what).length;
-    console.log(`${burstSize} parallel wrong passwords from one address (${ms(performance.now() - start)}): ${count('checked')} checked, ${count('429')} × 429, ${count('503')} × 503, other ${burstSize - count('checked') - count('429') - count('503')}`);
+    console.log(
+      `${burstSize} parallel wrong passwords from one address (${ms(performance.now() - start)}): ${count('checked')} checked, ${count('429')} × 429, ${count('503')} × 503, other ${burstSize - count('checked') - count('429') - count('503')}`,
+    );
     summary('client_credentials, during that burst', during);
 
     const pages = await Promise.all(Array.from({ length: 10 }, () => loginPage()));
@@ -94,7 +103,9 @@ try {
     const duringFlood = await tokenLatencies(flood, 0);
     const floodOutcomes = await flood;
     const floodCount = (what: string) => floodOutcomes.filter((o) => o === what).length;
-    console.log(`${burstSize} parallel sign-ins from ${Math.min(burstSize, 250)} addresses (${ms(performance.now() - floodStart)}): ${floodCount('checked')} checked, ${floodCount('503')} × 503 (hash queue full), ${floodCount('429')} × 429`);
+    console.log(
+      `${burstSize} parallel sign-ins from ${Math.min(burstSize, 250)} addresses (${ms(performance.now() - floodStart)}): ${floodCount('checked')} checked, ${floodCount('503')} × 503 (hash queue full), ${floodCount('429')} × 429`,
+    );
     summary('client_credentials, during that flood', duringFlood);
   }
 
@@ -110,7 +121,9 @@ try {
       start = performance.now();
       // The running server seals new audit rows every 250 ms; wait until it has sealed them all.
       for (;;) {
-        const [row] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_events WHERE id > (SELECT coalesce(max(last_id), 0) FROM audit_seals)');
+        const [row] = await db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM audit_events WHERE id > (SELECT coalesce(max(last_id), 0) FROM audit_seals)',
+        );
         if (row?.n === 0) break;
         await new Promise((resolve) => setTimeout(resolve, 500));
       }

@@ -16,7 +16,12 @@ import { parseArgs } from 'node:util';
 import { freePort, newDeployment, runCli, spawnServer } from '../test/helpers/server.ts';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '10' }, concurrency: { type: 'string', default: '16' }, 'server-dir': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
+  options: {
+    seconds: { type: 'string', default: '10' },
+    concurrency: { type: 'string', default: '16' },
+    'server-dir': { type: 'string' },
+    'cpu-prof-dir': { type: 'string' },
+  },
 });
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
@@ -46,14 +51,33 @@ async function main(): Promise<void> {
     const kid = 'bench';
     const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-bench-'));
     writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' }] }));
-    const created = await cli(['clients', 'create', '--name', 'bench', '--grant-types', 'client_credentials', '--scope', 'bench:run', '--jwks-file', path.join(dir, 'jwks.json'), '--rate-limit', '1000000', '--json']);
+    const created = await cli([
+      'clients',
+      'create',
+      '--name',
+      'bench',
+      '--grant-types',
+      'client_credentials',
+      '--scope',
+      'bench:run',
+      '--jwks-file',
+      path.join(dir, 'jwks.json'),
+      '--rate-limit',
+      '1000000',
+      '--json',
+    ]);
     const clientId = (JSON.parse(created.stdout) as { client_id: string }).client_id;
 
     const expected = Math.ceil(seconds * 4000) + 2000;
     const assertions = Array.from({ length: expected }, () => signAssertion(privateKey, kid, clientId, issuer));
     let next = 0;
     const request = async () => {
-      const body = new URLSearchParams({ grant_type: 'client_credentials', scope: 'bench:run', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertions[next++]! });
+      const body = new URLSearchParams({
+        grant_type: 'client_credentials',
+        scope: 'bench:run',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: assertions[next++]!,
+      });
       const started = performance.now();
       const res = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
       await res.arrayBuffer();
@@ -63,13 +87,15 @@ async function main(): Promise<void> {
       const latencies: number[] = [];
       let errors = 0;
       const end = performance.now() + durationMs;
-      await Promise.all(Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end && next < assertions.length) {
-          const r = await request();
-          if (r.ok) latencies.push(r.ms);
-          else errors++;
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (performance.now() < end && next < assertions.length) {
+            const r = await request();
+            if (r.ok) latencies.push(r.ms);
+            else errors++;
+          }
+        }),
+      );
       return { latencies, errors };
     };
     await run(2_000); // warm-up
@@ -77,8 +103,15 @@ async function main(): Promise<void> {
     latencies.sort((a, b) => a - b);
     const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(2);
     const result = {
-      server: serverDir, storage: env.DATABASE_URL ? 'postgres+redis' : 'embedded', concurrency, seconds,
-      requests: latencies.length, errors, rps: Math.round(latencies.length / seconds), p50_ms: pct(50), p99_ms: pct(99),
+      server: serverDir,
+      storage: env.DATABASE_URL ? 'postgres+redis' : 'embedded',
+      concurrency,
+      seconds,
+      requests: latencies.length,
+      errors,
+      rps: Math.round(latencies.length / seconds),
+      p50_ms: pct(50),
+      p99_ms: pct(99),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {

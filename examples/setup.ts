@@ -8,7 +8,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 
-export interface CliResult { code: number; stdout: string; stderr: string }
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 /** Runs `agentauth <args>`; the tests pass their own, bound to the deployment they started. */
 export type Cli = (args: string[]) => Promise<CliResult>;
 
@@ -16,11 +20,12 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const DATA = path.join(ROOT, 'examples', '.data');
 
 /** The CLI of the agentauth in this checkout, with this process's configuration (DATA_DIR, DATABASE_URL …). */
-export const localCli: Cli = (args) => new Promise((resolve) => {
-  execFile(process.execPath, [path.join(ROOT, 'bin', 'agentauth.js'), ...args], { cwd: ROOT, env: process.env }, (error, stdout, stderr) => {
-    resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
+export const localCli: Cli = (args) =>
+  new Promise((resolve) => {
+    execFile(process.execPath, [path.join(ROOT, 'bin', 'agentauth.js'), ...args], { cwd: ROOT, env: process.env }, (error, stdout, stderr) => {
+      resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
+    });
   });
-});
 
 const handlers = new WeakMap<http.Server, http.RequestListener>();
 
@@ -45,7 +50,10 @@ export const serve = (server: http.Server, handler: http.RequestListener): void 
 /** Runs a CLI command that must succeed, returning its --json output. */
 export async function agentauth<T>(cli: Cli, args: string[]): Promise<T> {
   const r = await cli([...args, '--json']);
-  if (r.code !== 0) throw new Error(`agentauth ${args.slice(0, 2).join(' ')} failed: ${r.stderr.trim()}\n(is agentauth running with ALLOW_PRIVATE_FETCH=true? see examples/README.md)`);
+  if (r.code !== 0)
+    throw new Error(
+      `agentauth ${args.slice(0, 2).join(' ')} failed: ${r.stderr.trim()}\n(is agentauth running with ALLOW_PRIVATE_FETCH=true? see examples/README.md)`,
+    );
   return JSON.parse(r.stdout) as T;
 }
 
@@ -57,7 +65,10 @@ export async function ensureScope(cli: Cli, name: string, description: string, o
   await agentauth(cli, ['scopes', 'create', name, '--description', description, ...(options.allowUnverified ? ['--allow-unverified'] : [])]);
 }
 
-export interface ExampleKey { privateJwk: Record<string, unknown> & { kid: string }; publicJwk: Record<string, unknown> }
+export interface ExampleKey {
+  privateJwk: Record<string, unknown> & { kid: string };
+  publicJwk: Record<string, unknown>;
+}
 
 /** An ES256 key pair kept in examples/.data/<name>.key.json (0600), made on first use. */
 export function exampleKey(name: string): ExampleKey {
@@ -69,7 +80,12 @@ export function exampleKey(name: string): ExampleKey {
     writeFileSync(file, JSON.stringify(jwk), { mode: 0o600 });
   }
   const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as ExampleKey['privateJwk'];
-  const publicJwk = { ...createPublicKey({ key: privateJwk as never, format: 'jwk' }).export({ format: 'jwk' }), kid: privateJwk.kid, alg: 'ES256', use: 'sig' };
+  const publicJwk = {
+    ...createPublicKey({ key: privateJwk as never, format: 'jwk' }).export({ format: 'jwk' }),
+    kid: privateJwk.kid,
+    alg: 'ES256',
+    use: 'sig',
+  };
   return { privateJwk, publicJwk };
 }
 

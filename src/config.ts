@@ -8,23 +8,33 @@ import { parseNetwork, type Network } from './net/addresses.ts';
 import type { OutboundPolicy } from './net/outbound.ts';
 import type { AdminToken } from './admin/tokens.ts';
 
-const booleanString = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const booleanString = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
 
-const seconds = (fallback: number) => z.coerce.number().int().positive().max(366 * 24 * 3600).default(fallback);
+const seconds = (fallback: number) =>
+  z.coerce
+    .number()
+    .int()
+    .positive()
+    .max(366 * 24 * 3600)
+    .default(fallback);
 
-const base64Key32 = z
-  .string()
-  .refine((v) => Buffer.from(v, 'base64url').length === 32, 'must be 32 bytes, base64url-encoded');
+const base64Key32 = z.string().refine((v) => Buffer.from(v, 'base64url').length === 32, 'must be 32 bytes, base64url-encoded');
 
 const cookieKeyList = z
   .string()
-  .transform((v) => v.split(',').map((k) => k.trim()).filter(Boolean))
+  .transform((v) =>
+    v
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean),
+  )
   .refine((keys) => keys.length > 0 && keys.every((k) => k.length >= 32), 'must be a comma-separated list of keys of 32 or more characters');
 
 const urlWithProtocol = (protocols: string[]) =>
-  z.string().url().refine((v) => protocols.includes(new URL(v).protocol), `must use ${protocols.join(' or ')}`);
+  z
+    .string()
+    .url()
+    .refine((v) => protocols.includes(new URL(v).protocol), `must use ${protocols.join(' or ')}`);
 
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -36,7 +46,10 @@ const envSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: urlWithProtocol(['postgres:', 'postgresql:']).optional(),
   REDIS_URL: urlWithProtocol(['redis:', 'rediss:']).optional(),
-  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 : _ -').default('agentauth:'),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 : _ -')
+    .default('agentauth:'),
   KEY_ENCRYPTION_KEY: base64Key32.optional(),
   COOKIE_KEYS: cookieKeyList.optional(),
   TRUST_PROXY: booleanString.default(false),
@@ -47,12 +60,30 @@ const envSchema = z.object({
   SESSION_TTL: seconds(24 * 3600),
   // A timer: setInterval turns anything over 2^31-1 ms (24.8 days) into 1 ms.
   // Longer than resource servers cache the key set (the helper: 10 minutes).
-  KEY_PROPAGATION_DELAY: z.coerce.number().int().min(0).max(30 * 24 * 3600).default(15 * 60),
-  CONFIG_POLL_INTERVAL: z.coerce.number().int().positive().max(Math.floor((2 ** 31 - 1) / 1000)).default(30),
+  KEY_PROPAGATION_DELAY: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(30 * 24 * 3600)
+    .default(15 * 60),
+  CONFIG_POLL_INTERVAL: z.coerce
+    .number()
+    .int()
+    .positive()
+    .max(Math.floor((2 ** 31 - 1) / 1000))
+    .default(30),
   AUDIT_RETENTION_DAYS: z.coerce.number().int().min(0).max(36500).default(365),
   AUDIT_INTROSPECTION_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
-  ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').max(512).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
-  ADMIN_TOKENS: z.string().max(64 * 1024).optional(),
+  ADMIN_TOKEN: z
+    .string()
+    .min(32, 'must be at least 32 characters')
+    .max(512)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .optional(),
+  ADMIN_TOKENS: z
+    .string()
+    .max(64 * 1024)
+    .optional(),
   ALLOW_PRIVATE_FETCH: booleanString.default(false),
   ALLOWED_PRIVATE_NETWORKS: z.string().optional(),
   CLIENT_ASSERTION_MAX_LIFETIME: z.coerce.number().int().min(10).max(3600).default(300),
@@ -191,7 +222,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     outbound: { development: e.ALLOW_PRIVATE_FETCH, allowedPrivateNetworks },
     openRegistration: e.OPEN_REGISTRATION,
     clientIdMetadataDocuments: e.CLIENT_ID_METADATA_DOCUMENTS,
-    limits: { tokenPerMinute: e.TOKEN_RATE_LIMIT, registrationPerHour: e.REGISTRATION_RATE_LIMIT, loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT, loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT },
+    limits: {
+      tokenPerMinute: e.TOKEN_RATE_LIMIT,
+      registrationPerHour: e.REGISTRATION_RATE_LIMIT,
+      loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT,
+      loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT,
+    },
     embedded: !e.DATABASE_URL,
   };
 }
@@ -199,7 +235,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** ALLOWED_PRIVATE_NETWORKS: comma-separated CIDRs, each inside private-use space. */
 function parseNetworks(raw: string | undefined, problems: string[]): Network[] {
   const networks: Network[] = [];
-  for (const cidr of (raw ?? '').split(',').map((c) => c.trim()).filter(Boolean)) {
+  for (const cidr of (raw ?? '')
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean)) {
     try {
       networks.push(parseNetwork(cidr));
     } catch (err) {
@@ -212,12 +251,18 @@ function parseNetworks(raw: string | undefined, problems: string[]): Network[] {
 /** ADMIN_TOKEN is the token named "admin"; ADMIN_TOKENS adds "name:token" pairs. Values are never echoed. */
 function parseAdminTokens(single: string | undefined, list: string | undefined, problems: string[]): AdminToken[] {
   const tokens: AdminToken[] = single ? [{ name: 'admin', token: single }] : [];
-  for (const [i, entry] of (list ?? '').split(',').map((t) => t.trim()).filter(Boolean).entries()) {
+  for (const [i, entry] of (list ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean)
+    .entries()) {
     const colon = entry.indexOf(':');
     const name = entry.slice(0, colon);
     const token = entry.slice(colon + 1);
-    if (colon < 1 || !/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) problems.push(`ADMIN_TOKENS entry ${i + 1} must be name:token with a name of a-z 0-9 _ - (up to 64)`);
-    else if (token.length < 32 || !/^[\x21-\x7e]+$/.test(token) || token.includes(',')) problems.push(`ADMIN_TOKENS entry ${name} needs a token of 32 or more printable characters without spaces or commas`);
+    if (colon < 1 || !/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name))
+      problems.push(`ADMIN_TOKENS entry ${i + 1} must be name:token with a name of a-z 0-9 _ - (up to 64)`);
+    else if (token.length < 32 || !/^[\x21-\x7e]+$/.test(token) || token.includes(','))
+      problems.push(`ADMIN_TOKENS entry ${name} needs a token of 32 or more printable characters without spaces or commas`);
     else if (tokens.some((t) => t.name === name)) problems.push(`ADMIN_TOKENS names ${name} twice`);
     else tokens.push({ name, token });
   }

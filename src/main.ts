@@ -88,7 +88,11 @@ async function start(config: Config): Promise<void> {
     deleteClient: deleteRegisteredClient(db, runtime.audit),
   });
   const metadataDocuments = metadataDocumentHooks({
-    db, audit: runtime.audit, policy: runtime.clientPolicy, limiter, clientFound: tokenLimit.clientFound,
+    db,
+    audit: runtime.audit,
+    policy: runtime.clientPolicy,
+    limiter,
+    clientFound: tokenLimit.clientFound,
     fetchesPerIp: { limit: config.limits.registrationPerHour, seconds: 3600 },
   });
   const live = await startLiveProvider({
@@ -99,43 +103,50 @@ async function start(config: Config): Promise<void> {
     pollIntervalSeconds: config.configPollIntervalSeconds,
     build: (signingKeys, scopes) => {
       const resources = resourceServerCache(db);
-      return withRefreshRotation(mountApp(
-        buildProvider({
-          issuer,
-          adapter: Adapter,
-          signingKeys,
-          scopes,
-          cookieKeys: runtime.cookieKeys,
-          ttl: config.ttl,
-          trustProxy: config.trustProxy,
-          clientAuth: config.clientAuth,
-          outbound: runtime.outbound,
-          findResourceServer: resources.find,
-          introspectsFor: resources.introspectsFor,
-          metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
-          withoutConnection: db.withoutConnection,
-          async findAccount(_ctx, id) {
-            const account = await findAccountById(db, id);
-            if (!account || account.disabled) return undefined;
-            return { accountId: account.id, claims: async () => ({ sub: account.id }) };
+      return withRefreshRotation(
+        mountApp(
+          buildProvider({
+            issuer,
+            adapter: Adapter,
+            signingKeys,
+            scopes,
+            cookieKeys: runtime.cookieKeys,
+            ttl: config.ttl,
+            trustProxy: config.trustProxy,
+            clientAuth: config.clientAuth,
+            outbound: runtime.outbound,
+            findResourceServer: resources.find,
+            introspectsFor: resources.introspectsFor,
+            metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+            withoutConnection: db.withoutConnection,
+            async findAccount(_ctx, id) {
+              const account = await findAccountById(db, id);
+              if (!account || account.disabled) return undefined;
+              return { accountId: account.id, claims: async () => ({ sub: account.id }) };
+            },
+            async renderError(ctx, out) {
+              renderErrorPage(ctx, views, ctx.status, String(out.error), String(out.error_description ?? 'The request could not be completed.'));
+            },
+          }),
+          {
+            db,
+            kv,
+            log,
+            views,
+            audit: runtime.audit,
+            cookieKeys: runtime.cookieKeys,
+            introspectionSampleRate: config.audit.introspectionSampleRate,
+            adminTokens: config.adminTokens,
+            operations: runtime,
+            // With METRICS_PORT, /metrics lives there only; otherwise here, behind the admin tokens.
+            metricsHere: config.metricsPort === undefined,
+            openRegistration: config.openRegistration,
+            limiter,
+            limits: config.limits,
+            countIssuedToken: tokenLimit.issued,
           },
-          async renderError(ctx, out) {
-            renderErrorPage(ctx, views, ctx.status, String(out.error), String(out.error_description ?? 'The request could not be completed.'));
-          },
-        }),
-        {
-          db, kv, log, views, audit: runtime.audit, cookieKeys: runtime.cookieKeys,
-          introspectionSampleRate: config.audit.introspectionSampleRate,
-          adminTokens: config.adminTokens,
-          operations: runtime,
-          // With METRICS_PORT, /metrics lives there only; otherwise here, behind the admin tokens.
-          metricsHere: config.metricsPort === undefined,
-          openRegistration: config.openRegistration,
-          limiter,
-          limits: config.limits,
-          countIssuedToken: tokenLimit.issued,
-        },
-      ));
+        ),
+      );
     },
   });
 
@@ -149,8 +160,9 @@ async function start(config: Config): Promise<void> {
 
   // One instance at a time, in bounded batches (src/maintenance/purge.ts).
   const purge = setInterval(() => {
-    runMaintenance({ db, log, audit: runtime.audit, tombstoneGraceSeconds: config.ttl.refreshToken, auditRetentionDays: config.audit.retentionDays })
-      .catch((err: unknown) => log.warn({ err }, 'purge failed'));
+    runMaintenance({ db, log, audit: runtime.audit, tombstoneGraceSeconds: config.ttl.refreshToken, auditRetentionDays: config.audit.retentionDays }).catch(
+      (err: unknown) => log.warn({ err }, 'purge failed'),
+    );
   }, PURGE_INTERVAL_MS);
   purge.unref();
 
@@ -158,9 +170,12 @@ async function start(config: Config): Promise<void> {
   const sealer = setInterval(() => {
     if (sealing) return;
     sealing = true;
-    runtime.audit.seal()
+    runtime.audit
+      .seal()
       .catch((err: unknown) => log.warn({ err }, 'audit seal failed'))
-      .finally(() => { sealing = false; });
+      .finally(() => {
+        sealing = false;
+      });
   }, AUDIT_SEAL_INTERVAL_MS);
   sealer.unref();
 
@@ -169,16 +184,24 @@ async function start(config: Config): Promise<void> {
     process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth call loopback, private and link-local addresses. Development only.\n');
   }
   const delivery = startDeliveryWorker({
-    db, issuer, keyEncryptionKey: runtime.keyEncryptionKey, log, outbound: runtime.outbound,
+    db,
+    issuer,
+    keyEncryptionKey: runtime.keyEncryptionKey,
+    log,
+    outbound: runtime.outbound,
     async backchannelLogout(clientId, sub) {
       const agent = (await live.current().Client.find(clientId)) as unknown as
-        { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string): Promise<void> } | undefined;
+        | { backchannelLogoutUri?: string; backchannelLogout(sub: string, sid: string): Promise<void> }
+        | undefined;
       // A disabled or deleted client gets no logout token: it can no longer act at all.
       if (agent?.backchannelLogoutUri) await agent.backchannelLogout(sub, '');
     },
   });
 
-  log.info({ issuer, port, metricsPort: metricsServer && portOf(metricsServer), storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind }, 'listening');
+  log.info(
+    { issuer, port, metricsPort: metricsServer && portOf(metricsServer), storage: config.embedded ? 'embedded' : 'postgres', store: kv.kind },
+    'listening',
+  );
   process.stderr.write(banner(issuer, config));
 
   let stopping = false;

@@ -33,7 +33,11 @@ describe('the admin API', () => {
     });
     const text = await res.text();
     let parsed: unknown = text;
-    try { parsed = JSON.parse(text); } catch { /* JSON lines or text */ }
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* JSON lines or text */
+    }
     return { status: res.status, headers: res.headers, body: parsed as Record<string, unknown> };
   };
 
@@ -56,10 +60,18 @@ describe('the admin API', () => {
   it('does everything the CLI does: scopes, clients, users, their grants, revocation, events, keys', async () => {
     assert.equal((await call('POST', '/admin/scopes', { name: 'notes:read', description: 'Read your notes' })).status, 200);
     const scopes = (await call('GET', '/admin/scopes')).body.scopes as { name: string; description: string }[];
-    assert.deepEqual(scopes.map(({ name, description }) => ({ name, description })), [{ name: 'notes:read', description: 'Read your notes' }]);
+    assert.deepEqual(
+      scopes.map(({ name, description }) => ({ name, description })),
+      [{ name: 'notes:read', description: 'Read your notes' }],
+    );
 
     const key = await generateAgentKey();
-    const created = await call('POST', '/admin/clients', { name: 'Notes agent', redirectUris: [REDIRECT_URI], jwks: { keys: [key.publicJwk] }, scope: 'notes:read' }, DEPLOY_TOKEN);
+    const created = await call(
+      'POST',
+      '/admin/clients',
+      { name: 'Notes agent', redirectUris: [REDIRECT_URI], jwks: { keys: [key.publicJwk] }, scope: 'notes:read' },
+      DEPLOY_TOKEN,
+    );
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const clientId = String(created.body.client_id);
     assert.equal((await call('GET', `/admin/clients/${clientId}`)).body.client_name, 'Notes agent');
@@ -74,7 +86,12 @@ describe('the admin API', () => {
     const config = await clientFor(server, { clientId, metadata: {}, privateKey: key.privateKey, kid: key.publicJwk.kid });
     const tokens = await codeFlowTokens(server.issuer, config, { id: String(made.body.id), ...user }, { scope: 'notes:read', redirectUri: REDIRECT_URI });
 
-    const grants = (await call('GET', `/admin/users/${user.username}/grants`)).body.grants as { grant_id: string; client_id: string; client_name: string; scopes: string[] }[];
+    const grants = (await call('GET', `/admin/users/${user.username}/grants`)).body.grants as {
+      grant_id: string;
+      client_id: string;
+      client_name: string;
+      scopes: string[];
+    }[];
     assert.equal(grants.length, 1);
     assert.equal(grants[0]!.client_id, clientId);
     assert.equal(grants[0]!.client_name, 'Notes agent 2');
@@ -91,7 +108,10 @@ describe('the admin API', () => {
     const rotated = await call('POST', '/admin/keys/rotate');
     assert.equal(rotated.status, 200);
     const jwks = (await (await fetch(`${server.issuer}/jwks`)).json()) as { keys: { kid: string }[] };
-    assert.ok(jwks.keys.some((k) => k.kid === rotated.body.kid), 'the new key is published at once');
+    assert.ok(
+      jwks.keys.some((k) => k.kid === rotated.body.kid),
+      'the new key is published at once',
+    );
     assert.equal((await call('POST', '/admin/audit/verify')).body.ok, true);
     assert.equal((await call('POST', '/admin/audit/purge', { before: '2000-01-01T00:00:00Z' })).body.purged, 0);
     const token = await call('POST', '/admin/registration-tokens', { expiresIn: 3600, uses: 1 });
@@ -110,7 +130,10 @@ describe('the admin API', () => {
 
   it('audits each act with the name of the token that did it', async () => {
     const lines = (await call('GET', '/admin/audit')).body as unknown as string;
-    const rows = String(lines).trim().split('\n').map((l) => JSON.parse(l) as { event_type: string; actor_type: string; actor_id: string });
+    const rows = String(lines)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event_type: string; actor_type: string; actor_id: string });
     assert.equal(rows.find((r) => r.event_type === 'client.registered')?.actor_id, 'deploy-bot');
     assert.equal(rows.find((r) => r.event_type === 'scope.created')?.actor_id, 'admin');
     const revoked = rows.find((r) => r.event_type === 'grant.revoked' && r.actor_id === 'deploy-bot');
@@ -136,11 +159,23 @@ describe('the admin API', () => {
       assert.equal(res.body.error, error, `${method} ${path}`);
       if (description) assert.match(String(res.body.error_description), description, `${method} ${path}`);
     }
-    const notJson = await fetch(`${server.issuer}/admin/scopes`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{"name":' });
+    const notJson = await fetch(`${server.issuer}/admin/scopes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: '{"name":',
+    });
     assert.equal(notJson.status, 400);
-    const wrongType = await fetch(`${server.issuer}/admin/scopes`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'text/plain' }, body: 'name=x' });
+    const wrongType = await fetch(`${server.issuer}/admin/scopes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'text/plain' },
+      body: 'name=x',
+    });
     assert.equal(wrongType.status, 415);
-    const huge = await fetch(`${server.issuer}/admin/scopes`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'x', description: 'y'.repeat(300 * 1024) }) });
+    const huge = await fetch(`${server.issuer}/admin/scopes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x', description: 'y'.repeat(300 * 1024) }),
+    });
     assert.equal(huge.status, 413);
     assert.doesNotMatch(server.output(), /"level":50/);
   });
@@ -148,7 +183,9 @@ describe('the admin API', () => {
   it('publishes an OpenAPI 3.1 document listing exactly the routes that answer', async () => {
     const doc = (await call('GET', '/admin/openapi.json')).body as unknown as OpenApi;
     assert.equal(doc.openapi, '3.1.0');
-    const documented = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`)).sort();
+    const documented = Object.entries(doc.paths)
+      .flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`))
+      .sort();
     // Every documented route is routed: with a placeholder for each path parameter it answers
     // something other than the fallback's "no such route" (405/404 from the fallback say not_found
     // or name the allowed methods).
@@ -165,8 +202,10 @@ describe('the admin API', () => {
     for (const op of Object.values(doc.paths).flatMap((m) => Object.values(m))) {
       for (const p of op.parameters.filter((x) => x.in === 'path')) assert.ok(p.name);
     }
-    const createClient = doc.paths['/admin/clients']!.post!.requestBody as { content: { 'application/json': { schema: { properties: Record<string, unknown>; required: string[] } } } };
-    assert.ok(createClient.content['application/json'].schema.properties.redirectUris, 'bodies are the operations\' own schemas');
+    const createClient = doc.paths['/admin/clients']!.post!.requestBody as {
+      content: { 'application/json': { schema: { properties: Record<string, unknown>; required: string[] } } };
+    };
+    assert.ok(createClient.content['application/json'].schema.properties.redirectUris, "bodies are the operations' own schemas");
     assert.deepEqual(createClient.content['application/json'].schema.required, ['name']);
   });
 });
@@ -178,12 +217,28 @@ describe('the same operations from the CLI', () => {
   });
   after(() => server?.stop());
 
-  it('users grants lists a user\'s grants and grants revoke kills one, audited as the command line', async () => {
+  it("users grants lists a user's grants and grants revoke kills one, audited as the command line", async () => {
     await server.cli(['scopes', 'create', 'notes:read', '--description', 'Read your notes']);
     const key = await generateAgentKey();
     const jwksFile = join(mkdtempSync(join(tmpdir(), 'agentauth-admin-')), 'jwks.json');
     writeFileSync(jwksFile, JSON.stringify({ keys: [key.publicJwk] }));
-    const made = JSON.parse((await server.cli(['clients', 'create', '--name', 'CLI agent', '--redirect-uri', REDIRECT_URI, '--jwks-file', jwksFile, '--scope', 'notes:read', '--json'])).stdout) as { client_id: string };
+    const made = JSON.parse(
+      (
+        await server.cli([
+          'clients',
+          'create',
+          '--name',
+          'CLI agent',
+          '--redirect-uri',
+          REDIRECT_URI,
+          '--jwks-file',
+          jwksFile,
+          '--scope',
+          'notes:read',
+          '--json',
+        ])
+      ).stdout,
+    ) as { client_id: string };
     const user = { username: `bob-${randomBytes(3).toString('hex')}`, password: randomBytes(12).toString('base64url') };
     const created = JSON.parse((await server.cli(['users', 'create', user.username, '--password-stdin', '--json'], user.password)).stdout) as { id: string };
     const config = await clientFor(server, { clientId: made.client_id, metadata: {}, privateKey: key.privateKey, kid: key.publicJwk.kid });
@@ -200,7 +255,9 @@ describe('the same operations from the CLI', () => {
     const again = await server.cli(['grants', 'revoke', grantId]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /no live grant/);
-    const audit = JSON.parse((await server.cli(['audit', 'export', '--user', user.username, '--json'])).stdout) as { events: { event_type: string; actor_id: string; details: { reason?: string } }[] };
+    const audit = JSON.parse((await server.cli(['audit', 'export', '--user', user.username, '--json'])).stdout) as {
+      events: { event_type: string; actor_id: string; details: { reason?: string } }[];
+    };
     const row = audit.events.find((e) => e.event_type === 'grant.revoked');
     assert.equal(row?.actor_id, 'cli');
     assert.equal(row?.details.reason, 'admin_revoked');

@@ -22,7 +22,9 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-keys-'));
 async function tokenWith(server: TestServer, clientId: string, keyFile: string): Promise<string> {
   const jwk = JSON.parse(readFileSync(keyFile, 'utf8')) as { kid: string; alg?: string; kty: string };
   const key = (await importJWK(jwk, jwk.alg ?? 'Ed25519')) as CryptoKey;
-  const config = await client.discovery(new URL(server.issuer), clientId, undefined, client.PrivateKeyJwt({ key, kid: jwk.kid }), { execute: [client.allowInsecureRequests] });
+  const config = await client.discovery(new URL(server.issuer), clientId, undefined, client.PrivateKeyJwt({ key, kid: jwk.kid }), {
+    execute: [client.allowInsecureRequests],
+  });
   return (await client.clientCredentialsGrant(config, { scope: 'sync:run' })).access_token;
 }
 
@@ -31,7 +33,8 @@ describe('keys for agents', () => {
   let jwksHost: TestHost | undefined;
   const served: { body: unknown } = { body: { keys: [] } };
   before(async () => {
-    if (!testHostsUnavailable) jwksHost = await createTestHost('agent-keys', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(served.body)));
+    if (!testHostsUnavailable)
+      jwksHost = await createTestHost('agent-keys', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(served.body)));
     server = await startServer(testHostsUnavailable ? {} : testHostEnv());
     await createScope(server, 'sync:run', 'Sync');
   });
@@ -42,7 +45,19 @@ describe('keys for agents', () => {
 
   it('clients create --generate-key writes a private JWK only its owner can read, registers the public half, and prints no private part', async () => {
     const file = path.join(dir, 'agent.jwk.json');
-    const made = await server.cli(['clients', 'create', '--name', 'Keyed agent', '--grant-types', 'client_credentials', '--scope', 'sync:run', '--generate-key', file, '--json']);
+    const made = await server.cli([
+      'clients',
+      'create',
+      '--name',
+      'Keyed agent',
+      '--grant-types',
+      'client_credentials',
+      '--scope',
+      'sync:run',
+      '--generate-key',
+      file,
+      '--json',
+    ]);
     assert.equal(made.code, 0, made.stderr);
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as { d: string; kid: string; alg: string };
@@ -70,12 +85,25 @@ describe('keys for agents', () => {
 
   it('removes the key file when the registration is refused', async () => {
     const file = path.join(dir, 'refused.json');
-    const made = await server.cli(['clients', 'create', '--name', 'Refused', '--grant-types', 'client_credentials', '--scope', 'no:such-scope', '--generate-key', file]);
+    const made = await server.cli([
+      'clients',
+      'create',
+      '--name',
+      'Refused',
+      '--grant-types',
+      'client_credentials',
+      '--scope',
+      'no:such-scope',
+      '--generate-key',
+      file,
+    ]);
     assert.equal(made.code, 1);
     assert.equal(existsSync(file), false);
   });
 
-  it('keys generate makes an EdDSA pair for a jwks_uri: the printed set has no private part and the key authenticates', { skip: testHostsUnavailable }, async () => {
+  it('keys generate makes an EdDSA pair for a jwks_uri: the printed set has no private part and the key authenticates', {
+    skip: testHostsUnavailable,
+  }, async () => {
     const file = path.join(dir, 'published.jwk.json');
     const generated = await server.cli(['keys', 'generate', '--out', file, '--alg', 'EdDSA', '--json']);
     assert.equal(generated.code, 0, generated.stderr);
@@ -84,7 +112,19 @@ describe('keys for agents', () => {
     assert.equal(jwks.keys[0]!.crv, 'Ed25519');
     assert.equal(jwks.keys[0]!.d, undefined);
     served.body = jwks;
-    const made = await server.cli(['clients', 'create', '--name', 'Published keys', '--grant-types', 'client_credentials', '--scope', 'sync:run', '--jwks-uri', `${jwksHost!.origin}/jwks.json`, '--json']);
+    const made = await server.cli([
+      'clients',
+      'create',
+      '--name',
+      'Published keys',
+      '--grant-types',
+      'client_credentials',
+      '--scope',
+      'sync:run',
+      '--jwks-uri',
+      `${jwksHost!.origin}/jwks.json`,
+      '--json',
+    ]);
     assert.equal(made.code, 0, made.stderr);
     assert.ok(await tokenWith(server, (JSON.parse(made.stdout) as { client_id: string }).client_id, file));
   });
@@ -100,11 +140,17 @@ describe('on an old Node', () => {
     const version = (await promisify(execFile)(node, ['-p', 'process.versions.node'])).stdout.trim();
     if (Number(version.split('.')[0]) >= 22) return t.skip(`${node} is Node ${version}`);
     for (const script of ['bin/agentauth.js', 'bin/start.js']) {
-      const result: { code: number; stderr: string } = await promisify(execFile)(node, [path.join(ROOT, script), '--help'])
-        .then(() => ({ code: 0, stderr: '' }), (err: { code: number; stderr: string }) => err);
+      const result: { code: number; stderr: string } = await promisify(execFile)(node, [path.join(ROOT, script), '--help']).then(
+        () => ({ code: 0, stderr: '' }),
+        (err: { code: number; stderr: string }) => err,
+      );
       assert.equal(result.code, 1, script);
       assert.equal(result.stderr.trim().split('\n').length, 1, script);
-      assert.match(result.stderr, new RegExp(`needs Node\\.js 22\\.18 or newer .* this is Node\\.js ${version.replaceAll('.', '\\.')}\\. Install Node 22`), script);
+      assert.match(
+        result.stderr,
+        new RegExp(`needs Node\\.js 22\\.18 or newer .* this is Node\\.js ${version.replaceAll('.', '\\.')}\\. Install Node 22`),
+        script,
+      );
     }
   });
 });

@@ -23,7 +23,9 @@ async function exportEvents(server: TestServer, ...filter: string[]): Promise<Ro
   return (JSON.parse(r.stdout) as { events: Row[] }).events;
 }
 
-async function verify(server: TestServer): Promise<{ code: number; result: { ok: boolean; checked: number; problem?: { row?: number; seal?: number; reason: string } } }> {
+async function verify(
+  server: TestServer,
+): Promise<{ code: number; result: { ok: boolean; checked: number; problem?: { row?: number; seal?: number; reason: string } } }> {
   const r = await server.cli(['audit', 'verify', '--json']);
   return { code: r.code, result: JSON.parse(r.stdout) };
 }
@@ -41,7 +43,11 @@ describe('audit events', () => {
     await createScope(server, 'files:read', 'Read your files');
     await createScope(server, 'files:write', 'Change your files');
     user = await createUser(server);
-    agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'files:read files:write', grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
+    agent = await createAgent(server, {
+      redirectUris: [REDIRECT_URI],
+      scope: 'files:read files:write',
+      grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'],
+    });
     config = await clientFor(server, agent);
   });
   after(() => server?.stop());
@@ -49,7 +55,10 @@ describe('audit events', () => {
   async function flow(untick: string[] = [], decision: 'allow' | 'deny' = 'allow') {
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT_URI, scope: 'files:read files:write', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: REDIRECT_URI,
+      scope: 'files:read files:write',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     const { callback } = await authorize(server.issuer, url, user, { untick, decision });
     return { callback, verifier, url };
@@ -68,7 +77,11 @@ describe('audit events', () => {
     assert.equal((await server.cli(['clients', 'update', named.clientId, '--name', 'Reporting Agent v2'])).code, 0);
     await client.clientCredentialsGrant(cc, { scope: 'files:read' });
     const issued = (await exportEvents(server, '--client', named.clientId)).filter((r) => r.event_type === 'token.issued');
-    assert.deepEqual(issued.map((r) => r.client_name), ['Reporting Agent', 'Reporting Agent v2'], 'a rename does not rewrite history');
+    assert.deepEqual(
+      issued.map((r) => r.client_name),
+      ['Reporting Agent', 'Reporting Agent v2'],
+      'a rename does not rewrite history',
+    );
     assert.equal(issued[0]!.summary, 'Reporting Agent: token.issued');
 
     const { callback, verifier } = await flow();
@@ -96,7 +109,10 @@ describe('audit events', () => {
 
   it('issue-14: a failed sign-in under an unknown name records a keyed hash of it, never the typed text', async () => {
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT_URI, scope: 'files:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: REDIRECT_URI,
+      scope: 'files:read',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     const login = await openLoginPage(server.issuer, url);
     const typed = `my-Pa55word-typed-in-the-name-field-${Date.now()}`;
@@ -110,10 +126,17 @@ describe('audit events', () => {
   it('records failed and successful logins, consent, code and tokens with the right actor, agent and user', async () => {
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: REDIRECT_URI, scope: 'files:read files:write', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: REDIRECT_URI,
+      scope: 'files:read files:write',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     const login = await openLoginPage(server.issuer, url);
-    await postForm(login.jar, `${server.issuer}/interaction/${login.uid}/login`, { csrf: csrfOf(login.html), username: user.username, password: 'not-the-password' });
+    await postForm(login.jar, `${server.issuer}/interaction/${login.uid}/login`, {
+      csrf: csrfOf(login.html),
+      username: user.username,
+      password: 'not-the-password',
+    });
     const { callback } = await authorize(server.issuer, url, user, { untick: ['files:write'] }, login.jar);
     const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier });
 
@@ -127,8 +150,20 @@ describe('audit events', () => {
     assert.deepEqual(consent.details, { granted: ['files:read'], refused: ['files:write'] });
     assert.equal(consent.scopes, 'files:read');
     assert.ok(consent.grant_id);
-    expectOne(rows, 'authorization_code.issued', { actor_type: 'user', account_id: user.id, client_id: agent.clientId, grant_id: consent.grant_id, scopes: 'files:read' });
-    const issued = expectOne(rows, 'token.issued', { actor_type: 'client', actor_id: agent.clientId, account_id: user.id, grant_id: consent.grant_id, scopes: 'files:read' });
+    expectOne(rows, 'authorization_code.issued', {
+      actor_type: 'user',
+      account_id: user.id,
+      client_id: agent.clientId,
+      grant_id: consent.grant_id,
+      scopes: 'files:read',
+    });
+    const issued = expectOne(rows, 'token.issued', {
+      actor_type: 'client',
+      actor_id: agent.clientId,
+      account_id: user.id,
+      grant_id: consent.grant_id,
+      scopes: 'files:read',
+    });
     assert.equal(issued.details.grant_type, 'authorization_code');
     assert.match(String(issued.details.access_token_sha256), /^[0-9a-f]{64}$/);
     assert.notEqual(issued.details.access_token_sha256, tokens.access_token);
@@ -143,8 +178,17 @@ describe('audit events', () => {
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!));
     const rows = await exportEvents(server, '--user', user.username);
     expectOne(rows, 'refresh_token.rotated', { actor_type: 'client', actor_id: agent.clientId, account_id: user.id });
-    const reuse = expectOne(rows, 'refresh_token.reuse_detected', { actor_type: 'client', actor_id: agent.clientId, client_id: agent.clientId, account_id: user.id, outcome: 'failure' });
-    assert.ok(rows.some((r) => r.event_type === 'refresh_token.rotated' && r.details.previous_sha256 === reuse.details.token_sha256), 'the reused token is the one rotated first');
+    const reuse = expectOne(rows, 'refresh_token.reuse_detected', {
+      actor_type: 'client',
+      actor_id: agent.clientId,
+      client_id: agent.clientId,
+      account_id: user.id,
+      outcome: 'failure',
+    });
+    assert.ok(
+      rows.some((r) => r.event_type === 'refresh_token.rotated' && r.details.previous_sha256 === reuse.details.token_sha256),
+      'the reused token is the one rotated first',
+    );
     assert.ok(reuse.ip);
     const revoked = expectOne(rows, 'grant.revoked', { grant_id: reuse.grant_id, account_id: user.id, client_id: agent.clientId });
     assert.equal(revoked.details.reason, 'refresh_token_reuse');
@@ -179,7 +223,10 @@ describe('audit events', () => {
     const since = new Date(Date.now() - 60_000).toISOString();
     const r = await server.cli(['audit', 'export', '--since', since, '--client', agent.clientId]);
     assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
     assert.ok(lines.length > 10);
     assert.ok(lines.every((l) => l.client_id === agent.clientId));
     const none = await exportEvents(server, '--since', new Date(Date.now() + 3_600_000).toISOString());
@@ -197,7 +244,9 @@ describe('audit events', () => {
   });
 });
 
-describe('audit: nothing recorded for work that rolled back', { skip: REAL_SERVICES ? false : 'holds a table lock from a second PostgreSQL connection (set DATABASE_URL)' }, () => {
+describe('audit: nothing recorded for work that rolled back', {
+  skip: REAL_SERVICES ? false : 'holds a table lock from a second PostgreSQL connection (set DATABASE_URL)',
+}, () => {
   let server: TestServer;
   before(async () => {
     server = await startServer();
@@ -232,7 +281,11 @@ describe('audit: nothing recorded for work that rolled back', { skip: REAL_SERVI
     assert.equal(answer?.status, 503);
     assert.equal((JSON.parse(answer.body) as { error: string }).error, 'temporarily_unavailable');
     assert.equal(await tokenCount(), tokensBefore, 'no token was stored');
-    assert.equal(await count('SELECT count(*)::int AS n FROM audit_events WHERE request_id = $1', [answer.requestId]), 0, 'no audit row for the failed request');
+    assert.equal(
+      await count('SELECT count(*)::int AS n FROM audit_events WHERE request_id = $1', [answer.requestId]),
+      0,
+      'no audit row for the failed request',
+    );
     // The next request goes through, and the chain is intact.
     config[client.customFetch] = (url, options) => fetch(url, options as RequestInit);
     assert.ok((await client.clientCredentialsGrant(config, { scope: 'x:read' })).access_token);
@@ -286,7 +339,10 @@ describe('audit tamper evidence and retention', () => {
     assert.equal(human.code, 1);
     assert.match(human.stdout, /does not verify: row 3 was changed/);
 
-    await tamper(`UPDATE audit_events SET details = '{"description":"Scope 2","allow_unverified":false}' WHERE id = 3`, 'DELETE FROM audit_events WHERE id = 5');
+    await tamper(
+      `UPDATE audit_events SET details = '{"description":"Scope 2","allow_unverified":false}' WHERE id = 3`,
+      'DELETE FROM audit_events WHERE id = 5',
+    );
     v = await verify(server);
     assert.equal(v.code, 1);
     assert.equal(v.result.problem?.row, 5);
@@ -320,7 +376,10 @@ describe('audit purge', () => {
     const purged = JSON.parse(r.stdout) as { purged: number; throughSeq: number };
     assert.equal(purged.purged, 2);
     const rows = await exportEvents(server);
-    assert.deepEqual(rows.map((row) => row.event_type), ['scope.created', 'audit.purged']);
+    assert.deepEqual(
+      rows.map((row) => row.event_type),
+      ['scope.created', 'audit.purged'],
+    );
     assert.equal(rows[1]!.details.through_seq, purged.throughSeq);
     const v = await verify(server);
     assert.equal(v.result.ok, true, JSON.stringify(v.result));
@@ -343,7 +402,10 @@ describe('admin audit endpoint', () => {
     const res = await fetch(`${server.issuer}/admin/audit`, { headers: { authorization: `Bearer ${adminToken}` } });
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /ndjson/);
-    const rows = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as Row);
+    const rows = (await res.text())
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
     assert.ok(rows.some((row) => row.event_type === 'scope.created'));
     const bad = await fetch(`${server.issuer}/admin/audit?since=notatime`, { headers: { authorization: `Bearer ${adminToken}` } });
     assert.equal(bad.status, 400);
@@ -357,5 +419,4 @@ describe('admin audit endpoint', () => {
       await other.stop();
     }
   });
-
 });

@@ -77,7 +77,7 @@ describe('authorization code flow with PKCE', () => {
     assert.equal((await client.tokenIntrospection(config, third.access_token)).active, false);
   });
 
-  it('revocation makes the refresh token and the grant\'s access tokens inactive', async () => {
+  it("revocation makes the refresh token and the grant's access tokens inactive", async () => {
     const { tokens } = await obtainTokens();
     await client.tokenRevocation(config, tokens.refresh_token!);
     assert.equal((await client.tokenIntrospection(config, tokens.access_token)).active, false);
@@ -85,7 +85,7 @@ describe('authorization code flow with PKCE', () => {
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
   });
 
-  it('a code used twice fails the second time and kills the first exchange\'s tokens', async () => {
+  it("a code used twice fails the second time and kills the first exchange's tokens", async () => {
     const flow = await startFlow();
     const { callback } = await authorize(server.issuer, flow.url, user);
     const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: flow.verifier, expectedState: flow.state });
@@ -106,7 +106,8 @@ describe('authorization code flow with PKCE', () => {
     const wins = attempts.filter((a) => a.status === 'fulfilled');
     assert.ok(wins.length <= 1, `${wins.length} redemptions succeeded`);
     for (const a of attempts) {
-      if (a.status === 'rejected') assert.equal((a.reason as client.ResponseBodyError).error, 'invalid_grant', String(a.reason) + JSON.stringify((a.reason as { cause?: unknown }).cause));
+      if (a.status === 'rejected')
+        assert.equal((a.reason as client.ResponseBodyError).error, 'invalid_grant', String(a.reason) + JSON.stringify((a.reason as { cause?: unknown }).cause));
     }
     // Every loser counts as reuse: whatever the winner got is dead.
     for (const w of wins) {
@@ -125,7 +126,7 @@ describe('authorization code flow with PKCE', () => {
     assert.ok(next.access_token);
   });
 
-  it('issue-13: a request without scope asks consent for the client\'s registered scope and gets it', async () => {
+  it("issue-13: a request without scope asks consent for the client's registered scope and gets it", async () => {
     const flow = await startFlow();
     flow.url.searchParams.delete('scope');
     const result = await authorize(server.issuer, flow.url, user);
@@ -138,7 +139,10 @@ describe('authorization code flow with PKCE', () => {
   it('issue-13: a request without scope from a client that registered none is invalid_scope before anyone signs in', async () => {
     const bare = await createAgent(server, { name: 'No scopes', redirectUris: [REDIRECT_URI] });
     const url = client.buildAuthorizationUrl(await clientFor(server, bare), {
-      redirect_uri: REDIRECT_URI, state: 'st', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: REDIRECT_URI,
+      state: 'st',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     const res = await browse(new CookieJar(), url);
     assert.ok([302, 303].includes(res.status), `status ${res.status}`);
@@ -148,15 +152,25 @@ describe('authorization code flow with PKCE', () => {
     assert.equal(callback.searchParams.get('state'), 'st');
   });
 
-  it('issue-13: form_post\'s auto-submit script is allowed by the page\'s CSP, and nothing else is', async () => {
-    const params = { client_id: agent.clientId, redirect_uri: REDIRECT_URI, response_type: 'code', response_mode: 'form_post', scope: 'notes:read', state: 'fp' };
+  it("issue-13: form_post's auto-submit script is allowed by the page's CSP, and nothing else is", async () => {
+    const params = {
+      client_id: agent.clientId,
+      redirect_uri: REDIRECT_URI,
+      response_type: 'code',
+      response_mode: 'form_post',
+      scope: 'notes:read',
+      state: 'fp',
+    };
     const res = await fetch(`${server.issuer}/auth?${new URLSearchParams(params)}`, { redirect: 'manual' });
     const html = await res.text();
     assert.match(html, new RegExp(`<form method="post" action="${REDIRECT_URI}">`));
     const script = /<script>([\s\S]*?)<\/script>/.exec(html)?.[1];
     assert.ok(script, html);
     const csp = res.headers.get('content-security-policy') ?? '';
-    const scriptSrc = csp.split(';').map((d) => d.trim()).find((d) => d.startsWith('script-src'));
+    const scriptSrc = csp
+      .split(';')
+      .map((d) => d.trim())
+      .find((d) => d.startsWith('script-src'));
     assert.equal(scriptSrc, `script-src 'sha256-${createHash('sha256').update(script).digest('base64')}'`);
     assert.match(csp, /default-src 'none'/);
     // Every other page still allows no script at all.
@@ -202,7 +216,12 @@ describe('authorization code flow with PKCE', () => {
   });
 
   it('shows an error page, and never redirects, for an unregistered redirect URI', async () => {
-    for (const redirectUri of ['https://evil.example/callback', 'http://127.0.0.1:8765/callback/', 'http://127.0.0.1:8765/Callback', 'http://127.0.0.1:8765/callback?x=1']) {
+    for (const redirectUri of [
+      'https://evil.example/callback',
+      'http://127.0.0.1:8765/callback/',
+      'http://127.0.0.1:8765/Callback',
+      'http://127.0.0.1:8765/callback?x=1',
+    ]) {
       const flow = await startFlow('notes:read', { redirect_uri: redirectUri });
       const res = await fetch(flow.url, { redirect: 'manual', headers: { accept: 'text/html' } });
       assert.equal(res.status, 400, redirectUri);
@@ -235,7 +254,11 @@ describe('authorization code flow with PKCE', () => {
     const flow = await startFlow();
     const login = await openLoginPage(server.issuer, flow.url);
     const jar = login.jar;
-    const res = await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}/interaction/${login.uid}/login`, { csrf: csrfOf(login.html), username: user.username, password: user.password }));
+    const res = await followOnIssuer(
+      jar,
+      server.issuer,
+      await postForm(jar, `${server.issuer}/interaction/${login.uid}/login`, { csrf: csrfOf(login.html), username: user.username, password: user.password }),
+    );
     const html = await res.text();
     assert.match(html, /Allow/);
     const consentUid = /\/interaction\/([^/]+)\/consent/.exec(html)![1]!;

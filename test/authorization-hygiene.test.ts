@@ -30,7 +30,17 @@ describe('authorization endpoint hygiene', () => {
   const request = async (extra: Record<string, string> = {}) => {
     const verifier = client.randomPKCECodeVerifier();
     const challenge = await client.calculatePKCECodeChallenge(verifier);
-    return { verifier, challenge, url: client.buildAuthorizationUrl(config, { redirect_uri: REDIRECT_URI, scope: 'a:read', code_challenge: challenge, code_challenge_method: 'S256', ...extra }) };
+    return {
+      verifier,
+      challenge,
+      url: client.buildAuthorizationUrl(config, {
+        redirect_uri: REDIRECT_URI,
+        scope: 'a:read',
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        ...extra,
+      }),
+    };
   };
 
   it('R-40/R-39: returns state byte for byte, with iss, and works without state', async () => {
@@ -72,7 +82,11 @@ describe('authorization endpoint hygiene', () => {
     let res = await followOnIssuer(jar, server.issuer, await browse(jar, url));
     const html = await res.text();
     const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)![1]!;
-    res = await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }));
+    res = await followOnIssuer(
+      jar,
+      server.issuer,
+      await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+    );
     assert.notEqual(jar.cookies.get('_session'), 'attacker-chosen-session-id');
     assert.ok(jar.cookies.get('_session'), 'a session exists after sign-in');
   });

@@ -39,7 +39,13 @@ describe('bad input', () => {
     await expectJsonError(await post(''), 400, 'invalid_request');
     await expectJsonError(await post('grant_type=authorization_code&grant_type=refresh_token'), 400, 'invalid_request');
     await expectJsonError(await post(`grant_type=client_credentials&pad=${'a'.repeat(100_000)}`), 400, 'invalid_request');
-    const withAssertion = (assertion: string) => postToken(server.issuer, { grant_type: 'client_credentials', client_id: agent.clientId, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion });
+    const withAssertion = (assertion: string) =>
+      postToken(server.issuer, {
+        grant_type: 'client_credentials',
+        client_id: agent.clientId,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: assertion,
+      });
     await expectJsonError(await withAssertion('not.a.jwt'), 400, 'invalid_request');
     await expectJsonError(await withAssertion('eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.'), 401, 'invalid_client');
     const get = await fetch(`${server.issuer}/token`);
@@ -52,7 +58,12 @@ describe('bad input', () => {
   });
 
   it('answers authorization endpoint garbage with an error page, not a redirect', async () => {
-    for (const query of ['', 'client_id=unknown&response_type=code&redirect_uri=https://agent.example/cb', `client_id=${agent.clientId}&redirect_uri=https://evil.example/cb&response_type=code`, 'client_id=%00%ff&redirect_uri=%zz']) {
+    for (const query of [
+      '',
+      'client_id=unknown&response_type=code&redirect_uri=https://agent.example/cb',
+      `client_id=${agent.clientId}&redirect_uri=https://evil.example/cb&response_type=code`,
+      'client_id=%00%ff&redirect_uri=%zz',
+    ]) {
       const res = await fetch(`${server.issuer}/auth?${query}`, { redirect: 'manual', headers: { accept: 'text/html' } });
       assert.equal(res.status, 400, query);
       assert.equal(res.headers.get('location'), null);
@@ -69,16 +80,23 @@ describe('bad input', () => {
     assert.equal(stale.status, 400);
     assert.match(await stale.text(), /expired or was opened in another browser/);
     const stalePost = await fetch(`${server.issuer}/interaction/does-not-exist/login`, {
-      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' }, body: 'username=a&password=b',
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+      body: 'username=a&password=b',
     });
     assert.equal(stalePost.status, 400);
   });
 
   it('issue-13: a NUL character in any parameter is a 400, never a 500', async () => {
     const config = await clientFor(server, agent);
-    const authorizationUrl = async (extra: Record<string, string>) => client.buildAuthorizationUrl(config, {
-      redirect_uri: 'https://agent.example/cb', scope: 'docs:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256', ...extra,
-    });
+    const authorizationUrl = async (extra: Record<string, string>) =>
+      client.buildAuthorizationUrl(config, {
+        redirect_uri: 'https://agent.example/cb',
+        scope: 'docs:read',
+        code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+        code_challenge_method: 'S256',
+        ...extra,
+      });
     for (const extra of [{ nonce: '\u0000' }, { state: 'a\u0000b' }, { resource: 'https://x.example/\u0000' }] as Record<string, string>[]) {
       const res = await fetch(await authorizationUrl(extra), { redirect: 'manual', headers: { accept: 'text/html' } });
       assert.equal(res.status, 400, JSON.stringify(extra));
@@ -89,15 +107,32 @@ describe('bad input', () => {
     const login = await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: 'a\u0000b', password: 'p\u0000' });
     assert.equal(login.status, 400);
     // The token endpoint, and a registration's JSON.
-    const assertion = (jti: string) => clientAssertion({ alg: 'ES256', kid: agent.kid!, privateKey: KeyObject.from(agent.privateKey!) } as TestKey, agent.clientId, server.issuer, { jti });
+    const assertion = (jti: string) =>
+      clientAssertion({ alg: 'ES256', kid: agent.kid!, privateKey: KeyObject.from(agent.privateKey!) } as TestKey, agent.clientId, server.issuer, { jti });
     const jwtBearer = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
-    await expectJsonError(await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'x\u0000', client_assertion_type: jwtBearer, client_assertion: assertion('j1') }), 400, 'invalid_grant');
+    await expectJsonError(
+      await postToken(server.issuer, {
+        grant_type: 'refresh_token',
+        refresh_token: 'x\u0000',
+        client_assertion_type: jwtBearer,
+        client_assertion: assertion('j1'),
+      }),
+      400,
+      'invalid_grant',
+    );
     // The assertion's jti is stored (replay detection): a NUL in it is the client's error.
-    const nulJti = await postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: jwtBearer, client_assertion: assertion('j\u0000') });
+    const nulJti = await postToken(server.issuer, {
+      grant_type: 'client_credentials',
+      client_assertion_type: jwtBearer,
+      client_assertion: assertion('j\u0000'),
+    });
     assert.ok([400, 401].includes(nulJti.status), `jti with NUL: ${nulJti.status}`);
     const registration = await fetch(`${server.issuer}/reg`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${JSON.parse((await server.cli(['registration-tokens', 'create', '--json'])).stdout).token}` },
+      headers: {
+        'content-type': 'application/json',
+        authorization: `Bearer ${JSON.parse((await server.cli(['registration-tokens', 'create', '--json'])).stdout).token}`,
+      },
       body: JSON.stringify({ redirect_uris: ['https://agent.example/cb'], token_endpoint_auth_method: 'none', contacts: ['a\u0000@example.com'] }),
     });
     await expectJsonError(registration, 400, /^invalid_(request|client_metadata)$/);
@@ -106,15 +141,24 @@ describe('bad input', () => {
   it('limits form bodies on our own pages', async () => {
     const config = await clientFor(server, agent);
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'https://agent.example/cb', scope: 'docs:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: 'https://agent.example/cb',
+      scope: 'docs:read',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     const { jar, html, uid } = await openLoginPage(server.issuer, url);
     const huge = await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: 'a', password: 'b'.repeat(1024 * 1024) });
     assert.equal(huge.status, 413);
-    const json = await browse(jar, `${server.issuer}/interaction/${uid}/login`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+    const json = await browse(jar, `${server.issuer}/interaction/${uid}/login`, {
+      method: 'POST',
+      body: '{}',
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(json.status, 415);
     const crossSite = await browse(jar, `${server.issuer}/interaction/${uid}/login`, {
-      method: 'POST', body: `csrf=${csrfOf(html)}&username=a&password=b`, headers: { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'cross-site' },
+      method: 'POST',
+      body: `csrf=${csrfOf(html)}&username=a&password=b`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'cross-site' },
     });
     assert.equal(crossSite.status, 403);
   });
@@ -122,7 +166,10 @@ describe('bad input', () => {
   it('marks cookies Secure behind a TLS-terminating proxy only when TRUST_PROXY is set', async () => {
     const config = await clientFor(server, agent);
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'https://agent.example/cb', scope: 'docs:read', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: 'https://agent.example/cb',
+      scope: 'docs:read',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     const res = await fetch(url, { redirect: 'manual', headers: { 'x-forwarded-proto': 'https' } });
     const cookies = res.headers.getSetCookie();
@@ -147,7 +194,14 @@ describe('behind a proxy (TRUST_PROXY=true)', () => {
   it('sets Secure cookies when the proxy says the request came over https', async () => {
     const agent = await createAgent(server, { redirectUris: ['https://agent.example/cb'] });
     const challenge = await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier());
-    const query = new URLSearchParams({ client_id: agent.clientId, redirect_uri: 'https://agent.example/cb', response_type: 'code', scope: 'openid', code_challenge: challenge, code_challenge_method: 'S256' });
+    const query = new URLSearchParams({
+      client_id: agent.clientId,
+      redirect_uri: 'https://agent.example/cb',
+      response_type: 'code',
+      scope: 'openid',
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+    });
     const res = await fetch(`${server.baseUrl}/auth?${query}`, { redirect: 'manual', headers: { 'x-forwarded-proto': 'https' } });
     assert.equal(res.status, 303);
     const cookies = res.headers.getSetCookie();

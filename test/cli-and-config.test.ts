@@ -17,8 +17,17 @@ describe('the agentauth command against a running server', () => {
   after(() => server?.stop());
 
   it('prints help for every command and exits 0', async () => {
-    for (const args of [['--help'], ['migrate', '--help'], ['users', 'create', '--help'], ['scopes', 'create', '--help'], ['scopes', 'list', '--help'],
-      ['clients', 'create', '--help'], ['clients', 'list', '--help'], ['clients', 'show', '--help'], ['keys', 'rotate', '--help']]) {
+    for (const args of [
+      ['--help'],
+      ['migrate', '--help'],
+      ['users', 'create', '--help'],
+      ['scopes', 'create', '--help'],
+      ['scopes', 'list', '--help'],
+      ['clients', 'create', '--help'],
+      ['clients', 'list', '--help'],
+      ['clients', 'show', '--help'],
+      ['keys', 'rotate', '--help'],
+    ]) {
       const r = await server.cli(args);
       assert.equal(r.code, 0, args.join(' '));
       assert.match(r.stdout, /agentauth/);
@@ -26,7 +35,12 @@ describe('the agentauth command against a running server', () => {
   });
 
   it('prints exactly one JSON object with --json', async () => {
-    for (const args of [['scopes', 'create', 'files:read', '--description', 'Read your files', '--json'], ['scopes', 'list', '--json'], ['clients', 'list', '--json'], ['migrate', '--json']]) {
+    for (const args of [
+      ['scopes', 'create', 'files:read', '--description', 'Read your files', '--json'],
+      ['scopes', 'list', '--json'],
+      ['clients', 'list', '--json'],
+      ['migrate', '--json'],
+    ]) {
       const r = await server.cli(args);
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
       const parsed: unknown = JSON.parse(r.stdout);
@@ -78,7 +92,10 @@ describe('the agentauth command against a running server', () => {
     const config = await clientFor(server, agent);
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'calendar:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'calendar:read',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     const { callback, consentHtml } = await authorize(server.issuer, url, user);
     assert.match(consentHtml, /See your calendar/);
@@ -125,10 +142,20 @@ describe('the agentauth command against a running server', () => {
     assert.equal(r.code, 0, r.stderr);
     const { kid } = JSON.parse(r.stdout) as { kid: string };
     const after = (await (await fetch(`${server.issuer}/jwks`)).json()) as { keys: { kid: string; d?: string }[] };
-    assert.ok(after.keys.some((k) => k.kid === kid), 'the new key is published at once');
+    assert.ok(
+      after.keys.some((k) => k.kid === kid),
+      'the new key is published at once',
+    );
     assert.equal(after.keys[0]!.kid, before.keys[0]!.kid, 'the old key signs until the propagation delay has passed');
-    for (const old of before.keys) assert.ok(after.keys.some((k) => k.kid === old.kid), 'old keys stay published');
-    assert.ok(after.keys.every((k) => k.d === undefined), 'no private parts');
+    for (const old of before.keys)
+      assert.ok(
+        after.keys.some((k) => k.kid === old.kid),
+        'old keys stay published',
+      );
+    assert.ok(
+      after.keys.every((k) => k.d === undefined),
+      'no private parts',
+    );
   });
 
   it('answers health and readiness', async () => {
@@ -142,7 +169,12 @@ describe('start-up refusals', () => {
   it('stops with one line naming a bad environment value', async () => {
     const deployment = await newDeployment();
     try {
-      for (const [name, value] of [['PORT', 'eighty'], ['ACCESS_TOKEN_TTL', '-5'], ['ISSUER', 'ftp://x'], ['TRUST_PROXY', 'maybe']] as const) {
+      for (const [name, value] of [
+        ['PORT', 'eighty'],
+        ['ACCESS_TOKEN_TTL', '-5'],
+        ['ISSUER', 'ftp://x'],
+        ['TRUST_PROXY', 'maybe'],
+      ] as const) {
         const error = await spawnServer({ ...deployment.env, [name]: value }).then(
           () => assert.fail('the server started'),
           (err: Error) => err.message,

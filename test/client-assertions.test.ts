@@ -25,13 +25,22 @@ describe('client assertions', () => {
   before(async () => {
     server = await startServer();
     await createScope(server, 'jobs:run', 'Run jobs');
-    agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'jobs:run', jwks: { keys: [es.publicJwk, ed.publicJwk, ps.publicJwk, rs.publicJwk] } });
+    agent = await createAgent(server, {
+      grantTypes: ['client_credentials'],
+      scope: 'jobs:run',
+      jwks: { keys: [es.publicJwk, ed.publicJwk, ps.publicJwk, rs.publicJwk] },
+    });
     other = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'jobs:run', jwks: { keys: [otherKey.publicJwk] } });
   });
   after(() => server?.stop());
 
   const tokenWith = (assertion: string, clientId?: string) =>
-    postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion, ...(clientId ? { client_id: clientId } : {}) });
+    postToken(server.issuer, {
+      grant_type: 'client_credentials',
+      client_assertion_type: JWT_BEARER,
+      client_assertion: assertion,
+      ...(clientId ? { client_id: clientId } : {}),
+    });
 
   async function expectStatus(assertion: string, status: number, label: string, clientId?: string) {
     const res = await tokenWith(assertion, clientId);
@@ -40,7 +49,8 @@ describe('client assertions', () => {
     if (status === 401) assert.equal(body.error, 'invalid_client', label);
   }
 
-  const good = (key: TestKey, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) => clientAssertion(key, agent.clientId, server.issuer, claims, header);
+  const good = (key: TestKey, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) =>
+    clientAssertion(key, agent.clientId, server.issuer, claims, header);
 
   it('accepts ES256, EdDSA and PS256 assertions addressed to the issuer', async () => {
     for (const key of [es, ed, ps]) await expectStatus(good(key), 200, key.alg);
@@ -49,7 +59,14 @@ describe('client assertions', () => {
   it('R-47: refuses assertions missing a claim or naming another client', async () => {
     const without = (claim: string) => {
       const now = Math.floor(Date.now() / 1000);
-      const claims: Record<string, unknown> = { iss: agent.clientId, sub: agent.clientId, aud: server.issuer, jti: crypto.randomUUID(), iat: now, exp: now + 60 };
+      const claims: Record<string, unknown> = {
+        iss: agent.clientId,
+        sub: agent.clientId,
+        aud: server.issuer,
+        jti: crypto.randomUUID(),
+        iat: now,
+        exp: now + 60,
+      };
       delete claims[claim];
       return signJwt({ alg: 'ES256', kid: es.kid }, claims, es.privateKey);
     };
@@ -69,7 +86,7 @@ describe('client assertions', () => {
     await expectStatus(good(es, { aud: 'https://other-as.example' }), 401, 'aud another server');
   });
 
-  it('R-49: bounds the assertion\'s time window', async () => {
+  it("R-49: bounds the assertion's time window", async () => {
     const now = Math.floor(Date.now() / 1000);
     await expectStatus(good(es, { iat: now - 400, exp: now - 300 }), 401, 'expired 5 minutes ago');
     await expectStatus(good(es, { exp: now + 3600 }), 401, 'exp one hour ahead');
@@ -101,7 +118,7 @@ describe('client assertions', () => {
     await expectStatus(good(attacker, {}, { jku: 'https://attacker.example/jwks' }), 401, 'jku to attacker keys');
   });
 
-  it('issue-13: invalid_client says which rule of the assertion\'s shape failed, never why a signature or key did', async () => {
+  it("issue-13: invalid_client says which rule of the assertion's shape failed, never why a signature or key did", async () => {
     const described = async (assertion: string) => {
       const res = await tokenWith(assertion);
       const body = (await res.json()) as { error: string; error_description: string };
@@ -127,16 +144,19 @@ describe('client assertions', () => {
     assert.match(await described(once), /^jti: this client assertion was already used/);
     // Keys and signatures: nothing more than oidc-provider ever said.
     for (const [label, assertion] of [
-      ['another client\'s key', good(otherKey)],
+      ["another client's key", good(otherKey)],
       ['a foreign key under our kid', good({ ...otherKey, kid: es.kid })],
       ['an unknown client', good(es, { iss: 'agt_nobody', sub: 'agt_nobody' })],
-    ] as const) assert.equal(await described(assertion), 'client authentication failed', label);
+    ] as const)
+      assert.equal(await described(assertion), 'client authentication failed', label);
 
     const r = await server.cli(['audit', 'export', '--client', agent.clientId, '--json']);
-    const rows = (JSON.parse(r.stdout) as { events: { event_type: string; outcome: string; details: { rule?: string } }[] }).events
-      .filter((e) => e.event_type === 'client.authentication_failed');
+    const rows = (JSON.parse(r.stdout) as { events: { event_type: string; outcome: string; details: { rule?: string } }[] }).events.filter(
+      (e) => e.event_type === 'client.authentication_failed',
+    );
     const rules = new Set(rows.map((e) => e.details.rule));
-    for (const rule of ['aud', 'lifetime', 'exp', 'iat', 'alg', 'typ', 'jti', 'credentials']) assert.ok(rules.has(rule), `audited ${rule}: ${[...rules].join(' ')}`);
+    for (const rule of ['aud', 'lifetime', 'exp', 'iat', 'alg', 'typ', 'jti', 'credentials'])
+      assert.ok(rules.has(rule), `audited ${rule}: ${[...rules].join(' ')}`);
     assert.ok(rows.every((e) => e.outcome === 'failure'));
     assert.match(server.output(), /"rule":"aud".*"msg":"client authentication failed"|"msg":"client authentication failed".*"rule":"aud"/);
   });
@@ -144,7 +164,12 @@ describe('client assertions', () => {
   it('issue-13: an assertion spent on a refused request stays spent, though the refusal rolls back', async () => {
     const assertion = good(es);
     // Authenticated, then refused: this agent may not use the refresh_token grant.
-    const refused = await postToken(server.issuer, { grant_type: 'refresh_token', refresh_token: 'not-a-refresh-token', client_assertion_type: JWT_BEARER, client_assertion: assertion });
+    const refused = await postToken(server.issuer, {
+      grant_type: 'refresh_token',
+      refresh_token: 'not-a-refresh-token',
+      client_assertion_type: JWT_BEARER,
+      client_assertion: assertion,
+    });
     assert.equal(refused.status, 400);
     assert.equal(((await refused.json()) as { error: string }).error, 'unauthorized_client');
     await expectStatus(assertion, 401, 'the same assertion again');
@@ -162,13 +187,26 @@ describe('client assertions', () => {
   });
 
   it('R-54: refuses foreign keys and survives odd kids', async () => {
-    await expectStatus(good(otherKey), 401, 'signed by another client\'s key');
+    await expectStatus(good(otherKey), 401, "signed by another client's key");
     await expectStatus(good({ ...otherKey, kid: es.kid }), 401, 'foreign key under our kid');
     for (const kid of ['../../etc/passwd', "' OR 1=1 --", 'k'.repeat(5000), '\u0000']) {
       const res = await tokenWith(good(es, {}, { kid }));
       assert.ok(res.status === 400 || res.status === 401, `kid ${kid.slice(0, 20)}: ${res.status}`);
     }
-    const noKid = await tokenWith(signJwt({ alg: 'ES256' }, { iss: agent.clientId, sub: agent.clientId, aud: server.issuer, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60 }, es.privateKey));
+    const noKid = await tokenWith(
+      signJwt(
+        { alg: 'ES256' },
+        {
+          iss: agent.clientId,
+          sub: agent.clientId,
+          aud: server.issuer,
+          jti: crypto.randomUUID(),
+          iat: Math.floor(Date.now() / 1000),
+          exp: Math.floor(Date.now() / 1000) + 60,
+        },
+        es.privateKey,
+      ),
+    );
     assert.ok(noKid.status === 200 || noKid.status === 401, `no kid: ${noKid.status}`);
   });
 });
@@ -183,9 +221,12 @@ describe('client assertions with RS256 allowed', () => {
   it('accepts RS256 when configured, and applies a configured lifetime cap', async () => {
     const rs = generateTestKey('RS256');
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], jwks: { keys: [rs.publicJwk] } });
-    const send = (claims: Record<string, unknown>) => postToken(server.issuer, {
-      grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: clientAssertion(rs, agent.clientId, server.issuer, claims),
-    });
+    const send = (claims: Record<string, unknown>) =>
+      postToken(server.issuer, {
+        grant_type: 'client_credentials',
+        client_assertion_type: JWT_BEARER,
+        client_assertion: clientAssertion(rs, agent.clientId, server.issuer, claims),
+      });
     const now = Math.floor(Date.now() / 1000);
     assert.equal((await send({ exp: now + 30 })).status, 200);
     assert.equal((await send({ exp: now + 60 })).status, 401);

@@ -60,12 +60,15 @@ describe('client_credentials and the token endpoint', () => {
 
   it('refuses an assertion replayed a second time', async () => {
     const assertion = await signedAssertion(server, agent);
-    assert.equal((await postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion })).status, 200);
+    assert.equal(
+      (await postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion })).status,
+      200,
+    );
     const replay = await postToken(server.issuer, {
-        grant_type: 'client_credentials',
-        client_assertion_type: JWT_BEARER,
-        client_assertion: assertion,
-      });
+      grant_type: 'client_credentials',
+      client_assertion_type: JWT_BEARER,
+      client_assertion: assertion,
+    });
     assert.equal(replay.status, 401);
     assert.equal(((await replay.json()) as { error: string }).error, 'invalid_client');
   });
@@ -76,7 +79,10 @@ describe('client_credentials and the token endpoint', () => {
     const results = await Promise.all(Array.from({ length: 20 }, () => postToken(server.issuer, body)));
     const statuses = results.map((r) => r.status).sort();
     assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses.join(',')}`);
-    assert.ok(statuses.every((s) => s === 200 || s === 401), `statuses: ${statuses.join(',')}`);
+    assert.ok(
+      statuses.every((s) => s === 200 || s === 401),
+      `statuses: ${statuses.join(',')}`,
+    );
   });
 
   it('refuses a grant type the client is not registered for with unauthorized_client', async () => {

@@ -25,8 +25,12 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
   let fetches = 0;
 
   const publicClient = (id: string) => ({
-    client_id: id, client_name: 'Document-described MCP host', redirect_uris: [MCP_REDIRECT_URL],
-    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none',
+    client_id: id,
+    client_name: 'Document-described MCP host',
+    redirect_uris: [MCP_REDIRECT_URL],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
   });
 
   before(async () => {
@@ -38,7 +42,10 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     });
     origin = documents.origin;
     served['/mcp-host.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
-    served['/confidential.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/confidential.json`), token_endpoint_auth_method: 'private_key_jwt', jwks_uri: `${origin}/jwks` } });
+    served['/confidential.json'] = () => ({
+      status: 200,
+      body: { ...publicClient(`${origin}/confidential.json`), token_endpoint_auth_method: 'private_key_jwt', jwks_uri: `${origin}/jwks` },
+    });
     served['/liar.json'] = () => ({ status: 200, body: publicClient(`${origin}/mcp-host.json`) });
     served['/web-redirect.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/web-redirect.json`), redirect_uris: ['http://evil.example/cb'] } });
     served['/moved.json'] = () => ({ status: 302, body: {}, headers: { location: `${origin}/mcp-host.json` } });
@@ -79,11 +86,21 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
   });
 
   it('refuses documents that break the policy, name another client_id, or redirect: an error page, never a redirect', async () => {
-    for (const [document, why] of [['/confidential.json', /public|none/], ['/liar.json', /client_id/], ['/web-redirect.json', /redirect|https/], ['/moved.json', /fetch/], ['/missing.json', /fetch/]] as const) {
+    for (const [document, why] of [
+      ['/confidential.json', /public|none/],
+      ['/liar.json', /client_id/],
+      ['/web-redirect.json', /redirect|https/],
+      ['/moved.json', /fetch/],
+      ['/missing.json', /fetch/],
+    ] as const) {
       const url = new URL(`${server.issuer}/auth`);
       url.search = new URLSearchParams({
-        client_id: `${origin}${document}`, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope: 'notes:read',
-        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+        client_id: `${origin}${document}`,
+        response_type: 'code',
+        redirect_uri: MCP_REDIRECT_URL,
+        scope: 'notes:read',
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
       }).toString();
       const res = await fetch(url, { redirect: 'manual' });
       assert.equal(res.status, 400, document);
@@ -97,8 +114,12 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     const ask = async (scope: string) => {
       const url = new URL(`${server.issuer}/auth`);
       url.search = new URLSearchParams({
-        client_id: `${origin}/look-alike.json`, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope,
-        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+        client_id: `${origin}/look-alike.json`,
+        response_type: 'code',
+        redirect_uri: MCP_REDIRECT_URL,
+        scope,
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
       }).toString();
       return new URL((await fetch(url, { redirect: 'manual' })).headers.get('location') ?? '', server.issuer);
     };
@@ -118,13 +139,20 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
   const authorizationRequest = (clientId: string) => {
     const url = new URL(`${server.issuer}/auth`);
     url.search = new URLSearchParams({
-      client_id: clientId, response_type: 'code', redirect_uri: MCP_REDIRECT_URL, scope: 'notes:read',
-      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+      client_id: clientId,
+      response_type: 'code',
+      redirect_uri: MCP_REDIRECT_URL,
+      scope: 'notes:read',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
     }).toString();
     return fetch(url, { redirect: 'manual' });
   };
   const auditOf = async (clientId: string) =>
-    JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as { event_type: string; details: { changed?: string[] } }[];
+    JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as {
+      event_type: string;
+      details: { changed?: string[] };
+    }[];
 
   it('issue-13: concurrent first uses of one document all succeed, and register it once', async () => {
     const clientId = `${origin}/race.json`;
@@ -146,7 +174,10 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     // A configuration change rebuilds the provider, and with it the document cache.
     assert.equal((await server.cli(['scopes', 'create', `cimd:probe${Date.now()}`, '--description', 'Probe'])).code, 0);
     assert.equal((await authorizationRequest(clientId)).status, 303);
-    const shown = JSON.parse((await server.cli(['clients', 'show', clientId, '--json'])).stdout) as { client_name?: string; metadata?: { client_name: string } };
+    const shown = JSON.parse((await server.cli(['clients', 'show', clientId, '--json'])).stdout) as {
+      client_name?: string;
+      metadata?: { client_name: string };
+    };
     assert.equal(shown.client_name ?? shown.metadata?.client_name, 'After the change');
     const updated = (await auditOf(clientId)).filter((e) => e.event_type === 'client.updated');
     assert.equal(updated.length, 1);

@@ -50,14 +50,21 @@ describe('client management', () => {
     assert.equal(toPublic.code, 1);
     assert.match(toPublic.stderr, /public client cannot use the client_credentials grant/);
 
-    const events = JSON.parse((await cli('audit', 'export', '--client', agent.clientId, '--json')).stdout).events as { event_type: string; details: { changed?: string[] } }[];
+    const events = JSON.parse((await cli('audit', 'export', '--client', agent.clientId, '--json')).stdout).events as {
+      event_type: string;
+      details: { changed?: string[] };
+    }[];
     const updated = events.filter((e) => e.event_type === 'client.updated');
     assert.equal(updated.length, 1, 'refused updates are not recorded as updates');
     assert.deepEqual(updated[0]!.details.changed, ['client_name']);
   });
 
   async function agentWithTokens(): Promise<{ agent: TestAgent; config: client.Configuration; tokens: client.TokenEndpointResponse }> {
-    const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'mail:read', grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
+    const agent = await createAgent(server, {
+      redirectUris: [REDIRECT_URI],
+      scope: 'mail:read',
+      grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'],
+    });
     const config = await clientFor(server, agent);
     const user = await createUser(server);
     const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'mail:read', redirectUri: REDIRECT_URI });
@@ -75,7 +82,11 @@ describe('client management', () => {
     await assert.rejects(client.clientCredentialsGrant(config, { scope: 'mail:read' }), (err: client.ResponseBodyError) => err.error === 'invalid_client');
     const shown = JSON.parse((await cli('clients', 'show', agent.clientId, '--json')).stdout) as { disabled: boolean };
     assert.equal(shown.disabled, true);
-    const events = JSON.parse((await cli('audit', 'export', '--client', agent.clientId, '--json')).stdout).events as { event_type: string; actor_type: string; details: { reason?: string } }[];
+    const events = JSON.parse((await cli('audit', 'export', '--client', agent.clientId, '--json')).stdout).events as {
+      event_type: string;
+      actor_type: string;
+      details: { reason?: string };
+    }[];
     assert.ok(events.some((e) => e.event_type === 'client.disabled' && e.actor_type === 'admin'));
     assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.details.reason === 'client_disabled' && e.actor_type === 'admin'));
   });

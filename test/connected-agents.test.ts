@@ -18,7 +18,11 @@ async function signInToAccount(server: TestServer, user: TestUser, jar = new Coo
   let html = await res.text();
   const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
   if (login) {
-    res = await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }));
+    res = await followOnIssuer(
+      jar,
+      server.issuer,
+      await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+    );
     html = await res.text();
   }
   assert.equal(res.status, 200, html);
@@ -83,11 +87,15 @@ describe('connected agents page', () => {
     assert.doesNotMatch(page, /Revocable agent/);
     assert.equal((await client.tokenIntrospection(config, tokens.access_token)).active, false);
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
-    const events = JSON.parse((await server.cli(['audit', 'export', '--user', user.username, '--json'])).stdout).events as { event_type: string; actor_type: string; details: { reason?: string } }[];
+    const events = JSON.parse((await server.cli(['audit', 'export', '--user', user.username, '--json'])).stdout).events as {
+      event_type: string;
+      actor_type: string;
+      details: { reason?: string };
+    }[];
     assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.actor_type === 'user' && e.details.reason === 'user_revoked'));
   });
 
-  it('answers 404 for another user\'s grant, and changes nothing', async () => {
+  it("answers 404 for another user's grant, and changes nothing", async () => {
     const alice = await createUser(server);
     const bob = await createUser(server);
     const { config, tokens } = await connect(bob, "Bob's agent");

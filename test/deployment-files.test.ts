@@ -46,7 +46,7 @@ function interpolate(value: string, dotenv: Record<string, string>, required: Se
       required.add(name);
       throw new Error(`${name} is required: ${arg}`);
     }
-    return op === '-' ? arg ?? '' : '';
+    return op === '-' ? (arg ?? '') : '';
   });
 }
 
@@ -56,7 +56,12 @@ describe('docker compose', () => {
     const envFile = path.join(dir, '.env');
     const init = await runCli({ ...process.env }, ['init', '--out', envFile]);
     assert.equal(init.code, 0, init.stderr);
-    const dotenv = Object.fromEntries(readFileSync(envFile, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const dotenv = Object.fromEntries(
+      readFileSync(envFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
 
     const required = new Set<string>();
     const composed = Object.fromEntries(Object.entries(composeEnvironment()).map(([k, v]) => [k, interpolate(v, dotenv, required)]));
@@ -68,7 +73,11 @@ describe('docker compose', () => {
     assert.deepEqual(Object.keys(dotenv).sort(), ['COOKIE_KEYS', 'KEY_ENCRYPTION_KEY']);
     const missing = new Set<string>();
     for (const value of Object.values(composeEnvironment())) {
-      try { interpolate(value, {}, missing); } catch { /* recorded */ }
+      try {
+        interpolate(value, {}, missing);
+      } catch {
+        /* recorded */
+      }
     }
     assert.deepEqual([...missing].sort(), ['COOKIE_KEYS', 'KEY_ENCRYPTION_KEY']);
   });

@@ -15,7 +15,11 @@ import { createUser, type TestUser } from './helpers/factories.ts';
 import { freePort, startServer, type TestServer } from './helpers/server.ts';
 import { waitFor } from './helpers/wait.ts';
 
-interface Status { connected: boolean; revoked: string | null; api: { status: number; body: { notes?: string[]; user?: string } | null } }
+interface Status {
+  connected: boolean;
+  revoked: string | null;
+  api: { status: number; body: { notes?: string[]; user?: string } | null };
+}
 
 describe('the examples', () => {
   let server: TestServer;
@@ -30,7 +34,14 @@ describe('the examples', () => {
     user = await createUser(server);
     // Tokens that run low quickly, so the agent's refresh shows within the test.
     api = await startResourceServerExample({ issuer: server.issuer, port: 0, cli: server.cli, log: (l) => apiLog.push(l), accessTokenTtl: 30 });
-    agent = await startAgentExample({ issuer: server.issuer, resource: api.url, port: 0, cli: server.cli, log: (l) => agentLog.push(l), refreshBeforeSeconds: 28 });
+    agent = await startAgentExample({
+      issuer: server.issuer,
+      resource: api.url,
+      port: 0,
+      cli: server.cli,
+      log: (l) => agentLog.push(l),
+      refreshBeforeSeconds: 28,
+    });
   });
   after(async () => {
     await agent?.close();
@@ -42,9 +53,19 @@ describe('the examples', () => {
 
   it('issue 12: the notes API answers 503 with Retry-After while it registers itself, then serves', async () => {
     let release!: () => void;
-    const registering = new Promise<void>((resolve) => { release = resolve; });
+    const registering = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     const port = await freePort();
-    const starting = startResourceServerExample({ issuer: server.issuer, port, cli: async (args) => { await registering; return server.cli(args); }, log: () => {} });
+    const starting = startResourceServerExample({
+      issuer: server.issuer,
+      port,
+      cli: async (args) => {
+        await registering;
+        return server.cli(args);
+      },
+      log: () => {},
+    });
     const early = await waitFor('the example to listen', () => fetch(`http://127.0.0.1:${port}/notes`).catch(() => undefined));
     assert.equal(early.status, 503);
     assert.equal(early.headers.get('retry-after'), '1');
@@ -63,7 +84,7 @@ describe('the examples', () => {
     const authorizationUrl = new URL(login.headers.get('location')!);
     assert.equal(authorizationUrl.searchParams.get('resource'), api.url);
     const { callback, consentScopes } = await authorize(server.issuer, authorizationUrl, user);
-    assert.ok(consentScopes.length >= 2, 'asks for the API\'s scopes');
+    assert.ok(consentScopes.length >= 2, "asks for the API's scopes");
     assert.equal((await fetch(callback, { redirect: 'manual' })).status, 303);
     const s = await status();
     assert.equal(s.connected, true);
@@ -73,10 +94,14 @@ describe('the examples', () => {
   });
 
   it('refreshes when its access token runs low', async () => {
-    await waitFor('the token to run low', async () => {
-      await status();
-      return agentLog.some((l) => l.startsWith('refreshed')) ? true : undefined;
-    }, 10_000);
+    await waitFor(
+      'the token to run low',
+      async () => {
+        await status();
+        return agentLog.some((l) => l.startsWith('refreshed')) ? true : undefined;
+      },
+      10_000,
+    );
     assert.equal((await status()).api.status, 200);
   });
 

@@ -45,7 +45,11 @@ async function startJwksServer(local = false): Promise<JwksServer> {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     routes,
     requests,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -83,7 +87,13 @@ describe('jwks_uri clients', { skip: testHostsUnavailable }, () => {
     const issuer = new URL(server.issuer);
     const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { [oauth.allowInsecureRequests]: true }));
     const oauthClient: oauth.Client = { client_id: agent.clientId };
-    const response = await oauth.clientCredentialsGrantRequest(as, oauthClient, oauth.PrivateKeyJwt({ key: pair.privateKey, kid: 'ed-1' }), { scope: 'sync:run' }, { [oauth.allowInsecureRequests]: true });
+    const response = await oauth.clientCredentialsGrantRequest(
+      as,
+      oauthClient,
+      oauth.PrivateKeyJwt({ key: pair.privateKey, kid: 'ed-1' }),
+      { scope: 'sync:run' },
+      { [oauth.allowInsecureRequests]: true },
+    );
     const result = await oauth.processClientCredentialsResponse(as, oauthClient, response);
     assert.ok(result.access_token);
     const fetched = jwks.requests.at(-1)!;
@@ -109,7 +119,10 @@ describe('jwks_uri clients', { skip: testHostsUnavailable }, () => {
 
   it('W-21: gives up on a huge, a slow or a redirecting jwks_uri, and stays responsive', async () => {
     const key = generateTestKey('ES256');
-    await refusedThrough((res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [key.publicJwk], pad: 'x'.repeat(1024 * 1024) })), 'huge');
+    await refusedThrough(
+      (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [key.publicJwk], pad: 'x'.repeat(1024 * 1024) })),
+      'huge',
+    );
     const slowMs = await refusedThrough((res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"keys":[');
@@ -121,12 +134,18 @@ describe('jwks_uri clients', { skip: testHostsUnavailable }, () => {
     assert.equal((await fetch(`${server.issuer}/healthz`)).status, 200);
   });
 
-  it('issue-14: a token request waiting on a slow jwks_uri holds no database connection', { skip: !REAL_SERVICES && 'the embedded database has no connection pool to watch' }, async () => {
+  it('issue-14: a token request waiting on a slow jwks_uri holds no database connection', {
+    skip: !REAL_SERVICES && 'the embedded database has no connection pool to watch',
+  }, async () => {
     const key = await generateAgentKey();
     let arrived!: () => void;
-    const fetching = new Promise<void>((resolve) => { arrived = resolve; });
+    const fetching = new Promise<void>((resolve) => {
+      arrived = resolve;
+    });
     let answer!: () => void;
-    const answered = new Promise<void>((resolve) => { answer = resolve; });
+    const answered = new Promise<void>((resolve) => {
+      answer = resolve;
+    });
     jwks.routes.set('/held', (res) => {
       arrived();
       void answered.then(() => json({ keys: [key.publicJwk] })(res));
@@ -171,7 +190,16 @@ describe('ALLOW_PRIVATE_FETCH (development only)', () => {
     const config = await clientFor(server, { ...agent, privateKey: key.privateKey, kid: key.publicJwk.kid });
     assert.ok((await client.clientCredentialsGrant(config, { scope: 'sync:run' })).access_token);
     // The module still refuses redirects and plain http to other hosts.
-    const refused = await server.cli(['clients', 'create', '--name', 'remote-http', '--grant-types', 'client_credentials', '--jwks-uri', 'http://agent.example/jwks']);
+    const refused = await server.cli([
+      'clients',
+      'create',
+      '--name',
+      'remote-http',
+      '--grant-types',
+      'client_credentials',
+      '--jwks-uri',
+      'http://agent.example/jwks',
+    ]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /only https/);
   });
@@ -186,17 +214,39 @@ describe('jwks_uri registration without ALLOW_PRIVATE_FETCH', () => {
 
   it('W-20: refuses jwks_uri values aimed at private addresses or without TLS', async () => {
     const targets = [
-      'https://127.0.0.1/jwks', 'https://[::1]/jwks', 'https://[::ffff:127.0.0.1]/jwks', 'https://2130706433/jwks', 'https://0x7f.1/jwks',
-      'https://127.1/jwks', 'https://169.254.169.254/latest/meta-data/', 'https://10.0.0.1/jwks', 'https://100.64.0.1/jwks', 'https://[fd00::1]/jwks',
-      'https://localhost./jwks', 'https://localhost/jwks', 'http://agent.example/jwks', 'file:///etc/passwd', 'gopher://agent.example/x',
-      'https://user:pass@agent.example/jwks', 'https://agent.example/jwks#frag',
+      'https://127.0.0.1/jwks',
+      'https://[::1]/jwks',
+      'https://[::ffff:127.0.0.1]/jwks',
+      'https://2130706433/jwks',
+      'https://0x7f.1/jwks',
+      'https://127.1/jwks',
+      'https://169.254.169.254/latest/meta-data/',
+      'https://10.0.0.1/jwks',
+      'https://100.64.0.1/jwks',
+      'https://[fd00::1]/jwks',
+      'https://localhost./jwks',
+      'https://localhost/jwks',
+      'http://agent.example/jwks',
+      'file:///etc/passwd',
+      'gopher://agent.example/x',
+      'https://user:pass@agent.example/jwks',
+      'https://agent.example/jwks#frag',
     ];
     for (const uri of targets) {
       const r = await server.cli(['clients', 'create', '--name', 'ssrf', '--grant-types', 'client_credentials', '--jwks-uri', uri]);
       assert.equal(r.code, 1, uri);
       assert.match(r.stderr, /invalid_client_metadata: jwks_uri/, uri);
     }
-    const ok = await server.cli(['clients', 'create', '--name', 'fine', '--grant-types', 'client_credentials', '--jwks-uri', 'https://agent.example/.well-known/jwks.json']);
+    const ok = await server.cli([
+      'clients',
+      'create',
+      '--name',
+      'fine',
+      '--grant-types',
+      'client_credentials',
+      '--jwks-uri',
+      'https://agent.example/.well-known/jwks.json',
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
   });
 });

@@ -74,7 +74,13 @@ describe('the key schedule, on a controllable clock', () => {
   });
 
   it('issue-14: never leaves the server without a key that may sign', () => {
-    const stale = [{ kid: 'K1', signsFrom: 0, retireAt: 10 * MIN }, { kid: 'K2', signsFrom: 20 * MIN, retireAt: null }];
-    assert.deepEqual(keySchedule(stale, 15 * MIN).published.map((k) => k.kid), ['K1', 'K2']);
+    const stale = [
+      { kid: 'K1', signsFrom: 0, retireAt: 10 * MIN },
+      { kid: 'K2', signsFrom: 20 * MIN, retireAt: null },
+    ];
+    assert.deepEqual(
+      keySchedule(stale, 15 * MIN).published.map((k) => k.kid),
+      ['K1', 'K2'],
+    );
   });
 });

@@ -28,7 +28,11 @@ describe('log hygiene', () => {
     await createScope(server, 'mail:send', 'Send mail as you');
     const user = await createUser(server);
     remember(user.password);
-    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'mail:send', grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
+    const agent = await createAgent(server, {
+      redirectUris: ['http://127.0.0.1/cb'],
+      scope: 'mail:send',
+      grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'],
+    });
     const config = await clientFor(server, agent);
     config[client.customFetch] = async (url, options) => {
       const body = new URLSearchParams(String(options.body ?? ''));
@@ -42,7 +46,11 @@ describe('log hygiene', () => {
     const verifier = client.randomPKCECodeVerifier();
     remember(verifier);
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'mail:send', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state: 'st4te-value',
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'mail:send',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state: 'st4te-value',
     });
     const { jar, html, uid } = await openLoginPage(server.issuer, url);
     await postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: user.username, password: wrongPassword });
@@ -83,7 +91,10 @@ describe('log hygiene', () => {
   });
 
   it('writes JSON lines with a request id for every request', () => {
-    const lines = server.output().split('\n').filter((l) => l.startsWith('{'));
+    const lines = server
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'));
     const requests = lines.map((l) => JSON.parse(l) as { msg: string; requestId?: string; path?: string }).filter((l) => l.msg === 'request');
     assert.ok(requests.length > 10);
     for (const r of requests) {

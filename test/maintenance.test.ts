@@ -52,10 +52,13 @@ describe('maintenance at real sizes', () => {
     assert.ok(report.deleted.oidc_artifacts! >= 25_000, JSON.stringify(report));
     const db = await openDirect(server);
     try {
-      assert.deepEqual(await db.query("SELECT count(*)::int AS n FROM oidc_artifacts WHERE expires_at < now()"), [{ n: 0 }]);
+      assert.deepEqual(await db.query('SELECT count(*)::int AS n FROM oidc_artifacts WHERE expires_at < now()'), [{ n: 0 }]);
       assert.deepEqual(await db.query("SELECT count(*)::int AS n FROM oidc_artifacts WHERE expires_at > now() AND payload = '{}'"), [{ n: 10 }]);
       const grants = await db.query<{ id: string }>("SELECT id FROM grants WHERE id LIKE 'issue14-%' ORDER BY id");
-      assert.deepEqual(grants.map((g) => g.id), ['issue14-live-1', 'issue14-live-2', 'issue14-live-3']);
+      assert.deepEqual(
+        grants.map((g) => g.id),
+        ['issue14-live-1', 'issue14-live-2', 'issue14-live-3'],
+      );
     } finally {
       await db.close();
     }
@@ -78,9 +81,15 @@ describe('maintenance at real sizes', () => {
   it('issue-14: an export of more than 100,000 rows is complete', async () => {
     const lines = await server.cli(['audit', 'export']);
     assert.equal(lines.code, 0, lines.stderr);
-    const rows = lines.stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: number; event_type: string });
+    const rows = lines.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: number; event_type: string });
     assert.equal(rows.filter((row) => row.event_type === 'issue14.row').length, EXPORTED_ROWS);
-    assert.ok(rows.every((row, i) => i === 0 || row.id > rows[i - 1]!.id), 'oldest first, no repeats');
+    assert.ok(
+      rows.every((row, i) => i === 0 || row.id > rows[i - 1]!.id),
+      'oldest first, no repeats',
+    );
     const json = await server.cli(['audit', 'export', '--json']);
     const events = (JSON.parse(json.stdout) as { events: { event_type: string }[] }).events;
     assert.equal(events.length, rows.length);
@@ -110,7 +119,9 @@ describe('maintenance at real sizes', () => {
 });
 
 describe('migrations', () => {
-  it('issue-14: a migration waiting longer than the request statement timeout (5 s) still completes', { skip: !REAL_SERVICES && 'needs a second PostgreSQL session to hold the migration lock' }, async () => {
+  it('issue-14: a migration waiting longer than the request statement timeout (5 s) still completes', {
+    skip: !REAL_SERVICES && 'needs a second PostgreSQL session to hold the migration lock',
+  }, async () => {
     const deployment = await newDeployment();
     const pg = await import('pg');
     const holder = new pg.default.Client({ connectionString: deployment.env.DATABASE_URL });
@@ -123,9 +134,12 @@ describe('migrations', () => {
       await holder.query('BEGIN');
       await holder.query("SELECT pg_advisory_xact_lock(hashtext('agentauth:migrations'))");
       const migrating = runCli(deployment.env, ['migrate', '--json']);
-      const waiting = async () => (await watcher.query(
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%agentauth:migrations%' AND pid <> pg_backend_pid()",
-      )).rowCount === 1;
+      const waiting = async () =>
+        (
+          await watcher.query(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%agentauth:migrations%' AND pid <> pg_backend_pid()",
+          )
+        ).rowCount === 1;
       while (!(await waiting())) await new Promise((resolve) => setTimeout(resolve, 50));
       // Held past the pool's 5 s statement timeout, which used to cancel the waiting migration.
       await new Promise((resolve) => setTimeout(resolve, 5_500));

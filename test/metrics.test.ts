@@ -75,7 +75,9 @@ function parseExposition(text: string): Exposition {
 /** The value of the one sample with exactly these labels; undefined when there is none. */
 function sampleOf(exposition: Exposition, name: string, labels: Record<string, string> = {}): number | undefined {
   const wanted = Object.entries(labels);
-  const found = exposition.samples.filter((s) => s.name === name && Object.keys(s.labels).length === wanted.length && wanted.every(([k, v]) => s.labels[k] === v));
+  const found = exposition.samples.filter(
+    (s) => s.name === name && Object.keys(s.labels).length === wanted.length && wanted.every(([k, v]) => s.labels[k] === v),
+  );
   assert.ok(found.length <= 1, `${name} ${JSON.stringify(labels)} appears ${found.length} times`);
   return found[0]?.value;
 }
@@ -278,7 +280,13 @@ describe('metrics on METRICS_PORT', () => {
         res.writeHead(state.attempts === 1 ? 503 : 202).end();
       });
     });
-    receiver = { url: `${host.origin}/events`, get attempts() { return state.attempts; }, close: () => host.close() };
+    receiver = {
+      url: `${host.origin}/events`,
+      get attempts() {
+        return state.attempts;
+      },
+      close: () => host.close(),
+    };
     await createScope(server, 'inbox:read', 'Read your inbox');
     const user = await createUser(server);
     const agent = await createAgent(server, { redirectUris: [REDIRECT_URI], scope: 'inbox:read' });
@@ -378,7 +386,11 @@ describe('metrics configuration', () => {
   it('stops with one line naming METRICS_PORT when it is not a port or is the main port', async () => {
     const deployment = await newDeployment();
     try {
-      for (const [value, port] of [['metrics', '3000'], ['70000', '3000'], ['3000', '3000']] as const) {
+      for (const [value, port] of [
+        ['metrics', '3000'],
+        ['70000', '3000'],
+        ['3000', '3000'],
+      ] as const) {
         const error = await spawnServer({ ...deployment.env, METRICS_PORT: value, PORT: port }).then(
           () => assert.fail('the server started'),
           (err: Error) => err.message,

@@ -46,13 +46,20 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     const body = { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: assertion };
     const statuses = (await Promise.all(Array.from({ length: 20 }, () => postToken(cluster.issuer, body)))).map((r) => r.status);
     assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(','));
-    assert.ok(statuses.every((s) => s === 200 || s === 401), statuses.join(','));
+    assert.ok(
+      statuses.every((s) => s === 200 || s === 401),
+      statuses.join(','),
+    );
   });
 
   it('does not accept an earlier assertion again after Redis loses its data', async () => {
     const key = generateTestKey('ES256');
     const agent = await createAgent(cluster, { grantTypes: ['client_credentials'], jwks: { keys: [key.publicJwk] } });
-    const body = { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: clientAssertion(key, agent.clientId, cluster.issuer) };
+    const body = {
+      grant_type: 'client_credentials',
+      client_assertion_type: JWT_BEARER,
+      client_assertion: clientAssertion(key, agent.clientId, cluster.issuer),
+    };
     assert.equal((await postToken(cluster.issuer, body)).status, 200);
     // Everything this deployment keeps in Redis goes (a FLUSHALL limited to our prefix, so the
     // test files running beside this one keep theirs).
@@ -96,7 +103,10 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     for (let i = 0; i < 2; i++) await client.clientCredentialsGrant(config, { scope: 'tasks:read', resource: identifier });
     assert.equal((await cluster.cli(['resources', 'delete', identifier])).code, 0);
     for (let i = 0; i < 2; i++) {
-      await assert.rejects(client.clientCredentialsGrant(config, { scope: 'tasks:read', resource: identifier }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+      await assert.rejects(
+        client.clientCredentialsGrant(config, { scope: 'tasks:read', resource: identifier }),
+        (err: client.ResponseBodyError) => err.error === 'invalid_target',
+      );
     }
   });
 
@@ -106,7 +116,10 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
     const { kid } = JSON.parse(r.stdout) as { kid: string };
     for (const instance of cluster.instances) {
       const jwks = (await (await fetch(`${instance}/jwks`)).json()) as { keys: { kid: string }[] };
-      assert.ok(jwks.keys.some((k) => k.kid === kid), instance);
+      assert.ok(
+        jwks.keys.some((k) => k.kid === kid),
+        instance,
+      );
       assert.ok(jwks.keys.length >= 2);
     }
   });

@@ -70,7 +70,10 @@ describe('dependency outages', { skip }, () => {
     }
     let recovered: string | undefined;
     for (let i = 0; i < 50 && !recovered; i++) {
-      recovered = await client.clientCredentialsGrant(config, { scope: 'outage:test' }).then((t) => t.access_token, () => undefined);
+      recovered = await client.clientCredentialsGrant(config, { scope: 'outage:test' }).then(
+        (t) => t.access_token,
+        () => undefined,
+      );
       if (!recovered) await new Promise((resolve) => setTimeout(resolve, 200));
     }
     assert.ok(recovered, 'tokens again once PostgreSQL is back');
@@ -79,7 +82,14 @@ describe('dependency outages', { skip }, () => {
   it('Redis down: sign-in pages get 503 (not 500); tokens for agents keep working', async () => {
     redisProxy.cut();
     try {
-      const params = new URLSearchParams({ client_id: 'agentauth-account', response_type: 'code', scope: 'openid', redirect_uri: `${server.issuer}/account/callback`, code_challenge: 'a'.repeat(43), code_challenge_method: 'S256' });
+      const params = new URLSearchParams({
+        client_id: 'agentauth-account',
+        response_type: 'code',
+        scope: 'openid',
+        redirect_uri: `${server.issuer}/account/callback`,
+        code_challenge: 'a'.repeat(43),
+        code_challenge_method: 'S256',
+      });
       const page = await fetch(`${server.baseUrl}/auth?${params}`, { redirect: 'manual', headers: { accept: 'text/html' } });
       const html = await expectUnavailable(page, 'authorization page');
       assert.match(html, /temporarily unavailable/);

@@ -17,22 +17,75 @@ const internal = createOutbound({ development: false, allowedPrivateNetworks: [p
 
 describe('address kinds (IANA special-purpose registries)', () => {
   const table: [string, AddressKind][] = [
-    ['8.8.8.8', 'public'], ['1.1.1.1', 'public'], ['2606:4700::1111', 'public'], ['2a00:1450::1', 'public'],
-    ['127.0.0.1', 'loopback'], ['127.255.255.254', 'loopback'], ['::1', 'loopback'], ['::ffff:127.0.0.1', 'loopback'], ['::ffff:7f00:1', 'loopback'],
-    ['169.254.1.1', 'link-local'], ['fe80::1', 'link-local'], ['febf::1', 'link-local'],
-    ['169.254.169.254', 'metadata'], ['169.254.170.2', 'metadata'], ['100.100.100.200', 'metadata'], ['168.63.129.16', 'metadata'], ['fd00:ec2::254', 'metadata'], ['::ffff:169.254.169.254', 'metadata'],
-    ['10.0.0.1', 'private'], ['172.16.0.1', 'private'], ['172.31.255.255', 'private'], ['192.168.1.1', 'private'], ['100.64.0.1', 'private'], ['fc00::1', 'private'], ['fd12:3456::1', 'private'], ['::ffff:10.1.2.3', 'private'],
-    ['172.32.0.1', 'public'], ['100.128.0.1', 'public'], ['192.169.0.1', 'public'],
-    ['0.0.0.0', 'special-use'], ['0.1.2.3', 'special-use'], ['192.0.0.8', 'special-use'], ['192.0.0.170', 'special-use'], ['192.0.2.1', 'special-use'],
-    ['198.51.100.7', 'special-use'], ['203.0.113.9', 'special-use'], ['198.18.0.1', 'special-use'], ['198.19.255.255', 'special-use'],
-    ['192.31.196.1', 'special-use'], ['192.52.193.1', 'special-use'], ['192.88.99.1', 'special-use'], ['192.175.48.1', 'special-use'],
-    ['224.0.0.1', 'special-use'], ['239.255.255.250', 'special-use'], ['240.0.0.1', 'special-use'], ['255.255.255.255', 'special-use'],
-    ['::', 'special-use'], ['::7f00:1', 'special-use'], ['::a00:1', 'special-use'], ['::808:808', 'special-use'],
-    ['64:ff9b::808:808', 'special-use'], ['64:ff9b:1::1', 'special-use'], ['100::1', 'special-use'], ['100:0:0:1::1', 'special-use'],
-    ['2001::1', 'special-use'], ['2001:2::1', 'special-use'], ['2001:10::1', 'special-use'], ['2001:1ff::1', 'special-use'], ['2001:200::1', 'public'],
-    ['2001:db8::1', 'special-use'], ['3fff::1', 'special-use'], ['2002:7f00:1::1', 'special-use'], ['2002:808:808::1', 'special-use'],
-    ['2620:4f:8000::1', 'special-use'], ['5f00::1', 'special-use'], ['fec0::1', 'special-use'], ['feff::1', 'special-use'],
-    ['ff02::1', 'special-use'], ['ff0e::1', 'special-use'],
+    ['8.8.8.8', 'public'],
+    ['1.1.1.1', 'public'],
+    ['2606:4700::1111', 'public'],
+    ['2a00:1450::1', 'public'],
+    ['127.0.0.1', 'loopback'],
+    ['127.255.255.254', 'loopback'],
+    ['::1', 'loopback'],
+    ['::ffff:127.0.0.1', 'loopback'],
+    ['::ffff:7f00:1', 'loopback'],
+    ['169.254.1.1', 'link-local'],
+    ['fe80::1', 'link-local'],
+    ['febf::1', 'link-local'],
+    ['169.254.169.254', 'metadata'],
+    ['169.254.170.2', 'metadata'],
+    ['100.100.100.200', 'metadata'],
+    ['168.63.129.16', 'metadata'],
+    ['fd00:ec2::254', 'metadata'],
+    ['::ffff:169.254.169.254', 'metadata'],
+    ['10.0.0.1', 'private'],
+    ['172.16.0.1', 'private'],
+    ['172.31.255.255', 'private'],
+    ['192.168.1.1', 'private'],
+    ['100.64.0.1', 'private'],
+    ['fc00::1', 'private'],
+    ['fd12:3456::1', 'private'],
+    ['::ffff:10.1.2.3', 'private'],
+    ['172.32.0.1', 'public'],
+    ['100.128.0.1', 'public'],
+    ['192.169.0.1', 'public'],
+    ['0.0.0.0', 'special-use'],
+    ['0.1.2.3', 'special-use'],
+    ['192.0.0.8', 'special-use'],
+    ['192.0.0.170', 'special-use'],
+    ['192.0.2.1', 'special-use'],
+    ['198.51.100.7', 'special-use'],
+    ['203.0.113.9', 'special-use'],
+    ['198.18.0.1', 'special-use'],
+    ['198.19.255.255', 'special-use'],
+    ['192.31.196.1', 'special-use'],
+    ['192.52.193.1', 'special-use'],
+    ['192.88.99.1', 'special-use'],
+    ['192.175.48.1', 'special-use'],
+    ['224.0.0.1', 'special-use'],
+    ['239.255.255.250', 'special-use'],
+    ['240.0.0.1', 'special-use'],
+    ['255.255.255.255', 'special-use'],
+    ['::', 'special-use'],
+    ['::7f00:1', 'special-use'],
+    ['::a00:1', 'special-use'],
+    ['::808:808', 'special-use'],
+    ['64:ff9b::808:808', 'special-use'],
+    ['64:ff9b:1::1', 'special-use'],
+    ['100::1', 'special-use'],
+    ['100:0:0:1::1', 'special-use'],
+    ['2001::1', 'special-use'],
+    ['2001:2::1', 'special-use'],
+    ['2001:10::1', 'special-use'],
+    ['2001:1ff::1', 'special-use'],
+    ['2001:200::1', 'public'],
+    ['2001:db8::1', 'special-use'],
+    ['3fff::1', 'special-use'],
+    ['2002:7f00:1::1', 'special-use'],
+    ['2002:808:808::1', 'special-use'],
+    ['2620:4f:8000::1', 'special-use'],
+    ['5f00::1', 'special-use'],
+    ['fec0::1', 'special-use'],
+    ['feff::1', 'special-use'],
+    ['ff02::1', 'special-use'],
+    ['ff0e::1', 'special-use'],
   ];
   for (const [ip, kind] of table) {
     it(`${ip} is ${kind}`, () => assert.equal(addressKind(ip), kind));
@@ -53,7 +106,19 @@ describe('ALLOWED_PRIVATE_NETWORKS', () => {
   });
 
   it('refuses networks outside private-use space, and malformed ones', () => {
-    for (const bad of ['127.0.0.0/8', '169.254.0.0/16', '0.0.0.0/0', '10.0.0.0/7', '8.8.8.0/24', '::/0', 'fe80::/10', '10.0.0.0', '10.0.0.0/33', 'banana/8', '10.0.0.0/8/1']) {
+    for (const bad of [
+      '127.0.0.0/8',
+      '169.254.0.0/16',
+      '0.0.0.0/0',
+      '10.0.0.0/7',
+      '8.8.8.0/24',
+      '::/0',
+      'fe80::/10',
+      '10.0.0.0',
+      '10.0.0.0/33',
+      'banana/8',
+      '10.0.0.0/8/1',
+    ]) {
       assert.throws(() => parseNetwork(bad), Error, bad);
     }
     assert.equal(parseNetwork(' 172.20.0.0/14 ').cidr, '172.20.0.0/14');
@@ -122,7 +187,9 @@ describe('requests', () => {
       else if (req.url === '/big') res.end(Buffer.alloc(70 * 1024));
       else res.writeHead(202, { 'x-seen-method': req.method ?? '' }).end('ok');
     });
-    server.on('connection', () => { connections += 1; });
+    server.on('connection', () => {
+      connections += 1;
+    });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
   });
@@ -148,7 +215,11 @@ describe('requests', () => {
   });
 
   it('answers fetch-shaped calls with a Response', async () => {
-    const response = await development.fetch(`http://localhost:${port}/x`, { method: 'POST', body: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const response = await development.fetch(`http://localhost:${port}/x`, {
+      method: 'POST',
+      body: 'a=1',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
     assert.equal(response.status, 202);
     assert.equal(await response.text(), 'ok');
   });

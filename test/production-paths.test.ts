@@ -22,7 +22,9 @@ function rawRequest(port: number, head: string, timeoutMs = 5_000): Promise<{ st
     const socket = net.connect(port, '127.0.0.1', () => socket.write(`${head}\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
     let out = '';
     socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no answer to ${head.split(' ').slice(0, 2).join(' ')} within ${timeoutMs} ms`)));
-    socket.on('data', (d: Buffer) => { out += d; });
+    socket.on('data', (d: Buffer) => {
+      out += d;
+    });
     socket.on('error', reject);
     socket.on('close', () => {
       const [headText = '', body = ''] = out.split('\r\n\r\n');
@@ -48,7 +50,12 @@ describe('endpoint checks decide by oidc-provider route, not by path string', ()
   after(() => server?.stop());
 
   it('issue 12: POST /reg/ and /REG meet the initial-access-token gate and the registration rate limit', async () => {
-    const register = (p: string) => fetch(`${server.issuer}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: ['http://127.0.0.1/cb'] }) });
+    const register = (p: string) =>
+      fetch(`${server.issuer}${p}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ redirect_uris: ['http://127.0.0.1/cb'] }),
+      });
     for (const p of ['/reg', '/reg/', '/REG']) {
       const res = await register(p);
       assert.equal(res.status, 401, p);
@@ -60,15 +67,17 @@ describe('endpoint checks decide by oidc-provider route, not by path string', ()
     assert.equal(((await limited.json()) as { error: string }).error, 'too_many_requests');
   });
 
-  const token = (endpoint: string, scope: string) => fetch(`${server.issuer}${endpoint}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: 'client_credentials', scope,
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: clientAssertion(key, clientId, server.issuer),
-    }),
-  });
+  const token = (endpoint: string, scope: string) =>
+    fetch(`${server.issuer}${endpoint}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'client_credentials',
+        scope,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: clientAssertion(key, clientId, server.issuer),
+      }),
+    });
 
   it('issue 12: /token/introspection/ is audited like /token/introspection', async () => {
     const issued = (await (await token('/token', 'sync:run')).json()) as { access_token: string };
@@ -90,7 +99,9 @@ describe('endpoint checks decide by oidc-provider route, not by path string', ()
     assert.equal(rows.filter((r) => r.event_type === 'token.introspected').length, 2);
   });
 
-  it('issue 12: /TOKEN checks the configuration generation before answering, as /token does', { skip: !REAL_SERVICES && 'needs Redis: the embedded store cannot be changed from outside the process' }, async () => {
+  it('issue 12: /TOKEN checks the configuration generation before answering, as /token does', {
+    skip: !REAL_SERVICES && 'needs Redis: the embedded store cannot be changed from outside the process',
+  }, async () => {
     // A scope added behind the server's back, with no pub/sub nudge: only the per-request
     // generation check can make the token endpoint see it.
     const db = await openDirect(server);
@@ -98,7 +109,9 @@ describe('endpoint checks decide by oidc-provider route, not by path string', ()
     try {
       await db.query("INSERT INTO scopes (name, description) VALUES ('sync:late', 'Sync later')");
       await db.query("UPDATE clients SET metadata = jsonb_set(metadata, '{scope}', '\"sync:run sync:late\"') WHERE client_id = $1", [clientId]);
-      const [row] = await db.query<{ generation: string }>('UPDATE config_generation SET generation = generation + 1 WHERE id = 1 RETURNING generation::text AS generation');
+      const [row] = await db.query<{ generation: string }>(
+        'UPDATE config_generation SET generation = generation + 1 WHERE id = 1 RETURNING generation::text AS generation',
+      );
       await redis.set('config-generation', row!.generation);
       const res = await token('/TOKEN', 'sync:late');
       assert.equal(res.status, 200, await res.clone().text());
@@ -123,7 +136,10 @@ describe('a malformed request-target', () => {
     assert.equal(res.headers['x-frame-options'], 'DENY');
     assert.match(res.headers['content-security-policy'] ?? '', /default-src 'none'/);
     assert.deepEqual(JSON.parse(res.body), { error: 'invalid_request', error_description: 'The request target is not a valid URL.' });
-    const lines = server.output().split('\n').filter((l) => l.includes('malformed request-target'));
+    const lines = server
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('malformed request-target'));
     assert.equal(lines.length, 1);
     assert.equal(JSON.parse(lines[0]!).level, 40);
     assert.doesNotMatch(server.output(), /Invalid URL|"level":50/);
@@ -136,11 +152,17 @@ describe('a request that arrives while the server starts', () => {
     const deployment = await newDeployment();
     const port = await freePort();
     const child = spawn(process.execPath, [path.join(ROOT, 'src/main.ts')], {
-      env: { ...deployment.env, PORT: String(port), ISSUER: `http://localhost:${port}` }, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...deployment.env, PORT: String(port), ISSUER: `http://localhost:${port}` },
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
-    child.stdout.on('data', (d: Buffer) => { output += d; });
-    child.stderr.on('data', (d: Buffer) => { output += d; });
+    child.stdout.on('data', (d: Buffer) => {
+      output += d;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d;
+    });
     try {
       // The first connection the socket accepts: the server has not built its provider yet.
       let first: Awaited<ReturnType<typeof rawRequest>> | undefined;

@@ -20,7 +20,7 @@ describe('rate limits', () => {
   });
   after(() => server?.stop());
 
-  it('limits a client\'s token requests per minute, with its own limit, and only counts its real requests', async () => {
+  it("limits a client's token requests per minute, with its own limit, and only counts its real requests", async () => {
     const key = generateTestKey('ES256');
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], jwks: { keys: [key.publicJwk] } });
     const set = await server.cli(['clients', 'update', agent.clientId, '--rate-limit', '2', '--json']);
@@ -50,7 +50,11 @@ describe('rate limits', () => {
   it('limits registrations per IP address', async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 4; i++) {
-      const res = await fetch(`${server.issuer}/reg`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"redirect_uris":["https://a.example/cb"]}' });
+      const res = await fetch(`${server.issuer}/reg`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"redirect_uris":["https://a.example/cb"]}',
+      });
       statuses.push(res.status);
     }
     assert.deepEqual(statuses, [401, 401, 401, 429]);
@@ -61,7 +65,10 @@ describe('rate limits', () => {
     const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'limits:test' });
     const config = await clientFor(server, agent);
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'limits:test', code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'limits:test',
+      code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+      code_challenge_method: 'S256',
     });
     const { jar, html, uid } = await openLoginPage(server.issuer, url);
     const attempt = (password: string) => postForm(jar, `${server.issuer}/interaction/${uid}/login`, { csrf: csrfOf(html), username: user.username, password });

@@ -90,7 +90,14 @@ describe('refresh token rotation', () => {
     for (let round = 0; round < 5; round++) {
       const first = await grantTokens(server, config, user);
       const seen: client.TokenEndpointResponse[] = [first];
-      const refreshes = Array.from({ length: 10 }, () => client.refreshTokenGrant(config, first.refresh_token!).then((t) => { seen.push(t); }, () => undefined));
+      const refreshes = Array.from({ length: 10 }, () =>
+        client.refreshTokenGrant(config, first.refresh_token!).then(
+          (t) => {
+            seen.push(t);
+          },
+          () => undefined,
+        ),
+      );
       const revocation = client.tokenRevocation(config, first.refresh_token!).catch(() => undefined);
       await Promise.all([...refreshes, revocation]);
       for (const t of seen) {
@@ -100,7 +107,7 @@ describe('refresh token rotation', () => {
     }
   });
 
-  it('R-28: a disabled user\'s agents can no longer refresh', async () => {
+  it("R-28: a disabled user's agents can no longer refresh", async () => {
     const { config } = await agentWith();
     const someone = await createUser(server);
     const tokens = await grantTokens(server, config, someone);
@@ -118,8 +125,15 @@ describe('refresh token rotation', () => {
     assert.equal((JSON.parse(r.stdout) as { revoked_grants: number }).revoked_grants, 2);
     for (const [i, { config, agent }] of [first, second].entries()) {
       assert.equal((await client.tokenIntrospection(config, tokens[i]!.access_token)).active, false, 'access token');
-      const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as { event_type: string; actor_type: string; details: { reason?: string } }[];
-      assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.actor_type === 'admin' && e.details.reason === 'user_disabled'), JSON.stringify(events));
+      const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as {
+        event_type: string;
+        actor_type: string;
+        details: { reason?: string };
+      }[];
+      assert.ok(
+        events.some((e) => e.event_type === 'grant.revoked' && e.actor_type === 'admin' && e.details.reason === 'user_disabled'),
+        JSON.stringify(events),
+      );
     }
   });
 
@@ -130,7 +144,10 @@ describe('refresh token rotation', () => {
     await client.refreshTokenGrant(config, tokens.refresh_token!);
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), isInvalidGrant);
     const events = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as { client_id: string; reason: string }[];
-    assert.deepEqual(events.filter((e) => e.client_id === agent.clientId).map((e) => e.reason), ['refresh_token_reuse']);
+    assert.deepEqual(
+      events.filter((e) => e.client_id === agent.clientId).map((e) => e.reason),
+      ['refresh_token_reuse'],
+    );
   });
 
   it('issue-13: revoking an access token (RFC 7009 §2.1) revokes its whole grant, as documented', async () => {
@@ -140,7 +157,10 @@ describe('refresh token rotation', () => {
     await client.tokenRevocation(config, refreshed.access_token);
     for (const t of [refreshed.access_token, tokens.access_token]) assert.equal((await client.tokenIntrospection(config, t)).active, false);
     await assert.rejects(client.refreshTokenGrant(config, refreshed.refresh_token!), isInvalidGrant);
-    const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as { event_type: string; details: { reason?: string } }[];
+    const events = JSON.parse((await server.cli(['audit', 'export', '--client', agent.clientId, '--json'])).stdout).events as {
+      event_type: string;
+      details: { reason?: string };
+    }[];
     assert.ok(events.some((e) => e.event_type === 'grant.revoked' && e.details.reason === 'token_revoked'));
     const types = events.map((e) => e.event_type);
     assert.ok(!types.includes('refresh_token.reuse_detected'), 'not mistaken for reuse');
@@ -154,7 +174,9 @@ describe('refresh token rotation', () => {
     assert.ok((await client.refreshTokenGrant(config, tokens.refresh_token!)).access_token, 'the failed attempt did not spend it');
   });
 
-  it('R-29: stores neither refresh tokens nor the retry response in readable form', { skip: REAL_SERVICES ? false : 'reads the database over a second connection' }, async () => {
+  it('R-29: stores neither refresh tokens nor the retry response in readable form', {
+    skip: REAL_SERVICES ? false : 'reads the database over a second connection',
+  }, async () => {
     const { config } = await agentWith();
     const first = await grantTokens(server, config, user);
     const a = await client.refreshTokenGrant(config, first.refresh_token!);

@@ -34,15 +34,27 @@ function register(server: TestServer, body: Record<string, unknown>, token?: str
 }
 
 const manage = (uri: string, token: string, method: 'GET' | 'PUT' | 'DELETE', body?: Record<string, unknown>) =>
-  fetch(uri, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  fetch(uri, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
 
-const clientCount = async (server: TestServer) => (JSON.parse((await server.cli(['clients', 'list', '--json'])).stdout) as { clients: unknown[] }).clients.length;
+const clientCount = async (server: TestServer) =>
+  (JSON.parse((await server.cli(['clients', 'list', '--json'])).stdout) as { clients: unknown[] }).clients.length;
 
 describe('dynamic client registration with initial access tokens', () => {
   let server: TestServer;
   let token: string;
   const key = generateTestKey('ES256');
-  const confidential = () => ({ client_name: 'Registered agent', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.publicJwk] }, scope: 'tasks:read' });
+  const confidential = () => ({
+    client_name: 'Registered agent',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: { keys: [key.publicJwk] },
+    scope: 'tasks:read',
+  });
 
   before(async () => {
     // This file registers many clients from one address; the per-IP limit has its own test.
@@ -84,16 +96,27 @@ describe('dynamic client registration with initial access tokens', () => {
     assert.match(created.client_id, /^agt_/);
     assert.ok(created.registration_access_token && created.registration_client_uri);
     const tokenResponse = await postToken(server.issuer, {
-      grant_type: 'client_credentials', scope: 'tasks:read',
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: clientAssertion(key, created.client_id, server.issuer),
+      grant_type: 'client_credentials',
+      scope: 'tasks:read',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: clientAssertion(key, created.client_id, server.issuer),
     });
     assert.equal(tokenResponse.status, 200);
-    const events = JSON.parse((await server.cli(['audit', 'export', '--client', created.client_id, '--json'])).stdout).events as { event_type: string; details: { registration?: string } }[];
+    const events = JSON.parse((await server.cli(['audit', 'export', '--client', created.client_id, '--json'])).stdout).events as {
+      event_type: string;
+      details: { registration?: string };
+    }[];
     assert.ok(events.some((e) => e.event_type === 'client.registered' && e.details.registration === 'token'));
   });
 
   it('R-66: checks the resulting client and names the field it refuses', async () => {
-    const publicApp = { client_name: 'App', redirect_uris: ['https://app.example/cb'], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] };
+    const publicApp = {
+      client_name: 'App',
+      redirect_uris: ['https://app.example/cb'],
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+    };
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ ...publicApp, redirect_uris: ['http://evil.example/cb'] }, 'invalid_redirect_uri', /https/],
       [{ ...publicApp, redirect_uris: ['https://rp.example@evil.example/cb'] }, 'invalid_redirect_uri', /userinfo/],
@@ -139,11 +162,18 @@ describe('dynamic client registration with initial access tokens', () => {
     assert.equal((await manage(b.registration_client_uri, b.registration_access_token, 'GET')).status, 401, 'misused token is dead');
 
     const current = { ...confidential(), client_id: a.client_id };
-    const downgrade = await manage(a.registration_client_uri, a.registration_access_token, 'PUT', { ...current, token_endpoint_auth_method: 'none', jwks: undefined });
+    const downgrade = await manage(a.registration_client_uri, a.registration_access_token, 'PUT', {
+      ...current,
+      token_endpoint_auth_method: 'none',
+      jwks: undefined,
+    });
     assert.equal(downgrade.status, 400);
     assert.match(((await downgrade.json()) as { error_description: string }).error_description, /token_endpoint_auth_method cannot change/);
     const badRedirect = await manage(a.registration_client_uri, a.registration_access_token, 'PUT', {
-      ...current, grant_types: ['authorization_code'], response_types: ['code'], redirect_uris: ['http://evil.example/cb'],
+      ...current,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['http://evil.example/cb'],
     });
     assert.equal(badRedirect.status, 400);
 
@@ -156,14 +186,20 @@ describe('dynamic client registration with initial access tokens', () => {
     const rat = renamedBody.registration_access_token;
 
     assert.equal((await server.cli(['clients', 'disable', a.client_id])).code, 0);
-    assert.equal((await manage(a.registration_client_uri, rat, 'PUT', { ...current, client_name: 'Back again' })).status, 401, 'a disabled client cannot revive itself');
+    assert.equal(
+      (await manage(a.registration_client_uri, rat, 'PUT', { ...current, client_name: 'Back again' })).status,
+      401,
+      'a disabled client cannot revive itself',
+    );
 
     const c = (await (await register(server, confidential(), token)).json()) as Registered;
     const removed = await manage(c.registration_client_uri, c.registration_access_token, 'DELETE');
     assert.equal(removed.status, 204);
     assert.equal((await server.cli(['clients', 'show', c.client_id])).code, 1);
     const afterDelete = await postToken(server.issuer, {
-      grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: clientAssertion(key, c.client_id, server.issuer),
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: clientAssertion(key, c.client_id, server.issuer),
     });
     assert.equal(afterDelete.status, 401);
   });
@@ -180,15 +216,29 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
 
   it('admits public clients without a token, and nothing else', async () => {
     const key = generateTestKey('ES256');
-    const confidential = await register(server, { redirect_uris: ['https://app.example/cb'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.publicJwk] } });
+    const confidential = await register(server, {
+      redirect_uris: ['https://app.example/cb'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: [key.publicJwk] },
+    });
     assert.equal(confidential.status, 400);
     assert.match(((await confidential.json()) as { error_description: string }).error_description, /self-registered clients are public clients only/);
     const machine = await register(server, { grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'none' });
     assert.equal(machine.status, 400);
-    const ok = await register(server, { client_name: 'Some MCP client', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none', scope: 'notes:read' });
+    const ok = await register(server, {
+      client_name: 'Some MCP client',
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      token_endpoint_auth_method: 'none',
+      scope: 'notes:read',
+    });
     assert.equal(ok.status, 201);
     // MCP hosts leave application_type out: a loopback-only client is then registered as native.
-    const unsaid = await register(server, { client_name: 'Another MCP client', redirect_uris: ['http://127.0.0.1:33418/callback'], token_endpoint_auth_method: 'none' });
+    const unsaid = await register(server, {
+      client_name: 'Another MCP client',
+      redirect_uris: ['http://127.0.0.1:33418/callback'],
+      token_endpoint_auth_method: 'none',
+    });
     assert.equal(unsaid.status, 201);
     assert.equal(((await unsaid.json()) as { application_type: string }).application_type, 'native');
   });
@@ -205,7 +255,13 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
 
   it('issue-14: a self-registered client cannot register for, nor ask for, a scope not opened to unverified clients', async () => {
     const listed = JSON.parse((await server.cli(['scopes', 'list', '--json'])).stdout) as { scopes: { name: string; allow_unverified: boolean }[] };
-    assert.deepEqual(listed.scopes.map((s) => [s.name, s.allow_unverified]), [['admin:all', false], ['notes:read', true]]);
+    assert.deepEqual(
+      listed.scopes.map((s) => [s.name, s.allow_unverified]),
+      [
+        ['admin:all', false],
+        ['notes:read', true],
+      ],
+    );
     const lookAlike = { client_name: 'Agent A', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none' };
     const refused = await register(server, { ...lookAlike, scope: 'notes:read admin:all' });
     assert.equal(refused.status, 400);
@@ -214,7 +270,12 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
     const created = (await (await register(server, lookAlike)).json()) as Registered;
     const config = await client.discovery(new URL(server.issuer), created.client_id, undefined, client.None(), { execute: [client.allowInsecureRequests] });
     const ask = async (scope: string) => {
-      const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1/callback', scope, code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256' });
+      const url = client.buildAuthorizationUrl(config, {
+        redirect_uri: 'http://127.0.0.1/callback',
+        scope,
+        code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+        code_challenge_method: 'S256',
+      });
       return new URL((await fetch(url, { redirect: 'manual' })).headers.get('location') ?? '', server.issuer);
     };
     const denied = await ask('admin:all');
@@ -227,12 +288,23 @@ describe('open registration (OPEN_REGISTRATION=true)', () => {
   });
 
   it('W-08: tells the user on the consent page that the agent is unverified, and where it will send them', async () => {
-    const res = await register(server, { client_name: 'Totally Official Bank', application_type: 'native', redirect_uris: ['http://127.0.0.1/callback'], token_endpoint_auth_method: 'none', scope: 'notes:read' });
+    const res = await register(server, {
+      client_name: 'Totally Official Bank',
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      token_endpoint_auth_method: 'none',
+      scope: 'notes:read',
+    });
     const created = (await res.json()) as Registered;
     const user = await createUser(server);
     const config = await client.discovery(new URL(server.issuer), created.client_id, undefined, client.None(), { execute: [client.allowInsecureRequests] });
     const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1:5555/callback', scope: 'notes:read', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: 'http://127.0.0.1:5555/callback',
+      scope: 'notes:read',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
     const { consentHtml, callback } = await authorize(server.issuer, url, user);
     assert.match(consentHtml, /Unverified agent/);
     assert.match(consentHtml, /sent to <strong>127\.0\.0\.1:5555<\/strong>/);

@@ -34,7 +34,12 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
 
   before(async () => {
     server = await startServer(testHostEnv());
-    for (const [name, text] of [['notes:read', 'Read your notes'], ['notes:write', 'Change your notes'], ['calendar:read', 'See your calendar']]) await createScope(server, name!, text!);
+    for (const [name, text] of [
+      ['notes:read', 'Read your notes'],
+      ['notes:write', 'Change your notes'],
+      ['calendar:read', 'See your calendar'],
+    ])
+      await createScope(server, name!, text!);
     user = await createUser(server);
 
     // One node:http API with two protected resources, each with its own helper.
@@ -49,7 +54,9 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
       if (!route) return void res.writeHead(404).end();
       const token = await route.rs().authenticate(req, res, { scopes: route.scopes });
       if (!token) return;
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ sub: token.subject ?? null, client_id: token.clientId, scopes: token.scopes }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ sub: token.subject ?? null, client_id: token.clientId, scopes: token.scopes }));
     };
     api = http.createServer(handler);
     await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
@@ -61,7 +68,17 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
 
     const notesIntrospector = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
     for (const args of [
-      ['resources', 'create', notesApi, '--scopes', 'notes:read notes:write', '--client', notesIntrospector.clientId, '--event-uri', `${events.origin}/notes/events`],
+      [
+        'resources',
+        'create',
+        notesApi,
+        '--scopes',
+        'notes:read notes:write',
+        '--client',
+        notesIntrospector.clientId,
+        '--event-uri',
+        `${events.origin}/notes/events`,
+      ],
       ['resources', 'create', calendarApi, '--scopes', 'calendar:read', '--token-format', 'jwt', '--event-uri', `${events.origin}/calendar/events`],
     ]) {
       const made = await server.cli(args);
@@ -69,10 +86,21 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     }
     const onRevocation = (event: { grantId: string }) => void revoked.push(event.grantId);
     notes = createResourceServer({
-      issuer: server.issuer, resource: notesApi, scopesSupported: ['notes:read', 'notes:write'], resourceName: 'Notes', eventsPath: '/notes/events', onRevocation,
+      issuer: server.issuer,
+      resource: notesApi,
+      scopesSupported: ['notes:read', 'notes:write'],
+      resourceName: 'Notes',
+      eventsPath: '/notes/events',
+      onRevocation,
       introspection: { clientId: notesIntrospector.clientId, privateKey: notesIntrospector.privateKey!, kid: notesIntrospector.kid },
     });
-    calendar = createResourceServer({ issuer: server.issuer, resource: calendarApi, scopesSupported: ['calendar:read'], eventsPath: '/calendar/events', onRevocation });
+    calendar = createResourceServer({
+      issuer: server.issuer,
+      resource: calendarApi,
+      scopesSupported: ['calendar:read'],
+      eventsPath: '/calendar/events',
+      onRevocation,
+    });
   });
   after(async () => {
     await events?.close();
@@ -111,7 +139,11 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     const res = await fetch(`${base}/.well-known/oauth-protected-resource/notes`);
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), {
-      resource: notesApi, authorization_servers: [server.issuer], bearer_methods_supported: ['header'], scopes_supported: ['notes:read', 'notes:write'], resource_name: 'Notes',
+      resource: notesApi,
+      authorization_servers: [server.issuer],
+      bearer_methods_supported: ['header'],
+      scopes_supported: ['notes:read', 'notes:write'],
+      resource_name: 'Notes',
     });
     assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/notes`, { method: 'POST' })).status, 405);
   });
@@ -120,7 +152,9 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = net.connect(Number(new URL(base).port), '127.0.0.1', () => socket.write('GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
       let data = '';
-      socket.on('data', (d) => { data += d; });
+      socket.on('data', (d) => {
+        data += d;
+      });
       socket.on('end', () => resolve(data));
       socket.on('error', reject);
     });
@@ -172,7 +206,11 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     const forged = `${h}.${Buffer.from(JSON.stringify({ iss: server.issuer, aud: calendarApi, client_id: agent.clientId, scope: 'calendar:read', exp: 9999999999, iat: 1 })).toString('base64url')}.${s}`;
     assert.equal((await call('/calendar/today', forged)).status, 401);
     const stranger = generateTestKey('ES256');
-    const selfSigned = signJwt({ alg: 'ES256', typ: 'at+jwt', kid: 'x' }, { iss: server.issuer, aud: calendarApi, client_id: 'x', scope: 'calendar:read', exp: 9999999999, iat: 1 }, stranger.privateKey);
+    const selfSigned = signJwt(
+      { alg: 'ES256', typ: 'at+jwt', kid: 'x' },
+      { iss: server.issuer, aud: calendarApi, client_id: 'x', scope: 'calendar:read', exp: 9999999999, iat: 1 },
+      stranger.privateKey,
+    );
     assert.equal((await call('/calendar/today', selfSigned)).status, 401);
   });
 
@@ -180,7 +218,10 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     const calendarJwt = (await machineToken(calendarApi, 'calendar:read notes:read')).token;
     const notesOpaque = (await machineToken(notesApi, 'notes:read')).token;
     const unbound = (await machineToken(undefined, 'notes:read')).token;
-    for (const [path, token] of [['/notes/list', calendarJwt], ['/calendar/today', notesOpaque]] as const) {
+    for (const [path, token] of [
+      ['/notes/list', calendarJwt],
+      ['/calendar/today', notesOpaque],
+    ] as const) {
       const res = await call(path, token);
       assert.equal(res.status, 401, path);
       assert.match(res.headers.get('www-authenticate')!, /error="invalid_token"/);
@@ -197,14 +238,18 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     assert.match(challenge, /scope="notes:write"/);
   });
 
-  it('sees nothing through a client that is not the token\'s resource server', async () => {
+  it("sees nothing through a client that is not the token's resource server", async () => {
     const stranger = await createAgent(server, { grantTypes: ['client_credentials'] });
-    const impostor = createResourceServer({ issuer: server.issuer, resource: notesApi, introspection: { clientId: stranger.clientId, privateKey: stranger.privateKey!, kid: stranger.kid } });
+    const impostor = createResourceServer({
+      issuer: server.issuer,
+      resource: notesApi,
+      introspection: { clientId: stranger.clientId, privateKey: stranger.privateKey!, kid: stranger.kid },
+    });
     const { token } = await machineToken(notesApi, 'notes:read');
     await assert.rejects(impostor.verify(token), (err: Error & { code?: string }) => err.code === 'invalid_token');
   });
 
-  it('drops a revoked grant\'s cached opaque token and refuses its unexpired JWT as soon as the event arrives', async () => {
+  it("drops a revoked grant's cached opaque token and refuses its unexpired JWT as soon as the event arrives", async () => {
     const opaque = await userGrant(notesApi, 'notes:read');
     const jwt = await userGrant(calendarApi, 'calendar:read');
     assert.equal((await call('/notes/list', opaque.tokens.access_token)).status, 200, 'introspected and cached');
@@ -213,7 +258,7 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     const jwtGrant = grantOf(jwt.tokens.access_token);
     assert.ok(jwtGrant, 'JWT access tokens name their grant');
 
-        const cachedBefore = notes.cacheSize();
+    const cachedBefore = notes.cacheSize();
     await revokeByReuse(opaque.config, opaque.tokens.refresh_token!, notesApi);
     await revokeByReuse(jwt.config, jwt.tokens.refresh_token!, calendarApi);
     await waitFor('both revocation events', () => (revoked.includes(jwtGrant) && revoked.length >= 2 ? true : undefined));
@@ -225,7 +270,11 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
   });
 
   it('answers 503, not 401, while agentauth cannot be reached: the token may be good', async () => {
-    const orphan = createResourceServer({ issuer: 'http://127.0.0.1:9', resource: notesApi, introspection: { clientId: 'x', privateKey: generateTestKey('ES256').privateKey } });
+    const orphan = createResourceServer({
+      issuer: 'http://127.0.0.1:9',
+      resource: notesApi,
+      introspection: { clientId: 'x', privateKey: generateTestKey('ES256').privateKey },
+    });
     const lone = http.createServer(async (req, res) => void (await orphan.authenticate(req, res)));
     await new Promise<void>((resolve) => lone.listen(0, '127.0.0.1', resolve));
     try {
@@ -241,11 +290,20 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     }
   });
 
-  it('refuses events that are not agentauth\'s, for someone else, or not SETs', async () => {
-    const post = (body: string, type = 'application/secevent+jwt') => fetch(`${base}/notes/events`, { method: 'POST', headers: { 'content-type': type }, body });
-    const forged = signJwt({ alg: 'ES256', typ: 'secevent+jwt', kid: 'x' }, {
-      iss: server.issuer, aud: notesApi, jti: 'forged', iat: 1, events: { 'https://agentauth.dev/secevent/grant-revoked': { grant_id: 'g', client_id: 'c', sub: 's' } },
-    }, generateTestKey('ES256').privateKey);
+  it("refuses events that are not agentauth's, for someone else, or not SETs", async () => {
+    const post = (body: string, type = 'application/secevent+jwt') =>
+      fetch(`${base}/notes/events`, { method: 'POST', headers: { 'content-type': type }, body });
+    const forged = signJwt(
+      { alg: 'ES256', typ: 'secevent+jwt', kid: 'x' },
+      {
+        iss: server.issuer,
+        aud: notesApi,
+        jti: 'forged',
+        iat: 1,
+        events: { 'https://agentauth.dev/secevent/grant-revoked': { grant_id: 'g', client_id: 'c', sub: 's' } },
+      },
+      generateTestKey('ES256').privateKey,
+    );
     const res = await post(forged);
     assert.equal(res.status, 400);
     assert.match(((await res.json()) as { err: string }).err, /^(invalid_key|authentication_failed)$/);

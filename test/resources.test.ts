@@ -18,7 +18,10 @@ const CALENDAR_API = 'https://calendar.example.com/';
 async function multiResourceTokens(issuer: string, config: client.Configuration, user: TestUser, scope: string, resources: string[]) {
   const verifier = client.randomPKCECodeVerifier();
   const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: 'http://127.0.0.1/cb', scope, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    redirect_uri: 'http://127.0.0.1/cb',
+    scope,
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
   });
   for (const resource of resources) url.searchParams.append('resource', resource);
   const { callback } = await authorize(issuer, url, user);
@@ -30,7 +33,10 @@ async function accountPage(issuer: string, user: TestUser): Promise<string> {
   const jar = new CookieJar();
   let html = await (await followOnIssuer(jar, issuer, await browse(jar, `${issuer}/account`))).text();
   const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-  if (login) html = await (await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
+  if (login)
+    html = await (
+      await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))
+    ).text();
   assert.match(html, /Your connected agents/);
   return html;
 }
@@ -45,7 +51,12 @@ describe('resource servers', () => {
 
   before(async () => {
     server = await startServer();
-    for (const [name, text] of [['notes:read', 'Read your notes'], ['notes:write', 'Change your notes'], ['calendar:read', 'See your calendar']]) await createScope(server, name!, text!);
+    for (const [name, text] of [
+      ['notes:read', 'Read your notes'],
+      ['notes:write', 'Change your notes'],
+      ['calendar:read', 'See your calendar'],
+    ])
+      await createScope(server, name!, text!);
     // Each resource server authenticates as a client of its own when it introspects.
     const notesRs = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
     const calendarRs = await createAgent(server, { name: 'Calendar API', grantTypes: ['client_credentials'] });
@@ -54,7 +65,18 @@ describe('resource servers', () => {
     const made = await server.cli(['resources', 'create', NOTES_API, '--scopes', 'notes:read notes:write', '--client', notesRs.clientId, '--json']);
     assert.equal(made.code, 0, made.stderr);
     assert.equal(JSON.parse(made.stdout).access_token_ttl, 600);
-    const jwt = await server.cli(['resources', 'create', CALENDAR_API, '--scopes', 'calendar:read', '--token-format', 'jwt', '--client', calendarRs.clientId, '--json']);
+    const jwt = await server.cli([
+      'resources',
+      'create',
+      CALENDAR_API,
+      '--scopes',
+      'calendar:read',
+      '--token-format',
+      'jwt',
+      '--client',
+      calendarRs.clientId,
+      '--json',
+    ]);
     assert.equal(jwt.code, 0, jwt.stderr);
     assert.equal(JSON.parse(jwt.stdout).access_token_ttl, 300, 'JWTs are short-lived by default');
   });
@@ -81,7 +103,14 @@ describe('resource servers', () => {
     const tokens = await client.clientCredentialsGrant(config, { scope: 'calendar:read notes:read', resource: CALENDAR_API });
     const [h, c, sig] = tokens.access_token.split('.');
     const header = JSON.parse(Buffer.from(h!, 'base64url').toString()) as { typ: string; kid: string; alg: string };
-    const claims = JSON.parse(Buffer.from(c!, 'base64url').toString()) as { aud: string; scope: string; client_id: string; exp: number; iat: number; iss: string };
+    const claims = JSON.parse(Buffer.from(c!, 'base64url').toString()) as {
+      aud: string;
+      scope: string;
+      client_id: string;
+      exp: number;
+      iat: number;
+      iss: string;
+    };
     assert.equal(header.typ, 'at+jwt');
     assert.equal(header.alg, 'ES256');
     assert.equal(claims.aud, CALENDAR_API);
@@ -94,7 +123,7 @@ describe('resource servers', () => {
     assert.ok(verify('sha256', Buffer.from(`${h}.${c}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig!, 'base64url')));
   });
 
-  it('lets only the token\'s own client or its resource server introspect it', async () => {
+  it("lets only the token's own client or its resource server introspect it", async () => {
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read notes:write' });
     const config = await clientFor(server, agent);
     const tokens = await client.clientCredentialsGrant(config, { scope: 'notes:read', resource: NOTES_API });
@@ -110,7 +139,11 @@ describe('resource servers', () => {
   });
 
   it('R-61: introspection needs client authentication; an active answer has the RFC 7662 members, a dead token only active: false', async () => {
-    const unauthenticated = await fetch(`${server.issuer}/token/introspection`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=x' });
+    const unauthenticated = await fetch(`${server.issuer}/token/introspection`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'token=x',
+    });
     assert.equal(unauthenticated.status, 400);
     assert.equal(((await unauthenticated.json()) as { error: string }).error, 'invalid_request');
 
@@ -129,15 +162,20 @@ describe('resource servers', () => {
   it('answers invalid_target for an unknown resource', async () => {
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read' });
     const config = await clientFor(server, agent);
-    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: 'https://unknown.example.com/' }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    await assert.rejects(
+      client.clientCredentialsGrant(config, { scope: 'notes:read', resource: 'https://unknown.example.com/' }),
+      (err: client.ResponseBodyError) => err.error === 'invalid_target',
+    );
   });
 
-  it('asks consent per resource server and binds the code flow\'s token to it', async () => {
+  it("asks consent per resource server and binds the code flow's token to it", async () => {
     const user = await createUser(server);
     const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read notes:write' });
     const config = await clientFor(server, agent);
     const tokens = await codeFlowTokens(server.issuer, config, user, {
-      scope: 'notes:read notes:write', choice: { untick: ['notes:write https://notes.example.com/'] }, extra: { resource: NOTES_API },
+      scope: 'notes:read notes:write',
+      choice: { untick: ['notes:write https://notes.example.com/'] },
+      extra: { resource: NOTES_API },
     });
     const info = await client.tokenIntrospection(notesClient, tokens.access_token);
     assert.equal(info.active, true);
@@ -157,7 +195,10 @@ describe('resource servers', () => {
     assert.equal((await server.cli(['resources', 'delete', extra])).code, 0);
     assert.equal((await server.cli(['resources', 'show', extra])).code, 1);
     // …forgotten at once after it.
-    await assert.rejects(client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra }), (err: client.ResponseBodyError) => err.error === 'invalid_target');
+    await assert.rejects(
+      client.clientCredentialsGrant(config, { scope: 'notes:read', resource: extra }),
+      (err: client.ResponseBodyError) => err.error === 'invalid_target',
+    );
   });
 
   it('issue-13: a grant for two resource servers refreshes for one, then the other', async () => {
@@ -192,7 +233,10 @@ describe('resource servers', () => {
     // Two resources granted and none named, or two named (resource may repeat, RFC 8707 §2): one
     // token is for one server, so both are refused the same way.
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!), (err: client.ResponseBodyError) => err.error === 'invalid_target');
-    const both = new URLSearchParams([['resource', NOTES_API], ['resource', gone]]);
+    const both = new URLSearchParams([
+      ['resource', NOTES_API],
+      ['resource', gone],
+    ]);
     await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, both), (err: client.ResponseBodyError) => err.error === 'invalid_target');
     // The refused refreshes consumed nothing: the same refresh token still works, once.
     const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API });
@@ -209,7 +253,11 @@ describe('resource servers', () => {
     const config = await clientFor(server, agent);
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: 'http://127.0.0.1/cb', scope: 'notes:read notes:write', resource: NOTES_API, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'notes:read notes:write',
+      resource: NOTES_API,
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     const { callback, consentScopes, consentHtml } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
     assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
@@ -230,24 +278,37 @@ describe('resource servers', () => {
     const retried = await client.refreshTokenGrant(config, tokens.refresh_token!, { resource: CALENDAR_API });
     assert.equal(retried.refresh_token, first.refresh_token, 'the same successor');
     // Asked for another server, the kept answer (a calendar token) would be wrong: refused, not replayed.
-    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API }), (err: client.ResponseBodyError) => err.error === 'invalid_grant');
+    await assert.rejects(
+      client.refreshTokenGrant(config, tokens.refresh_token!, { resource: NOTES_API }),
+      (err: client.ResponseBodyError) => err.error === 'invalid_grant',
+    );
     const next = await client.refreshTokenGrant(config, first.refresh_token!, { resource: NOTES_API });
     assert.equal((await client.tokenIntrospection(notesClient, next.access_token)).aud, NOTES_API, 'the grant lives');
   });
 
-  it('issue-13: a raw client that registered no scope and sends none, naming a resource server, is asked for that server\'s scopes', async () => {
+  it("issue-13: a raw client that registered no scope and sends none, naming a resource server, is asked for that server's scopes", async () => {
     const user = await createUser(server);
     const agent = await createAgent(server, { public: true, redirectUris: ['http://127.0.0.1/cb'] });
     const verifier = client.randomPKCECodeVerifier();
     const url = new URL(`${server.issuer}/auth`);
     url.search = new URLSearchParams({
-      client_id: agent.clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1/cb', resource: NOTES_API, state: 'raw',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      client_id: agent.clientId,
+      response_type: 'code',
+      redirect_uri: 'http://127.0.0.1/cb',
+      resource: NOTES_API,
+      state: 'raw',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     }).toString();
     const { callback, consentScopes } = await authorize(server.issuer, url, user, { untick: [`notes:write ${NOTES_API}`] });
     assert.deepEqual(consentScopes.sort(), [`notes:read ${NOTES_API}`, `notes:write ${NOTES_API}`]);
     const res = await postToken(server.issuer, {
-      grant_type: 'authorization_code', client_id: agent.clientId, code: callback.searchParams.get('code') ?? '', redirect_uri: 'http://127.0.0.1/cb', code_verifier: verifier, resource: NOTES_API,
+      grant_type: 'authorization_code',
+      client_id: agent.clientId,
+      code: callback.searchParams.get('code') ?? '',
+      redirect_uri: 'http://127.0.0.1/cb',
+      code_verifier: verifier,
+      resource: NOTES_API,
     });
     const body = (await res.json()) as { access_token: string; scope: string };
     assert.equal(res.status, 200, JSON.stringify(body));

@@ -24,11 +24,20 @@ interface Received {
   token: string;
 }
 
-async function startReceiver(): Promise<{ url: string; received: Received[]; logouts: string[]; failNext: number; setFailNext(n: number): void; close(): Promise<void> }> {
+async function startReceiver(): Promise<{
+  url: string;
+  received: Received[];
+  logouts: string[];
+  failNext: number;
+  setFailNext(n: number): void;
+  close(): Promise<void>;
+}> {
   const state = { received: [] as Received[], logouts: [] as string[], failNext: 0 };
   const host = await createTestHost('events', (req, res) => {
     let body = '';
-    req.on('data', (d: Buffer) => { body += d; });
+    req.on('data', (d: Buffer) => {
+      body += d;
+    });
     req.on('end', () => {
       if (req.url === '/logout') {
         state.logouts.push(new URLSearchParams(body).get('logout_token') ?? '');
@@ -46,10 +55,18 @@ async function startReceiver(): Promise<{ url: string; received: Received[]; log
   });
   return {
     url: `${host.origin}/events`,
-    get received() { return state.received; },
-    get logouts() { return state.logouts; },
-    get failNext() { return state.failNext; },
-    setFailNext: (n) => { state.failNext = n; },
+    get received() {
+      return state.received;
+    },
+    get logouts() {
+      return state.logouts;
+    },
+    get failNext() {
+      return state.failNext;
+    },
+    setFailNext: (n) => {
+      state.failNext = n;
+    },
     close: () => host.close(),
   };
 }
@@ -65,7 +82,12 @@ async function verifiesWithJwks(issuer: string, token: string): Promise<boolean>
   const jwk = jwks.keys.find((k) => k.kid === header.kid);
   if (!jwk) return false;
   const [h, c, s] = token.split('.');
-  return verify('sha256', Buffer.from(`${h}.${c}`), { key: createPublicKey({ key: jwk as never, format: 'jwk' }), dsaEncoding: 'ieee-p1363' }, Buffer.from(s!, 'base64url'));
+  return verify(
+    'sha256',
+    Buffer.from(`${h}.${c}`),
+    { key: createPublicKey({ key: jwk as never, format: 'jwk' }), dsaEncoding: 'ieee-p1363' },
+    Buffer.from(s!, 'base64url'),
+  );
 }
 
 describe('revocation events', { skip: testHostsUnavailable }, () => {
@@ -100,7 +122,14 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
     const res = await followOnIssuer(jar, server.issuer, await browse(jar, `${server.issuer}/account`));
     let html = await res.text();
     const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-    if (login) html = await (await followOnIssuer(jar, server.issuer, await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))).text();
+    if (login)
+      html = await (
+        await followOnIssuer(
+          jar,
+          server.issuer,
+          await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+        )
+      ).text();
     const revokePath = /href="(\/account\/agents\/[^"]+\/revoke)"/.exec(html)![1]!;
     const confirm = await (await browse(jar, `${server.issuer}${revokePath}`)).text();
     await postForm(jar, `${server.issuer}${revokePath}`, { csrf: csrfOf(confirm) });
@@ -152,7 +181,7 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
     const config = await clientFor(server, agent);
     const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'inbox:read', redirectUri: REDIRECT_URI, extra: { resource: api } });
     await client.tokenRevocation(config, tokens.refresh_token!);
-    const toApi = await waitFor('the resource server\'s event', () => receiver.received.map((r) => decode(r.token)).find((e) => e.claims.aud === api));
+    const toApi = await waitFor("the resource server's event", () => receiver.received.map((r) => decode(r.token)).find((e) => e.claims.aud === api));
     const body = (toApi.claims.events as Record<string, { client_id: string; sub: string }>)[EVENT]!;
     assert.equal(body.client_id, agent.clientId);
     assert.equal(body.sub, user.id);
@@ -172,7 +201,10 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
     // A listener on a loopback address the name resolves to: it must never see a connection.
     const loopback = `127.${1 + (process.pid % 200)}.${Math.floor(Math.random() * 250)}.${2 + Math.floor(Math.random() * 250)}`;
     let connections = 0;
-    const trap = net.createServer((socket) => { connections += 1; socket.destroy(); });
+    const trap = net.createServer((socket) => {
+      connections += 1;
+      socket.destroy();
+    });
     await new Promise<void>((resolve) => trap.listen(443, loopback, resolve));
     const refused = await createTestHost('refused', (_req, res) => res.writeHead(202).end(), { resolveTo: loopback });
     try {
@@ -183,10 +215,17 @@ describe('revocation events', { skip: testHostsUnavailable }, () => {
       const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'inbox:read', redirectUri: REDIRECT_URI });
       await client.tokenRevocation(config, tokens.refresh_token!);
       const row = await waitFor('a failed attempt', async () => {
-        const listed = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as { client_id: string; attempts: number; last_error: string | null }[];
+        const listed = JSON.parse((await server.cli(['events', 'list', '--json'])).stdout).events as {
+          client_id: string;
+          attempts: number;
+          last_error: string | null;
+        }[];
         return listed.find((e) => e.client_id === agent.clientId && e.attempts > 0);
       });
-      assert.match(row.last_error ?? '', new RegExp(`${refused.hostname.replaceAll('.', '\\.')} resolves to a refused address: ${loopback.replaceAll('.', '\\.')} is a loopback address`));
+      assert.match(
+        row.last_error ?? '',
+        new RegExp(`${refused.hostname.replaceAll('.', '\\.')} resolves to a refused address: ${loopback.replaceAll('.', '\\.')} is a loopback address`),
+      );
       assert.equal(connections, 0);
       const text = (await server.cli(['events', 'list'])).stdout;
       assert.match(text, /loopback address/);

@@ -14,13 +14,20 @@ import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
-interface LoginPage { jar: CookieJar; html: string; uid: string }
+interface LoginPage {
+  jar: CookieJar;
+  html: string;
+  uid: string;
+}
 
 async function loginPage(server: TestServer, scope: string): Promise<LoginPage> {
   const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope });
   const config = await clientFor(server, agent);
   const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: 'http://127.0.0.1/cb', scope, code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()), code_challenge_method: 'S256',
+    redirect_uri: 'http://127.0.0.1/cb',
+    scope,
+    code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+    code_challenge_method: 'S256',
   });
   return openLoginPage(server.issuer, url);
 }
@@ -56,7 +63,7 @@ describe('sign-in under attack', () => {
     assert.deepEqual({ checked, refused }, { checked: 20, refused: 100 });
   });
 
-  it('issue-14: a correct password from a known-good address is not refused by other addresses\' failures', async () => {
+  it("issue-14: a correct password from a known-good address is not refused by other addresses' failures", async () => {
     const user = await createUser(server);
     const home = '203.0.113.10';
     assert.ok(signedIn(await signIn(server, await loginPage(server, 'attack:test'), user.username, user.password, home)));
@@ -87,15 +94,22 @@ describe('sign-in under attack', () => {
     assert.ok(signedIn(await signIn(server, await loginPage(server, 'attack:test'), neighbour.username, neighbour.password, nat)));
   });
 
-  it('issue-14: parallel token requests past a client\'s limit: exactly the limit get tokens', async () => {
+  it("issue-14: parallel token requests past a client's limit: exactly the limit get tokens", async () => {
     const key = generateTestKey('ES256');
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], jwks: { keys: [key.publicJwk] } });
     assert.equal((await server.cli(['clients', 'update', agent.clientId, '--rate-limit', '5', '--json'])).code, 0);
     // The window is the calendar minute: start well inside one so the test cannot straddle two.
     const secondsIntoMinute = (Date.now() / 1000) % 60;
     if (secondsIntoMinute > 45) await new Promise((resolve) => setTimeout(resolve, (61 - secondsIntoMinute) * 1000));
-    const responses = await Promise.all(Array.from({ length: 25 }, () =>
-      postToken(server.issuer, { grant_type: 'client_credentials', client_assertion_type: JWT_BEARER, client_assertion: clientAssertion(key, agent.clientId, server.issuer) })));
+    const responses = await Promise.all(
+      Array.from({ length: 25 }, () =>
+        postToken(server.issuer, {
+          grant_type: 'client_credentials',
+          client_assertion_type: JWT_BEARER,
+          client_assertion: clientAssertion(key, agent.clientId, server.issuer),
+        }),
+      ),
+    );
     const statuses = responses.map((r) => r.status);
     assert.deepEqual({ ok: statuses.filter((s) => s === 200).length, limited: statuses.filter((s) => s === 429).length }, { ok: 5, limited: 20 });
   });
@@ -109,15 +123,25 @@ describe('sign-in flood and the database pool', () => {
   });
   after(() => server?.stop());
 
-  it('issue-14: token requests all succeed during a burst of sign-ins', { skip: !REAL_SERVICES && 'the embedded database has one connection and no pool to drain' }, async () => {
+  it('issue-14: token requests all succeed during a burst of sign-ins', {
+    skip: !REAL_SERVICES && 'the embedded database has one connection and no pool to drain',
+  }, async () => {
     const user = await createUser(server);
     const page = await loginPage(server, 'flood:test');
     const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'flood:test' });
     const config = await clientFor(server, agent);
     const signIns = Array.from({ length: 200 }, () => signIn(server, page, user.username, 'wrong password'));
-    const tokens = Array.from({ length: 20 }, () => client.clientCredentialsGrant(config, { scope: 'flood:test' }).then(() => 'ok', (err: unknown) => String(err)));
+    const tokens = Array.from({ length: 20 }, () =>
+      client.clientCredentialsGrant(config, { scope: 'flood:test' }).then(
+        () => 'ok',
+        (err: unknown) => String(err),
+      ),
+    );
     const [signInResponses, tokenOutcomes] = await Promise.all([Promise.all(signIns), Promise.all(tokens)]);
-    assert.deepEqual(tokenOutcomes, tokenOutcomes.map(() => 'ok'));
+    assert.deepEqual(
+      tokenOutcomes,
+      tokenOutcomes.map(() => 'ok'),
+    );
     // Sign-ins past the hash queue's bound are told to come back, never a 500.
     for (const res of signInResponses) assert.ok(checkedAndWrong(res) || res.status === 503, `status ${res.status}`);
     const busy = signInResponses.find((r) => r.status === 503);

@@ -37,18 +37,24 @@ export interface PostLoad {
  */
 export async function postWithAutocannon(load: PostLoad): Promise<Measurement> {
   const perUrl = Math.max(1, Math.floor(load.connections / load.urls.length));
-  const results = await Promise.all(load.urls.map((url) => autocannon({
-    url,
-    connections: perUrl,
-    duration: load.seconds,
-    timeout: 30,
-    requests: [{
-      method: 'POST',
-      path: load.path,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      setupRequest: (request) => ({ ...request, body: load.body() }),
-    }],
-  })));
+  const results = await Promise.all(
+    load.urls.map((url) =>
+      autocannon({
+        url,
+        connections: perUrl,
+        duration: load.seconds,
+        timeout: 30,
+        requests: [
+          {
+            method: 'POST',
+            path: load.path,
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+            setupRequest: (request) => ({ ...request, body: load.body() }),
+          },
+        ],
+      }),
+    ),
+  );
   const completed = results.reduce((n, r) => n + r['2xx'], 0);
   const seconds = Math.max(...results.map((r) => r.duration));
   const statuses: Record<string, number> = {};
@@ -75,20 +81,22 @@ export async function loop(concurrency: number, seconds: number, unit: (index: n
   let started = 0;
   const begin = performance.now();
   const end = begin + seconds * 1000;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (performance.now() < end && started < limit) {
-      const index = started++;
-      const t0 = performance.now();
-      let ok = false;
-      try {
-        ok = await unit(index);
-      } catch {
-        ok = false;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end && started < limit) {
+        const index = started++;
+        const t0 = performance.now();
+        let ok = false;
+        try {
+          ok = await unit(index);
+        } catch {
+          ok = false;
+        }
+        if (ok) latencies.push(performance.now() - t0);
+        else errors++;
       }
-      if (ok) latencies.push(performance.now() - t0);
-      else errors++;
-    }
-  }));
+    }),
+  );
   const elapsed = (performance.now() - begin) / 1000;
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => (latencies.length ? round2(latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!) : 0);
@@ -101,11 +109,13 @@ export const round2 = (n: number) => Math.round(n * 100) / 100;
 export async function mapConcurrently<T, R>(items: T[], concurrency: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    }),
+  );
   return out;
 }

@@ -35,7 +35,9 @@ export function planPinning(wanted: boolean): Pinning {
   const serverCores = half === 1 ? '0' : `0-${half - 1}`;
   const loadCores = half === cores - 1 ? String(half) : `${half}-${cores - 1}`;
   return {
-    enabled: true, serverCores, loadCores,
+    enabled: true,
+    serverCores,
+    loadCores,
     description: `servers on core ${serverCores}, load generator on core ${loadCores} (taskset); PostgreSQL and Redis unpinned, sharing all ${cores} cores`,
   };
 }

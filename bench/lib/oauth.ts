@@ -53,7 +53,11 @@ export function form(params: Record<string, string>): string {
   return new URLSearchParams(params).toString();
 }
 
-export const clientAuth = (clientId: string, assertion: string) => ({ client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, client_id: clientId });
+export const clientAuth = (clientId: string, assertion: string) => ({
+  client_assertion_type: ASSERTION_TYPE,
+  client_assertion: assertion,
+  client_id: clientId,
+});
 
 export async function post(url: string, body: string): Promise<Response> {
   return fetch(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
@@ -78,17 +82,30 @@ export class CountingJar extends CookieJar {
  * The authorization code flow with PKCE through the server's pages: authorization request, sign
  * in and consent unless the jar's session and grant already cover them, then the code exchange.
  */
-export async function codeFlow(fx: OAuthFixture, clientId: string, jar = new CountingJar(), assertion = signAssertion(fx, clientId)): Promise<TokenSet & { requests: number }> {
+export async function codeFlow(
+  fx: OAuthFixture,
+  clientId: string,
+  jar = new CountingJar(),
+  assertion = signAssertion(fx, clientId),
+): Promise<TokenSet & { requests: number }> {
   const verifier = randomBytes(32).toString('base64url');
   const url = new URL(`${fx.issuer}/auth`);
   url.search = form({
-    response_type: 'code', client_id: clientId, redirect_uri: REDIRECT_URI, scope: SCOPE, state: randomBytes(8).toString('hex'),
-    code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
+    response_type: 'code',
+    client_id: clientId,
+    redirect_uri: REDIRECT_URI,
+    scope: SCOPE,
+    state: randomBytes(8).toString('hex'),
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+    code_challenge_method: 'S256',
   });
   const { callback } = await authorize(fx.issuer, url, fx.user, {}, jar);
   const code = callback.searchParams.get('code');
   if (!code) throw new Error(`no code in the callback: ${callback.search}`);
-  const res = await post(`${fx.issuer}/token`, form({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, ...clientAuth(clientId, assertion) }));
+  const res = await post(
+    `${fx.issuer}/token`,
+    form({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, code_verifier: verifier, ...clientAuth(clientId, assertion) }),
+  );
   const body = (await res.json()) as { access_token?: string; refresh_token?: string; error?: string };
   if (res.status !== 200 || !body.access_token || !body.refresh_token) throw new Error(`code exchange: ${res.status} ${JSON.stringify(body.error)}`);
   return { clientId, accessToken: body.access_token, refreshToken: body.refresh_token, requests: jar.requests + 1 };
@@ -117,13 +134,20 @@ async function establishGrants(fx: OAuthFixture, sessions: number): Promise<{ ja
  */
 export async function prepareRefreshTokens(fx: OAuthFixture, count: number, sessions: number, concurrency: number): Promise<TokenSet[]> {
   const grants = await establishGrants(fx, sessions);
-  const more = await mapConcurrently(Array.from({ length: Math.max(0, count - grants.length) }, (_, i) => grants[i % grants.length]!), concurrency, ({ jar, set }) => codeFlow(fx, set.clientId, jar));
+  const more = await mapConcurrently(
+    Array.from({ length: Math.max(0, count - grants.length) }, (_, i) => grants[i % grants.length]!),
+    concurrency,
+    ({ jar, set }) => codeFlow(fx, set.clientId, jar),
+  );
   return [...grants.map((g) => g.set), ...more];
 }
 
 /** Refreshes once; the new token set. */
 export async function refresh(fx: OAuthFixture, tokens: TokenSet): Promise<TokenSet> {
-  const res = await post(`${fx.issuer}/token`, form({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken, ...clientAuth(tokens.clientId, signAssertion(fx, tokens.clientId)) }));
+  const res = await post(
+    `${fx.issuer}/token`,
+    form({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken, ...clientAuth(tokens.clientId, signAssertion(fx, tokens.clientId)) }),
+  );
   const body = (await res.json()) as { access_token?: string; refresh_token?: string; error?: string };
   if (res.status !== 200 || !body.access_token || !body.refresh_token) throw new Error(`refresh: ${res.status} ${JSON.stringify(body.error)}`);
   return { clientId: tokens.clientId, accessToken: body.access_token, refreshToken: body.refresh_token };
@@ -144,7 +168,10 @@ export async function prepareLoadedGrants(fx: OAuthFixture, count: number, token
 
 /** An access token for a resource server, from client_credentials. */
 export async function clientCredentialsToken(fx: OAuthFixture, resource: string): Promise<string> {
-  const res = await post(`${fx.issuer}/token`, form({ grant_type: 'client_credentials', scope: SCOPE, resource, ...clientAuth(fx.ccClient, signAssertion(fx, fx.ccClient)) }));
+  const res = await post(
+    `${fx.issuer}/token`,
+    form({ grant_type: 'client_credentials', scope: SCOPE, resource, ...clientAuth(fx.ccClient, signAssertion(fx, fx.ccClient)) }),
+  );
   const body = (await res.json()) as { access_token?: string; error?: string };
   if (res.status !== 200 || !body.access_token) throw new Error(`client_credentials: ${res.status} ${JSON.stringify(body.error)}`);
   return body.access_token;

@@ -23,7 +23,11 @@ export interface Results {
   rows: ResultRow[];
 }
 
-const TARGET_LABEL: Record<TargetName, string> = { agentauth: 'agentauth (Postgres + Redis)', bare: 'bare oidc-provider (memory)', plain: 'node:http fixed body' };
+const TARGET_LABEL: Record<TargetName, string> = {
+  agentauth: 'agentauth (Postgres + Redis)',
+  bare: 'bare oidc-provider (memory)',
+  plain: 'node:http fixed body',
+};
 
 const pct = (a: number, b: number | undefined) => (b ? `${Math.round((a / b) * 100)} %` : '–');
 
@@ -49,23 +53,30 @@ export function markdown(results: Results): string {
     `- Node ${m.node}; PostgreSQL ${m.postgres}; Redis ${m.redis}`,
     `- Pinning: ${m.pinning}`,
     `- Load average (1, 5, 15 min) before: ${m.loadAverage.join(', ')}; after: ${m.loadAverageAfter.join(', ')} (the machine is shared: compare ratios, not absolute numbers)`,
-    `- Settings: ${Object.entries(results.settings).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')}`,
+    `- Settings: ${Object.entries(results.settings)
+      .map(([k, v]) => `${k} ${JSON.stringify(v)}`)
+      .join(', ')}`,
     '',
   ];
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
   const baseline = rows.filter((r) => r.series === 'baseline');
   if (baseline.length) {
-    out.push('## Three servers, same scenarios', '',
-      'p50/p99 in ms (per flow for code-flow, per revocation for revocation); errors are failed requests or flows (non-2xx where 200 was expected); RSS is the server\'s peak during the measured run, MiB.', '',
+    out.push(
+      '## Three servers, same scenarios',
+      '',
+      "p50/p99 in ms (per flow for code-flow, per revocation for revocation); errors are failed requests or flows (non-2xx where 200 was expected); RSS is the server's peak during the measured run, MiB.",
+      '',
       '| scenario | server | rate | p50 | p99 | errors | peak RSS | agentauth / bare | agentauth / node:http |',
-      '|---|---|---|---|---|---|---|---|---|');
+      '|---|---|---|---|---|---|---|---|---|',
+    );
     for (const scenario of scenarios) {
       const ours = find(rows, 'baseline', scenario, 'agentauth');
       const bare = find(rows, 'baseline', scenario, 'bare');
       const plain = find(rows, 'baseline', scenario, 'plain');
       for (const r of [ours, bare, plain]) {
         if (!r) continue;
-        const ratios = r.target === 'agentauth' ? [pct(r.measurement.rate, bare?.measurement.rate), pct(r.measurement.rate, plain?.measurement.rate)] : ['', ''];
+        const ratios =
+          r.target === 'agentauth' ? [pct(r.measurement.rate, bare?.measurement.rate), pct(r.measurement.rate, plain?.measurement.rate)] : ['', ''];
         out.push(line(r, ratios));
       }
     }
@@ -73,29 +84,48 @@ export function markdown(results: Results): string {
   }
   const one = rows.filter((r) => r.series === 'processes-1');
   if (one.length) {
-    out.push('## One against two agentauth processes (same Postgres and Redis, unpinned)', '',
-      '| scenario | processes | rate | p50 | p99 | errors | peak RSS (sum) | 2 / 1 |', '|---|---|---|---|---|---|---|---|');
+    out.push(
+      '## One against two agentauth processes (same Postgres and Redis, unpinned)',
+      '',
+      '| scenario | processes | rate | p50 | p99 | errors | peak RSS (sum) | 2 / 1 |',
+      '|---|---|---|---|---|---|---|---|',
+    );
     for (const scenario of scenarios) {
       const a = find(rows, 'processes-1', scenario, 'agentauth');
       const b = find(rows, 'processes-2', scenario, 'agentauth');
-      for (const [n, r] of [[1, a], [2, b]] as const) {
+      for (const [n, r] of [
+        [1, a],
+        [2, b],
+      ] as const) {
         if (!r) continue;
         const mm = r.measurement;
-        out.push(`| ${scenario} | ${n} | ${mm.rate} ${r.unit} | ${mm.p50Ms} | ${mm.p99Ms} | ${mm.errors} | ${mm.rssPeakMb ?? '–'} | ${n === 2 && a ? pct(mm.rate, a.measurement.rate) : ''} |`);
+        out.push(
+          `| ${scenario} | ${n} | ${mm.rate} ${r.unit} | ${mm.p50Ms} | ${mm.p99Ms} | ${mm.errors} | ${mm.rssPeakMb ?? '–'} | ${n === 2 && a ? pct(mm.rate, a.measurement.rate) : ''} |`,
+        );
       }
     }
-    out.push('', 'With two processes, p50/p99 are the worse of the two instances\' (autocannon reports no mergeable histogram).', '');
+    out.push('', "With two processes, p50/p99 are the worse of the two instances' (autocannon reports no mergeable histogram).", '');
   }
   const large = rows.filter((r) => r.series === 'large-data');
   if (large.length) {
     const seeded = results.seeding;
-    out.push(`## agentauth with stored data${seeded ? ` (${seeded.tokens.toLocaleString('en')} tokens, ${seeded.grants.toLocaleString('en')} grants, seeded in ${seeded.seconds} s)` : ''}`, '',
-      '| scenario | data | rate | p50 | p99 | errors | peak RSS | large / empty |', '|---|---|---|---|---|---|---|---|');
+    out.push(
+      `## agentauth with stored data${seeded ? ` (${seeded.tokens.toLocaleString('en')} tokens, ${seeded.grants.toLocaleString('en')} grants, seeded in ${seeded.seconds} s)` : ''}`,
+      '',
+      '| scenario | data | rate | p50 | p99 | errors | peak RSS | large / empty |',
+      '|---|---|---|---|---|---|---|---|',
+    );
     for (const scenario of scenarios) {
       const small = find(rows, 'baseline', scenario, 'agentauth');
       const big = find(rows, 'large-data', scenario, 'agentauth');
-      if (small) out.push(`| ${scenario} | fresh | ${small.measurement.rate} ${small.unit} | ${small.measurement.p50Ms} | ${small.measurement.p99Ms} | ${small.measurement.errors} | ${small.measurement.rssPeakMb ?? '–'} | |`);
-      if (big) out.push(`| ${scenario} | large | ${big.measurement.rate} ${big.unit} | ${big.measurement.p50Ms} | ${big.measurement.p99Ms} | ${big.measurement.errors} | ${big.measurement.rssPeakMb ?? '–'} | ${pct(big.measurement.rate, small?.measurement.rate)} |`);
+      if (small)
+        out.push(
+          `| ${scenario} | fresh | ${small.measurement.rate} ${small.unit} | ${small.measurement.p50Ms} | ${small.measurement.p99Ms} | ${small.measurement.errors} | ${small.measurement.rssPeakMb ?? '–'} | |`,
+        );
+      if (big)
+        out.push(
+          `| ${scenario} | large | ${big.measurement.rate} ${big.unit} | ${big.measurement.p50Ms} | ${big.measurement.p99Ms} | ${big.measurement.errors} | ${big.measurement.rssPeakMb ?? '–'} | ${pct(big.measurement.rate, small?.measurement.rate)} |`,
+        );
     }
     out.push('');
   }

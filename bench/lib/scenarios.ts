@@ -8,8 +8,19 @@ import pg from 'pg';
 import { loop, postWithAutocannon, type BodySource, type Measurement } from './load.ts';
 import { peakRssMb, resetPeakRss } from './machine.ts';
 import {
-  assertionSource, clientAuth, clientCredentialsToken, codeFlow, CountingJar, form, isActive, post, prepareLoadedGrants, prepareRefreshTokens,
-  SCOPE, type OAuthFixture, type TokenSet,
+  assertionSource,
+  clientAuth,
+  clientCredentialsToken,
+  codeFlow,
+  CountingJar,
+  form,
+  isActive,
+  post,
+  prepareLoadedGrants,
+  prepareRefreshTokens,
+  SCOPE,
+  type OAuthFixture,
+  type TokenSet,
 } from './oauth.ts';
 import type { Target } from './targets.ts';
 
@@ -17,7 +28,12 @@ export const SCENARIOS = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection', 'co
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const UNITS: Record<ScenarioName, string> = {
-  'cc-opaque': 'req/s', 'cc-jwt': 'req/s', refresh: 'req/s', introspection: 'req/s', 'code-flow': 'flows/s', revocation: 'revocations/s',
+  'cc-opaque': 'req/s',
+  'cc-jwt': 'req/s',
+  refresh: 'req/s',
+  introspection: 'req/s',
+  'code-flow': 'flows/s',
+  revocation: 'revocations/s',
 };
 
 export interface RunSettings {
@@ -66,12 +82,22 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
       const f = fx ?? shape;
       const resource = name === 'cc-opaque' ? f.resources.opaque : f.resources.jwt;
       const assertions = fx ? assertionSource(fx, fx.ccClient, expectedRequests(memory.tokenRate ?? 1500)) : cycle(shapeAssertions(shape, shape.ccClient));
-      const result = await autocannonRun('/token', () => form({ grant_type: 'client_credentials', scope: SCOPE, resource, ...clientAuth(f.ccClient, assertions()) }));
+      const result = await autocannonRun('/token', () =>
+        form({ grant_type: 'client_credentials', scope: SCOPE, resource, ...clientAuth(f.ccClient, assertions()) }),
+      );
       if (name === 'cc-opaque') memory.tokenRate = result.rate;
       return result;
     }
     case 'refresh': {
-      if (!fx) return autocannonRun('/token', cycle(shapeAssertions(shape, shape.flowClients[0]!).map((a) => form({ grant_type: 'refresh_token', refresh_token: 'x'.repeat(43), ...clientAuth(shape.flowClients[0]!, a) }))));
+      if (!fx)
+        return autocannonRun(
+          '/token',
+          cycle(
+            shapeAssertions(shape, shape.flowClients[0]!).map((a) =>
+              form({ grant_type: 'refresh_token', refresh_token: 'x'.repeat(43), ...clientAuth(shape.flowClients[0]!, a) }),
+            ),
+          ),
+        );
       // A refresh costs about twice a client_credentials request on both servers; preparing
       // tokens is slow (two requests each), so the pool is sized from that, with a margin.
       const wanted = Math.ceil(Math.min(memory.tokenRate ?? 1500, 3000) * 0.6 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
@@ -86,7 +112,11 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
         if (!item) {
           // Never reuse one: reuse revokes its grant. An unknown token fails harmlessly instead.
           exhausted++;
-          return form({ grant_type: 'refresh_token', refresh_token: `exhausted-${exhausted}`, ...clientAuth(fx.flowClients[0]!, assertionSource(fx, fx.flowClients[0]!, 0)()) });
+          return form({
+            grant_type: 'refresh_token',
+            refresh_token: `exhausted-${exhausted}`,
+            ...clientAuth(fx.flowClients[0]!, assertionSource(fx, fx.flowClients[0]!, 0)()),
+          });
         }
         return form({ grant_type: 'refresh_token', refresh_token: item.t.refreshToken, ...clientAuth(item.t.clientId, item.assertion) });
       };
@@ -97,9 +127,13 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
       const f = fx ?? shape;
       const tokens = fx ? await Promise.all(Array.from({ length: 200 }, () => clientCredentialsToken(fx, fx.resources.opaque))) : ['x'.repeat(43)];
       if (fx && !(await isActive(fx, fx.ccClient, tokens[0]!))) throw new Error('a prepared token is not active');
-      const assertions = fx ? assertionSource(fx, fx.introspector, expectedRequests(memory.tokenRate ?? 1500)) : cycle(shapeAssertions(shape, shape.introspector));
+      const assertions = fx
+        ? assertionSource(fx, fx.introspector, expectedRequests(memory.tokenRate ?? 1500))
+        : cycle(shapeAssertions(shape, shape.introspector));
       let i = 0;
-      return autocannonRun('/token/introspection', () => form({ token: tokens[i++ % tokens.length]!, token_type_hint: 'access_token', ...clientAuth(f.introspector, assertions()) }));
+      return autocannonRun('/token/introspection', () =>
+        form({ token: tokens[i++ % tokens.length]!, token_type_hint: 'access_token', ...clientAuth(f.introspector, assertions()) }),
+      );
     }
     case 'code-flow': {
       if (!fx) {
@@ -107,7 +141,10 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
         const url = target.urls[0]!;
         const flow = async () => {
           for (let r = 0; r < perFlow; r++) {
-            const res = r % 2 ? await post(`${url}/interaction/x/login`, 'csrf=x&username=bench-user&password=xxxxxxxxxxxxxxxx') : await fetch(`${url}/auth?response_type=code`);
+            const res =
+              r % 2
+                ? await post(`${url}/interaction/x/login`, 'csrf=x&username=bench-user&password=xxxxxxxxxxxxxxxx')
+                : await fetch(`${url}/auth?response_type=code`);
             await res.arrayBuffer();
             if (res.status !== 200) return false;
           }
@@ -146,7 +183,11 @@ async function measured(target: Target, run: () => Promise<Measurement>): Promis
 async function revocation(target: Target, s: RunSettings, shape: OAuthFixture): Promise<Measurement> {
   const fx = target.fixture;
   if (!fx) {
-    const bodies = cycle(shapeAssertions(shape, shape.flowClients[0]!).map((a) => form({ token: 'x'.repeat(43), token_type_hint: 'refresh_token', ...clientAuth(shape.flowClients[0]!, a) })));
+    const bodies = cycle(
+      shapeAssertions(shape, shape.flowClients[0]!).map((a) =>
+        form({ token: 'x'.repeat(43), token_type_hint: 'refresh_token', ...clientAuth(shape.flowClients[0]!, a) }),
+      ),
+    );
     const once = async () => (await post(`${target.urls[0]}/token/revocation`, bodies())).status === 200;
     await loop(s.revocationConcurrency, s.warmupSeconds, once);
     return measured(target, () => loop(s.revocationConcurrency, s.seconds, once));
@@ -157,7 +198,10 @@ async function revocation(target: Target, s: RunSettings, shape: OAuthFixture): 
   const grantIds = target.env ? await grantIdsOf(target.env, grants.slice(4)) : undefined;
   const before = target.env && grantIds ? await storedRows(target.env, grantIds) : undefined;
   const revoke = async (set: TokenSet) => {
-    const res = await post(`${fx.issuer}/token/revocation`, form({ token: set.refreshToken, token_type_hint: 'refresh_token', ...clientAuth(set.clientId, assertionSource(fx, set.clientId, 1)()) }));
+    const res = await post(
+      `${fx.issuer}/token/revocation`,
+      form({ token: set.refreshToken, token_type_hint: 'refresh_token', ...clientAuth(set.clientId, assertionSource(fx, set.clientId, 1)()) }),
+    );
     await res.arrayBuffer();
     return res.status === 200;
   };
@@ -192,14 +236,17 @@ async function withDb<T>(env: NodeJS.ProcessEnv, fn: (client: pg.Client) => Prom
 /** The grants these refresh tokens belong to (found by the tokens' hashes). */
 function grantIdsOf(env: NodeJS.ProcessEnv, sets: TokenSet[]): Promise<string[]> {
   const hashes = sets.map((g) => createHash('sha256').update(g.refreshToken).digest());
-  return withDb(env, async (client) => (await client.query<{ grant_id: string }>(
-    "SELECT DISTINCT grant_id FROM oidc_artifacts WHERE model = 'RefreshToken' AND id_hash = ANY($1)", [hashes],
-  )).rows.map((r) => r.grant_id));
+  return withDb(env, async (client) =>
+    (
+      await client.query<{ grant_id: string }>("SELECT DISTINCT grant_id FROM oidc_artifacts WHERE model = 'RefreshToken' AND id_hash = ANY($1)", [hashes])
+    ).rows.map((r) => r.grant_id),
+  );
 }
 
 /** Credentials stored under these grants. */
 function storedRows(env: NodeJS.ProcessEnv, grantIds: string[]): Promise<number> {
-  return withDb(env, async (client) => (await client.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM oidc_artifacts WHERE grant_id = ANY($1)', [grantIds],
-  )).rows[0]!.n);
+  return withDb(
+    env,
+    async (client) => (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_artifacts WHERE grant_id = ANY($1)', [grantIds])).rows[0]!.n,
+  );
 }

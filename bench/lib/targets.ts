@@ -79,7 +79,11 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const env: NodeJS.ProcessEnv = {
-    ...deployment.env, ISSUER: issuer, LOG_LEVEL: 'warn', TOKEN_RATE_LIMIT: '1000000', NODE_OPTIONS: '',
+    ...deployment.env,
+    ISSUER: issuer,
+    LOG_LEVEL: 'warn',
+    TOKEN_RATE_LIMIT: '1000000',
+    NODE_OPTIONS: '',
   };
   const processes: { child: ChildProcess; url: string }[] = [];
   const startProcess = async (listenPort: number) => {
@@ -113,12 +117,22 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
 
   return {
     name: 'agentauth',
-    get urls() { return processes.map((p) => p.url); },
+    get urls() {
+      return processes.map((p) => p.url);
+    },
     pids: () => processes.map((p) => p.child.pid!),
     env,
     fixture: {
-      issuer, get urls() { return processes.map((p) => p.url); }, key, ccClient, introspector, flowClients,
-      user: { id: String(user.id), username, password }, resources: { opaque: OPAQUE_RS, jwt: JWT_RS },
+      issuer,
+      get urls() {
+        return processes.map((p) => p.url);
+      },
+      key,
+      ccClient,
+      introspector,
+      flowClients,
+      user: { id: String(user.id), username, password },
+      resources: { opaque: OPAQUE_RS, jwt: JWT_RS },
     },
     async addProcess() {
       await startProcess(await freePort());
@@ -138,7 +152,10 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
 
 /** Starts a bench server script and waits for its "listening on <port>" line. */
 async function spawnScript(script: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [path.join(ROOT, script)], { env: { ...process.env, NODE_NO_WARNINGS: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, script)], {
+    env: { ...process.env, NODE_NO_WARNINGS: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   return new Promise((resolve, reject) => {
     const collect = (d: Buffer) => {
@@ -154,7 +171,10 @@ async function spawnScript(script: string, env: NodeJS.ProcessEnv): Promise<{ ch
 
 function scriptTarget(name: TargetName, child: ChildProcess, url: string, fixture?: OAuthFixture): Target {
   return {
-    name, urls: [url], pids: () => [child.pid!], fixture,
+    name,
+    urls: [url],
+    pids: () => [child.pid!],
+    fixture,
     pinTo: (cores) => pin(child.pid!, cores),
     stop: () => stopChild(child),
   };
@@ -172,12 +192,20 @@ export async function startBareProvider(options: StartOptions): Promise<Target> 
     { client_id: 'bench-cc', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], ...confidential },
     { client_id: 'bench-rs', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], ...confidential },
     ...flowClients.map((client_id) => ({
-      client_id, grant_types: ['authorization_code', 'refresh_token'], response_types: ['code' as const], redirect_uris: [REDIRECT_URI], ...confidential,
+      client_id,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code' as const],
+      redirect_uris: [REDIRECT_URI],
+      ...confidential,
     })),
   ];
   const user = { id: 'bench-user', username: 'bench-user', password: randomBytes(12).toString('base64url') };
   const config: BareProviderConfig = {
-    issuer, port, signingJwk: { ...signing, kid: 'bare-signing', alg: 'ES256', use: 'sig' }, clients, scopes: [SCOPE],
+    issuer,
+    port,
+    signingJwk: { ...signing, kid: 'bare-signing', alg: 'ES256', use: 'sig' },
+    clients,
+    scopes: [SCOPE],
     resources: [
       { identifier: OPAQUE_RS, scopes: [SCOPE], format: 'opaque', ttl: OPAQUE_TTL, introspector: 'bench-rs' },
       { identifier: JWT_RS, scopes: [SCOPE], format: 'jwt', ttl: JWT_TTL, introspector: 'bench-rs' },
@@ -189,7 +217,14 @@ export async function startBareProvider(options: StartOptions): Promise<Target> 
   const { child } = await spawnScript('bench/servers/bare-provider.ts', { BENCH_BARE_CONFIG: file, ...profileOptions(options.cpuProfDir) });
   pin(child.pid!, options.serverCores);
   return scriptTarget('bare', child, issuer, {
-    issuer, urls: [issuer], key, ccClient: 'bench-cc', introspector: 'bench-rs', flowClients, user, resources: { opaque: OPAQUE_RS, jwt: JWT_RS },
+    issuer,
+    urls: [issuer],
+    key,
+    ccClient: 'bench-cc',
+    introspector: 'bench-rs',
+    flowClients,
+    user,
+    resources: { opaque: OPAQUE_RS, jwt: JWT_RS },
   });
 }
 

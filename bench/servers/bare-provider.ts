@@ -39,9 +39,10 @@ export interface BareProviderConfig {
 
 /** agentauth's scrypt parameters (src/accounts/passwords.ts). */
 const SCRYPT = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
-const derive = (password: string, salt: Buffer) => new Promise<Buffer>((resolve, reject) => {
-  scrypt(password, salt, 32, SCRYPT, (err, key) => (err ? reject(err) : resolve(key)));
-});
+const derive = (password: string, salt: Buffer) =>
+  new Promise<Buffer>((resolve, reject) => {
+    scrypt(password, salt, 32, SCRYPT, (err, key) => (err ? reject(err) : resolve(key)));
+  });
 
 const config = JSON.parse(readFileSync(process.env.BENCH_BARE_CONFIG!, 'utf8')) as BareProviderConfig;
 const salt = randomBytes(16);
@@ -58,7 +59,12 @@ const configuration: Configuration = {
   responseTypes: ['code'],
   pkce: { required: () => true },
   clientAuthMethods: ['private_key_jwt', 'none'],
-  clientDefaults: { grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'private_key_jwt', id_token_signed_response_alg: 'ES256' },
+  clientDefaults: {
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'private_key_jwt',
+    id_token_signed_response_alg: 'ES256',
+  },
   enabledJWA: { clientAuthSigningAlgValues: ['ES256'], idTokenSigningAlgValues: ['ES256'] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   features: {
@@ -79,7 +85,10 @@ const configuration: Configuration = {
         const rs = resources.get(resource);
         if (!rs) throw new errors.InvalidTarget('unknown resource server');
         return {
-          scope: rs.scopes.join(' '), audience: rs.identifier, accessTokenTTL: rs.ttl, accessTokenFormat: rs.format,
+          scope: rs.scopes.join(' '),
+          audience: rs.identifier,
+          accessTokenTTL: rs.ttl,
+          accessTokenFormat: rs.format,
           ...(rs.format === 'jwt' ? { jwt: { sign: { alg: 'ES256' as const } } } : {}),
         };
       },
@@ -110,10 +119,12 @@ async function interactionRoutes(ctx: Context, next: Next): Promise<void> {
   const uid = details.uid;
   if (ctx.method === 'GET' && !match[2]) {
     ctx.type = 'html';
-    ctx.body = details.prompt.name === 'login'
-      ? `<form method="post" action="/interaction/${uid}/login"><input name="csrf" value="-"><input name="username"><input name="password" type="password"></form>`
-      : `<form method="post" action="/interaction/${uid}/consent"><input name="csrf" value="-">${
-        missingScopes(details).map((s) => `<input type="checkbox" name="scope" value="${s}" checked>`).join('')}</form>`;
+    ctx.body =
+      details.prompt.name === 'login'
+        ? `<form method="post" action="/interaction/${uid}/login"><input name="csrf" value="-"><input name="username"><input name="password" type="password"></form>`
+        : `<form method="post" action="/interaction/${uid}/consent"><input name="csrf" value="-">${missingScopes(details)
+            .map((s) => `<input type="checkbox" name="scope" value="${s}" checked>`)
+            .join('')}</form>`;
     return;
   }
   if (ctx.method !== 'POST') return next();
@@ -123,10 +134,13 @@ async function interactionRoutes(ctx: Context, next: Next): Promise<void> {
     const ok = form.get('username') === config.user.username && timingSafeEqual(await derive(form.get('password') ?? '', salt), passwordKey);
     result = ok ? { login: { accountId: config.user.username } } : { error: 'access_denied' };
   } else {
-    const grant = details.grantId ? (await provider.Grant.find(details.grantId))! : new provider.Grant({ accountId: details.session!.accountId, clientId: String(details.params.client_id) });
+    const grant = details.grantId
+      ? (await provider.Grant.find(details.grantId))!
+      : new provider.Grant({ accountId: details.session!.accountId, clientId: String(details.params.client_id) });
     const scopes = missingScopes(details);
     if (scopes.length) grant.addOIDCScope(scopes.join(' '));
-    for (const [resource, list] of Object.entries((details.prompt.details.missingResourceScopes ?? {}) as Record<string, string[]>)) grant.addResourceScope(resource, list.join(' '));
+    for (const [resource, list] of Object.entries((details.prompt.details.missingResourceScopes ?? {}) as Record<string, string[]>))
+      grant.addResourceScope(resource, list.join(' '));
     result = { consent: { grantId: await grant.save() } };
   }
   const location = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });

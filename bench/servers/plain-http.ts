@@ -7,9 +7,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-const BODY = Buffer.from(JSON.stringify({
-  access_token: 'x'.repeat(43), token_type: 'Bearer', expires_in: 600, scope: 'bench:read',
-}));
+const BODY = Buffer.from(
+  JSON.stringify({
+    access_token: 'x'.repeat(43),
+    token_type: 'Bearer',
+    expires_in: 600,
+    scope: 'bench:read',
+  }),
+);
 
 const server = http.createServer((req, res) => {
   req.resume();

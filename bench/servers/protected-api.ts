@@ -10,10 +10,16 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createResourceServer } from 'agentauth/resource-server';
 
-const env = (name: string) => process.env[name] ?? (() => { throw new Error(`${name} is required`); })();
+const env = (name: string) =>
+  process.env[name] ??
+  (() => {
+    throw new Error(`${name} is required`);
+  })();
 const jwt = createResourceServer({ issuer: env('ISSUER'), resource: env('JWT_RESOURCE'), cacheSeconds: Number(env('CACHE_SECONDS')) });
 const opaque = createResourceServer({
-  issuer: env('ISSUER'), resource: env('OPAQUE_RESOURCE'), cacheSeconds: Number(env('CACHE_SECONDS')),
+  issuer: env('ISSUER'),
+  resource: env('OPAQUE_RESOURCE'),
+  cacheSeconds: Number(env('CACHE_SECONDS')),
   introspection: { clientId: env('INTROSPECTOR_ID'), privateKey: JSON.parse(env('INTROSPECTOR_JWK')) as Record<string, string> & { kty: string } },
 });
 const body = JSON.stringify({ ok: true });

@@ -26,7 +26,11 @@ export interface AgentExampleOptions {
   refreshBeforeSeconds?: number;
 }
 
-interface Session { tokens?: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers; pending: Map<string, string>; revoked?: string }
+interface Session {
+  tokens?: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers;
+  pending: Map<string, string>;
+  revoked?: string;
+}
 
 export async function startAgentExample(options: AgentExampleOptions) {
   const cli = options.cli ?? localCli;
@@ -37,9 +41,26 @@ export async function startAgentExample(options: AgentExampleOptions) {
   const redirectUri = `${base}/callback`;
 
   const key = exampleKey('agent');
-  const registration = ['--redirect-uri', redirectUri, '--event-uri', `${base}/events`, '--scope', 'notes:read notes:write', '--grant-types', 'authorization_code,refresh_token'];
+  const registration = [
+    '--redirect-uri',
+    redirectUri,
+    '--event-uri',
+    `${base}/events`,
+    '--scope',
+    'notes:read notes:write',
+    '--grant-types',
+    'authorization_code,refresh_token',
+  ];
   const clientId = await registeredClient(cli, 'agent', options.issuer, async () => {
-    const made = await agentauth<{ client_id: string }>(cli, ['clients', 'create', '--name', 'Example notes agent', '--jwks-file', jwksFile('agent', key), ...registration]);
+    const made = await agentauth<{ client_id: string }>(cli, [
+      'clients',
+      'create',
+      '--name',
+      'Example notes agent',
+      '--jwks-file',
+      jwksFile('agent', key),
+      ...registration,
+    ]);
     return made.client_id;
   });
   await agentauth(cli, ['clients', 'update', clientId, ...registration]); // this run's port
@@ -49,7 +70,9 @@ export async function startAgentExample(options: AgentExampleOptions) {
     execute: new URL(options.issuer).protocol === 'http:' ? [oidc.allowInsecureRequests] : [],
   });
   const verifyEvent = createRevocationEventVerifier({
-    issuer: config.serverMetadata().issuer, audience: clientId, keys: createRemoteJWKSet(new URL(config.serverMetadata().jwks_uri!)),
+    issuer: config.serverMetadata().issuer,
+    audience: clientId,
+    keys: createRemoteJWKSet(new URL(config.serverMetadata().jwks_uri!)),
   });
   const session: Session = { pending: new Map() };
 
@@ -58,8 +81,12 @@ export async function startAgentExample(options: AgentExampleOptions) {
     const state = randomBytes(16).toString('base64url');
     session.pending.set(state, verifier);
     const url = oidc.buildAuthorizationUrl(config, {
-      redirect_uri: redirectUri, scope: 'notes:read notes:write', resource, state,
-      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: redirectUri,
+      scope: 'notes:read notes:write',
+      resource,
+      state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     res.writeHead(302, { location: url.href }).end();
   }
@@ -127,7 +154,9 @@ export async function startAgentExample(options: AgentExampleOptions) {
       }
       if (path === '/status.json') {
         const api = await callApi('GET');
-        return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ connected: Boolean(session.tokens), revoked: session.revoked ?? null, api }));
+        return void res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ connected: Boolean(session.tokens), revoked: session.revoked ?? null, api }));
       }
       if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(await page());
       res.writeHead(404).end();
@@ -150,9 +179,21 @@ export async function startAgentExample(options: AgentExampleOptions) {
   }
 
   log(`agent at ${base}/ (client ${clientId}); open it to connect`);
-  return { url: `${base}/`, clientId, close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) };
+  return {
+    url: `${base}/`,
+    clientId,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 if (import.meta.main) {
-  await startAgentExample({ issuer: process.env.AGENTAUTH_ISSUER ?? 'http://localhost:3000', resource: process.env.NOTES_API, port: Number(process.env.PORT ?? 4300) });
+  await startAgentExample({
+    issuer: process.env.AGENTAUTH_ISSUER ?? 'http://localhost:3000',
+    resource: process.env.NOTES_API,
+    port: Number(process.env.PORT ?? 4300),
+  });
 }

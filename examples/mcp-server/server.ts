@@ -46,7 +46,8 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
   try {
     // MCP clients register themselves: the tool's low-risk read scope is opened to them.
     await ensureScope(cli, 'notes:read', 'Read your notes', { allowUnverified: true });
-    if ((await cli(['resources', 'show', url])).code !== 0) await agentauth(cli, ['resources', 'create', url, '--scopes', 'notes:read', '--token-format', 'jwt']);
+    if ((await cli(['resources', 'show', url])).code !== 0)
+      await agentauth(cli, ['resources', 'create', url, '--scopes', 'notes:read', '--token-format', 'jwt']);
   } catch (error) {
     server.close();
     throw error;
@@ -67,7 +68,11 @@ export async function startMcpExample(options: McpExampleOptions): Promise<{ url
   });
   return {
     url,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 

@@ -41,18 +41,43 @@ async function registerAndServe(server: http.Server, url: string, cli: Cli, log:
   await ensureScope(cli, 'notes:write', 'Add to your notes');
   const key = exampleKey('resource-server');
   const clientId = await registeredClient(cli, 'resource-server', options.issuer, async () => {
-    const made = await agentauth<{ client_id: string }>(cli, ['clients', 'create', '--name', 'Notes API (introspection)', '--grant-types', 'client_credentials', '--jwks-file', jwksFile('resource-server', key)]);
+    const made = await agentauth<{ client_id: string }>(cli, [
+      'clients',
+      'create',
+      '--name',
+      'Notes API (introspection)',
+      '--grant-types',
+      'client_credentials',
+      '--jwks-file',
+      jwksFile('resource-server', key),
+    ]);
     return made.client_id;
   });
   const eventsPath = '/agentauth/events';
   if ((await cli(['resources', 'show', url])).code === 0) await agentauth(cli, ['resources', 'delete', url]);
   const ttl = options.accessTokenTtl ? ['--access-token-ttl', String(options.accessTokenTtl)] : [];
-  await agentauth(cli, ['resources', 'create', url, '--scopes', 'notes:read notes:write', '--client', clientId, '--event-uri', new URL(eventsPath, url).href, ...ttl]);
+  await agentauth(cli, [
+    'resources',
+    'create',
+    url,
+    '--scopes',
+    'notes:read notes:write',
+    '--client',
+    clientId,
+    '--event-uri',
+    new URL(eventsPath, url).href,
+    ...ttl,
+  ]);
 
   const rs = createResourceServer({
-    issuer: options.issuer, resource: url, eventsPath, scopesSupported: ['notes:read', 'notes:write'], resourceName: 'Example notes API',
+    issuer: options.issuer,
+    resource: url,
+    eventsPath,
+    scopesSupported: ['notes:read', 'notes:write'],
+    resourceName: 'Example notes API',
     introspection: { clientId, privateKey: key.privateJwk },
-    onRevocation: (event, dropped) => log(`revocation event: grant ${event.grantId} of ${event.clientId} (${event.reason}); ${dropped} cached token(s) dropped`),
+    onRevocation: (event, dropped) =>
+      log(`revocation event: grant ${event.grantId} of ${event.clientId} (${event.reason}); ${dropped} cached token(s) dropped`),
   });
   const notes = new Map<string, string[]>();
 
@@ -75,7 +100,14 @@ async function registerAndServe(server: http.Server, url: string, cli: Cli, log:
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ user: token.subject, agent: token.clientId, notes: mine }));
   });
   log(`notes API at ${url} (resource ${url}, introspecting as ${clientId})`);
-  return { url, close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) };
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 if (import.meta.main) {

@@ -29,7 +29,7 @@ export interface SignInLimits {
 }
 
 export type Admission =
-  | { allowed: true; /** Takes the reserved failure back: the attempt was not a failed guess. */ release(): Promise<void> }
+  | { allowed: true /** Takes the reserved failure back: the attempt was not a failed guess. */; release(): Promise<void> }
   | { allowed: false; retryAfter: number };
 
 export interface SignInGuard {
@@ -60,7 +60,9 @@ export function createSignInGuard(kv: Kv, limiter: RateLimiter, secret: string, 
 
     async admit(subject, address) {
       const reservations: Reservation[] = [];
-      const releaseAll = async () => { await Promise.all(reservations.map((r) => r.release())); };
+      const releaseAll = async () => {
+        await Promise.all(reservations.map((r) => r.release()));
+      };
       const buckets: [string, string, Window][] = [['login-failure-pair', `${subject}:${address}`, window(limits.perAddress)]];
       if (!(await isKnownGood(subject, address))) {
         buckets.push(['login-failure', address, window(limits.perAddress)], ['login-failure-account', subject, window(limits.perAccount)]);

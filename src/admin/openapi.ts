@@ -15,7 +15,10 @@ function pathParameters(path: string) {
 
 /** The operation's input schema without the fields the path supplies. */
 function bodySchema(route: AdminRoute): Record<string, unknown> {
-  const schema = z.toJSONSchema(operations[route.operation].input, { io: 'input', unrepresentable: 'any' }) as { properties?: Record<string, unknown>; required?: string[] };
+  const schema = z.toJSONSchema(operations[route.operation].input, { io: 'input', unrepresentable: 'any' }) as {
+    properties?: Record<string, unknown>;
+    required?: string[];
+  };
   const fromPath = new Set(pathParameters(route.path).map((p) => p.name));
   const { $schema: _drop, ...rest } = schema as Record<string, unknown>;
   return {
@@ -51,12 +54,20 @@ export function openApiDocument(routes: readonly AdminRoute[]) {
       operationId: 'audit.stream',
       summary: 'Audit events as JSON lines, oldest first, a page after the cursor `after` (an event id); a full page links the next with Link: rel="next"',
       parameters: ['since', 'user', 'client', 'after', 'limit'].map((name) => ({ name, in: 'query', required: false, schema: { type: 'string' } })),
-      responses: { 200: { description: 'One audit event per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } }, 400: errorResponse('invalid_request'), 401: errorResponse('invalid_token') },
+      responses: {
+        200: { description: 'One audit event per line', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
+        400: errorResponse('invalid_request'),
+        401: errorResponse('invalid_token'),
+      },
     },
   };
   return {
     openapi: '3.1.0',
-    info: { title: 'agentauth admin API', version: '1', description: 'Everything the agentauth CLI does, over HTTP. Input fields are those of the CLI operations.' },
+    info: {
+      title: 'agentauth admin API',
+      version: '1',
+      description: 'Everything the agentauth CLI does, over HTTP. Input fields are those of the CLI operations.',
+    },
     servers: [{ url: '/' }],
     security: [{ adminToken: [] }],
     paths,

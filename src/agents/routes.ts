@@ -69,10 +69,22 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
   function startSignIn(ctx: Context): void {
     const state = randomBytes(16).toString('base64url');
     const verifier = randomBytes(32).toString('base64url');
-    ctx.cookies.set(STATE_COOKIE, state, { signed: true, httpOnly: true, sameSite: 'lax', path: ACCOUNT_CALLBACK_PATH, maxAge: 10 * 60 * 1000, overwrite: true });
+    ctx.cookies.set(STATE_COOKIE, state, {
+      signed: true,
+      httpOnly: true,
+      sameSite: 'lax',
+      path: ACCOUNT_CALLBACK_PATH,
+      maxAge: 10 * 60 * 1000,
+      overwrite: true,
+    });
     const params = new URLSearchParams({
-      client_id: ACCOUNT_CLIENT_ID, response_type: 'code', scope: 'openid', redirect_uri: `${issuer}${ACCOUNT_CALLBACK_PATH}`,
-      state, code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256',
+      client_id: ACCOUNT_CLIENT_ID,
+      response_type: 'code',
+      scope: 'openid',
+      redirect_uri: `${issuer}${ACCOUNT_CALLBACK_PATH}`,
+      state,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
     });
     seeOther(ctx, `/auth?${params}`);
   }
@@ -98,8 +110,14 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
   }
 
   async function viewOf(agents: ConnectedAgent[], accountId: string) {
-    const descriptions = new Map((await findScopes(db, [...new Set(agents.flatMap((a) => a.permissions.map((p) => p.scope)))])).map((s) => [s.name, s.description]));
-    const activity = await recentActivity(db, accountId, agents.map((a) => a.grantId));
+    const descriptions = new Map(
+      (await findScopes(db, [...new Set(agents.flatMap((a) => a.permissions.map((p) => p.scope)))])).map((s) => [s.name, s.description]),
+    );
+    const activity = await recentActivity(
+      db,
+      accountId,
+      agents.map((a) => a.grantId),
+    );
     return agents.map((a) => ({
       grantId: a.grantId,
       name: typeof a.metadata?.client_name === 'string' ? a.metadata.client_name : a.clientId,
@@ -126,7 +144,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
     const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
     ctx.cookies.set(STATE_COOKIE, null, { path: ACCOUNT_CALLBACK_PATH });
-    if (!expected || ctx.query.state !== expected) throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
+    if (!expected || ctx.query.state !== expected)
+      throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
     if (typeof ctx.query.error === 'string') throw new AppError(400, 'access_denied', 'Signing in was cancelled.');
     seeOther(ctx, '/account');
   });

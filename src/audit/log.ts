@@ -7,18 +7,49 @@
 import { requestContext } from '../http/request-context.ts';
 import type { Db } from '../storage/db.ts';
 import { rowDigest, sealHash } from './chain.ts';
-import { countAfter, eventsInRange, findEvents, insertStatement, purgeBefore, readAnchor, readSeals, sealPending, type ActorType, type AuditEvent, type AuditFilter, type AuditRow, type Seal } from './store.ts';
+import {
+  countAfter,
+  eventsInRange,
+  findEvents,
+  insertStatement,
+  purgeBefore,
+  readAnchor,
+  readSeals,
+  sealPending,
+  type ActorType,
+  type AuditEvent,
+  type AuditFilter,
+  type AuditRow,
+  type Seal,
+} from './store.ts';
 
 /** Every event type the log records. */
 export type AuditEventType =
-  | 'login.succeeded' | 'login.failed'
-  | 'consent.granted' | 'consent.denied'
-  | 'authorization_code.issued' | 'authorization_code.reuse_detected'
-  | 'token.issued' | 'refresh_token.rotated' | 'refresh_token.retried' | 'refresh_token.reuse_detected'
-  | 'token.revoked' | 'grant.revoked' | 'token.introspected'
-  | 'client.registered' | 'client.updated' | 'client.disabled' | 'client.deleted' | 'client.authentication_failed'
-  | 'user.created' | 'user.disabled' | 'scope.created' | 'signing_key.rotated' | 'registration_token.issued'
-  | 'resource_server.registered' | 'resource_server.deleted'
+  | 'login.succeeded'
+  | 'login.failed'
+  | 'consent.granted'
+  | 'consent.denied'
+  | 'authorization_code.issued'
+  | 'authorization_code.reuse_detected'
+  | 'token.issued'
+  | 'refresh_token.rotated'
+  | 'refresh_token.retried'
+  | 'refresh_token.reuse_detected'
+  | 'token.revoked'
+  | 'grant.revoked'
+  | 'token.introspected'
+  | 'client.registered'
+  | 'client.updated'
+  | 'client.disabled'
+  | 'client.deleted'
+  | 'client.authentication_failed'
+  | 'user.created'
+  | 'user.disabled'
+  | 'scope.created'
+  | 'signing_key.rotated'
+  | 'registration_token.issued'
+  | 'resource_server.registered'
+  | 'resource_server.deleted'
   | 'audit.purged';
 
 export interface AuditInput {
@@ -141,7 +172,13 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
       const head = { seq: previous.seq, hash: previous.hash };
       const unsealed = await countAfter(db, previous.lastId);
       if (!purgeRecorded) {
-        return { ok: false, checked, head, unsealed, problem: { seal: anchor.seq, reason: `events up to seal ${anchor.seq} are gone without a recorded purge` } };
+        return {
+          ok: false,
+          checked,
+          head,
+          unsealed,
+          problem: { seal: anchor.seq, reason: `events up to seal ${anchor.seq} are gone without a recorded purge` },
+        };
       }
       return { ok: true, checked, head, unsealed };
     },
@@ -167,7 +204,8 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
 
   function checkSeal(seal: Seal, previous: { seq: number; lastId: number; hash: string }): VerifyResult['problem'] {
     if (seal.seq !== previous.seq + 1) return { seal: previous.seq + 1, reason: `seal ${previous.seq + 1} is missing` };
-    if (seal.prevHash !== previous.hash || seal.afterId !== previous.lastId) return { seal: seal.seq, reason: `seal ${seal.seq} does not follow seal ${previous.seq}` };
+    if (seal.prevHash !== previous.hash || seal.afterId !== previous.lastId)
+      return { seal: seal.seq, reason: `seal ${seal.seq} does not follow seal ${previous.seq}` };
     if (sealHash(chainKey, seal) !== seal.hash) return { seal: seal.seq, reason: `seal ${seal.seq} was changed` };
     return undefined;
   }

@@ -38,7 +38,11 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     record({
       type: 'authorization_code.issued',
       actor: { type: 'user', id: code.accountId },
-      clientId: code.clientId, accountId: code.accountId, grantId: code.grantId, scopes: code.scope, resource: asResource(code.resource),
+      clientId: code.clientId,
+      accountId: code.accountId,
+      grantId: code.grantId,
+      scopes: code.scope,
+      resource: asResource(code.resource),
     });
   });
 
@@ -49,7 +53,10 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) {
       metrics.refreshRetried();
       record({
-        type: 'refresh_token.retried', actor: { type: 'client', id: client?.clientId }, clientId: client?.clientId, scopes: body.scope,
+        type: 'refresh_token.retried',
+        actor: { type: 'client', id: client?.clientId },
+        clientId: client?.clientId,
+        scopes: body.scope,
         details: { token_sha256: tokenHash(params?.refresh_token), successor_sha256: tokenHash(body.refresh_token) },
       });
       return;
@@ -63,10 +70,18 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
       resource: asResource(params?.resource),
     };
     metrics.tokenIssued(grantType);
-    record({ ...common, type: 'token.issued', details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) } });
+    record({
+      ...common,
+      type: 'token.issued',
+      details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) },
+    });
     if (grantType === 'refresh_token' && body.refresh_token) {
       metrics.refreshRotated();
-      record({ ...common, type: 'refresh_token.rotated', details: { previous_sha256: tokenHash(params?.refresh_token), next_sha256: tokenHash(body.refresh_token) } });
+      record({
+        ...common,
+        type: 'refresh_token.rotated',
+        details: { previous_sha256: tokenHash(params?.refresh_token), next_sha256: tokenHash(body.refresh_token) },
+      });
     }
   });
 
@@ -76,7 +91,10 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     record({
       type: 'token.revoked',
       actor: { type: 'client', id: oidc.client?.clientId },
-      clientId: token.clientId, accountId: token.accountId, grantId: token.grantId, scopes: token.scope,
+      clientId: token.clientId,
+      accountId: token.accountId,
+      grantId: token.grantId,
+      scopes: token.scope,
       details: { token_type: token.kind, token_sha256: tokenHash(token.jti) },
     });
   };
@@ -92,7 +110,9 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     record({
       type: 'token.introspected',
       actor: { type: 'client', id: oidc?.client?.clientId },
-      clientId: body.client_id, accountId: body.sub, scopes: body.scope,
+      clientId: body.client_id,
+      accountId: body.sub,
+      scopes: body.scope,
       details: { active: body.active === true, sample_rate: introspectionSampleRate },
     });
   });
@@ -107,7 +127,12 @@ export function auditGrantRevocation(audit: AuditLog) {
     const common = { actor, clientId: grant.clientId, accountId: grant.accountId, grantId: grant.grantId };
     if (reason === 'refresh_token_reuse') {
       metrics.reuseDetected('refresh_token');
-      await audit.record({ ...common, type: 'refresh_token.reuse_detected', outcome: 'failure', details: { token_sha256: tokenHash(oidc?.params?.refresh_token) } });
+      await audit.record({
+        ...common,
+        type: 'refresh_token.reuse_detected',
+        outcome: 'failure',
+        details: { token_sha256: tokenHash(oidc?.params?.refresh_token) },
+      });
     } else if (reason === 'authorization_code_reuse') {
       metrics.reuseDetected('authorization_code');
       await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc?.params?.code) } });

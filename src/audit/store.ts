@@ -55,7 +55,8 @@ export interface Seal extends SealFields {
   hash: string;
 }
 
-const CONTENT_COLUMNS = 'occurred_at, event_type, actor_type, actor_id, client_id, account_id, grant_id, scopes, resource, ip, user_agent, request_id, outcome, details';
+const CONTENT_COLUMNS =
+  'occurred_at, event_type, actor_type, actor_id, client_id, account_id, grant_id, scopes, resource, ip, user_agent, request_id, outcome, details';
 const COLUMNS = `id, ${CONTENT_COLUMNS}`;
 /** Held shared by every transaction inserting events, taken exclusively for a moment by the sealer. */
 const GATE = "hashtext('agentauth:audit-gate')";
@@ -77,13 +78,21 @@ interface RawSeal {
   hash: string;
 }
 const toSeal = (r: RawSeal): Seal => ({
-  seq: Number(r.seq), afterId: Number(r.after_id), lastId: Number(r.last_id), rowIds: r.row_ids.map(Number),
-  rowDigests: r.row_digests, sealedAt: r.sealed_at.toISOString(), prevHash: r.prev_hash, hash: r.hash,
+  seq: Number(r.seq),
+  afterId: Number(r.after_id),
+  lastId: Number(r.last_id),
+  rowIds: r.row_ids.map(Number),
+  rowDigests: r.row_digests,
+  sealedAt: r.sealed_at.toISOString(),
+  prevHash: r.prev_hash,
+  hash: r.hash,
 });
 const SEAL_COLUMNS = 'seq::text AS seq, after_id::text AS after_id, last_id::text AS last_id, row_ids, row_digests, sealed_at, prev_hash, hash';
 
 export async function readAnchor(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {
-  const r = await db.query<{ seq: string; last_id: string; hash: string }>('SELECT seq::text AS seq, last_id::text AS last_id, hash FROM audit_chain_anchor WHERE id = 1');
+  const r = await db.query<{ seq: string; last_id: string; hash: string }>(
+    'SELECT seq::text AS seq, last_id::text AS last_id, hash FROM audit_chain_anchor WHERE id = 1',
+  );
   const row = r.rows[0]!;
   return { seq: Number(row.seq), lastId: Number(row.last_id), hash: row.hash };
 }
@@ -98,7 +107,22 @@ const INSERT_TYPES = ['timestamptz', 'text', 'text', 'text', 'text', 'text', 'te
 export function insertStatement(events: AuditEvent[]): string | undefined {
   if (events.length === 0) return undefined;
   const tuples = events.map((e) => {
-    const values: LiteralValue[] = [e.occurredAt, e.type, e.actorType, e.actorId, e.clientId, e.accountId, e.grantId, e.scopes, e.resource, e.ip, e.userAgent, e.requestId, e.outcome, e.details];
+    const values: LiteralValue[] = [
+      e.occurredAt,
+      e.type,
+      e.actorType,
+      e.actorId,
+      e.clientId,
+      e.accountId,
+      e.grantId,
+      e.scopes,
+      e.resource,
+      e.ip,
+      e.userAgent,
+      e.requestId,
+      e.outcome,
+      e.details,
+    ];
     return `(${values.map((v, i) => `${sqlLiteral(v)}::${INSERT_TYPES[i]}`).join(', ')})`;
   });
   return `WITH gate AS (SELECT pg_advisory_xact_lock_shared(${GATE}))

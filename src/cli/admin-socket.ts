@@ -62,7 +62,9 @@ export function callAdminSocket(dataDir: string, operation: string, input: unkno
     let response = '';
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(`${JSON.stringify({ operation, input })}\n`));
-    socket.on('data', (chunk: string) => { response += chunk; });
+    socket.on('data', (chunk: string) => {
+      response += chunk;
+    });
     socket.on('error', (err) => reject(new OperationError(`cannot reach the running server's admin socket: ${err.message}`)));
     socket.on('end', () => {
       try {

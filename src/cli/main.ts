@@ -90,7 +90,13 @@ function parseRateLimit(value: unknown): number | null | undefined {
 
 /** The client registration flags, as the input of clients.create (and the base of an update). */
 async function clientOptions(values: Values) {
-  const grantTypes = typeof values['grant-types'] === 'string' ? values['grant-types'].split(',').map((g) => g.trim()).filter(Boolean) : undefined;
+  const grantTypes =
+    typeof values['grant-types'] === 'string'
+      ? values['grant-types']
+          .split(',')
+          .map((g) => g.trim())
+          .filter(Boolean)
+      : undefined;
   return {
     name: typeof values.name === 'string' ? values.name : undefined,
     redirectUris: (values['redirect-uri'] as string[] | undefined) ?? [],
@@ -147,7 +153,9 @@ const COMMANDS: Record<string, Command> = {
     input: async (_values, [username]) => ({ username }),
     print: (r) => {
       const { grants } = r as { grants: { grant_id: string; client_id: string; client_name: string | null; scopes: string[]; last_used_at: string | null }[] };
-      return grants.length === 0 ? 'no live grants' : grants.map((g) => `${g.grant_id}\t${g.client_name ?? g.client_id}\t${g.scopes.join(' ')}\t${g.last_used_at ?? 'never used'}`).join('\n');
+      return grants.length === 0
+        ? 'no live grants'
+        : grants.map((g) => `${g.grant_id}\t${g.client_name ?? g.client_id}\t${g.scopes.join(' ')}\t${g.last_used_at ?? 'never used'}`).join('\n');
     },
   },
   'grants revoke': {
@@ -160,7 +168,8 @@ const COMMANDS: Record<string, Command> = {
   },
   'scopes create': {
     usage: 'agentauth scopes create <name> --description "<what the user is told>" [--allow-unverified] [--json]',
-    summary: 'Create a scope (or change it). Usable at once. --allow-unverified lets self-registered clients (open registration, metadata documents) request it; without it they may not.',
+    summary:
+      'Create a scope (or change it). Usable at once. --allow-unverified lets self-registered clients (open registration, metadata documents) request it; without it they may not.',
     options: { description: { type: 'string' }, 'allow-unverified': { type: 'boolean' } },
     positionals: ['name'],
     operation: 'scopes.create',
@@ -180,7 +189,9 @@ const COMMANDS: Record<string, Command> = {
     input: async () => ({}),
     print: (r) => {
       const scopes = (r as { scopes: { name: string; description: string; allow_unverified: boolean }[] }).scopes;
-      return scopes.length ? scopes.map((s) => `${s.name}\t${s.description}${s.allow_unverified ? '\t(open to unverified clients)' : ''}`).join('\n') : 'no scopes yet';
+      return scopes.length
+        ? scopes.map((s) => `${s.name}\t${s.description}${s.allow_unverified ? '\t(open to unverified clients)' : ''}`).join('\n')
+        : 'no scopes yet';
     },
   },
   'clients create': {
@@ -189,7 +200,8 @@ const COMMANDS: Record<string, Command> = {
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
       '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>]\n' +
       '                         [--backchannel-logout-uri <https uri>] [--json]',
-    summary: 'Register an agent. Prints the client, client_id included. --generate-key writes a new private JWK to <file> (mode 0600) and registers its public half.',
+    summary:
+      'Register an agent. Prints the client, client_id included. --generate-key writes a new private JWK to <file> (mode 0600) and registers its public half.',
     options: { ...CLIENT_OPTIONS, 'generate-key': { type: 'string' }, alg: { type: 'string' } },
     operation: 'clients.create',
     async input(values) {
@@ -289,16 +301,31 @@ const COMMANDS: Record<string, Command> = {
     print: json,
   },
   'resources create': {
-    usage: 'agentauth resources create <identifier> --scopes "<a b>" [--token-format jwt|opaque] [--access-token-ttl <seconds>] [--client <client_id>] [--event-uri <https uri>] [--json]',
-    summary: 'Register a resource server (an API agents call). Tokens requested for it carry its identifier as audience. --client: the client it introspects as.',
-    options: { scopes: { type: 'string' }, 'token-format': { type: 'string' }, 'access-token-ttl': { type: 'string' }, client: { type: 'string' }, 'event-uri': { type: 'string' } },
+    usage:
+      'agentauth resources create <identifier> --scopes "<a b>" [--token-format jwt|opaque] [--access-token-ttl <seconds>] [--client <client_id>] [--event-uri <https uri>] [--json]',
+    summary:
+      'Register a resource server (an API agents call). Tokens requested for it carry its identifier as audience. --client: the client it introspects as.',
+    options: {
+      scopes: { type: 'string' },
+      'token-format': { type: 'string' },
+      'access-token-ttl': { type: 'string' },
+      client: { type: 'string' },
+      'event-uri': { type: 'string' },
+    },
     positionals: ['identifier'],
     operation: 'resources.create',
     async input(values, [identifier]) {
       if (typeof values.scopes !== 'string') throw new UsageError('--scopes is required');
       const ttl = typeof values['access-token-ttl'] === 'string' ? Number(values['access-token-ttl']) : undefined;
       if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--access-token-ttl must be a whole number of seconds');
-      return { identifier, scopes: values.scopes.split(' ').filter(Boolean), tokenFormat: values['token-format'], accessTokenTtl: ttl, introspectorClient: values.client, eventUri: values['event-uri'] };
+      return {
+        identifier,
+        scopes: values.scopes.split(' ').filter(Boolean),
+        tokenFormat: values['token-format'],
+        accessTokenTtl: ttl,
+        introspectorClient: values.client,
+        eventUri: values['event-uri'],
+      };
     },
     print: json,
   },
@@ -335,9 +362,12 @@ const COMMANDS: Record<string, Command> = {
     operation: 'events.list',
     input: async (values) => ({ pending: values.pending === true }),
     print: (r) => {
-      const events = (r as { events: { jti: string; client_id: string; state: string; attempts: number; last_error: string | null; subscriber_uri: string }[] }).events;
+      const events = (r as { events: { jti: string; client_id: string; state: string; attempts: number; last_error: string | null; subscriber_uri: string }[] })
+        .events;
       if (events.length === 0) return 'no revocation events';
-      return events.map((e) => `${e.jti}\t${e.client_id}\t${e.state}\t${e.attempts} attempt(s)${e.last_error ? `\t${e.last_error}` : ''}\t${e.subscriber_uri}`).join('\n');
+      return events
+        .map((e) => `${e.jti}\t${e.client_id}\t${e.state}\t${e.attempts} attempt(s)${e.last_error ? `\t${e.last_error}` : ''}\t${e.subscriber_uri}`)
+        .join('\n');
     },
   },
   init: {
@@ -353,7 +383,8 @@ const COMMANDS: Record<string, Command> = {
   },
   'keys generate': {
     usage: 'agentauth keys generate --out <file> [--alg ES256|EdDSA|PS256] [--json]',
-    summary: 'Make a key pair for an agent that publishes its keys at a jwks_uri: the private JWK goes to <file> (mode 0600), the public JWK set is printed to host.',
+    summary:
+      'Make a key pair for an agent that publishes its keys at a jwks_uri: the private JWK goes to <file> (mode 0600), the public JWK set is printed to host.',
     options: { out: { type: 'string' }, alg: { type: 'string' } },
     async local(values) {
       if (typeof values.out !== 'string') throw new UsageError('--out <file> is required');
@@ -363,7 +394,8 @@ const COMMANDS: Record<string, Command> = {
   },
   'keys rotate': {
     usage: 'agentauth keys rotate [--propagation-delay <seconds>] [--retire-after <seconds>] [--json]',
-    summary: 'Publish a new signing key now and sign with it after the propagation delay (KEY_PROPAGATION_DELAY, default 900 s, longer than resource servers cache the key set); the keys it replaces stay published until the longest token lifetime after that (or --retire-after).',
+    summary:
+      'Publish a new signing key now and sign with it after the propagation delay (KEY_PROPAGATION_DELAY, default 900 s, longer than resource servers cache the key set); the keys it replaces stay published until the longest token lifetime after that (or --retire-after).',
     options: { 'propagation-delay': { type: 'string' }, 'retire-after': { type: 'string' } },
     operation: 'keys.rotate',
     async input(values, _positionals, config) {
@@ -408,7 +440,8 @@ const COMMANDS: Record<string, Command> = {
   },
   purge: {
     usage: 'agentauth purge [--batch-size <rows>] [--json]',
-    summary: 'Delete expired credentials, dead grants, old registration tokens and revocation events, and audit events past AUDIT_RETENTION_DAYS, in batches (what every instance does every 10 minutes; one at a time).',
+    summary:
+      'Delete expired credentials, dead grants, old registration tokens and revocation events, and audit events past AUDIT_RETENTION_DAYS, in batches (what every instance does every 10 minutes; one at a time).',
     options: { 'batch-size': { type: 'string' } },
     operation: 'maintenance.purge',
     async input(values, _positionals, config) {
@@ -419,7 +452,9 @@ const COMMANDS: Record<string, Command> = {
     print: (r) => {
       const p = r as { skipped: boolean; deleted: Record<string, number> };
       if (p.skipped) return 'another process is purging; nothing done';
-      return Object.entries(p.deleted).map(([table, n]) => `${table}\t${n}`).join('\n');
+      return Object.entries(p.deleted)
+        .map(([table, n]) => `${table}\t${n}`)
+        .join('\n');
     },
   },
   'audit purge': {
@@ -466,7 +501,8 @@ function commandHelp(c: Command): string {
 }
 
 async function readStdin(): Promise<string> {
-  if (process.stdin.isTTY) throw new UsageError('pipe the password on standard input, e.g. printf %s "$PASSWORD" | agentauth users create alice --password-stdin');
+  if (process.stdin.isTTY)
+    throw new UsageError('pipe the password on standard input, e.g. printf %s "$PASSWORD" | agentauth users create alice --password-stdin');
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
@@ -570,7 +606,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     const expected = command.positionals ?? [];
     if (parsed.positionals.length !== expected.length) {
-      throw new UsageError(expected.length ? `expected ${expected.map((p) => `<${p}>`).join(' ')}; usage: ${command.usage.split('\n')[0]}` : `unexpected argument ${parsed.positionals[0]}`);
+      throw new UsageError(
+        expected.length
+          ? `expected ${expected.map((p) => `<${p}>`).join(' ')}; usage: ${command.usage.split('\n')[0]}`
+          : `unexpected argument ${parsed.positionals[0]}`,
+      );
     }
     let result: unknown;
     if (command.local) {

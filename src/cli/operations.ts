@@ -6,8 +6,25 @@
 import { z } from 'zod';
 import { hashPassword } from '../accounts/passwords.ts';
 import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
-import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, RegistrationError, type ClientPolicy } from '../clients/registration.ts';
-import { deleteClient, disableClient, findClient, listClients, setRefreshRetryWindow, setTokenRateLimit, updateClientMetadata, type ClientRecord } from '../clients/store.ts';
+import {
+  buildClientMetadata,
+  clientInputSchema,
+  clientUpdateSchema,
+  inputOf,
+  registerClient,
+  RegistrationError,
+  type ClientPolicy,
+} from '../clients/registration.ts';
+import {
+  deleteClient,
+  disableClient,
+  findClient,
+  listClients,
+  setRefreshRetryWindow,
+  setTokenRateLimit,
+  updateClientMetadata,
+  type ClientRecord,
+} from '../clients/store.ts';
 import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
 import { connectedAgentsFor } from '../agents/store.ts';
 import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
@@ -52,7 +69,11 @@ const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
 const resourceView = (rs: ResourceServer) => ({
-  identifier: rs.identifier, scopes: rs.scopes, token_format: rs.tokenFormat, access_token_ttl: rs.accessTokenTtl, introspector_client: rs.introspectorClient,
+  identifier: rs.identifier,
+  scopes: rs.scopes,
+  token_format: rs.tokenFormat,
+  access_token_ttl: rs.accessTokenTtl,
+  introspector_client: rs.introspectorClient,
   event_delivery_uri: rs.eventDeliveryUri,
 });
 
@@ -67,10 +88,19 @@ function asOperationError<T>(check: () => T): T {
 }
 
 const clientView = (c: ClientRecord) => ({
-  ...c.metadata, registration: c.registration, token_rate_limit: c.tokenRateLimit, refresh_retry_window: c.refreshRetryWindow, created_at: c.createdAt.toISOString(), disabled: c.disabledAt !== null,
+  ...c.metadata,
+  registration: c.registration,
+  token_rate_limit: c.tokenRateLimit,
+  refresh_retry_window: c.refreshRetryWindow,
+  created_at: c.createdAt.toISOString(),
+  disabled: c.disabledAt !== null,
 });
 
-function operation<S extends z.ZodType, R>(input: S, run: (ctx: Required<OperationContext>, input: z.infer<S>) => Promise<R>, options: { changesConfig?: boolean } = {}) {
+function operation<S extends z.ZodType, R>(
+  input: S,
+  run: (ctx: Required<OperationContext>, input: z.infer<S>) => Promise<R>,
+  options: { changesConfig?: boolean } = {},
+) {
   return { input, run, changesConfig: options.changesConfig ?? false };
 }
 
@@ -107,7 +137,12 @@ export const operations = {
     }),
     async ({ db, audit, actor }, scope) => {
       if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
-      await audit.record({ type: 'scope.created', actor, scopes: scope.name, details: { description: scope.description, allow_unverified: scope.allowUnverified } });
+      await audit.record({
+        type: 'scope.created',
+        actor,
+        scopes: scope.name,
+        details: { description: scope.description, allow_unverified: scope.allowUnverified },
+      });
       return scopeView(await upsertScope(db, scope));
     },
     { changesConfig: true },
@@ -119,8 +154,16 @@ export const operations = {
     try {
       const client = await registerClient(db, input, clientPolicy);
       await audit.record({
-        type: 'client.registered', actor, clientId: client.client_id, scopes: typeof client.scope === 'string' ? client.scope : null,
-        details: { client_name: client.client_name, grant_types: client.grant_types, redirect_uris: client.redirect_uris, token_endpoint_auth_method: client.token_endpoint_auth_method },
+        type: 'client.registered',
+        actor,
+        clientId: client.client_id,
+        scopes: typeof client.scope === 'string' ? client.scope : null,
+        details: {
+          client_name: client.client_name,
+          grant_types: client.grant_types,
+          redirect_uris: client.redirect_uris,
+          token_endpoint_auth_method: client.token_endpoint_auth_method,
+        },
       });
       return client;
     } catch (err) {
@@ -172,7 +215,14 @@ export const operations = {
   }),
 
   'registration-tokens.create': operation(
-    z.object({ expiresIn: z.number().int().min(60).max(365 * 24 * 3600), uses: z.number().int().min(1).max(1_000_000).nullable() }),
+    z.object({
+      expiresIn: z
+        .number()
+        .int()
+        .min(60)
+        .max(365 * 24 * 3600),
+      uses: z.number().int().min(1).max(1_000_000).nullable(),
+    }),
     async ({ db, audit, actor }, { expiresIn, uses }) => {
       const created = await createRegistrationToken(db, expiresIn, uses);
       await audit.record({ type: 'registration_token.issued', actor, details: { expires_at: created.expires_at, uses } });
@@ -199,9 +249,22 @@ export const operations = {
       if (input.eventUri) asOperationError(() => checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy));
       // A JWT cannot be recalled before it expires: keep it short unless told otherwise.
       const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
-      const rs = { identifier: input.identifier, scopes: [...new Set(input.scopes)], tokenFormat: input.tokenFormat, accessTokenTtl: ttl, introspectorClient: input.introspectorClient ?? null, eventDeliveryUri: input.eventUri ?? null };
+      const rs = {
+        identifier: input.identifier,
+        scopes: [...new Set(input.scopes)],
+        tokenFormat: input.tokenFormat,
+        accessTokenTtl: ttl,
+        introspectorClient: input.introspectorClient ?? null,
+        eventDeliveryUri: input.eventUri ?? null,
+      };
       if (!(await insertResourceServer(db, rs))) throw new OperationError(`resource server ${input.identifier} already exists`);
-      await audit.record({ type: 'resource_server.registered', actor, resource: rs.identifier, scopes: rs.scopes, details: { token_format: rs.tokenFormat, access_token_ttl: ttl } });
+      await audit.record({
+        type: 'resource_server.registered',
+        actor,
+        resource: rs.identifier,
+        scopes: rs.scopes,
+        details: { token_format: rs.tokenFormat, access_token_ttl: ttl },
+      });
       return resourceView(rs);
     },
     { changesConfig: true },
@@ -215,17 +278,29 @@ export const operations = {
     return resourceView(rs);
   }),
 
-  'resources.delete': operation(z.object({ identifier: z.string().max(2000) }), async ({ db, audit, actor }, { identifier }) => {
-    if (!(await deleteResourceServer(db, identifier))) throw new NotFoundError(`no resource server ${identifier}`);
-    await audit.record({ type: 'resource_server.deleted', actor, resource: identifier });
-    return { identifier, deleted: true };
-  }, { changesConfig: true }),
+  'resources.delete': operation(
+    z.object({ identifier: z.string().max(2000) }),
+    async ({ db, audit, actor }, { identifier }) => {
+      if (!(await deleteResourceServer(db, identifier))) throw new NotFoundError(`no resource server ${identifier}`);
+      await audit.record({ type: 'resource_server.deleted', actor, resource: identifier });
+      return { identifier, deleted: true };
+    },
+    { changesConfig: true },
+  ),
 
   'events.list': operation(z.object({ pending: z.boolean().default(false) }), async ({ db }, { pending }) => ({
     events: (await listEvents(db, pending)).map((e) => ({
-      jti: e.jti, grant_id: e.grantId, client_id: e.clientId, subscriber_uri: e.subscriberUri, reason: e.reason,
-      revoked_at: e.revokedAt.toISOString(), attempts: e.attempts, state: e.deliveredAt ? 'delivered' : 'pending',
-      delivered_at: e.deliveredAt?.toISOString() ?? null, next_attempt_at: e.deliveredAt ? null : e.nextAttemptAt.toISOString(), last_error: e.lastError,
+      jti: e.jti,
+      grant_id: e.grantId,
+      client_id: e.clientId,
+      subscriber_uri: e.subscriberUri,
+      reason: e.reason,
+      revoked_at: e.revokedAt.toISOString(),
+      attempts: e.attempts,
+      state: e.deliveredAt ? 'delivered' : 'pending',
+      delivered_at: e.deliveredAt?.toISOString() ?? null,
+      next_attempt_at: e.deliveredAt ? null : e.nextAttemptAt.toISOString(),
+      last_error: e.lastError,
     })),
   })),
 
@@ -238,9 +313,14 @@ export const operations = {
       grants: grants.map((g) => ({
         // The one reader of a grant's permissions (grants/permissions.ts): each scope, and the
         // resource server it is for when it is for one.
-        grant_id: g.grantId, client_id: g.clientId, client_name: g.metadata?.client_name ?? null,
-        scopes: [...new Set(g.permissions.map((p) => p.scope))], permissions: g.permissions,
-        granted_at: g.grantedAt.toISOString(), last_used_at: g.lastUsedAt?.toISOString() ?? null, live_tokens: g.liveTokens,
+        grant_id: g.grantId,
+        client_id: g.clientId,
+        client_name: g.metadata?.client_name ?? null,
+        scopes: [...new Set(g.permissions.map((p) => p.scope))],
+        permissions: g.permissions,
+        granted_at: g.grantedAt.toISOString(),
+        last_used_at: g.lastUsedAt?.toISOString() ?? null,
+        live_tokens: g.liveTokens,
       })),
     };
   }),
@@ -261,15 +341,29 @@ export const operations = {
 
   'keys.rotate': operation(
     z.object({
-      propagationSeconds: z.number().int().min(0).max(30 * 24 * 3600).default(DEFAULT_KEY_PROPAGATION_SECONDS),
+      propagationSeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(30 * 24 * 3600)
+        .default(DEFAULT_KEY_PROPAGATION_SECONDS),
       /** Defaults to the longest lifetime of anything the keys sign (see longestSignedLifetime). */
-      retireAfterSeconds: z.number().int().min(0).max(366 * 24 * 3600).optional(),
+      retireAfterSeconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(366 * 24 * 3600)
+        .optional(),
       accessTokenTtl: z.number().int().min(1).default(600),
     }),
     async ({ db, keyEncryptionKey, audit, actor }, input) => {
       const retireAfterSeconds = input.retireAfterSeconds ?? (await longestSignedLifetime(db, input.accessTokenTtl));
       const key = await rotateSigningKey(db, keyEncryptionKey, { propagationSeconds: input.propagationSeconds, retireAfterSeconds });
-      await audit.record({ type: 'signing_key.rotated', actor, details: { kid: key.kid, alg: key.alg, signs_from: key.signs_from, retires_previous_at: key.retires_previous_at } });
+      await audit.record({
+        type: 'signing_key.rotated',
+        actor,
+        details: { kid: key.kid, alg: key.alg, signs_from: key.signs_from, retires_previous_at: key.retires_previous_at },
+      });
       return key;
     },
     { changesConfig: true },
@@ -279,7 +373,9 @@ export const operations = {
 
   'audit.export': operation(
     z.object({
-      since: z.iso.datetime({ offset: true }).optional(), user: z.string().max(200).optional(), client: z.string().max(200).optional(),
+      since: z.iso.datetime({ offset: true }).optional(),
+      user: z.string().max(200).optional(),
+      client: z.string().max(200).optional(),
       after: z.number().int().min(0).default(0),
     }),
     async ({ db, audit }, { since, user, client, after }) => {
@@ -296,7 +392,11 @@ export const operations = {
     return db.detached(async () => {
       let purged = 0;
       let throughSeq: number | undefined;
-      for (let batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE); batch; batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE)) {
+      for (
+        let batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE);
+        batch;
+        batch = await audit.purge(new Date(before), actor, DEFAULT_BATCH_SIZE)
+      ) {
         purged += batch.purged;
         throughSeq = batch.throughSeq;
       }

@@ -49,13 +49,25 @@ interface ShapeRule {
 const AUD = (issuer: string) => `aud must be the issuer identifier (${issuer}), as a single string`;
 
 const SHAPE_RULES: ShapeRule[] = [
-  { rule: 'alg', match: /^alg mismatch$/, say: () => 'alg: the client assertion must be signed with an algorithm in the metadata\'s token_endpoint_auth_signing_alg_values_supported' },
+  {
+    rule: 'alg',
+    match: /^alg mismatch$/,
+    say: () => "alg: the client assertion must be signed with an algorithm in the metadata's token_endpoint_auth_signing_alg_values_supported",
+  },
   { rule: 'exp', match: /^expiration must be specified/, say: () => 'exp is required in the client assertion' },
   { rule: 'exp', match: /^(jwt expired|invalid exp value)$/, say: () => 'exp: the client assertion has expired, or exp is not a number' },
-  { rule: 'iat', match: /^(jwt issued in the future|invalid iat value)$/, say: () => 'iat: the client assertion was issued in the future, or iat is not a number' },
+  {
+    rule: 'iat',
+    match: /^(jwt issued in the future|invalid iat value)$/,
+    say: () => 'iat: the client assertion was issued in the future, or iat is not a number',
+  },
   { rule: 'nbf', match: /^(jwt not active yet|invalid nbf value)$/, say: () => 'nbf: the client assertion is not valid yet, or nbf is not a number' },
   { rule: 'jti', match: /^unique jti/, say: () => 'jti is required in the client assertion' },
-  { rule: 'jti', match: /^client assertion tokens must only be used once$/, say: () => 'jti: this client assertion was already used; make a new one, with a new jti, for every request' },
+  {
+    rule: 'jti',
+    match: /^client assertion tokens must only be used once$/,
+    say: () => 'jti: this client assertion was already used; make a new one, with a new jti, for every request',
+  },
   { rule: 'iss', match: /^iss \(JWT issuer\)/, say: () => 'iss must be the client_id' },
   { rule: 'sub', match: /^sub \(JWT subject\)/, say: () => 'sub must be the client_id' },
   { rule: 'aud', match: /^(aud \(JWT audience\)|list of audience|audience \(aud\))/, say: AUD },
@@ -67,7 +79,11 @@ const SHAPE_RULES: ShapeRule[] = [
   { rule: 'typ', match: /^typ must be/ },
   { rule: 'iat', match: /^iat is in the future$/ },
   { rule: 'lifetime', match: /^the client assertion may be valid for at most/ },
-  { rule: 'method', match: /^the provided authentication mechanism does not match/, say: () => 'this client is registered for another authentication method (private_key_jwt or none)' },
+  {
+    rule: 'method',
+    match: /^the provided authentication mechanism does not match/,
+    say: () => 'this client is registered for another authentication method (private_key_jwt or none)',
+  },
 ];
 
 /** The rule an invalid_client broke, and what may be said about it. */
@@ -90,7 +106,10 @@ export function explainClientAuthFailures(provider: Provider, deps: Authenticati
       rule = 'basic_empty_password';
       ctx.status = 401;
       ctx.set('WWW-Authenticate', `Basic realm="${provider.issuer}", error="invalid_client"`);
-      ctx.body = { error: 'invalid_client', error_description: 'client secrets are not offered: authenticate with private_key_jwt, or as a public client with client_id alone' };
+      ctx.body = {
+        error: 'invalid_client',
+        error_description: 'client secrets are not offered: authenticate with private_key_jwt, or as a public client with client_id alone',
+      };
     } else if (err.error === 'invalid_client') {
       const explained = explainClientAuthFailure(String(err.error_detail ?? ''), provider.issuer);
       rule = explained.rule;
@@ -108,10 +127,15 @@ export function explainClientAuthFailures(provider: Provider, deps: Authenticati
     deps.log.info({ client_id: clientId ?? claimed, endpoint, rule, detail }, 'client authentication failed');
     // The refusal rolls its request back; its audit row must not go with it.
     deps.db.mustCommit();
-    deps.audit.record({
-      type: 'client.authentication_failed', actor: { type: 'client', id: clientId }, clientId, outcome: 'failure',
-      details: { endpoint, rule, detail: detail.slice(0, 300), ...(clientId ? {} : { claimed_client_id: claimed }) },
-    }).catch((error: unknown) => deps.log.error({ err: error }, 'audit record failed'));
+    deps.audit
+      .record({
+        type: 'client.authentication_failed',
+        actor: { type: 'client', id: clientId },
+        clientId,
+        outcome: 'failure',
+        details: { endpoint, rule, detail: detail.slice(0, 300), ...(clientId ? {} : { claimed_client_id: claimed }) },
+      })
+      .catch((error: unknown) => deps.log.error({ err: error }, 'audit record failed'));
   }
 
   // The endpoints that authenticate clients (the token endpoint's event is grant.error).

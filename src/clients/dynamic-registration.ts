@@ -94,8 +94,16 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
     await checked(db, metadata, kind, policy);
     await insertClient(db, metadata, kind);
     await audit.record({
-      type: 'client.registered', actor, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
-      details: { registration: kind, client_name: metadata.client_name, redirect_uris: metadata.redirect_uris, token_endpoint_auth_method: metadata.token_endpoint_auth_method },
+      type: 'client.registered',
+      actor,
+      clientId,
+      scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+      details: {
+        registration: kind,
+        client_name: metadata.client_name,
+        redirect_uris: metadata.redirect_uris,
+        token_endpoint_auth_method: metadata.token_endpoint_auth_method,
+      },
     });
   };
 }

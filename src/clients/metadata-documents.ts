@@ -61,7 +61,10 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
         // the row and goes on as for a known document.
         if (await insertClientIfAbsent(db, metadata, 'metadata_document')) {
           await deps.audit.record({
-            type: 'client.registered', actor: { type: 'client', id: clientId }, clientId, scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+            type: 'client.registered',
+            actor: { type: 'client', id: clientId },
+            clientId,
+            scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
             details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
           });
           await deps.clientFound(clientId, null);
@@ -78,7 +81,12 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
       if (changed.length) {
         await checked(db, metadata, 'metadata_document', policy);
         await updateClientMetadata(db, metadata);
-        await deps.audit.record({ type: 'client.updated', actor: { type: 'client', id: clientId }, clientId, details: { changed, via: 'metadata_document', client_name: metadata.client_name } });
+        await deps.audit.record({
+          type: 'client.updated',
+          actor: { type: 'client', id: clientId },
+          clientId,
+          details: { changed, via: 'metadata_document', client_name: metadata.client_name },
+        });
       }
       await deps.clientFound(clientId, existing.tokenRateLimit);
       return scopeForUnverified(metadata.scope, await scopesOpenToUnverified(db));
@@ -88,13 +96,12 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
 
 /** Top-level fields whose value differs (key order inside values does not count). */
 function changedFields(stored: ClientMetadata, fetched: ClientMetadata): string[] {
-  return [...new Set([...Object.keys(stored), ...Object.keys(fetched)])]
-    .filter((k) => canonicalJson(stored[k]) !== canonicalJson(fetched[k]))
-    .sort();
+  return [...new Set([...Object.keys(stored), ...Object.keys(fetched)])].filter((k) => canonicalJson(stored[k]) !== canonicalJson(fetched[k])).sort();
 }
 
 /** JSON with object keys sorted, so a document and its stored copy compare equal whatever the key order. */
 function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v);
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
+  );
 }

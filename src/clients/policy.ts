@@ -102,7 +102,8 @@ function checkDisplayUri(raw: unknown, field: string): void {
 
 export function checkClientName(name: unknown): void {
   if (name === undefined) return;
-  if (typeof name !== 'string' || name.length === 0 || name.length > NAME_MAX_LENGTH) throw metadataError('client_name', `must be 1 to ${NAME_MAX_LENGTH} characters`);
+  if (typeof name !== 'string' || name.length === 0 || name.length > NAME_MAX_LENGTH)
+    throw metadataError('client_name', `must be 1 to ${NAME_MAX_LENGTH} characters`);
   if (CONTROL_CHARS.test(name)) throw metadataError('client_name', 'must not contain control characters');
 }
 
@@ -117,16 +118,20 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   checkClientName(m.client_name);
 
   const method = m.token_endpoint_auth_method;
-  if (method !== 'private_key_jwt' && method !== 'none') throw metadataError('token_endpoint_auth_method', 'must be private_key_jwt (or none for public clients); client secrets are not offered');
-  if (isSelfRegistered(kind) && method !== 'none') throw metadataError('token_endpoint_auth_method', 'must be none: self-registered clients are public clients only');
+  if (method !== 'private_key_jwt' && method !== 'none')
+    throw metadataError('token_endpoint_auth_method', 'must be private_key_jwt (or none for public clients); client secrets are not offered');
+  if (isSelfRegistered(kind) && method !== 'none')
+    throw metadataError('token_endpoint_auth_method', 'must be none: self-registered clients are public clients only');
 
   const grantTypes = stringList(m.grant_types, 'grant_types');
   const allowedGrants: readonly string[] = isSelfRegistered(kind) ? ['authorization_code', 'refresh_token'] : GRANT_TYPES;
   const offGrant = grantTypes.find((g) => !allowedGrants.includes(g));
   if (offGrant) throw metadataError('grant_types', `may not include ${offGrant}`);
   if (grantTypes.length === 0) throw metadataError('grant_types', 'must not be empty');
-  if (method === 'none' && grantTypes.includes('client_credentials')) throw metadataError('grant_types', 'a public client cannot use the client_credentials grant');
-  if (grantTypes.includes('refresh_token') && !grantTypes.includes('authorization_code')) throw metadataError('grant_types', 'refresh_token comes with authorization_code');
+  if (method === 'none' && grantTypes.includes('client_credentials'))
+    throw metadataError('grant_types', 'a public client cannot use the client_credentials grant');
+  if (grantTypes.includes('refresh_token') && !grantTypes.includes('authorization_code'))
+    throw metadataError('grant_types', 'refresh_token comes with authorization_code');
 
   const responseTypes = stringList(m.response_types, 'response_types');
   const expectedResponseTypes = grantTypes.includes('authorization_code') ? ['code'] : [];
@@ -134,9 +139,12 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
 
   const redirectUris = stringList(m.redirect_uris, 'redirect_uris');
   const loopbacks = redirectUris.map((uri) => checkRedirectUri(uri).loopback);
-  if (grantTypes.includes('authorization_code') && redirectUris.length === 0) throw new RegistrationError('invalid_redirect_uri', 'the authorization_code grant needs at least one redirect URI');
-  if (!grantTypes.includes('authorization_code') && redirectUris.length > 0) throw metadataError('redirect_uris', 'are only for clients with the authorization_code grant');
-  if (m.application_type !== 'native' && loopbacks.some(Boolean)) throw new RegistrationError('invalid_redirect_uri', 'http loopback redirect URIs are for native clients only');
+  if (grantTypes.includes('authorization_code') && redirectUris.length === 0)
+    throw new RegistrationError('invalid_redirect_uri', 'the authorization_code grant needs at least one redirect URI');
+  if (!grantTypes.includes('authorization_code') && redirectUris.length > 0)
+    throw metadataError('redirect_uris', 'are only for clients with the authorization_code grant');
+  if (m.application_type !== 'native' && loopbacks.some(Boolean))
+    throw new RegistrationError('invalid_redirect_uri', 'http loopback redirect URIs are for native clients only');
 
   const hasJwks = m.jwks !== undefined;
   const hasJwksUri = m.jwks_uri !== undefined;

@@ -29,6 +29,8 @@ export function applyRegistrationDefaults(ctx: KoaContextWithOIDC | undefined, m
     return;
   }
   if (method === undefined && sent.jwks === undefined && sent.jwks_uri === undefined) {
-    throw new errors.InvalidClientMetadata('token_endpoint_auth_method was not sent, so it is private_key_jwt, which needs jwks or jwks_uri; send one, or token_endpoint_auth_method=none for a public client');
+    throw new errors.InvalidClientMetadata(
+      'token_endpoint_auth_method was not sent, so it is private_key_jwt, which needs jwks or jwks_uri; send one, or token_endpoint_auth_method=none for a public client',
+    );
   }
 }

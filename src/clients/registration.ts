@@ -16,7 +16,18 @@ const publicJwk = z
   .refine((k) => !('d' in k) && !('p' in k) && !('q' in k) && !('k' in k), 'must hold public keys only (no private key parts)');
 
 export const clientInputSchema = z.object({
-  name: z.string().min(1).max(NAME_MAX_LENGTH).refine((v) => { try { checkClientName(v); return true; } catch { return false; } }, 'must not contain control characters'),
+  name: z
+    .string()
+    .min(1)
+    .max(NAME_MAX_LENGTH)
+    .refine((v) => {
+      try {
+        checkClientName(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must not contain control characters'),
   redirectUris: z.array(z.string().max(2000)).max(20).default([]),
   jwks: z.object({ keys: z.array(publicJwk).min(1).max(10) }).optional(),
   jwksUri: z.string().max(2000).optional(),
@@ -86,8 +97,14 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
   const scopes = input.scope ? [...new Set(input.scope.split(' ').filter(Boolean))] : [];
   // Carried over: what the CLI does not manage (logo, URIs…); the rest is rebuilt from the input.
-  const { jwks: _jwks, jwks_uri: _jwksUri, scope: _scope, event_delivery_uri: currentEventUri, backchannel_logout_uri: currentLogoutUri, ...carried }: Record<string, unknown> =
-    existing?.metadata ?? {};
+  const {
+    jwks: _jwks,
+    jwks_uri: _jwksUri,
+    scope: _scope,
+    event_delivery_uri: currentEventUri,
+    backchannel_logout_uri: currentLogoutUri,
+    ...carried
+  }: Record<string, unknown> = existing?.metadata ?? {};
   const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
   const logoutUri = input.backchannelLogoutUri ?? (typeof currentLogoutUri === 'string' ? currentLogoutUri : undefined);
   const metadata: ClientMetadata = {
@@ -114,6 +131,7 @@ export async function registerClient(db: Db, input: ClientInput, policy: ClientP
   const metadata = await buildClientMetadata(db, input, policy);
   await insertClient(db, metadata);
   if (input.tokenRateLimit) await setTokenRateLimit(db, metadata.client_id, input.tokenRateLimit);
-  if (input.refreshRetryWindow !== undefined && input.refreshRetryWindow !== null) await setRefreshRetryWindow(db, metadata.client_id, input.refreshRetryWindow);
+  if (input.refreshRetryWindow !== undefined && input.refreshRetryWindow !== null)
+    await setRefreshRetryWindow(db, metadata.client_id, input.refreshRetryWindow);
   return metadata;
 }

@@ -31,8 +31,12 @@ interface ClientRow {
 }
 
 const toRecord = (row: ClientRow): ClientRecord => ({
-  metadata: row.metadata, registration: row.registration, tokenRateLimit: row.token_rate_limit, refreshRetryWindow: row.refresh_retry_window,
-  createdAt: row.created_at, disabledAt: row.disabled_at,
+  metadata: row.metadata,
+  registration: row.registration,
+  tokenRateLimit: row.token_rate_limit,
+  refreshRetryWindow: row.refresh_retry_window,
+  createdAt: row.created_at,
+  disabledAt: row.disabled_at,
 });
 const CLIENT_COLUMNS = 'metadata, registration, token_rate_limit, refresh_retry_window, created_at, disabled_at';
 
@@ -45,12 +49,19 @@ export async function insertClient(db: Db, metadata: ClientMetadata, registratio
  * transaction inserted it first: the unique index makes this wait for that one's outcome).
  */
 export async function insertClientIfAbsent(db: Db, metadata: ClientMetadata, registration: RegistrationKind): Promise<boolean> {
-  const r = await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING', [metadata.client_id, metadata, registration]);
+  const r = await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING', [
+    metadata.client_id,
+    metadata,
+    registration,
+  ]);
   return r.rowCount === 1;
 }
 
 /** A client that may authenticate now (not disabled): its metadata and its own token rate limit. */
-export async function findActiveClient(db: Db, clientId: string): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null; registration: RegistrationKind } | undefined> {
+export async function findActiveClient(
+  db: Db,
+  clientId: string,
+): Promise<{ metadata: ClientMetadata; tokenRateLimit: number | null; registration: RegistrationKind } | undefined> {
   const r = await db.query<{ metadata: ClientMetadata; token_rate_limit: number | null; registration: RegistrationKind }>(
     'SELECT metadata, token_rate_limit, registration FROM clients WHERE client_id = $1 AND disabled_at IS NULL',
     [clientId],

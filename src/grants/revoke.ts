@@ -9,7 +9,13 @@ import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/arti
 import type { Db } from '../storage/db.ts';
 import { liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
 
-export async function revokeClientAccess(db: Db, audit: AuditLog, clientId: string, actor: AuditInput['actor'], reason: string): Promise<{ grants: number; tokens: number }> {
+export async function revokeClientAccess(
+  db: Db,
+  audit: AuditLog,
+  clientId: string,
+  actor: AuditInput['actor'],
+  reason: string,
+): Promise<{ grants: number; tokens: number }> {
   return db.tx(async () => {
     const tokens = await countArtifactsOfClient(db, clientId);
     let grants = 0;

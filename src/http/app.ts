@@ -58,7 +58,6 @@ export interface AppDeps {
   cookieKeys: string[];
 }
 
-
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
 
 /**
@@ -96,7 +95,13 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
       ctx.body = { status: 'ok' };
     } else if (ctx.path === '/readyz') {
       nameRoute(ctx, 'readyz');
-      const [database, store] = await Promise.all([db.query('SELECT 1').then(() => true, () => false), kv.ping()]);
+      const [database, store] = await Promise.all([
+        db.query('SELECT 1').then(
+          () => true,
+          () => false,
+        ),
+        kv.ping(),
+      ]);
       ctx.status = database && store ? 200 : 503;
       ctx.body = { status: database && store ? 'ready' : 'unavailable', database, store };
     } else if (ctx.path === '/static/app.css') {
@@ -119,9 +124,14 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(correctTokenErrors);
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
   const interactions = interactionRoutes({
-    provider, db, views, audit: deps.audit, csrf: createCsrf(deps.cookieKeys[0]!),
+    provider,
+    db,
+    views,
+    audit: deps.audit,
+    csrf: createCsrf(deps.cookieKeys[0]!),
     signInGuard: createSignInGuard(kv, deps.limiter, deps.cookieKeys[0]!, {
-      perAddress: deps.limits.loginFailuresPer15Minutes, perAccount: deps.limits.loginFailuresPerAccount15Minutes,
+      perAddress: deps.limits.loginFailuresPer15Minutes,
+      perAccount: deps.limits.loginFailuresPerAccount15Minutes,
     }),
     hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
   });

@@ -4,15 +4,30 @@
  * nothing was issued (the transaction rolled back).
  */
 const CONNECTION_MESSAGES = [
-  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'Connection terminated', 'connection timeout', 'timeout exceeded when trying to connect',
-  'Connection is closed', "Stream isn't writeable", 'Command timed out', 'Reached the max retries per request limit', 'the database system is',
-  'terminating connection', 'Client has encountered a connection error',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'Connection terminated',
+  'connection timeout',
+  'timeout exceeded when trying to connect',
+  'Connection is closed',
+  "Stream isn't writeable",
+  'Command timed out',
+  'Reached the max retries per request limit',
+  'the database system is',
+  'terminating connection',
+  'Client has encountered a connection error',
 ];
 
 export function isDependencyError(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && (code.startsWith('08') || code.startsWith('57') || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT')) return true;
+    if (
+      typeof code === 'string' &&
+      (code.startsWith('08') || code.startsWith('57') || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT')
+    )
+      return true;
     const message = (e as { message?: unknown }).message;
     if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
   }

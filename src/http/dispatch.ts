@@ -11,7 +11,16 @@ import type { Logger } from 'pino';
 import { matchProviderRoute, type ProviderRoute } from './provider-route.ts';
 
 /** Endpoints whose answers depend on the current signing keys, scopes or resource servers. */
-const CONFIG_DEPENDENT = new Set<ProviderRoute>(['authorization', 'resume', 'token', 'introspection', 'revocation', 'pushed_authorization_request', 'jwks', 'discovery']);
+const CONFIG_DEPENDENT = new Set<ProviderRoute>([
+  'authorization',
+  'resume',
+  'token',
+  'introspection',
+  'revocation',
+  'pushed_authorization_request',
+  'jwks',
+  'discovery',
+]);
 
 export interface LiveProviderView {
   current(): Provider;
@@ -39,7 +48,8 @@ export function dispatchToProvider(live: LiveProviderView, log: Logger): Request
     const path = pathOfTarget(req.url ?? '/');
     const route = path === undefined ? undefined : matchProviderRoute(live.current(), req.method ?? 'GET', path);
     if (!route || !CONFIG_DEPENDENT.has(route)) return void handlerOf(live.current())(req, res);
-    live.ensureFresh()
+    live
+      .ensureFresh()
       // A reload that fails (the database is down) leaves the provider as it was: answer with it.
       .catch((err: unknown) => log.warn({ err }, 'configuration freshness check failed'))
       .then(() => handlerOf(live.current())(req, res));

@@ -60,8 +60,13 @@ export function errorHandler(views: Views) {
       const status = err instanceof AppError ? err.status : isDependencyError(err) ? 503 : 500;
       if (status === 503) ctx.set('Retry-After', '1');
       requestContext()?.log.error({ err }, 'request failed');
-      renderErrorPage(ctx, views, status, status === 503 ? 'temporarily_unavailable' : 'server_error',
-        status === 503 ? 'The service is temporarily unavailable; try again shortly.' : 'An unexpected error occurred.');
+      renderErrorPage(
+        ctx,
+        views,
+        status,
+        status === 503 ? 'temporarily_unavailable' : 'server_error',
+        status === 503 ? 'The service is temporarily unavailable; try again shortly.' : 'An unexpected error occurred.',
+      );
     }
   };
 }

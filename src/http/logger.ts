@@ -2,9 +2,24 @@
 import { pino, type Logger } from 'pino';
 
 export const REDACTED_PATHS = [
-  'authorization', 'cookie', 'password', 'client_assertion', 'code_verifier', 'refresh_token', 'access_token', 'params',
-  '*.authorization', '*.cookie', '*.password', '*.client_assertion', '*.code_verifier', '*.refresh_token', '*.access_token', '*.params',
-  'req.headers.authorization', 'req.headers.cookie',
+  'authorization',
+  'cookie',
+  'password',
+  'client_assertion',
+  'code_verifier',
+  'refresh_token',
+  'access_token',
+  'params',
+  '*.authorization',
+  '*.cookie',
+  '*.password',
+  '*.client_assertion',
+  '*.code_verifier',
+  '*.refresh_token',
+  '*.access_token',
+  '*.params',
+  'req.headers.authorization',
+  'req.headers.cookie',
 ];
 
 /** Errors are logged by type, message, stack and code only: libraries hang request data on them. */

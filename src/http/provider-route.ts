@@ -10,8 +10,19 @@ import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 /** oidc-provider's route names for the endpoints agentauth looks at. */
 export type ProviderRoute =
-  | 'authorization' | 'resume' | 'token' | 'introspection' | 'revocation' | 'registration' | 'client'
-  | 'pushed_authorization_request' | 'jwks' | 'discovery' | 'userinfo' | 'end_session' | (string & {});
+  | 'authorization'
+  | 'resume'
+  | 'token'
+  | 'introspection'
+  | 'revocation'
+  | 'registration'
+  | 'client'
+  | 'pushed_authorization_request'
+  | 'jwks'
+  | 'discovery'
+  | 'userinfo'
+  | 'end_session'
+  | (string & {});
 
 const ROUTE = Symbol('providerRoute');
 

@@ -12,10 +12,13 @@ import { requestContext } from './request-context.ts';
 export function requestTransaction(db: Db) {
   return async function inTransaction(ctx: Context, next: Next): Promise<void> {
     try {
-      await db.unitOfWork(async () => {
-        await next();
-        return ctx.status;
-      }, (status) => status < 400);
+      await db.unitOfWork(
+        async () => {
+          await next();
+          return ctx.status;
+        },
+        (status) => status < 400,
+      );
     } catch (err) {
       if (!(err instanceof CommitFailedError)) throw err;
       requestContext()?.log.error({ err: err.cause }, 'commit failed');

@@ -133,8 +133,12 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
       // The account when the name exists; otherwise a keyed hash: a password typed into the
       // name field must not be stored.
       await audit.record({
-        type: 'login.failed', actor: { type: 'user', ...(account ? { id: account.id } : {}) }, clientId, outcome: 'failure',
-        ...(account ? { accountId: account.id } : {}), details: account ? { account: account.id } : { username_hash: subject },
+        type: 'login.failed',
+        actor: { type: 'user', ...(account ? { id: account.id } : {}) },
+        clientId,
+        outcome: 'failure',
+        ...(account ? { accountId: account.id } : {}),
+        details: account ? { account: account.id } : { username_hash: subject },
       });
       seeOther(ctx, `/interaction/${details.uid}?error=credentials`);
       return;
@@ -154,13 +158,18 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
     const clientId = String(details.params.client_id);
     const asked = requestedPermissions(details);
     if (form.get('decision') !== 'allow') {
-      await audit.record({ type: 'consent.denied', actor: { type: 'user', id: accountId }, clientId, accountId, details: { requested: asked.map(permissionLabel) } });
+      await audit.record({
+        type: 'consent.denied',
+        actor: { type: 'user', id: accountId },
+        clientId,
+        accountId,
+        details: { requested: asked.map(permissionLabel) },
+      });
       await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       return;
     }
     const ticked = new Set(form.getAll('scope'));
-    const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined)
-      ?? new provider.Grant({ accountId, clientId });
+    const grant = (details.grantId ? await provider.Grant.find(details.grantId) : undefined) ?? new provider.Grant({ accountId, clientId });
     const allowed = asked.filter((p) => ticked.has(permissionLabel(p)));
     const declined = asked.filter((p) => !ticked.has(permissionLabel(p)));
     // The OIDC twin of each permission follows it, so a token with or without resource= agrees.
@@ -181,7 +190,15 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
     const missingClaims = details.prompt.details.missingOIDCClaims;
     if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
     const grantId = await grant.save();
-    await audit.record({ type: 'consent.granted', actor: { type: 'user', id: accountId }, clientId, accountId, grantId, scopes: granted, details: { granted, refused } });
+    await audit.record({
+      type: 'consent.granted',
+      actor: { type: 'user', id: accountId },
+      clientId,
+      accountId,
+      grantId,
+      scopes: granted,
+      details: { granted, refused },
+    });
     await finish(ctx, { consent: { grantId } });
   });
 

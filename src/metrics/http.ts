@@ -21,7 +21,11 @@ export function nameRoute(ctx: Context, name: string): void {
 /** A @koa/router pattern as a name: `/account/agents/:grantId/revoke` → `account_agents_revoke`. */
 function routerPatternName(pattern: unknown): string | undefined {
   if (typeof pattern !== 'string') return undefined;
-  const name = pattern.split('/').filter((s) => s && !s.startsWith(':')).join('_').replace(/[^A-Za-z0-9_]/g, '_');
+  const name = pattern
+    .split('/')
+    .filter((s) => s && !s.startsWith(':'))
+    .join('_')
+    .replace(/[^A-Za-z0-9_]/g, '_');
   return name || undefined;
 }
 
@@ -30,10 +34,12 @@ function routerPatternName(pattern: unknown): string | undefined {
  * for anything else (404s included), so a scanner's paths never become series.
  */
 function endpointOf(ctx: Context): string {
-  return (ctx.state as { [OWN_ROUTE]?: string })[OWN_ROUTE]
-    ?? providerRouteOf(ctx)
-    ?? routerPatternName((ctx as { _matchedRoute?: unknown })._matchedRoute)
-    ?? 'other';
+  return (
+    (ctx.state as { [OWN_ROUTE]?: string })[OWN_ROUTE] ??
+    providerRouteOf(ctx) ??
+    routerPatternName((ctx as { _matchedRoute?: unknown })._matchedRoute) ??
+    'other'
+  );
 }
 
 /**
@@ -46,7 +52,12 @@ export function measureRequests() {
     const started = performance.now();
     let status = 500; // what Koa answers for an error that escapes the error handler
     try {
-      await countWithinRequest(async () => { await next(); }, () => ctx.status < 500);
+      await countWithinRequest(
+        async () => {
+          await next();
+        },
+        () => ctx.status < 500,
+      );
       status = ctx.status;
     } finally {
       metrics.request(endpointOf(ctx), status, (performance.now() - started) / 1000);
@@ -93,7 +104,14 @@ export async function serveMetrics(port: number, host: string): Promise<http.Ser
     }
     renderMetrics().then(
       ({ contentType, body }) => answer(res, 200, contentType, body, head),
-      () => answer(res, 500, 'application/json; charset=utf-8', JSON.stringify({ error: 'server_error', error_description: 'Metrics could not be collected.' }), head),
+      () =>
+        answer(
+          res,
+          500,
+          'application/json; charset=utf-8',
+          JSON.stringify({ error: 'server_error', error_description: 'Metrics could not be collected.' }),
+          head,
+        ),
     );
   });
   await new Promise<void>((resolve, reject) => {

@@ -218,10 +218,21 @@ export interface StorageProbes {
 /** Gauges read at scrape time from the storage this process opened. Call once. */
 export function observeStorage(probes: StorageProbes): void {
   const poolGauge = (name: string, help: string, read: (s: PoolStats) => number) =>
-    new Gauge({ name, help, registers: [registry], collect() { this.set(read(probes.pool())); } });
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read(probes.pool()));
+      },
+    });
   poolGauge('agentauth_postgres_pool_connections', 'PostgreSQL connections open (PGlite: its single connection).', (s) => s.total);
   poolGauge('agentauth_postgres_pool_idle_connections', 'PostgreSQL connections open and idle.', (s) => s.idle);
-  poolGauge('agentauth_postgres_pool_waiting_requests', 'Callers waiting for a PostgreSQL connection: above 0 for long, the pool is too small or queries too slow.', (s) => s.waiting);
+  poolGauge(
+    'agentauth_postgres_pool_waiting_requests',
+    'Callers waiting for a PostgreSQL connection: above 0 for long, the pool is too small or queries too slow.',
+    (s) => s.waiting,
+  );
 
   // Both gauges are collected in parallel on each scrape: they share one reading (one query).
   let last: OutboxBacklog = { pending: 0, oldestSeconds: 0 };
@@ -229,18 +240,32 @@ export function observeStorage(probes: StorageProbes): void {
   const read = () => {
     // An unreachable database leaves the last reading (the error itself is counted by the Db):
     // a scrape must answer, or the outage also blinds the dashboards.
-    reading ??= probes.outboxBacklog()
-      .then((backlog) => (last = backlog), () => last)
-      .finally(() => { reading = undefined; });
+    reading ??= probes
+      .outboxBacklog()
+      .then(
+        (backlog) => (last = backlog),
+        () => last,
+      )
+      .finally(() => {
+        reading = undefined;
+      });
     return reading;
   };
   new Gauge({
-    name: 'agentauth_revocation_outbox_pending_events', help: 'Revocation events queued and not yet delivered.', registers: [registry],
-    async collect() { this.set((await read()).pending); },
+    name: 'agentauth_revocation_outbox_pending_events',
+    help: 'Revocation events queued and not yet delivered.',
+    registers: [registry],
+    async collect() {
+      this.set((await read()).pending);
+    },
   });
   new Gauge({
-    name: 'agentauth_revocation_outbox_oldest_pending_seconds', help: 'Age of the oldest undelivered revocation event, seconds (0 when none).', registers: [registry],
-    async collect() { this.set((await read()).oldestSeconds); },
+    name: 'agentauth_revocation_outbox_oldest_pending_seconds',
+    help: 'Age of the oldest undelivered revocation event, seconds (0 when none).',
+    registers: [registry],
+    async collect() {
+      this.set((await read()).oldestSeconds);
+    },
   });
 }
 

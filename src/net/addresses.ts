@@ -21,33 +21,48 @@ type Block = readonly [network: string, prefix: number];
 
 /** Cloud instance metadata services (credentials live there): refused even inside an allowed network. */
 const METADATA: Block[] = [
-  ['169.254.169.254', 32], ['169.254.170.2', 32], // AWS, GCP, Azure, OpenStack; ECS task metadata
+  ['169.254.169.254', 32],
+  ['169.254.170.2', 32], // AWS, GCP, Azure, OpenStack; ECS task metadata
   ['100.100.100.200', 32], // Alibaba Cloud (inside the shared address space)
   ['168.63.129.16', 32], // Azure WireServer (a public address, but never a resource server)
   ['fd00:ec2::254', 128], // AWS over IPv6 (inside the unique local range)
 ];
-const LOOPBACK: Block[] = [['127.0.0.0', 8], ['::1', 128]];
-const LINK_LOCAL: Block[] = [['169.254.0.0', 16], ['fe80::', 10]];
+const LOOPBACK: Block[] = [
+  ['127.0.0.0', 8],
+  ['::1', 128],
+];
+const LINK_LOCAL: Block[] = [
+  ['169.254.0.0', 16],
+  ['fe80::', 10],
+];
 const PRIVATE: Block[] = [
-  ['10.0.0.0', 8], ['172.16.0.0', 12], ['192.168.0.0', 16], // RFC 1918
+  ['10.0.0.0', 8],
+  ['172.16.0.0', 12],
+  ['192.168.0.0', 16], // RFC 1918
   ['100.64.0.0', 10], // shared address space (carrier-grade NAT), RFC 6598
   ['fc00::', 7], // unique local, RFC 4193
 ];
 const SPECIAL_USE: Block[] = [
   ['0.0.0.0', 8], // "this network", RFC 791
   ['192.0.0.0', 24], // IETF protocol assignments, RFC 6890 (DS-Lite, NAT64 discovery, PCP/TURN anycast)
-  ['192.0.2.0', 24], ['198.51.100.0', 24], ['203.0.113.0', 24], // documentation, RFC 5737
-  ['192.31.196.0', 24], ['192.175.48.0', 24], // AS112, RFC 7535 and RFC 7534
+  ['192.0.2.0', 24],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24], // documentation, RFC 5737
+  ['192.31.196.0', 24],
+  ['192.175.48.0', 24], // AS112, RFC 7535 and RFC 7534
   ['192.52.193.0', 24], // AMT, RFC 7450
   ['192.88.99.0', 24], // deprecated 6to4 relay anycast, RFC 7526
   ['198.18.0.0', 15], // benchmarking, RFC 2544
   ['224.0.0.0', 4], // multicast, RFC 5771
   ['240.0.0.0', 4], // reserved, RFC 1112 (and 255.255.255.255, limited broadcast)
   ['::', 96], // unspecified and the deprecated IPv4-compatible addresses, RFC 4291 §2.5.5.1
-  ['64:ff9b::', 96], ['64:ff9b:1::', 48], // IPv4/IPv6 translation, RFC 6052 and RFC 8215
-  ['100::', 64], ['100:0:0:1::', 64], // discard-only, RFC 6666; dummy prefix, RFC 9780
+  ['64:ff9b::', 96],
+  ['64:ff9b:1::', 48], // IPv4/IPv6 translation, RFC 6052 and RFC 8215
+  ['100::', 64],
+  ['100:0:0:1::', 64], // discard-only, RFC 6666; dummy prefix, RFC 9780
   ['2001::', 23], // IETF protocol assignments (Teredo, benchmarking, ORCHID, AMT …), RFC 2928
-  ['2001:db8::', 32], ['3fff::', 20], // documentation, RFC 3849 and RFC 9637
+  ['2001:db8::', 32],
+  ['3fff::', 20], // documentation, RFC 3849 and RFC 9637
   ['2002::', 16], // 6to4, RFC 3056 (it embeds an IPv4 address)
   ['2620:4f:8000::', 48], // AS112, RFC 7534
   ['5f00::', 16], // SRv6 SIDs, RFC 9602

@@ -73,7 +73,8 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
     if (!literal) return `${ip} is not an IP address`;
     const kind = addressKind(literal.address);
     if (kind === 'public') return undefined;
-    if (kind === 'private') return allowed.check(literal.address, literal.family) ? undefined : `${literal.address} is a private address outside ALLOWED_PRIVATE_NETWORKS`;
+    if (kind === 'private')
+      return allowed.check(literal.address, literal.family) ? undefined : `${literal.address} is a private address outside ALLOWED_PRIVATE_NETWORKS`;
     return `${literal.address} is a ${kind} address`;
   };
 
@@ -125,27 +126,35 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
     const headers: Record<string, string> = { ...options.headers };
     if (options.body !== undefined) headers['content-length'] = String(Buffer.byteLength(options.body));
     return new Promise((resolve, reject) => {
-      const req = transport.request(url, {
-        // No connection reuse: these requests are rare, and a receiver closing an idle socket
-        // would otherwise fail the next delivery. Each request dials, and is checked, anew.
-        method: options.method ?? 'GET', headers, lookup, signal, agent: false,
-      }, (res) => {
-        const status = res.statusCode ?? 0;
-        // Redirects are never followed: a redirect is how an allowed URL would lead elsewhere.
-        if (status >= 300 && status < 400) {
-          res.resume();
-          return reject(new OutboundRefusedError(`${url.origin} answered ${status}: redirects are not followed`));
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > maxBytes) req.destroy(new Error(`${url.origin}: response larger than ${maxBytes} bytes`));
-          else chunks.push(chunk);
-        });
-        res.on('end', () => resolve({ status, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      });
+      const req = transport.request(
+        url,
+        {
+          // No connection reuse: these requests are rare, and a receiver closing an idle socket
+          // would otherwise fail the next delivery. Each request dials, and is checked, anew.
+          method: options.method ?? 'GET',
+          headers,
+          lookup,
+          signal,
+          agent: false,
+        },
+        (res) => {
+          const status = res.statusCode ?? 0;
+          // Redirects are never followed: a redirect is how an allowed URL would lead elsewhere.
+          if (status >= 300 && status < 400) {
+            res.resume();
+            return reject(new OutboundRefusedError(`${url.origin} answered ${status}: redirects are not followed`));
+          }
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > maxBytes) req.destroy(new Error(`${url.origin}: response larger than ${maxBytes} bytes`));
+            else chunks.push(chunk);
+          });
+          res.on('end', () => resolve({ status, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('error', reject);
+        },
+      );
       req.on('socket', (socket) => checkSocket(socket, url.hostname));
       req.on('error', (err) => reject(signal.aborted && !(err instanceof OutboundRefusedError) ? new Error(`${url.origin}: timed out`) : err));
       req.end(options.body);
@@ -155,7 +164,10 @@ export function createOutbound(policy: OutboundPolicy): Outbound {
   const fetchLike = async (target: string | URL, init: RequestInit = {}): Promise<Response> => {
     const body = init.body === undefined || init.body === null ? undefined : String(init.body);
     const answer = await request(target, {
-      method: init.method, headers: Object.fromEntries(new Headers(init.headers)), body, signal: init.signal ?? undefined,
+      method: init.method,
+      headers: Object.fromEntries(new Headers(init.headers)),
+      body,
+      signal: init.signal ?? undefined,
     });
     const headers = new Headers();
     for (const [name, value] of Object.entries(answer.headers)) {

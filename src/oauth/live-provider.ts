@@ -58,7 +58,10 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
     const [{ keys, nextChange }, scopeRows] = await Promise.all([loadKeySchedule(db, deps.kek), listScopes(db)]);
     keysChangeAt = nextChange;
     const scopes = [...BUILT_IN_SCOPES, ...scopeRows.map((row) => row.name)];
-    provider = deps.build(keys.map((k) => k.privateJwk), scopes);
+    provider = deps.build(
+      keys.map((k) => k.privateJwk),
+      scopes,
+    );
     if (loadedGeneration) log.info({ generation, kids: keys.map((k) => k.kid), scopes: scopes.length }, 'keys and scopes reloaded');
     loadedGeneration = generation;
   }
@@ -118,10 +121,12 @@ export function sharedAfterArrival(check: () => Promise<void>): () => Promise<vo
   return () => {
     if (!running) return start();
     // Whatever the run under way came to, the next one starts after it.
-    next ??= running.catch(() => {}).then(() => {
-      next = undefined;
-      return running ?? start();
-    });
+    next ??= running
+      .catch(() => {})
+      .then(() => {
+        next = undefined;
+        return running ?? start();
+      });
     return next;
   };
 }

@@ -67,7 +67,14 @@ function assertClientAssertion(maxLifetime: number): NonNullable<Configuration['
     if (header.crit !== undefined) throw new errors.InvalidClientAuth('crit header parameters are not supported');
     // A JWT typed as another kind (an access token, a DPoP proof, an event) is not an assertion,
     // however it is signed (RFC 8725 §3.11); rfc7523bis names client-authentication+jwt.
-    if (header.typ !== undefined && !ASSERTION_TYPES.has(String(header.typ).toLowerCase().replace(/^application\//, ''))) {
+    if (
+      header.typ !== undefined &&
+      !ASSERTION_TYPES.has(
+        String(header.typ)
+          .toLowerCase()
+          .replace(/^application\//, ''),
+      )
+    ) {
       throw new errors.InvalidClientAuth('typ must be client-authentication+jwt or JWT, or be left out');
     }
     const now = Math.floor(Date.now() / 1000);
@@ -93,7 +100,10 @@ const nativeWhenLoopbackOnly: NonNullable<NonNullable<Configuration['extraClient
   // A metadata document's client: its raw document is not at hand, so a declared "web" counts as unsaid.
   const fromDocument = typeof metadata.client_id === 'string' && metadata.client_id.startsWith('https://');
   const registering = ctx && ['registration', 'client_update'].includes(String(ctx.oidc?.route));
-  if (fromDocument ? metadata.application_type !== 'web' : !registering || (ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined) return;
+  if (
+    fromDocument ? metadata.application_type !== 'web' : !registering || (ctx.oidc.body as Record<string, unknown> | undefined)?.application_type !== undefined
+  )
+    return;
   const uris = metadata.redirect_uris;
   const loopbackHttp = (uri: unknown) => {
     const url = typeof uri === 'string' ? URL.parse(uri) : null;
@@ -143,15 +153,17 @@ export const ACCOUNT_CALLBACK_PATH = '/account/callback';
 export function buildProvider(s: ProviderSettings): Provider {
   const configuration: Configuration = {
     adapter: s.adapter,
-    clients: [{
-      client_id: ACCOUNT_CLIENT_ID,
-      client_name: 'Your connected agents',
-      application_type: 'web',
-      redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
-      grant_types: ['authorization_code'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    }],
+    clients: [
+      {
+        client_id: ACCOUNT_CLIENT_ID,
+        client_name: 'Your connected agents',
+        application_type: 'web',
+        redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      },
+    ],
     // The default, plus: the account page's own client needs no consent to learn who you are.
     loadExistingGrant: async (ctx) => {
       const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
@@ -180,7 +192,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       id_token_signed_response_alg: 'ES256',
     },
     enabledJWA: {
-      clientAuthSigningAlgValues: clientAuthAlgs(s.clientAuth.allowRs256) as NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']>,
+      clientAuthSigningAlgValues: clientAuthAlgs(s.clientAuth.allowRs256) as NonNullable<
+        NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']
+      >,
       idTokenSigningAlgValues: ['ES256'],
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],

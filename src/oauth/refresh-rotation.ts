@@ -83,7 +83,10 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
       const body = ctx.body as TokenResponse;
       if (typeof body.refresh_token !== 'string') return;
       const window = state.clientRetryWindow ?? deps.defaultRetryWindow;
-      const sealed = window > 0 ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx) }), hashId(presented).toString('hex')) : null;
+      const sealed =
+        window > 0
+          ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx) }), hashId(presented).toString('hex'))
+          : null;
       await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
       return;
     }
@@ -103,11 +106,19 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
   }
 
   /** The successor response again, if this is the immediate predecessor inside its window. */
-  async function sameSuccessor(state: Awaited<ReturnType<typeof refreshState>> & object, presented: string, request: string): Promise<TokenResponse | 'another request' | undefined> {
+  async function sameSuccessor(
+    state: Awaited<ReturnType<typeof refreshState>> & object,
+    presented: string,
+    request: string,
+  ): Promise<TokenResponse | 'another request' | undefined> {
     if (!state.retryResponse || !state.retryUntil || state.retryUntil.getTime() <= Date.now() || !state.successorHash) return undefined;
     // Only the immediate predecessor: its successor must still be unused.
     if (!(await refreshTokenIsLive(deps.db, state.successorHash))) return undefined;
-    const kept = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as { issuedAt: number; body: TokenResponse; request?: string };
+    const kept = JSON.parse(unseal(retryKey(presented), state.retryResponse, hashId(presented).toString('hex'))) as {
+      issuedAt: number;
+      body: TokenResponse;
+      request?: string;
+    };
     // Responses sealed before the request was kept with them count as the same request.
     if (kept.request !== undefined && kept.request !== request) return 'another request';
     const { issuedAt, body } = kept;

@@ -63,8 +63,10 @@ async function verifySignature(set: string, options: EventVerifierOptions): Prom
     const { payload } = await jwtVerify(set, options.keys, { issuer: options.issuer, audience: options.audience, typ: 'secevent+jwt', algorithms: ['ES256'] });
     return payload as Record<string, unknown>;
   } catch (error) {
-    if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'iss') throw new EventError('invalid_issuer', 'the event is from another issuer');
-    if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud') throw new EventError('invalid_audience', 'the event is for someone else');
+    if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'iss')
+      throw new EventError('invalid_issuer', 'the event is from another issuer');
+    if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud')
+      throw new EventError('invalid_audience', 'the event is for someone else');
     if (error instanceof joseErrors.JWKSNoMatchingKey) throw new EventError('invalid_key', 'the event is signed with an unknown key');
     if (error instanceof joseErrors.JWSSignatureVerificationFailed) throw new EventError('authentication_failed', 'the event signature does not verify');
     throw new EventError('invalid_request', 'the event is not a valid Security Event Token');
@@ -79,6 +81,14 @@ function readGrantRevoked(claims: Record<string, unknown>): GrantRevoked {
   const grantId = text(body?.grant_id);
   const clientId = text(body?.client_id);
   const subject = text(body?.sub);
-  if (!jti || !grantId || !clientId || !subject) throw new EventError('invalid_request', `the event must carry a jti and a ${GRANT_REVOKED_EVENT} event with grant_id, client_id and sub`);
-  return { jti, grantId, clientId, subject, reason: text(body?.reason) ?? 'unspecified', revokedAt: typeof body?.revoked_at === 'number' ? body.revoked_at : 0 };
+  if (!jti || !grantId || !clientId || !subject)
+    throw new EventError('invalid_request', `the event must carry a jti and a ${GRANT_REVOKED_EVENT} event with grant_id, client_id and sub`);
+  return {
+    jti,
+    grantId,
+    clientId,
+    subject,
+    reason: text(body?.reason) ?? 'unspecified',
+    revokedAt: typeof body?.revoked_at === 'number' ? body.revoked_at : 0,
+  };
 }

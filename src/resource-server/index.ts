@@ -75,7 +75,11 @@ export interface AuthenticateOptions {
   scopes?: readonly string[];
 }
 
-interface ServerMetadata { issuer: string; jwks_uri: string; introspection_endpoint?: string }
+interface ServerMetadata {
+  issuer: string;
+  jwks_uri: string;
+  introspection_endpoint?: string;
+}
 
 const DEFAULT_EVENTS_PATH = '/agentauth/events';
 const MAX_EVENT_BODY = 16 * 1024;
@@ -100,8 +104,13 @@ export function createResourceServer(options: ResourceServerOptions) {
     if (metadata.issuer !== options.issuer && metadata.issuer !== issuer) throw new Error(`agentauth metadata names issuer ${metadata.issuer}`);
     return metadata;
   });
-  const keys = memoize(async (): Promise<JWTVerifyGetKey> => createRemoteJWKSet(new URL((await serverMetadata()).jwks_uri), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 }));
-  const verifyEvent = memoize(async () => createRevocationEventVerifier({ issuer: (await serverMetadata()).issuer, audience: options.resource, keys: await keys() }));
+  const keys = memoize(
+    async (): Promise<JWTVerifyGetKey> =>
+      createRemoteJWKSet(new URL((await serverMetadata()).jwks_uri), { cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 }),
+  );
+  const verifyEvent = memoize(async () =>
+    createRevocationEventVerifier({ issuer: (await serverMetadata()).issuer, audience: options.resource, keys: await keys() }),
+  );
 
   /** Verifies a token for this resource with the scopes asked for, or throws a BearerError. */
   async function verify(token: string, required: readonly string[] = []): Promise<AccessToken> {
@@ -123,15 +132,22 @@ export function createResourceServer(options: ResourceServerOptions) {
   async function verifyJwt(token: string, required: readonly string[]): Promise<AccessToken> {
     try {
       const { payload } = await jwtVerify(token, await keys(), {
-        issuer: (await serverMetadata()).issuer, audience: options.resource, typ: 'at+jwt', algorithms: ['ES256'], clockTolerance, requiredClaims: ['exp', 'iat', 'client_id'],
+        issuer: (await serverMetadata()).issuer,
+        audience: options.resource,
+        typ: 'at+jwt',
+        algorithms: ['ES256'],
+        clockTolerance,
+        requiredClaims: ['exp', 'iat', 'client_id'],
       });
       return accessToken(token, payload as Record<string, unknown>, resource);
     } catch (error) {
       if (error instanceof BearerError) throw error;
       // agentauth's key set could not be fetched: say nothing about the token (503, not 401).
-      if (error instanceof joseErrors.JWKSTimeout || error instanceof joseErrors.JWKSInvalid) throw new Error('agentauth key set unavailable', { cause: error });
+      if (error instanceof joseErrors.JWKSTimeout || error instanceof joseErrors.JWKSInvalid)
+        throw new Error('agentauth key set unavailable', { cause: error });
       if (error instanceof joseErrors.JWTExpired) throw new BearerError('invalid_token', 'the access token has expired', required);
-      if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud') throw new BearerError('invalid_token', 'the access token is meant for another resource', required);
+      if (error instanceof joseErrors.JWTClaimValidationFailed && error.claim === 'aud')
+        throw new BearerError('invalid_token', 'the access token is meant for another resource', required);
       if (error instanceof joseErrors.JOSEError) throw new BearerError('invalid_token', 'the access token is not valid', required);
       throw error;
     }
@@ -143,12 +159,18 @@ export function createResourceServer(options: ResourceServerOptions) {
     const metadata = await serverMetadata();
     if (!metadata.introspection_endpoint) throw new Error('agentauth offers no introspection endpoint');
     const body = new URLSearchParams({
-      token, token_type_hint: 'access_token',
+      token,
+      token_type_hint: 'access_token',
       client_id: credentials.clientId,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
       client_assertion: await clientAssertion(credentials, metadata.issuer),
     });
-    const res = await fetch(metadata.introspection_endpoint, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, body, redirect: 'error' });
+    const res = await fetch(metadata.introspection_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body,
+      redirect: 'error',
+    });
     if (!res.ok) throw new Error(`introspection: HTTP ${res.status}`);
     const answer = (await res.json()) as Record<string, unknown>;
     if (answer.active !== true) return undefined;
@@ -218,7 +240,8 @@ export function createResourceServer(options: ResourceServerOptions) {
 
   async function answerEvent(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (type !== 'application/secevent+jwt') return sendJson(res, 400, { err: 'invalid_request', description: 'Content-Type must be application/secevent+jwt' });
+    if (type !== 'application/secevent+jwt')
+      return sendJson(res, 400, { err: 'invalid_request', description: 'Content-Type must be application/secevent+jwt' });
     const body = await readBody(req, MAX_EVENT_BODY);
     if (body === undefined) return sendJson(res, 413, { err: 'invalid_request', description: 'the event is too large' });
     try {
@@ -231,13 +254,15 @@ export function createResourceServer(options: ResourceServerOptions) {
   }
 
   /** Connect/Express-style middleware: sets `req.auth` (usable by the MCP SDK's transports). */
-  const middleware = (auth: AuthenticateOptions = {}) => (req: IncomingMessage & { auth?: AccessToken }, res: ServerResponse, next: (error?: unknown) => void) => {
-    authenticate(req, res, auth).then((token) => {
-      if (!token) return;
-      req.auth = token;
-      next();
-    }, next);
-  };
+  const middleware =
+    (auth: AuthenticateOptions = {}) =>
+    (req: IncomingMessage & { auth?: AccessToken }, res: ServerResponse, next: (error?: unknown) => void) => {
+      authenticate(req, res, auth).then((token) => {
+        if (!token) return;
+        req.auth = token;
+        next();
+      }, next);
+    };
 
   return { verify, authenticate, handle, middleware, receiveEvent, metadata, metadataPath, metadataUrl, eventsPath, cacheSize: () => cache.size };
 }
@@ -255,7 +280,12 @@ function accessToken(token: string, claims: Record<string, unknown>, resource: U
   const subject = text(claims.sub);
   const grantId = text(claims.grant_id);
   return {
-    token, clientId, subject, grantId, claims, resource,
+    token,
+    clientId,
+    subject,
+    grantId,
+    claims,
+    resource,
     scopes: (text(claims.scope) ?? '').split(' ').filter(Boolean),
     expiresAt: claims.exp,
     extra: { subject, grantId },
@@ -270,8 +300,12 @@ async function clientAssertion(credentials: IntrospectionCredentials, audience: 
   const kid = credentials.kid ?? (isJwk(credentials.privateKey) ? credentials.privateKey.kid : undefined);
   return new SignJWT({})
     .setProtectedHeader({ alg, ...(kid ? { kid } : {}) })
-    .setIssuer(credentials.clientId).setSubject(credentials.clientId).setAudience(audience)
-    .setJti(randomUUID()).setIssuedAt().setExpirationTime('60s')
+    .setIssuer(credentials.clientId)
+    .setSubject(credentials.clientId)
+    .setAudience(audience)
+    .setJti(randomUUID())
+    .setIssuedAt()
+    .setExpirationTime('60s')
     .sign(key);
 }
 
@@ -306,4 +340,3 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string | u
   }
   return Buffer.concat(chunks).toString('utf8');
 }
-

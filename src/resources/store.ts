@@ -21,7 +21,11 @@ interface Row {
 }
 
 const toServer = (r: Row): ResourceServer => ({
-  identifier: r.identifier, scopes: r.scopes, tokenFormat: r.token_format, accessTokenTtl: r.access_token_ttl, introspectorClient: r.introspector_client,
+  identifier: r.identifier,
+  scopes: r.scopes,
+  tokenFormat: r.token_format,
+  accessTokenTtl: r.access_token_ttl,
+  introspectorClient: r.introspector_client,
   eventDeliveryUri: r.event_delivery_uri,
 });
 const COLUMNS = 'identifier, scopes, token_format, access_token_ttl, introspector_client, event_delivery_uri';
@@ -29,10 +33,14 @@ const COLUMNS = 'identifier, scopes, token_format, access_token_ttl, introspecto
 /** Inserts a resource server; false when the identifier is taken. */
 export async function insertResourceServer(db: Db, rs: ResourceServer): Promise<boolean> {
   return db.tx(async () => {
-    const r = await db.query(
-      `INSERT INTO resource_servers (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identifier) DO NOTHING`,
-      [rs.identifier, rs.scopes, rs.tokenFormat, rs.accessTokenTtl, rs.introspectorClient, rs.eventDeliveryUri],
-    );
+    const r = await db.query(`INSERT INTO resource_servers (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (identifier) DO NOTHING`, [
+      rs.identifier,
+      rs.scopes,
+      rs.tokenFormat,
+      rs.accessTokenTtl,
+      rs.introspectorClient,
+      rs.eventDeliveryUri,
+    ]);
     // Instances cache resource servers per configuration generation (see resourceServerCache).
     if (r.rowCount === 1) await bumpConfigGeneration(db);
     return r.rowCount === 1;
@@ -81,4 +89,3 @@ export function resourceServerCache(db: Db) {
     },
   };
 }
-

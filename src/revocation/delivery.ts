@@ -58,7 +58,9 @@ export function buildSecurityEventToken(event: PendingEvent, issuer: string, key
 /** POSTs a SET; resolves to the status code. */
 async function post(outbound: Outbound, uri: string, body: string): Promise<number> {
   const answer = await outbound.request(uri, {
-    method: 'POST', body, timeoutMs: TIMEOUT_MS,
+    method: 'POST',
+    body,
+    timeoutMs: TIMEOUT_MS,
     headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json' },
   });
   return answer.status;
@@ -66,7 +68,18 @@ async function post(outbound: Outbound, uri: string, body: string): Promise<numb
 
 /** Leases up to `limit` due events (they come back after the lease if this process dies). */
 async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
-  const r = await db.query<{ jti: string; kind: PendingEvent['kind']; audience: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string; revoked_at: Date; attempts: number }>(
+  const r = await db.query<{
+    jti: string;
+    kind: PendingEvent['kind'];
+    audience: string;
+    grant_id: string;
+    client_id: string;
+    account_id: string;
+    subscriber_uri: string;
+    reason: string;
+    revoked_at: Date;
+    attempts: number;
+  }>(
     `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
      WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
@@ -74,8 +87,16 @@ async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
     [limit, LEASE_SECONDS],
   );
   return r.rows.map((row) => ({
-    jti: row.jti, kind: row.kind, audience: row.audience, grantId: row.grant_id, clientId: row.client_id, accountId: row.account_id,
-    subscriberUri: row.subscriber_uri, reason: row.reason, revokedAt: row.revoked_at, attempts: row.attempts,
+    jti: row.jti,
+    kind: row.kind,
+    audience: row.audience,
+    grantId: row.grant_id,
+    clientId: row.client_id,
+    accountId: row.account_id,
+    subscriberUri: row.subscriber_uri,
+    reason: row.reason,
+    revokedAt: row.revoked_at,
+    attempts: row.attempts,
   }));
 }
 
@@ -125,9 +146,10 @@ export function startDeliveryWorker(deps: DeliveryDeps, intervalMs = 500): { sto
     running = true;
     deliverDueEvents(deps)
       .catch((err: unknown) => deps.log.warn({ err }, 'revocation event delivery pass failed'))
-      .finally(() => { running = false; });
+      .finally(() => {
+        running = false;
+      });
   }, intervalMs);
   timer.unref();
   return { stop: () => clearInterval(timer) };
 }
-

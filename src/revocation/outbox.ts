@@ -42,10 +42,13 @@ export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; 
   // permissions, that subscribed to revocations.
   const stored = await db.query<{ payload: unknown }>('SELECT payload FROM grants WHERE id = $1', [grant.grantId]);
   const reached = [...new Set(grantPermissions(stored.rows[0]?.payload).flatMap((p) => (p.resource ? [p.resource] : [])))];
-  const servers = reached.length === 0 ? { rows: [] } : await db.query<{ identifier: string; event_delivery_uri: string }>(
-    'SELECT identifier, event_delivery_uri FROM resource_servers WHERE event_delivery_uri IS NOT NULL AND identifier = ANY($1::text[])',
-    [reached],
-  );
+  const servers =
+    reached.length === 0
+      ? { rows: [] }
+      : await db.query<{ identifier: string; event_delivery_uri: string }>(
+          'SELECT identifier, event_delivery_uri FROM resource_servers WHERE event_delivery_uri IS NOT NULL AND identifier = ANY($1::text[])',
+          [reached],
+        );
   for (const rs of servers.rows) {
     await db.query(
       `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason)
@@ -58,12 +61,34 @@ export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; 
 }
 
 type Row = {
-  jti: string; kind: EventKind; audience: string; grant_id: string; client_id: string; account_id: string; subscriber_uri: string; reason: string;
-  revoked_at: Date; attempts: number; next_attempt_at: Date; delivered_at: Date | null; last_error: string | null;
+  jti: string;
+  kind: EventKind;
+  audience: string;
+  grant_id: string;
+  client_id: string;
+  account_id: string;
+  subscriber_uri: string;
+  reason: string;
+  revoked_at: Date;
+  attempts: number;
+  next_attempt_at: Date;
+  delivered_at: Date | null;
+  last_error: string | null;
 };
 const toRecord = (r: Row): EventRecord => ({
-  jti: r.jti, kind: r.kind, audience: r.audience, grantId: r.grant_id, clientId: r.client_id, accountId: r.account_id, subscriberUri: r.subscriber_uri, reason: r.reason,
-  revokedAt: r.revoked_at, attempts: r.attempts, nextAttemptAt: r.next_attempt_at, deliveredAt: r.delivered_at, lastError: r.last_error,
+  jti: r.jti,
+  kind: r.kind,
+  audience: r.audience,
+  grantId: r.grant_id,
+  clientId: r.client_id,
+  accountId: r.account_id,
+  subscriberUri: r.subscriber_uri,
+  reason: r.reason,
+  revokedAt: r.revoked_at,
+  attempts: r.attempts,
+  nextAttemptAt: r.next_attempt_at,
+  deliveredAt: r.delivered_at,
+  lastError: r.last_error,
 });
 
 export async function markDelivered(db: Db, jti: string): Promise<void> {
@@ -71,17 +96,17 @@ export async function markDelivered(db: Db, jti: string): Promise<void> {
 }
 
 export async function markFailed(db: Db, jti: string, error: string, retryInSeconds: number): Promise<void> {
-  await db.query(
-    'UPDATE revocation_events SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + make_interval(secs => $3) WHERE jti = $1',
-    [jti, error.slice(0, 500), retryInSeconds],
-  );
+  await db.query('UPDATE revocation_events SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + make_interval(secs => $3) WHERE jti = $1', [
+    jti,
+    error.slice(0, 500),
+    retryInSeconds,
+  ]);
 }
 
 export async function listEvents(db: Db, pendingOnly: boolean, limit = 500): Promise<EventRecord[]> {
-  const r = await db.query<Row>(
-    `SELECT * FROM revocation_events ${pendingOnly ? 'WHERE delivered_at IS NULL' : ''} ORDER BY revoked_at DESC, jti LIMIT $1`,
-    [limit],
-  );
+  const r = await db.query<Row>(`SELECT * FROM revocation_events ${pendingOnly ? 'WHERE delivered_at IS NULL' : ''} ORDER BY revoked_at DESC, jti LIMIT $1`, [
+    limit,
+  ]);
   return r.rows.map(toRecord);
 }
 

@@ -61,10 +61,7 @@ export async function grantOfArtifact(db: Db, model: string, id: string): Promis
  * deleted by a revocation). A concurrent consumer waits for this transaction's row lock.
  */
 export async function consumeArtifact(db: Db, model: string, id: string): Promise<boolean> {
-  const r = await db.query(
-    'UPDATE oidc_artifacts SET consumed_at = now() WHERE model = $1 AND id_hash = $2 AND consumed_at IS NULL',
-    [model, hashId(id)],
-  );
+  const r = await db.query('UPDATE oidc_artifacts SET consumed_at = now() WHERE model = $1 AND id_hash = $2 AND consumed_at IS NULL', [model, hashId(id)]);
   return r.rowCount === 1;
 }
 
@@ -106,7 +103,6 @@ export const purgeBatches = {
   expired_grants: (db: Db, limit: number) => deleteBatch(db, 'grants', 'revoked_at IS NULL AND expires_at < now()', limit),
 };
 
-
 /** A refresh token's rotation state, with its client's retry window. */
 export interface RefreshState {
   grantId: string | null;
@@ -124,8 +120,13 @@ export interface RefreshState {
  */
 export async function refreshState(db: Db, value: string, lock: boolean): Promise<RefreshState | undefined> {
   const r = await db.query<{
-    grant_id: string | null; client_id: string | null; consumed_at: Date | null; successor_hash: Buffer | null;
-    retry_response: string | null; retry_until: Date | null; refresh_retry_window: number | null;
+    grant_id: string | null;
+    client_id: string | null;
+    consumed_at: Date | null;
+    successor_hash: Buffer | null;
+    retry_response: string | null;
+    retry_until: Date | null;
+    refresh_retry_window: number | null;
   }>(
     `SELECT a.grant_id, a.client_id, a.consumed_at, a.successor_hash, a.retry_response, a.retry_until, c.refresh_retry_window
      FROM oidc_artifacts a LEFT JOIN clients c ON c.client_id = a.client_id
@@ -133,22 +134,33 @@ export async function refreshState(db: Db, value: string, lock: boolean): Promis
     [hashId(value)],
   );
   const row = r.rows[0];
-  return row && {
-    grantId: row.grant_id, clientId: row.client_id, consumed: row.consumed_at !== null, successorHash: row.successor_hash,
-    retryResponse: row.retry_response, retryUntil: row.retry_until, clientRetryWindow: row.refresh_retry_window,
-  };
+  return (
+    row && {
+      grantId: row.grant_id,
+      clientId: row.client_id,
+      consumed: row.consumed_at !== null,
+      successorHash: row.successor_hash,
+      retryResponse: row.retry_response,
+      retryUntil: row.retry_until,
+      clientRetryWindow: row.refresh_retry_window,
+    }
+  );
 }
 
 /** Records a rotated refresh token's successor and, for the retry window, the sealed response. */
 export async function recordSuccessor(db: Db, value: string, successorValue: string, sealedResponse: string | null, retryUntil: Date | null): Promise<void> {
-  await db.query(
-    "UPDATE oidc_artifacts SET successor_hash = $2, retry_response = $3, retry_until = $4 WHERE model = 'RefreshToken' AND id_hash = $1",
-    [hashId(value), hashId(successorValue), sealedResponse, retryUntil],
-  );
+  await db.query("UPDATE oidc_artifacts SET successor_hash = $2, retry_response = $3, retry_until = $4 WHERE model = 'RefreshToken' AND id_hash = $1", [
+    hashId(value),
+    hashId(successorValue),
+    sealedResponse,
+    retryUntil,
+  ]);
 }
 
 /** Whether the refresh token stored under this hash is still unused and unexpired. */
 export async function refreshTokenIsLive(db: Db, idHash: Buffer): Promise<boolean> {
-  const r = await db.query("SELECT 1 FROM oidc_artifacts WHERE model = 'RefreshToken' AND id_hash = $1 AND consumed_at IS NULL AND expires_at > now()", [idHash]);
+  const r = await db.query("SELECT 1 FROM oidc_artifacts WHERE model = 'RefreshToken' AND id_hash = $1 AND consumed_at IS NULL AND expires_at > now()", [
+    idHash,
+  ]);
   return r.rowCount === 1;
 }

@@ -141,7 +141,11 @@ function createDb(driver: Driver): Db {
     let statements = '';
     if (commit && work.atCommit.length) {
       try {
-        statements = work.atCommit.splice(0).map((build) => build()).filter(Boolean).join(';\n');
+        statements = work.atCommit
+          .splice(0)
+          .map((build) => build())
+          .filter(Boolean)
+          .join(';\n');
         if (statements) await connectionFor(work);
       } catch (err) {
         await finishWork(work, false);
@@ -274,7 +278,9 @@ function createDb(driver: Driver): Db {
         try {
           return await currentWork.exit(fn);
         } finally {
-          await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => { broken = true; });
+          await holder.query('SELECT pg_advisory_unlock(hashtext($1))', [lock]).catch(() => {
+            broken = true;
+          });
         }
       } catch (err) {
         broken ||= isConnectionError(err);
@@ -410,7 +416,12 @@ export async function createPgliteDb(dataDir: string): Promise<Db> {
     async acquire() {
       let release!: () => void;
       const previous = tail;
-      tail = new Promise<void>((resolve) => { release = () => { busy = false; resolve(); }; });
+      tail = new Promise<void>((resolve) => {
+        release = () => {
+          busy = false;
+          resolve();
+        };
+      });
       waiting += 1;
       await previous;
       waiting -= 1;

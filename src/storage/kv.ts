@@ -60,7 +60,13 @@ export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
       await counted(redis.del(key));
     },
     async incr(key, ttlSeconds) {
-      const results = await counted(redis.multi().incr(key).expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX').exec());
+      const results = await counted(
+        redis
+          .multi()
+          .incr(key)
+          .expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX')
+          .exec(),
+      );
       const [error, count] = results?.[0] ?? [new Error('no reply'), 0];
       if (error) {
         metrics.redisError('query');

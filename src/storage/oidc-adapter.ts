@@ -20,8 +20,7 @@ const STORAGE_GRACE_SECONDS = 60;
 const DEFAULT_TTL_SECONDS = 24 * 3600;
 const KV_MODELS = new Set(['Session', 'Interaction']);
 
-const expiryDate = (expiresIn: number | undefined) =>
-  new Date(Date.now() + ((expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS) * 1000);
+const expiryDate = (expiresIn: number | undefined) => new Date(Date.now() + ((expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS) * 1000);
 
 export type AdapterConstructor = new (model: string) => Adapter;
 
@@ -79,7 +78,8 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         if (!found || found.registration === 'metadata_document') return undefined;
         await hooks.clientFound(id, found.tokenRateLimit);
         // Held to the scopes open to unverified clients as they are now, not as they were when it registered.
-        if (isSelfRegistered(found.registration)) return { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) };
+        if (isSelfRegistered(found.registration))
+          return { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) };
         return found.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);

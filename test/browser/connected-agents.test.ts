@@ -30,7 +30,15 @@ describe('pages in Chromium', { skip }, () => {
     await createScope(server, 'photos:delete', 'Delete your photos');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     // The agent's redirect URI: a loopback page that only has to exist.
     callback = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('agent callback'));
@@ -57,7 +65,10 @@ describe('pages in Chromium', { skip }, () => {
     const config = await clientFor(server, agent);
     const verifier = client.randomPKCECodeVerifier();
     const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: `http://127.0.0.1:${callbackPort}/cb`, scope: 'photos:read photos:delete', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      redirect_uri: `http://127.0.0.1:${callbackPort}/cb`,
+      scope: 'photos:read photos:delete',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
     });
     await page.goto(url.href);
     await page.getByLabel('Username').fill(user.username);
@@ -96,7 +107,7 @@ describe('pages in Chromium', { skip }, () => {
   it('shows agent names full of HTML and script as text, and runs none of it', async () => {
     const user = await createUser(server);
     const page = await newPage();
-    const hostile = '<img src=x onerror=alert(1)><script>alert(2)</script>{{constructor.constructor(\'alert(3)\')()}}';
+    const hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>{{constructor.constructor('alert(3)')()}}";
     await connectInBrowser(page, user, hostile, []);
     await page.goto(`${server.issuer}/account`);
     await page.getByRole('heading', { name: 'Your connected agents' }).waitFor();
@@ -109,7 +120,14 @@ describe('pages in Chromium', { skip }, () => {
     const agent = await createAgent(server, { name: 'Form post agent', redirectUris: ['http://127.0.0.1/cb'], scope: 'photos:read' });
     const redirectUri = `http://127.0.0.1:${callbackPort}/cb`;
     // Without PKCE the request is refused at once, answered by form_post to the redirect URI.
-    const params = { client_id: agent.clientId, redirect_uri: redirectUri, response_type: 'code', response_mode: 'form_post', scope: 'photos:read', state: 'fp' };
+    const params = {
+      client_id: agent.clientId,
+      redirect_uri: redirectUri,
+      response_type: 'code',
+      response_mode: 'form_post',
+      scope: 'photos:read',
+      state: 'fp',
+    };
     const page = await newPage();
     const posted = page.waitForRequest((r) => r.url() === redirectUri && r.method() === 'POST', { timeout: 5000 });
     await page.goto(`${server.issuer}/auth?${new URLSearchParams(params)}`);
@@ -120,7 +138,9 @@ describe('pages in Chromium', { skip }, () => {
 
   it('cannot be framed by another page', async () => {
     const page = await newPage();
-    const framer = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(`<iframe src="${server.issuer}/account"></iframe>`));
+    const framer = http.createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end(`<iframe src="${server.issuer}/account"></iframe>`),
+    );
     await new Promise<void>((resolve) => framer.listen(0, '127.0.0.1', resolve));
     try {
       await page.goto(`http://127.0.0.1:${(framer.address() as AddressInfo).port}/`);

@@ -50,13 +50,21 @@ export async function runRefreshFaults(options: FaultRunOptions): Promise<FaultR
     const agent = await createAgent(target, { redirectUris: ['http://127.0.0.1/cb'], scope: 'faults:run' });
     const config = await clientFor(target, agent);
     const verifier = client.randomPKCECodeVerifier();
-    const url = client.buildAuthorizationUrl(config, { redirect_uri: 'http://127.0.0.1/cb', scope: 'faults:run', code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'faults:run',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
     const { callback } = await authorize(issuer, url, user);
     let current = (await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier })).refresh_token!;
 
     for (let i = 0; i < options.iterations; i++) {
       // A refresh in flight, and a SIGKILL at a random moment of it.
-      const attempt = client.refreshTokenGrant(config, current).then((t) => ({ ok: true as const, t }), (err: unknown) => ({ ok: false as const, err }));
+      const attempt = client.refreshTokenGrant(config, current).then(
+        (t) => ({ ok: true as const, t }),
+        (err: unknown) => ({ ok: false as const, err }),
+      );
       await sleep(Math.random() * 40);
       server.kill('SIGKILL');
       report.kills += 1;
@@ -105,10 +113,9 @@ async function assertNoFork(databaseUrl: string, clientId: string, iteration: nu
   db.on('error', () => {});
   await db.connect();
   try {
-    const r = await db.query(
-      "SELECT count(*)::int AS n FROM oidc_artifacts WHERE model = 'RefreshToken' AND client_id = $1 AND consumed_at IS NULL",
-      [clientId],
-    );
+    const r = await db.query("SELECT count(*)::int AS n FROM oidc_artifacts WHERE model = 'RefreshToken' AND client_id = $1 AND consumed_at IS NULL", [
+      clientId,
+    ]);
     assert.ok(r.rows[0].n <= 1, `iteration ${iteration}: ${r.rows[0].n} unused refresh tokens in one family`);
   } finally {
     await db.end().catch(() => {});
@@ -139,6 +146,10 @@ function restartServices(env: NodeJS.ProcessEnv): void {
     } catch {
       // shutdown closes the connection before answering
     }
-    execFileSync('redis-server', ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', new URL(env.REDIS_URL).port || '6379', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    execFileSync(
+      'redis-server',
+      ['--daemonize', 'yes', '--bind', '127.0.0.1', '--port', new URL(env.REDIS_URL).port || '6379', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
   }
 }

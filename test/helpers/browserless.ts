@@ -40,7 +40,13 @@ export function postForm(jar: CookieJar, url: string | URL, form: Record<string,
   return browse(jar, url, { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
 }
 
-const decode = (s: string) => s.replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+const decode = (s: string) =>
+  s
+    .replace(/&#39;/g, "'")
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 
 export const csrfOf = (html: string): string => decode(/name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? '');
 export const scopesOnPage = (html: string): string[] => [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => decode(m[1]!));
@@ -72,7 +78,13 @@ export interface AuthorizeResult {
 }
 
 /** Signs in and answers consent; returns where the AS finally sends the browser. */
-export async function authorize(issuer: string, authorizationUrl: URL, user: TestUser, choice: ConsentChoice = {}, jar = new CookieJar()): Promise<AuthorizeResult> {
+export async function authorize(
+  issuer: string,
+  authorizationUrl: URL,
+  user: TestUser,
+  choice: ConsentChoice = {},
+  jar = new CookieJar(),
+): Promise<AuthorizeResult> {
   let res = await followOnIssuer(jar, issuer, await browse(jar, authorizationUrl));
   let consentScopes: string[] = [];
   let consentHtml = '';
@@ -137,5 +149,10 @@ export async function codeFlowTokens(
     ...options.extra,
   });
   const { callback } = await authorize(issuer, url, user, options.choice);
-  return oidc.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, options.extra?.resource ? { resource: options.extra.resource } : undefined);
+  return oidc.authorizationCodeGrant(
+    config,
+    callback,
+    { pkceCodeVerifier: verifier },
+    options.extra?.resource ? { resource: options.extra.resource } : undefined,
+  );
 }

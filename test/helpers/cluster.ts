@@ -53,13 +53,15 @@ export async function startCluster(size: number): Promise<TestCluster> {
     async stop() {
       proxy.closeAllConnections();
       proxy.close();
-      await Promise.all(children.map((child) => {
-        child.removeAllListeners('exit');
-        if (child.exitCode !== null) return undefined;
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGTERM');
-        return exited;
-      }));
+      await Promise.all(
+        children.map((child) => {
+          child.removeAllListeners('exit');
+          if (child.exitCode !== null) return undefined;
+          const exited = new Promise((resolve) => child.once('exit', resolve));
+          child.kill('SIGTERM');
+          return exited;
+        }),
+      );
       await deployment.cleanup();
     },
   };

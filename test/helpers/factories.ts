@@ -41,9 +41,15 @@ export async function createUser(server: Target, username = `user-${randomBytes(
 }
 
 export async function generateAgentKey(): Promise<{ privateKey: CryptoKey; publicJwk: Record<string, unknown> & { kid: string } }> {
-  const { privateKey, publicKey } = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as { privateKey: CryptoKey; publicKey: CryptoKey };
+  const { privateKey, publicKey } = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as {
+    privateKey: CryptoKey;
+    publicKey: CryptoKey;
+  };
   const kid = randomBytes(8).toString('hex');
-  return { privateKey, publicJwk: { ...(await crypto.subtle.exportKey('jwk', publicKey)), kid, alg: 'ES256', use: 'sig' } as Record<string, unknown> & { kid: string } };
+  return {
+    privateKey,
+    publicJwk: { ...(await crypto.subtle.exportKey('jwk', publicKey)), kid, alg: 'ES256', use: 'sig' } as Record<string, unknown> & { kid: string },
+  };
 }
 
 export interface AgentOptions {

@@ -16,9 +16,12 @@ export interface TestKey {
 }
 
 export function generateTestKey(alg: 'ES256' | 'EdDSA' | 'PS256' | 'RS256', kid = randomBytes(6).toString('hex')): TestKey {
-  const pair = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
-    : alg === 'EdDSA' ? generateKeyPairSync('ed25519')
-    : generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const pair =
+    alg === 'ES256'
+      ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      : alg === 'EdDSA'
+        ? generateKeyPairSync('ed25519')
+        : generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { alg, kid, privateKey: pair.privateKey, publicJwk: { ...pair.publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' } };
 }
 
@@ -27,7 +30,10 @@ export function signJwt(header: Record<string, unknown>, payload: Record<string,
   const alg = header.alg;
   let signature: Buffer;
   if (alg === 'none') signature = Buffer.alloc(0);
-  else if (alg === 'HS256') signature = createHmac('sha256', key as Buffer).update(input).digest();
+  else if (alg === 'HS256')
+    signature = createHmac('sha256', key as Buffer)
+      .update(input)
+      .digest();
   else if (alg === 'ES256') signature = sign('sha256', Buffer.from(input), { key: key as KeyObject, dsaEncoding: 'ieee-p1363' });
   else if (alg === 'EdDSA') signature = sign(null, Buffer.from(input), key as KeyObject);
   else if (alg === 'PS256') signature = sign('sha256', Buffer.from(input), { key: key as KeyObject, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
@@ -36,7 +42,13 @@ export function signJwt(header: Record<string, unknown>, payload: Record<string,
 }
 
 /** A well-formed client assertion for clientId at audience, with overrides applied last. */
-export function clientAssertion(key: TestKey, clientId: string, audience: string, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}): string {
+export function clientAssertion(
+  key: TestKey,
+  clientId: string,
+  audience: string,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+): string {
   const now = Math.floor(Date.now() / 1000);
   return signJwt(
     { alg: key.alg, kid: key.kid, typ: 'JWT', ...header },

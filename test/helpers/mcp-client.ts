@@ -23,14 +23,30 @@ export class MemoryOAuthProvider implements OAuthClientProvider {
   };
   /** Set to use a Client ID Metadata Document instead of registration, where the server offers it. */
   readonly clientMetadataUrl: string | undefined;
-  constructor(clientMetadataUrl?: string) { this.clientMetadataUrl = clientMetadataUrl; }
-  clientInformation() { return this.information; }
-  saveClientInformation(information: OAuthClientInformationMixed) { this.information = information; }
-  tokens() { return this.stored; }
-  saveTokens(tokens: OAuthTokens) { this.stored = tokens; }
-  redirectToAuthorization(url: URL) { this.authorizationUrl = url; }
-  saveCodeVerifier(verifier: string) { this.verifier = verifier; }
-  codeVerifier() { return this.verifier; }
+  constructor(clientMetadataUrl?: string) {
+    this.clientMetadataUrl = clientMetadataUrl;
+  }
+  clientInformation() {
+    return this.information;
+  }
+  saveClientInformation(information: OAuthClientInformationMixed) {
+    this.information = information;
+  }
+  tokens() {
+    return this.stored;
+  }
+  saveTokens(tokens: OAuthTokens) {
+    this.stored = tokens;
+  }
+  redirectToAuthorization(url: URL) {
+    this.authorizationUrl = url;
+  }
+  saveCodeVerifier(verifier: string) {
+    this.verifier = verifier;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
 }
 
 export function mcpTransport(url: string, provider: OAuthClientProvider): StreamableHTTPClientTransport {

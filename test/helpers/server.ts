@@ -95,8 +95,12 @@ export function runCli(env: NodeJS.ProcessEnv, args: string[], stdin?: string): 
     const child = spawn(process.execPath, [path.join(ROOT, 'bin/agentauth.js'), ...args], { env, cwd: ROOT, stdio: 'pipe' });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d; });
-    child.stderr.on('data', (d: Buffer) => { stderr += d; });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
     if (stdin !== undefined) child.stdin.end(stdin);
@@ -125,7 +129,10 @@ export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT): Promise<{ 
  * @param serverEnv changes only the server's environment (the CLI keeps the deployment's), e.g.
  *   to reach PostgreSQL through a proxy a test can cut
  */
-export async function startServer(extraEnv: NodeJS.ProcessEnv = {}, serverEnv: (env: NodeJS.ProcessEnv) => NodeJS.ProcessEnv = (env) => env): Promise<TestServer> {
+export async function startServer(
+  extraEnv: NodeJS.ProcessEnv = {},
+  serverEnv: (env: NodeJS.ProcessEnv) => NodeJS.ProcessEnv = (env) => env,
+): Promise<TestServer> {
   const deployment = await newDeployment();
   const port = extraEnv.PORT ? Number(extraEnv.PORT) : await freePort();
   const baseUrl = `http://localhost:${port}`;

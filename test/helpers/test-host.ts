@@ -60,7 +60,9 @@ function editHostsFile(edit: (lines: string[]) => string[]): void {
     }
   }
   try {
-    const lines = readFileSync(HOSTS_FILE, 'utf8').split('\n').filter((l, i, all) => l !== '' || i < all.length - 1);
+    const lines = readFileSync(HOSTS_FILE, 'utf8')
+      .split('\n')
+      .filter((l, i, all) => l !== '' || i < all.length - 1);
     const kept = edit(lines.filter((l) => !l.includes(MARK) || alive(Number(l.split(MARK)[1]?.split(' ')[0]))));
     const tmp = `${HOSTS_FILE}.agentauth-${process.pid}`;
     writeFileSync(tmp, `${kept.join('\n')}\n`, { mode: 0o644 });
@@ -72,14 +74,20 @@ function editHostsFile(edit: (lines: string[]) => string[]): void {
 
 /** Namespaces (and so their veth pairs) of test processes that died without cleaning up. */
 function removeLeftoverNamespaces(): void {
-  const names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0] ?? '');
+  const names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '');
   for (const name of names) {
     const pid = new RegExp(`^${NETNS_PREFIX}(\\d+)x`).exec(name)?.[1];
     if (pid && !alive(Number(pid))) execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
   }
 }
 
-interface Ca { dir: string; certFile: string; keyFile: string }
+interface Ca {
+  dir: string;
+  certFile: string;
+  keyFile: string;
+}
 let ca: Ca | undefined;
 
 /** The test CA of this process, made on first use. */
@@ -88,8 +96,31 @@ export function testCa(): Ca {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'agentauth-test-ca-'));
   const keyFile = path.join(dir, 'ca.key');
   const certFile = path.join(dir, 'ca.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile,
-    '-days', '2', '-subj', '/CN=agentauth test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=agentauth test CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign',
+    ],
+    { stdio: 'ignore' },
+  );
   ca = { dir, certFile, keyFile };
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   return ca;
@@ -99,8 +130,32 @@ function issueCertificate(hostname: string): { key: string; cert: string } {
   const { dir, certFile, keyFile } = testCa();
   const base = path.join(dir, hostname);
   writeFileSync(`${base}.ext`, `subjectAltName=DNS:${hostname}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
-  execFileSync('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${hostname}`], { stdio: 'ignore' });
-  execFileSync('openssl', ['x509', '-req', '-in', `${base}.csr`, '-CA', certFile, '-CAkey', keyFile, '-CAcreateserial', '-out', `${base}.pem`, '-days', '2', '-extfile', `${base}.ext`], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${hostname}`],
+    { stdio: 'ignore' },
+  );
+  execFileSync(
+    'openssl',
+    [
+      'x509',
+      '-req',
+      '-in',
+      `${base}.csr`,
+      '-CA',
+      certFile,
+      '-CAkey',
+      keyFile,
+      '-CAcreateserial',
+      '-out',
+      `${base}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      `${base}.ext`,
+    ],
+    { stdio: 'ignore' },
+  );
   return { key: readFileSync(`${base}.key`, 'utf8'), cert: readFileSync(`${base}.pem`, 'utf8') };
 }
 
@@ -150,8 +205,15 @@ export async function createTestHost(label: string, handler: http.RequestListene
     forwarder?.kill('SIGKILL');
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
-    for (const args of [['link', 'del', outer], ['netns', 'del', ns]]) {
-      try { sh(args); } catch { /* already gone */ }
+    for (const args of [
+      ['link', 'del', outer],
+      ['netns', 'del', ns],
+    ]) {
+      try {
+        sh(args);
+      } catch {
+        /* already gone */
+      }
     }
     editHostsFile((lines) => lines.filter((l) => !l.includes(` ${hostname} `)));
   };
@@ -190,7 +252,9 @@ function startForwarder(ns: string, listenOn: string, target: string, port: numb
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let err = '';
-    child.stderr!.on('data', (d: Buffer) => { err += d; });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d;
+    });
     child.stdout!.once('data', () => resolve(child));
     child.once('exit', (code) => reject(new Error(`forwarder in ${ns} exited with ${code}: ${err}`)));
   });
@@ -199,6 +263,10 @@ function startForwarder(ns: string, listenOn: string, target: string, port: numb
 /** Removes this process's lines from /etc/hosts if a test forgot to close a host. */
 process.once('exit', () => {
   if (made > 0 && existsSync(HOSTS_FILE)) {
-    try { editHostsFile((lines) => lines.filter((l) => !l.includes(`${MARK}${process.pid}`))); } catch { /* best effort */ }
+    try {
+      editHostsFile((lines) => lines.filter((l) => !l.includes(`${MARK}${process.pid}`)));
+    } catch {
+      /* best effort */
+    }
   }
 });

@@ -11,7 +11,7 @@ import { metrics, type SubscriberKind } from '../metrics/metrics.ts';
 import { loadSigningKeys } from '../keys/signing-keys.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { Db } from '../storage/db.ts';
-import { markDelivered, markFailed, type PendingEvent } from './outbox.ts';
+import { leaseDueEvents, markDelivered, markFailed, type PendingEvent } from './outbox.ts';
 
 /** Our event type: a grant (what a user allowed an agent) was revoked. See docs/connected-agents.md (Revocation events). */
 export const GRANT_REVOKED_EVENT = 'https://agentauth.dev/secevent/grant-revoked';
@@ -66,47 +66,13 @@ async function post(outbound: Outbound, uri: string, body: string): Promise<numb
   return answer.status;
 }
 
-/** Leases up to `limit` due events (they come back after the lease if this process dies). */
-async function leaseDue(db: Db, limit: number): Promise<PendingEvent[]> {
-  const r = await db.query<{
-    jti: string;
-    kind: PendingEvent['kind'];
-    audience: string;
-    grant_id: string;
-    client_id: string;
-    account_id: string;
-    subscriber_uri: string;
-    reason: string;
-    revoked_at: Date;
-    attempts: number;
-  }>(
-    `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
-     WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
-                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-     RETURNING jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts`,
-    [limit, LEASE_SECONDS],
-  );
-  return r.rows.map((row) => ({
-    jti: row.jti,
-    kind: row.kind,
-    audience: row.audience,
-    grantId: row.grant_id,
-    clientId: row.client_id,
-    accountId: row.account_id,
-    subscriberUri: row.subscriber_uri,
-    reason: row.reason,
-    revokedAt: row.revoked_at,
-    attempts: row.attempts,
-  }));
-}
-
 /** Whom an event goes to, for metrics: the agent (its SET or back-channel logout) or a resource server (its identifier is the SET's aud). */
 const subscriberOf = (event: PendingEvent): SubscriberKind =>
   event.kind === 'backchannel_logout' || event.audience === event.clientId ? 'client' : 'resource_server';
 
 /** One pass: deliver what is due. Returns how many were delivered. */
 export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<number> {
-  const events = await leaseDue(deps.db, limit);
+  const events = await leaseDueEvents(deps.db, limit, LEASE_SECONDS);
   if (events.length === 0) return 0;
   const [key] = await loadSigningKeys(deps.db, deps.keyEncryptionKey);
   if (!key) return 0;

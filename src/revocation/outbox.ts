@@ -75,6 +75,23 @@ type Row = {
   delivered_at: Date | null;
   last_error: string | null;
 };
+const RECORD_COLUMNS = 'jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts, next_attempt_at, delivered_at, last_error';
+
+/**
+ * Leases up to `limit` due events for `leaseSeconds` (FOR UPDATE SKIP LOCKED: instances never
+ * send the same event at once; a crashed instance's lease simply runs out and the event is due again).
+ */
+export async function leaseDueEvents(db: Db, limit: number, leaseSeconds: number): Promise<PendingEvent[]> {
+  const r = await db.query<Row>(
+    `UPDATE revocation_events SET next_attempt_at = now() + make_interval(secs => $2)
+     WHERE jti IN (SELECT jti FROM revocation_events WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING ${RECORD_COLUMNS}`,
+    [limit, leaseSeconds],
+  );
+  return r.rows.map(toRecord);
+}
+
 const toRecord = (r: Row): EventRecord => ({
   jti: r.jti,
   kind: r.kind,

@@ -75,7 +75,8 @@ type Row = {
   delivered_at: Date | null;
   last_error: string | null;
 };
-const RECORD_COLUMNS = 'jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts, next_attempt_at, delivered_at, last_error';
+const RECORD_COLUMNS =
+  'jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts, next_attempt_at, delivered_at, last_error';
 
 /**
  * Leases up to `limit` due events for `leaseSeconds` (FOR UPDATE SKIP LOCKED: instances never

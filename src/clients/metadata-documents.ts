@@ -12,6 +12,7 @@
  * other client, while the document stays the source of its metadata.
  */
 import { errors } from 'oidc-provider';
+import { canonicalJson } from '../audit/chain.ts';
 import type { AuditLog } from '../audit/log.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
@@ -97,11 +98,4 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
 /** Top-level fields whose value differs (key order inside values does not count). */
 function changedFields(stored: ClientMetadata, fetched: ClientMetadata): string[] {
   return [...new Set([...Object.keys(stored), ...Object.keys(fetched)])].filter((k) => canonicalJson(stored[k]) !== canonicalJson(fetched[k])).sort();
-}
-
-/** JSON with object keys sorted, so a document and its stored copy compare equal whatever the key order. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
-  );
 }

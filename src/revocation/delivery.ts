@@ -5,16 +5,16 @@
  * (the same address policy as jwks_uri), and retries failures with exponential backoff. Delivery is at least once; every event
  * keeps its jti, so receivers drop duplicates.
  */
-import { createPrivateKey, sign } from 'node:crypto';
+import { importJWK, SignJWT, type JWK } from 'jose';
 import type { Logger } from 'pino';
 import { metrics, type SubscriberKind } from '../metrics/metrics.ts';
 import { loadSigningKeys } from '../keys/signing-keys.ts';
 import type { Outbound } from '../net/outbound.ts';
+// Our event type is defined once, by the resource-server helper that receives it (docs/connected-agents.md).
+import { GRANT_REVOKED_EVENT } from '../resource-server/events.ts';
 import type { Db } from '../storage/db.ts';
 import { leaseDueEvents, markDelivered, markFailed, type PendingEvent } from './outbox.ts';
 
-/** Our event type: a grant (what a user allowed an agent) was revoked. See docs/connected-agents.md (Revocation events). */
-export const GRANT_REVOKED_EVENT = 'https://agentauth.dev/secevent/grant-revoked';
 const LEASE_SECONDS = 30;
 const TIMEOUT_MS = 5_000;
 const MAX_BACKOFF_SECONDS = 300;
@@ -32,14 +32,9 @@ export interface DeliveryDeps {
 /** Seconds before retry n (1-based): 1, 2, 4 … up to 5 minutes, with jitter. */
 export const backoffSeconds = (attempt: number) => Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.max(0, attempt - 1)) * (0.8 + Math.random() * 0.4);
 
-export function buildSecurityEventToken(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): string {
-  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const header = { alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' };
+/** The Security Event Token (RFC 8417) for one event, signed with the current signing key by jose. */
+export async function buildSecurityEventToken(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): Promise<string> {
   const claims = {
-    iss: issuer,
-    jti: event.jti,
-    iat: Math.floor(Date.now() / 1000),
-    aud: event.audience,
     events: {
       [GRANT_REVOKED_EVENT]: {
         grant_id: event.grantId,
@@ -50,9 +45,13 @@ export function buildSecurityEventToken(event: PendingEvent, issuer: string, key
       },
     },
   };
-  const input = `${b64(header)}.${b64(claims)}`;
-  const privateKey = createPrivateKey({ key: key.privateJwk as never, format: 'jwk' });
-  return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' })
+    .setIssuer(issuer)
+    .setJti(event.jti)
+    .setIssuedAt()
+    .setAudience(event.audience)
+    .sign(await importJWK(key.privateJwk as JWK, 'ES256'));
 }
 
 /** POSTs a SET; resolves to the status code. */
@@ -86,7 +85,7 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
         delivered += 1;
         continue;
       }
-      const status = await post(deps.outbound, event.subscriberUri, buildSecurityEventToken(event, deps.issuer, key));
+      const status = await post(deps.outbound, event.subscriberUri, await buildSecurityEventToken(event, deps.issuer, key));
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
         metrics.delivered(subscriberOf(event));

@@ -4,7 +4,7 @@
  * flow. Every change is a POST with a CSRF token bound to the session, behind a confirmation
  * page, answered with 303; another user's grant is a 404.
  */
-import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
@@ -13,7 +13,7 @@ import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../grants/revoke.ts';
 import { AppError } from '../http/errors.ts';
-import { readForm, seeOther } from '../http/forms.ts';
+import { seeOther, type FormGuard } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { timeWords } from '../http/time-words.ts';
@@ -43,13 +43,12 @@ export interface AccountDeps {
   db: Db;
   views: Views;
   audit: AuditLog;
-  cookieKey: string;
+  forms: FormGuard;
 }
 
-export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }: AccountDeps): Router {
+export function accountRoutes({ provider, issuer, db, views, audit, forms }: AccountDeps): Router {
   const router = new Router();
-  const csrfKey = Buffer.from(hkdfSync('sha256', cookieKey, 'agentauth', 'account-csrf', 32));
-  const csrfFor = (sessionId: string) => createHmac('sha256', csrfKey).update(`account:${sessionId}`).digest('base64url');
+  const csrfFor = (sessionId: string) => forms.tokenFor(`account:${sessionId}`);
 
   interface SignedIn {
     accountId: string;
@@ -89,16 +88,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, cookieKey }:
     seeOther(ctx, `/auth?${params}`);
   }
 
-  async function checkedForm(ctx: Context, who: SignedIn): Promise<URLSearchParams> {
-    if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
-    const form = await readForm(ctx);
-    const expected = Buffer.from(csrfFor(who.sessionId));
-    const actual = Buffer.from(form.get('csrf') ?? '');
-    if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
-      throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back to your connected agents and try again.');
-    }
-    return form;
-  }
+  const checkedForm = (ctx: Context, who: SignedIn) => forms.checkedForm(ctx, `account:${who.sessionId}`);
 
   /** The signed-in user's own live grant, or 404 (also for another user's: no oracle). */
   async function ownGrant(ctx: Context, who: SignedIn): Promise<string> {

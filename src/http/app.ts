@@ -19,7 +19,7 @@ import { adminTokenVerifier, type AdminToken } from '../admin/tokens.ts';
 import type { OperationContext } from '../cli/operations.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
 import { auditProviderEvents } from '../audit/provider-events.ts';
-import { createCsrf } from '../interactions/csrf.ts';
+import { createFormGuard } from './forms.ts';
 import { explainClientAuthFailures } from '../clients/authentication-failures.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
@@ -123,12 +123,14 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
+  // One CSRF scheme for every page: interactions bind their tokens to the uid, the account page to its session.
+  const forms = createFormGuard(deps.cookieKeys[0]!);
   const interactions = interactionRoutes({
     provider,
     db,
     views,
     audit: deps.audit,
-    csrf: createCsrf(deps.cookieKeys[0]!),
+    forms,
     signInGuard: createSignInGuard(kv, deps.limiter, deps.cookieKeys[0]!, {
       perAddress: deps.limits.loginFailuresPer15Minutes,
       perAccount: deps.limits.loginFailuresPerAccount15Minutes,
@@ -137,7 +139,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
-  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit: deps.audit, cookieKey: deps.cookieKeys[0]! });
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit: deps.audit, forms });
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);

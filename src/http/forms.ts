@@ -1,4 +1,8 @@
-/** Reads request bodies for our own routes: urlencoded forms for pages, JSON for the admin API, within small limits. */
+/**
+ * Reads request bodies for our own routes: urlencoded forms for pages (with their CSRF check),
+ * JSON for the admin API, within small limits.
+ */
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
 import { AppError } from './errors.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
@@ -42,6 +46,38 @@ export async function readJsonObject(ctx: Context): Promise<Record<string, unkno
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw new AppError(400, 'invalid_request', 'The body must be a JSON object.');
   if (containsNul(value)) throw new AppError(400, 'invalid_request', NUL_REFUSED);
   return value as Record<string, unknown>;
+}
+
+/**
+ * Synchronizer tokens for every page's forms: an HMAC, under a key derived from the cookie keys,
+ * of what the form is bound to (an interaction's uid, an account session's id), each of which is
+ * itself bound to the browser by its cookie. A form posted from another site, or for another
+ * interaction or session, fails.
+ */
+export interface FormGuard {
+  /** The token a page puts in its form for `bindTo` (e.g. `interaction:<uid>`, `account:<session id>`). */
+  tokenFor(bindTo: string): string;
+  /** The form of a POST, refused (403) unless it carries the token for `bindTo` and is not cross-site. */
+  checkedForm(ctx: Context, bindTo: string): Promise<URLSearchParams>;
+}
+
+export function createFormGuard(cookieKey: string): FormGuard {
+  const key = Buffer.from(hkdfSync('sha256', cookieKey, 'agentauth', 'csrf-token', 32));
+  const tokenFor = (bindTo: string) => createHmac('sha256', key).update(bindTo).digest('base64url');
+  return {
+    tokenFor,
+    async checkedForm(ctx, bindTo) {
+      // Fetch metadata first: a browser says when a form comes from another site.
+      if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
+      const form = await readForm(ctx);
+      const expected = Buffer.from(tokenFor(bindTo));
+      const actual = Buffer.from(form.get('csrf') ?? '');
+      if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
+        throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back and try again.');
+      }
+      return form;
+    },
+  };
 }
 
 /** 303 See Other: the browser follows with a GET and never re-posts the form (RFC 9700 §4.12). */

@@ -12,7 +12,7 @@ import type { SignInGuard } from '../accounts/sign-in-guard.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../accounts/store.ts';
 import { AppError } from '../http/errors.ts';
-import { readForm, seeOther } from '../http/forms.ts';
+import { seeOther, type FormGuard } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
 import { findClient, isSelfRegistered } from '../clients/store.ts';
@@ -20,7 +20,6 @@ import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, t
 import { findScopes } from '../scopes/store.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
-import type { Csrf } from './csrf.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -33,7 +32,7 @@ export interface InteractionDeps {
   db: Db;
   views: Views;
   audit: AuditLog;
-  csrf: Csrf;
+  forms: FormGuard;
   /** Failed sign-ins allowed per account, address and pair. */
   signInGuard: SignInGuard;
   /** Bounds the password checks in progress. */
@@ -43,7 +42,7 @@ export interface InteractionDeps {
 const expired = () =>
   new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
-export function interactionRoutes({ provider, db, views, audit, csrf, signInGuard, hashQueue }: InteractionDeps): Router {
+export function interactionRoutes({ provider, db, views, audit, forms, signInGuard, hashQueue }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** The interaction bound to this browser's cookie, which must be the one in the URL. */
@@ -59,14 +58,7 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
   }
 
   /** The form of a POST, refused unless it carries this interaction's CSRF token. */
-  async function checkedForm(ctx: Context, uid: string): Promise<URLSearchParams> {
-    if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
-    const form = await readForm(ctx);
-    if (!csrf.verify(uid, form.get('csrf'))) {
-      throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back and try again.');
-    }
-    return form;
-  }
+  const checkedForm = (ctx: Context, uid: string) => forms.checkedForm(ctx, `interaction:${uid}`);
 
   async function finish(ctx: Context, result: InteractionResults): Promise<void> {
     const url = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
@@ -81,7 +73,7 @@ export function interactionRoutes({ provider, db, views, audit, csrf, signInGuar
   router.get('/', async (ctx) => {
     const details = await interactionFor(ctx);
     const clientId = String(details.params.client_id);
-    const common = { uid: details.uid, csrf: csrf.tokenFor(details.uid), clientName: await clientName(clientId), clientId };
+    const common = { uid: details.uid, csrf: forms.tokenFor(`interaction:${details.uid}`), clientName: await clientName(clientId), clientId };
     if (details.prompt.name === 'login') {
       const error = ctx.query.error === 'credentials' ? 'The username or password is not right.' : undefined;
       ctx.body = views.render('login', { ...common, error });

@@ -14,7 +14,7 @@ import { createViews } from './http/views.ts';
 import { renderErrorPage } from './http/errors.ts';
 import { startingGate } from './http/starting.ts';
 import { dispatchToProvider } from './http/dispatch.ts';
-import { findAccountById } from './accounts/store.ts';
+import { findAccountById } from './users/store.ts';
 import { ensureSigningKey } from './keys/signing-keys.ts';
 import { startLiveProvider } from './oauth/live-provider.ts';
 import { buildProvider } from './oauth/provider.ts';
@@ -32,7 +32,7 @@ import { outboxBacklog } from './revocation/outbox.ts';
 import { portOf, serveMetrics } from './metrics/http.ts';
 import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { runMaintenance } from './maintenance/purge.ts';
-import { resourceServerCache } from './resources/store.ts';
+import { resourceServerCache } from './resource-servers/store.ts';
 import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
 import { tombstoneGrant } from './grants/store.ts';
 

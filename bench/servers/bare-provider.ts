@@ -37,7 +37,7 @@ export interface BareProviderConfig {
   user: { username: string; password: string };
 }
 
-/** agentauth's scrypt parameters (src/accounts/passwords.ts). */
+/** agentauth's scrypt parameters (src/users/passwords.ts). */
 const SCRYPT = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const derive = (password: string, salt: Buffer) =>
   new Promise<Buffer>((resolve, reject) => {

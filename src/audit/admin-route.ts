@@ -7,7 +7,7 @@
  */
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
-import { findAccountByUsername } from '../accounts/store.ts';
+import { findAccountByUsername } from '../users/store.ts';
 import { AppError } from '../http/errors.ts';
 import { nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';

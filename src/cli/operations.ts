@@ -4,8 +4,8 @@
  * to run them over its admin socket; the input schema guards both doors.
  */
 import { z } from 'zod';
-import { hashPassword } from '../accounts/passwords.ts';
-import { disableAccount, findAccountByUsername, insertAccount } from '../accounts/store.ts';
+import { hashPassword } from '../users/passwords.ts';
+import { disableAccount, findAccountByUsername, insertAccount } from '../users/store.ts';
 import {
   buildClientMetadata,
   clientInputSchema,
@@ -26,9 +26,9 @@ import {
   type ClientRecord,
 } from '../clients/store.ts';
 import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
-import { connectedAgentsFor } from '../agents/store.ts';
+import { connectedAgentsFor } from '../account/store.ts';
 import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
-import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resources/store.ts';
+import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resource-servers/store.ts';
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
 import { listEvents } from '../revocation/outbox.ts';
 import { createRegistrationToken } from '../clients/registration-tokens.ts';

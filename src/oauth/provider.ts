@@ -10,7 +10,7 @@ import type { MetadataDocumentHooks } from '../clients/metadata-documents.ts';
 import { LOOPBACK_HOSTS } from '../clients/policy.ts';
 import { applyRegistrationDefaults } from '../clients/registration-defaults.ts';
 import type { ClientMetadata } from '../clients/store.ts';
-import type { ResourceServer } from '../resources/store.ts';
+import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
 

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import { findAccountById } from '../accounts/store.ts';
+import { findAccountById } from '../users/store.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../grants/revoke.ts';

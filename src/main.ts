@@ -20,7 +20,7 @@ import { startLiveProvider } from './oauth/live-provider.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { openRuntime } from './runtime.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
-import { createAdapterClass } from './storage/oidc-adapter.ts';
+import { createAdapterClass } from './oauth/oidc-adapter.ts';
 import { auditGrantRevocation } from './audit/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
 import { metadataDocumentHooks } from './clients/metadata-documents.ts';

@@ -3,7 +3,7 @@
  * code's payload, a username) answered 500, since PostgreSQL cannot store it. Every way in
  * refuses it with 400 invalid_request instead: the query string of any request (here: the
  * authorization endpoint takes GET only), the forms of our own pages (forms.ts) and, as the last
- * line, anything the adapter would store (storage/oidc-adapter.ts), JSON registrations included.
+ * line, anything the adapter would store (oauth/oidc-adapter.ts), JSON registrations included.
  */
 import type { Context, Next } from 'koa';
 import { NUL_REFUSED } from '../storage/nul.ts';

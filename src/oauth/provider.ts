@@ -12,7 +12,7 @@ import { applyRegistrationDefaults } from '../clients/registration-defaults.ts';
 import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
-import type { AdapterConstructor } from '../storage/oidc-adapter.ts';
+import type { AdapterConstructor } from './oidc-adapter.ts';
 
 export interface ProviderSettings {
   issuer: string;

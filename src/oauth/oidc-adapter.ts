@@ -10,10 +10,10 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
-import * as artifacts from './artifacts.ts';
-import type { Db } from './db.ts';
-import type { Kv } from './kv.ts';
-import { containsNul, NUL_REFUSED } from './nul.ts';
+import * as artifacts from '../storage/artifacts.ts';
+import type { Db } from '../storage/db.ts';
+import type { Kv } from '../storage/kv.ts';
+import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;

@@ -13,6 +13,7 @@ import { lockDataDir, type DataDirLock } from './storage/data-dir-lock.ts';
 import { loadOrCreateSecrets } from './storage/embedded-secrets.ts';
 import { createMemoryKv, createRedisKv, type Kv } from './storage/kv.ts';
 import { migrate } from './storage/migrate.ts';
+import { metrics } from './metrics/metrics.ts';
 import { createOutbound, type Outbound } from './net/outbound.ts';
 
 export interface Runtime {
@@ -32,14 +33,14 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   let db: Db;
   let secrets: { keyEncryptionKey: Buffer; cookieKeys: string[] };
   if (config.databaseUrl) {
-    db = createPostgresDb(config.databaseUrl);
+    db = createPostgresDb(config.databaseUrl, { observer: { error: metrics.postgresError } });
     secrets = { keyEncryptionKey: config.keyEncryptionKey!, cookieKeys: config.cookieKeys! };
   } else {
     lock = lockDataDir(config.dataDir);
     try {
       const generated = loadOrCreateSecrets(config.dataDir);
       secrets = { keyEncryptionKey: config.keyEncryptionKey ?? generated.keyEncryptionKey, cookieKeys: config.cookieKeys ?? generated.cookieKeys };
-      db = await createPgliteDb(`${config.dataDir}/pglite`);
+      db = await createPgliteDb(`${config.dataDir}/pglite`, { error: metrics.postgresError });
     } catch (err) {
       lock.release();
       throw err;
@@ -48,7 +49,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   let kv: Kv;
   try {
     await migrate(db);
-    kv = config.redisUrl ? await createRedisKv(config.redisUrl, config.redisKeyPrefix) : createMemoryKv();
+    kv = config.redisUrl ? await createRedisKv(config.redisUrl, config.redisKeyPrefix, { error: metrics.redisError }) : createMemoryKv();
   } catch (err) {
     await db.close().catch(() => {});
     lock?.release();

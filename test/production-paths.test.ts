@@ -14,6 +14,7 @@ import { createAgent, createScope } from './helpers/factories.ts';
 import { clientAssertion, generateTestKey, type TestKey } from './helpers/jwt.ts';
 import { Redis } from 'ioredis';
 import { openDirect } from './helpers/direct-db.ts';
+import { waitFor } from './helpers/wait.ts';
 import { freePort, newDeployment, REAL_SERVICES, ROOT, startServer, type TestServer } from './helpers/server.ts';
 
 /** Sends one raw HTTP/1.1 request and returns the status line, headers and body as text. */
@@ -136,6 +137,13 @@ describe('a malformed request-target', () => {
     assert.equal(res.headers['x-frame-options'], 'DENY');
     assert.match(res.headers['content-security-policy'] ?? '', /default-src 'none'/);
     assert.deepEqual(JSON.parse(res.body), { error: 'invalid_request', error_description: 'The request target is not a valid URL.' });
+    // The log line reaches us through the server's stdout, possibly after the answer: wait for it.
+    const requestLine = () =>
+      server
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"') && l.includes('"path":"(malformed)"'));
+    await waitFor('the request line', () => (requestLine().length ? true : undefined));
     const lines = server
       .output()
       .split('\n')

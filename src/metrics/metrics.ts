@@ -19,7 +19,9 @@ export type RateLimitName = 'token' | 'registration' | 'login_failure' | 'metada
 export type SubscriberKind = 'client' | 'resource_server';
 export type ReuseArtifact = 'refresh_token' | 'authorization_code';
 /** connection: unreachable, lost or refused; timeout: a statement or command ran out of time; query: any other error. */
-export type StorageErrorKind = 'connection' | 'timeout' | 'query';
+import type { PoolStats, StorageErrorKind } from '../storage/observer.ts';
+
+export type { PoolStats, StorageErrorKind };
 
 const RATE_LIMITS: RateLimitName[] = ['token', 'registration', 'login_failure', 'metadata_document'];
 const SUBSCRIBERS: SubscriberKind[] = ['client', 'resource_server'];
@@ -194,14 +196,6 @@ export const metrics = {
     redisErrors.inc({ kind });
   },
 };
-
-export interface PoolStats {
-  /** Connections open. */
-  total: number;
-  idle: number;
-  /** Callers waiting for a connection. */
-  waiting: number;
-}
 
 export interface OutboxBacklog {
   /** Revocation events not yet delivered. */

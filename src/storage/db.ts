@@ -8,7 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { metrics, type PoolStats, type StorageErrorKind } from '../metrics/metrics.ts';
+import { unobserved, type PoolStats, type StorageErrorKind, type StorageObserver } from './observer.ts';
 
 export interface QueryResult<T> {
   rows: T[];
@@ -339,14 +339,17 @@ function errorKind(err: unknown): StorageErrorKind {
   return 'query';
 }
 
-async function sanitized<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    metrics.postgresError(errorKind(err));
-    throw new DbError(err);
-  }
-}
+/** Runs a driver call, reporting and wrapping its failure (DbError carries no query text). */
+const sanitizer =
+  (observer: StorageObserver) =>
+  async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (err) {
+      observer.error(errorKind(err));
+      throw new DbError(err);
+    }
+  };
 
 function isConnectionError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
@@ -354,7 +357,9 @@ function isConnectionError(err: unknown): boolean {
   return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57');
 }
 
-export function createPostgresDb(connectionString: string, options: { max?: number } = {}): Db {
+export function createPostgresDb(connectionString: string, options: { max?: number; observer?: StorageObserver } = {}): Db {
+  const observer = options.observer ?? unobserved;
+  const sanitized = sanitizer(observer);
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 10,
@@ -364,7 +369,7 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
   });
   // A client that loses its server emits 'error': idle ones on the pool, checked-out ones on
   // themselves. Without listeners the process would exit; the query in flight rejects instead.
-  pool.on('error', () => metrics.postgresError('connection'));
+  pool.on('error', () => observer.error('connection'));
   const listened = new WeakSet<pg.PoolClient>();
   return createDb({
     kind: 'postgres',
@@ -374,7 +379,7 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
       try {
         client = await pool.connect();
       } catch (err) {
-        metrics.postgresError('connection');
+        observer.error('connection');
         throw err;
       }
       if (!listened.has(client)) {
@@ -403,7 +408,8 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
 }
 
 /** PGlite is a single connection: a FIFO mutex hands it to one unit of work at a time. */
-export async function createPgliteDb(dataDir: string): Promise<Db> {
+export async function createPgliteDb(dataDir: string, observer: StorageObserver = unobserved): Promise<Db> {
+  const sanitized = sanitizer(observer);
   const { PGlite } = await import('@electric-sql/pglite');
   const db: PGlite = await PGlite.create(dataDir);
   let tail: Promise<void> = Promise.resolve();

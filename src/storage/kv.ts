@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
-import { metrics, type StorageErrorKind } from '../metrics/metrics.ts';
+import { unobserved, type StorageErrorKind, type StorageObserver } from './observer.ts';
 
 export interface Kv {
   readonly kind: 'redis' | 'memory';
@@ -28,25 +28,24 @@ const redisErrorKind = (err: unknown): StorageErrorKind => {
   return (err as { name?: unknown })?.name === 'ReplyError' ? 'query' : 'connection';
 };
 
-/** Counts a failed command, then fails as it did. */
-async function counted<T>(command: Promise<T>): Promise<T> {
-  try {
-    return await command;
-  } catch (err) {
-    metrics.redisError(redisErrorKind(err));
-    throw err;
-  }
-}
-
-export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
+export async function createRedisKv(url: string, prefix: string, observer: StorageObserver = unobserved): Promise<Kv> {
+  /** Reports a failed command, then fails as it did. */
+  const counted = async <T>(command: Promise<T>): Promise<T> => {
+    try {
+      return await command;
+    } catch (err) {
+      observer.error(redisErrorKind(err));
+      throw err;
+    }
+  };
   // Fail fast instead of queueing while Redis is away: a request errors cleanly, never hangs.
   const options = { keyPrefix: prefix, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 };
   // Commands issued in the same tick by concurrent requests leave in one write: under load, far
   // fewer system calls than one write per command.
   const redis = new Redis(url, { ...options, enableAutoPipelining: true });
   const subscriber = new Redis(url, { ...options, keyPrefix: undefined, enableOfflineQueue: true, commandTimeout: undefined });
-  redis.on('error', () => metrics.redisError('connection'));
-  subscriber.on('error', () => metrics.redisError('connection'));
+  redis.on('error', () => observer.error('connection'));
+  subscriber.on('error', () => observer.error('connection'));
   await redis.connect();
   const handlers = new Map<string, (message: string) => void>();
   subscriber.on('message', (channel: string, message: string) => handlers.get(channel)?.(message));
@@ -69,7 +68,7 @@ export async function createRedisKv(url: string, prefix: string): Promise<Kv> {
       );
       const [error, count] = results?.[0] ?? [new Error('no reply'), 0];
       if (error) {
-        metrics.redisError('query');
+        observer.error('query');
         throw error;
       }
       return Number(count);

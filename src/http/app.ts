@@ -13,7 +13,7 @@ import type { RateLimiter } from '../limits/rate-limit.ts';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { accountRoutes } from '../account/routes.ts';
-import { adminAuditRoute } from '../audit/admin-route.ts';
+import { adminAuditRoute } from '../admin/audit-route.ts';
 import { adminApi, adminFallback } from '../admin/routes.ts';
 import { adminTokenVerifier, type AdminToken } from '../admin/tokens.ts';
 import type { OperationContext } from '../cli/operations.ts';

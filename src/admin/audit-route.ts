@@ -11,8 +11,8 @@ import { findAccountByUsername } from '../users/store.ts';
 import { AppError } from '../http/errors.ts';
 import { nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
-import type { AuditLog } from './log.ts';
-import { MAX_AUDIT_PAGE } from './store.ts';
+import type { AuditLog } from '../audit/log.ts';
+import { MAX_AUDIT_PAGE } from '../audit/store.ts';
 
 const querySchema = z.object({
   since: z.iso.datetime({ offset: true }).optional(),

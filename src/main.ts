@@ -34,7 +34,7 @@ import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { runMaintenance } from './maintenance/purge.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
-import { tombstoneGrant } from './grants/store.ts';
+import { tombstoneAndNotify } from './revocation/revoke.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -72,7 +72,7 @@ async function start(config: Config): Promise<void> {
   const revokeGrantNow = async (grantId: string) => {
     // One reason, read once from the request, for the revocation events and the audit row.
     const reason = revocationReasonFromRequest();
-    const revoked = await tombstoneGrant(db, grantId, reason);
+    const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (revoked) await onGrantRevoked(revoked, reason);
   };
   const limiter = createRateLimiter(kv, log);

@@ -11,7 +11,7 @@ import type Provider from 'oidc-provider';
 import { findAccountById } from '../users/store.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
-import { revokeGrant } from '../grants/revoke.ts';
+import { revokeGrant } from '../revocation/revoke.ts';
 import { AppError } from '../http/errors.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';

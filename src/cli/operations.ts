@@ -25,7 +25,7 @@ import {
   updateClientMetadata,
   type ClientRecord,
 } from '../clients/store.ts';
-import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../grants/revoke.ts';
+import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../revocation/revoke.ts';
 import { connectedAgentsFor } from '../account/store.ts';
 import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resource-servers/store.ts';

@@ -13,7 +13,7 @@ import Provider, { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
-import { revokeClientAccess } from '../grants/revoke.ts';
+import { revokeClientAccess } from '../revocation/revoke.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';

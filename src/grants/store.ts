@@ -2,7 +2,6 @@
  * The grants table: what a user allowed an agent. Grants are never deleted by a revocation;
  * revoked_at stays as a tombstone that every grant-bound token insert checks.
  */
-import { enqueueRevocationEvents } from '../revocation/outbox.ts';
 import type { Db } from '../storage/db.ts';
 
 export interface GrantRow {
@@ -70,9 +69,9 @@ export interface RevokedGrant {
 /**
  * Tombstones the grant and deletes every credential issued under it, grant row first (see
  * lockGrant). Idempotent: oidc-provider calls it once per model, concurrently. Returns the grant
- * only from the call that revoked it, so the revocation is audited once.
+ * only from the call that revoked it, so the revocation is audited and announced once.
  */
-export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked'): Promise<RevokedGrant | undefined> {
+export async function tombstoneGrant(db: Db, id: string): Promise<RevokedGrant | undefined> {
   return db.tx(async () => {
     // Tombstoned earlier in this same unit of work: its credentials are gone and none can be added.
     if (tombstonedHere(db)?.has(id)) return undefined;
@@ -90,11 +89,8 @@ export async function tombstoneGrant(db: Db, id: string, reason = 'grant_revoked
     if (!row) return undefined;
     // A revocation survives the refusal that caused it (reuse is answered invalid_grant).
     db.mustCommit();
-    const revoked = { grantId: id, accountId: row.account_id, clientId: row.client_id };
-    // The push to subscribers is queued in this same transaction (outbox): it happens if and only
-    // if the revocation commits.
-    await enqueueRevocationEvents(db, revoked, reason);
-    return revoked;
+    // Its revocation events are the caller's (revocation/revoke.ts, tombstoneAndNotify).
+    return { grantId: id, accountId: row.account_id, clientId: row.client_id };
   });
 }
 

@@ -1,13 +1,26 @@
 /**
- * Revocations that are not oidc-provider's own: everything a client holds, when an admin
- * disables or deletes it, and everything a user granted, when an admin disables the user. Each grant is tombstoned the one way (grant row first), audited with
- * its reason, and tokens that belong to no grant (client credentials) are deleted too.
+ * The one revocation service. `tombstoneAndNotify` is the one way a grant dies: tombstone and
+ * credentials (grants/store.ts), then the revocation events queued in the same transaction
+ * (outbox.ts), so they go out if and only if the revocation commits. On top of it: one grant on
+ * someone's behalf (the user, an admin), everything a client holds (disabled or deleted client),
+ * everything a user granted (disabled user), each audited with its reason; tokens that belong to
+ * no grant (client credentials) are deleted too.
  */
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import { metrics } from '../metrics/metrics.ts';
 import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
-import { liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant } from './store.ts';
+import { liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant, type RevokedGrant } from '../grants/store.ts';
+import { enqueueRevocationEvents } from './outbox.ts';
+
+/** Kills the grant and queues its revocation events; the grant only from the call that revoked it. */
+export async function tombstoneAndNotify(db: Db, grantId: string, reason: string): Promise<RevokedGrant | undefined> {
+  return db.tx(async () => {
+    const revoked = await tombstoneGrant(db, grantId);
+    if (revoked) await enqueueRevocationEvents(db, revoked, reason);
+    return revoked;
+  });
+}
 
 export async function revokeClientAccess(
   db: Db,
@@ -49,7 +62,7 @@ export async function revokeAccountAccess(db: Db, audit: AuditLog, accountId: st
  */
 export async function revokeGrant(db: Db, audit: AuditLog, grantId: string, actor: AuditInput['actor'], reason: string): Promise<boolean> {
   return db.tx(async () => {
-    const revoked = await tombstoneGrant(db, grantId, reason);
+    const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (!revoked) return false;
     await audit.record({ type: 'grant.revoked', actor, clientId: revoked.clientId, accountId: revoked.accountId, grantId, details: { reason } });
     metrics.grantRevoked(reason);

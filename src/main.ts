@@ -21,7 +21,7 @@ import { buildProvider } from './oauth/provider.ts';
 import { openRuntime } from './runtime.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { createAdapterClass } from './oauth/oidc-adapter.ts';
-import { auditGrantRevocation } from './audit/provider-events.ts';
+import { auditGrantRevocation } from './oauth/provider-events.ts';
 import { deleteRegisteredClient, storeRegisteredClient } from './clients/dynamic-registration.ts';
 import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';

@@ -5,6 +5,7 @@
  */
 import { chainKey } from './audit/chain.ts';
 import { createAuditLog, type AuditLog } from './audit/log.ts';
+import { requestContext } from './http/request-context.ts';
 import type { ClientPolicy } from './clients/registration.ts';
 import type { Config } from './config.ts';
 import { clientAuthAlgs } from './oauth/provider.ts';
@@ -59,7 +60,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   return {
     db,
     kv,
-    audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey)),
+    audit: createAuditLog(db, chainKey(secrets.keyEncryptionKey), requestContext),
     clientPolicy: { outbound, signingAlgs: clientAuthAlgs(config.clientAuth.allowRs256) },
     outbound,
     ...secrets,

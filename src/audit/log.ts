@@ -4,7 +4,6 @@
  * one never does; a sealer then covers committed rows with chained seals. Request metadata
  * (IP, user agent, request id) is added here.
  */
-import { requestContext } from '../http/request-context.ts';
 import type { Db } from '../storage/db.ts';
 import { rowDigest, sealHash } from './chain.ts';
 import {
@@ -95,7 +94,10 @@ export interface AuditLog {
 const PENDING = Symbol('pending audit events');
 const truncated = (v: string | null | undefined, max: number) => (v ? v.slice(0, max) : null);
 
-export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
+/** Where the current request came from, if the event is recorded inside one (injected: the audit log knows no HTTP). */
+export type RequestMetadata = () => { ip: string; userAgent: string; requestId: string } | undefined;
+
+export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: RequestMetadata = () => undefined): AuditLog {
   function pendingEvents(): AuditEvent[] | undefined {
     return db.workState(PENDING, () => {
       const events: AuditEvent[] = [];
@@ -115,7 +117,7 @@ export function createAuditLog(db: Db, chainKey: Buffer): AuditLog {
   }
 
   function toEvent(input: AuditInput): AuditEvent {
-    const request = requestContext();
+    const request = currentRequest();
     const scopes = typeof input.scopes === 'string' ? input.scopes : input.scopes?.join(' ');
     return withoutNul({
       occurredAt: new Date(),

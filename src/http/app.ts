@@ -18,7 +18,7 @@ import { adminApi, adminFallback } from '../admin/routes.ts';
 import { adminTokenVerifier, type AdminToken } from '../admin/tokens.ts';
 import type { OperationContext } from '../cli/operations.ts';
 import { registrationGate } from '../clients/dynamic-registration.ts';
-import { auditProviderEvents } from '../audit/provider-events.ts';
+import { auditProviderEvents } from '../oauth/provider-events.ts';
 import { createFormGuard } from './forms.ts';
 import { explainClientAuthFailures } from '../clients/authentication-failures.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';

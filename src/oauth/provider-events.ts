@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { RevokedGrant } from '../grants/store.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { metrics } from '../metrics/metrics.ts';
-import type { AuditInput, AuditLog } from './log.ts';
+import type { AuditInput, AuditLog } from '../audit/log.ts';
 
 /** SHA-256 of a token value: the key it is stored under, never the value itself. */
 const tokenHash = (value: unknown) => (typeof value === 'string' ? createHash('sha256').update(value).digest('hex') : undefined);

@@ -152,20 +152,7 @@ export const operations = {
 
   'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => {
     try {
-      const client = await registerClient(db, input, clientPolicy);
-      await audit.record({
-        type: 'client.registered',
-        actor,
-        clientId: client.client_id,
-        scopes: typeof client.scope === 'string' ? client.scope : null,
-        details: {
-          client_name: client.client_name,
-          grant_types: client.grant_types,
-          redirect_uris: client.redirect_uris,
-          token_endpoint_auth_method: client.token_endpoint_auth_method,
-        },
-      });
-      return client;
+      return await registerClient(db, audit, input, clientPolicy, actor);
     } catch (err) {
       if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
       throw err;

@@ -19,7 +19,8 @@ import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
 import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
-import { deleteClient, findClient, insertClient, updateClientMetadata, type ClientMetadata, type RegistrationKind } from './store.ts';
+import { storeNewClient } from './registration.ts';
+import { deleteClient, findClient, updateClientMetadata, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 const BEARER = /^Bearer ([\x21-\x7e]{1,512})$/;
 
@@ -92,19 +93,8 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
     const kind = currentContext()?.state.registrationKind;
     if (!kind) throw new errors.InvalidRequest('registration is not allowed here');
     await checked(db, metadata, kind, policy);
-    await insertClient(db, metadata, kind);
-    await audit.record({
-      type: 'client.registered',
-      actor,
-      clientId,
-      scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
-      details: {
-        registration: kind,
-        client_name: metadata.client_name,
-        redirect_uris: metadata.redirect_uris,
-        token_endpoint_auth_method: metadata.token_endpoint_auth_method,
-      },
-    });
+    // oidc-provider drew a fresh client_id: it cannot exist already.
+    await storeNewClient(db, audit, metadata, kind, actor);
   };
 }
 

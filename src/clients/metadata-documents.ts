@@ -19,7 +19,8 @@ import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
 import { checked } from './dynamic-registration.ts';
 import type { ClientPolicy } from './policy.ts';
-import { findClient, insertClientIfAbsent, updateClientMetadata, type ClientMetadata } from './store.ts';
+import { storeNewClient } from './registration.ts';
+import { findClient, updateClientMetadata, type ClientMetadata } from './store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 
 export interface MetadataDocumentDeps {
@@ -60,14 +61,7 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
         await checked(db, metadata, 'metadata_document', policy);
         // Two first uses at once (two instances, or two requests): one inserts, the other finds
         // the row and goes on as for a known document.
-        if (await insertClientIfAbsent(db, metadata, 'metadata_document')) {
-          await deps.audit.record({
-            type: 'client.registered',
-            actor: { type: 'client', id: clientId },
-            clientId,
-            scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
-            details: { registration: 'metadata_document', client_name: metadata.client_name, redirect_uris: metadata.redirect_uris },
-          });
+        if (await storeNewClient(db, deps.audit, metadata, 'metadata_document', { type: 'client', id: clientId })) {
           await deps.clientFound(clientId, null);
           return scopeForUnverified(metadata.scope, await scopesOpenToUnverified(db));
         }

@@ -1,12 +1,16 @@
 /**
- * Admin registration of clients: validates the input and builds the oidc-provider metadata.
+ * Registration of clients. `storeNewClient` is the one way a client comes to exist, whoever
+ * registers it (an admin, RFC 7591, a metadata document's first use): one insert, one
+ * `client.registered` audit shape; the paths differ only in how they authenticate and which policy
+ * they apply. The rest validates an admin's input and builds the oidc-provider metadata.
  * Confidential clients authenticate with private_key_jwt; public ones with none (+ PKCE).
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import type { AuditInput, AuditLog } from '../audit/log.ts';
 import type { Db } from '../storage/db.ts';
 import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
-import { insertClient, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
+import { insertClientIfAbsent, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 export { RegistrationError, type ClientPolicy } from './policy.ts';
 
@@ -127,9 +131,39 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
   return metadata;
 }
 
-export async function registerClient(db: Db, input: ClientInput, policy: ClientPolicy): Promise<ClientMetadata> {
+/**
+ * Stores a new client and audits its registration; false (nothing written) when a client with its
+ * id exists already, e.g. a concurrent first use of the same metadata document.
+ */
+export async function storeNewClient(
+  db: Db,
+  audit: AuditLog,
+  metadata: ClientMetadata,
+  registration: RegistrationKind,
+  actor: AuditInput['actor'],
+): Promise<boolean> {
+  if (!(await insertClientIfAbsent(db, metadata, registration))) return false;
+  await audit.record({
+    type: 'client.registered',
+    actor,
+    clientId: metadata.client_id,
+    scopes: typeof metadata.scope === 'string' ? metadata.scope : null,
+    details: {
+      registration,
+      client_name: metadata.client_name,
+      grant_types: metadata.grant_types,
+      redirect_uris: metadata.redirect_uris,
+      token_endpoint_auth_method: metadata.token_endpoint_auth_method,
+    },
+  });
+  return true;
+}
+
+/** An admin's registration (CLI or admin API): the input checked as a whole, then stored. */
+export async function registerClient(db: Db, audit: AuditLog, input: ClientInput, policy: ClientPolicy, actor: AuditInput['actor']): Promise<ClientMetadata> {
   const metadata = await buildClientMetadata(db, input, policy);
-  await insertClient(db, metadata);
+  // A fresh random client_id: it cannot exist already.
+  await storeNewClient(db, audit, metadata, 'admin', actor);
   if (input.tokenRateLimit) await setTokenRateLimit(db, metadata.client_id, input.tokenRateLimit);
   if (input.refreshRetryWindow !== undefined && input.refreshRetryWindow !== null)
     await setRefreshRetryWindow(db, metadata.client_id, input.refreshRetryWindow);

@@ -40,10 +40,6 @@ const toRecord = (row: ClientRow): ClientRecord => ({
 });
 const CLIENT_COLUMNS = 'metadata, registration, token_rate_limit, refresh_retry_window, created_at, disabled_at';
 
-export async function insertClient(db: Db, metadata: ClientMetadata, registration: RegistrationKind = 'admin'): Promise<void> {
-  await db.query('INSERT INTO clients (client_id, metadata, registration) VALUES ($1, $2, $3)', [metadata.client_id, metadata, registration]);
-}
-
 /**
  * Inserts the client unless one with its id exists; false when one did (or a concurrent
  * transaction inserted it first: the unique index makes this wait for that one's outcome).

@@ -8,7 +8,7 @@
 import type { RequestListener } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
-import { matchProviderRoute, type ProviderRoute } from './provider-route.ts';
+import { routeOfRequest, type ProviderRoute } from './provider-route.ts';
 
 /** Endpoints whose answers depend on the current signing keys, scopes or resource servers. */
 const CONFIG_DEPENDENT = new Set<ProviderRoute>([
@@ -28,12 +28,6 @@ export interface LiveProviderView {
   ensureFresh(): Promise<void>;
 }
 
-/** The path of a request-target as Koa reads it, or undefined when it is not a URL. */
-function pathOfTarget(target: string): string | undefined {
-  if (target.startsWith('/')) return target.split('?')[0];
-  return URL.parse(target)?.pathname;
-}
-
 export function dispatchToProvider(live: LiveProviderView, log: Logger): RequestListener {
   const handlers = new WeakMap<Provider, ReturnType<Provider['callback']>>();
   const handlerOf = (provider: Provider) => {
@@ -45,8 +39,7 @@ export function dispatchToProvider(live: LiveProviderView, log: Logger): Request
     return handler;
   };
   return (req, res) => {
-    const path = pathOfTarget(req.url ?? '/');
-    const route = path === undefined ? undefined : matchProviderRoute(live.current(), req.method ?? 'GET', path);
+    const route = routeOfRequest(live.current(), req);
     if (!route || !CONFIG_DEPENDENT.has(route)) return void handlerOf(live.current())(req, res);
     live
       .ensureFresh()

@@ -85,6 +85,19 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     assert.equal(listed.registration, 'metadata_document');
   });
 
+  const authorizationRequest = (clientId: string) => {
+    const url = new URL(`${server.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: clientId,
+      response_type: 'code',
+      redirect_uri: MCP_REDIRECT_URL,
+      scope: 'notes:read',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+    }).toString();
+    return fetch(url, { redirect: 'manual' });
+  };
+
   it('refuses documents that break the policy, name another client_id, or redirect: an error page, never a redirect', async () => {
     for (const [document, why] of [
       ['/confidential.json', /public|none/],
@@ -93,16 +106,7 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
       ['/moved.json', /fetch/],
       ['/missing.json', /fetch/],
     ] as const) {
-      const url = new URL(`${server.issuer}/auth`);
-      url.search = new URLSearchParams({
-        client_id: `${origin}${document}`,
-        response_type: 'code',
-        redirect_uri: MCP_REDIRECT_URL,
-        scope: 'notes:read',
-        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-        code_challenge_method: 'S256',
-      }).toString();
-      const res = await fetch(url, { redirect: 'manual' });
+      const res = await authorizationRequest(`${origin}${document}`);
       assert.equal(res.status, 400, document);
       assert.match(await res.text(), why, document);
     }
@@ -136,18 +140,6 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     assert.equal(body.error, 'invalid_client');
   });
 
-  const authorizationRequest = (clientId: string) => {
-    const url = new URL(`${server.issuer}/auth`);
-    url.search = new URLSearchParams({
-      client_id: clientId,
-      response_type: 'code',
-      redirect_uri: MCP_REDIRECT_URL,
-      scope: 'notes:read',
-      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-      code_challenge_method: 'S256',
-    }).toString();
-    return fetch(url, { redirect: 'manual' });
-  };
   const auditOf = async (clientId: string) =>
     JSON.parse((await server.cli(['audit', 'export', '--client', clientId, '--json'])).stdout).events as {
       event_type: string;

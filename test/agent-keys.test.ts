@@ -43,21 +43,13 @@ describe('keys for agents', () => {
     await server?.stop();
   });
 
+  /** `clients create` for a client_credentials agent whose key pair the CLI makes into `file`. */
+  const createWithKey = (name: string, scope: string, file: string, ...extra: string[]) =>
+    server.cli(['clients', 'create', '--name', name, '--grant-types', 'client_credentials', '--scope', scope, '--generate-key', file, ...extra]);
+
   it('clients create --generate-key writes a private JWK only its owner can read, registers the public half, and prints no private part', async () => {
     const file = path.join(dir, 'agent.jwk.json');
-    const made = await server.cli([
-      'clients',
-      'create',
-      '--name',
-      'Keyed agent',
-      '--grant-types',
-      'client_credentials',
-      '--scope',
-      'sync:run',
-      '--generate-key',
-      file,
-      '--json',
-    ]);
+    const made = await createWithKey('Keyed agent', 'sync:run', file, '--json');
     assert.equal(made.code, 0, made.stderr);
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const privateJwk = JSON.parse(readFileSync(file, 'utf8')) as { d: string; kid: string; alg: string };
@@ -85,18 +77,7 @@ describe('keys for agents', () => {
 
   it('removes the key file when the registration is refused', async () => {
     const file = path.join(dir, 'refused.json');
-    const made = await server.cli([
-      'clients',
-      'create',
-      '--name',
-      'Refused',
-      '--grant-types',
-      'client_credentials',
-      '--scope',
-      'no:such-scope',
-      '--generate-key',
-      file,
-    ]);
+    const made = await createWithKey('Refused', 'no:such-scope', file);
     assert.equal(made.code, 1);
     assert.equal(existsSync(file), false);
   });

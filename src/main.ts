@@ -33,7 +33,7 @@ import { portOf, serveMetrics } from './metrics/http.ts';
 import { enableProcessMetrics, observeStorage } from './metrics/metrics.ts';
 import { runMaintenance } from './maintenance/purge.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
-import { revocationReasonFromRequest } from './grants/revocation-reason.ts';
+import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;

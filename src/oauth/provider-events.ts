@@ -120,7 +120,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
 
 /** Audits a grant killed inside an oidc-provider request, with the reason read from the request. */
 export function auditGrantRevocation(audit: AuditLog) {
-  /** `reason` is grants/revocation-reason.ts's reading of the request, the one the events carry. */
+  /** `reason` is oauth/revocation-reason.ts's reading of the request, the one the events carry. */
   return async (grant: RevokedGrant, reason: string): Promise<void> => {
     const oidc = currentOidc();
     const actor = { type: 'client' as const, id: oidc?.client?.clientId };

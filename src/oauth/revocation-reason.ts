@@ -1,7 +1,7 @@
 /**
  * Why oidc-provider is killing a grant, read from the request it does it in: the reason the
  * revocation events carry, the same one its grant.revoked audit row gives
- * (oauth/provider-events.ts, auditGrantRevocation), so a subscriber learns the cause.
+ * (provider-events.ts, auditGrantRevocation), so a subscriber learns the cause.
  */
 import Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';

@@ -101,7 +101,7 @@ async function start(config: Config): Promise<void> {
     log,
     kek: runtime.keyEncryptionKey,
     pollIntervalSeconds: config.configPollIntervalSeconds,
-    build: (signingKeys, scopes) => {
+    build: (signingKeys, scopes, detailsTypes) => {
       const resources = resourceServerCache(db);
       return withRefreshRotation(
         mountApp(
@@ -110,6 +110,7 @@ async function start(config: Config): Promise<void> {
             adapter: Adapter,
             signingKeys,
             scopes,
+            detailsTypes,
             cookieKeys: runtime.cookieKeys,
             ttl: config.ttl,
             trustProxy: config.trustProxy,
@@ -144,6 +145,7 @@ async function start(config: Config): Promise<void> {
             limiter,
             limits: config.limits,
             countIssuedToken: tokenLimit.issued,
+            detailsTypes,
           },
         ),
       );

@@ -49,7 +49,14 @@ export type AuditEventType =
   | 'registration_token.issued'
   | 'resource_server.registered'
   | 'resource_server.deleted'
-  | 'audit.purged';
+  | 'audit.purged'
+  | 'details_type.registered'
+  | 'approval.requested'
+  | 'approval.approved'
+  | 'approval.denied'
+  | 'approval.expired'
+  | 'device.approved'
+  | 'device.denied';
 
 export interface AuditInput {
   type: AuditEventType;

@@ -182,6 +182,39 @@ const COMMANDS: Record<string, Command> = {
       return `scope ${scope.name}: ${scope.description}${scope.allow_unverified ? ' (open to unverified clients)' : ''}`;
     },
   },
+  'details-types create': {
+    usage: 'agentauth details-types create <type> --schema-file <path> --template "<sentence with {field}s>" [--resource <identifier>] [--one-time] [--json]',
+    summary:
+      'Register an authorization details type (RFC 9396): a JSON Schema for its fields, the sentence the user reads ("Pay {amount} {currency} to {creditor}"), the resource server it is for; --one-time: one approval, one short-lived token, no refresh.',
+    options: { 'schema-file': { type: 'string' }, template: { type: 'string' }, resource: { type: 'string' }, 'one-time': { type: 'boolean' } },
+    positionals: ['type'],
+    operation: 'details-types.create',
+    async input(values, [name]) {
+      if (typeof values['schema-file'] !== 'string') throw new UsageError('--schema-file is required');
+      if (typeof values.template !== 'string') throw new UsageError('--template is required');
+      let schema: unknown;
+      try {
+        schema = JSON.parse(await readFile(values['schema-file'], 'utf8'));
+      } catch {
+        throw new UsageError(`--schema-file ${values['schema-file']} is not a readable JSON file`);
+      }
+      return { name, schema, template: values.template, resource: values.resource, oneTime: values['one-time'] === true };
+    },
+    print: (r) => {
+      const t = r as { name: string; template: string; one_time: boolean };
+      return `authorization details type ${t.name}: "${t.template}"${t.one_time ? ' (one-time)' : ''}`;
+    },
+  },
+  'details-types list': {
+    usage: 'agentauth details-types list [--json]',
+    summary: 'List authorization details types.',
+    operation: 'details-types.list',
+    input: async () => ({}),
+    print: (r) => {
+      const types = (r as { types: { name: string; template: string; one_time: boolean }[] }).types;
+      return types.length ? types.map((t) => `${t.name}\t${t.template}${t.one_time ? '\t(one-time)' : ''}`).join('\n') : 'no authorization details types yet';
+    },
+  },
   'scopes list': {
     usage: 'agentauth scopes list [--json]',
     summary: 'List scopes.',
@@ -474,7 +507,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'grants'];
+const GROUPS = ['details-types', 'users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'grants'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

@@ -39,6 +39,7 @@ import { DEFAULT_BATCH_SIZE, runMaintenance } from '../maintenance/purge.ts';
 import { pino } from 'pino';
 import { announceConfigChange } from '../oauth/live-provider.ts';
 import { findScopes, listScopes, upsertScope, type Scope } from '../scopes/store.ts';
+import { DETAILS_TYPE_NAME, DetailsTypeError, listDetailsTypes, upsertDetailsType, type DetailsType } from '../authorization-details/types.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { migrate } from '../storage/migrate.ts';
@@ -67,6 +68,8 @@ export class NotFoundError extends OperationError {}
 
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
+
+const detailsTypeView = (t: DetailsType) => ({ name: t.name, schema: t.schema, template: t.template, resource: t.resource, one_time: t.oneTime });
 
 const resourceView = (rs: ResourceServer) => ({
   identifier: rs.identifier,
@@ -147,6 +150,33 @@ export const operations = {
     },
     { changesConfig: true },
   ),
+
+  'details-types.create': operation(
+    z.object({
+      name: z.string().regex(DETAILS_TYPE_NAME, 'must be 1-100 of letters, digits and : . _ / - (no spaces)'),
+      schema: z.record(z.string(), z.unknown()),
+      template: z.string().trim().min(1).max(300),
+      resource: z.string().url().max(2000).optional(),
+      oneTime: z.boolean().default(false),
+    }),
+    async ({ db, audit, actor }, input) => {
+      if (input.resource && !(await findResourceServer(db, input.resource))) {
+        throw new OperationError(`unknown resource server ${input.resource}: create it first with "agentauth resources create"`);
+      }
+      const type: DetailsType = { name: input.name, schema: input.schema, template: input.template, resource: input.resource ?? null, oneTime: input.oneTime };
+      try {
+        await upsertDetailsType(db, type);
+      } catch (err) {
+        if (err instanceof DetailsTypeError) throw new OperationError(err.message);
+        throw err;
+      }
+      await audit.record({ type: 'details_type.registered', actor, details: detailsTypeView(type) });
+      return detailsTypeView(type);
+    },
+    { changesConfig: true },
+  ),
+
+  'details-types.list': operation(z.object({}), async ({ db }) => ({ types: (await listDetailsTypes(db)).map(detailsTypeView) })),
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: (await listScopes(db)).map(scopeView) })),
 

@@ -36,6 +36,7 @@ import { refuseNulInQuery } from './nul-characters.ts';
 import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
+import type { DetailsType } from '../authorization-details/types.ts';
 
 export interface AppDeps {
   db: Db;
@@ -56,6 +57,8 @@ export interface AppDeps {
   /** Counts an issued token against its client's token endpoint limit. */
   countIssuedToken(clientId: string): Promise<void>;
   cookieKeys: string[];
+  /** The authorization details types this provider was built with. */
+  detailsTypes: DetailsType[];
 }
 
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
@@ -136,6 +139,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
       perAccount: deps.limits.loginFailuresPerAccount15Minutes,
     }),
     hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
+    detailsTypes: new Map(deps.detailsTypes.map((t) => [t.name, t])),
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());

@@ -20,6 +20,7 @@ import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, t
 import { findScopes } from '../scopes/store.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
+import { sentencesFor, type DetailsType } from '../authorization-details/types.ts';
 
 type Interaction = Awaited<ReturnType<Provider['interactionDetails']>>;
 
@@ -37,12 +38,14 @@ export interface InteractionDeps {
   signInGuard: SignInGuard;
   /** Bounds the password checks in progress. */
   hashQueue: HashQueue;
+  /** Registered authorization details types, for the sentences the user reads. */
+  detailsTypes: ReadonlyMap<string, DetailsType>;
 }
 
 const expired = () =>
   new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
-export function interactionRoutes({ provider, db, views, audit, forms, signInGuard, hashQueue }: InteractionDeps): Router {
+export function interactionRoutes({ provider, db, views, audit, forms, signInGuard, hashQueue, detailsTypes }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** The interaction bound to this browser's cookie, which must be the one in the URL. */
@@ -89,7 +92,16 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
       const scopes = asked.map((p) => ({ name: permissionLabel(p), description: describePermission(p, describe) }));
       // An agent that registered itself (open registration, a metadata document) is flagged, with where it will send you.
       const unverified = isSelfRegistered((await findClient(db, clientId))?.registration);
-      ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
+      // RFC 9396: each authorization detail as the sentence its type registered ("Pay 420 USD to ACME").
+      const actions = sentencesFor(requestedDetails(details), detailsTypes);
+      ctx.body = views.render('consent', {
+        ...common,
+        username: account.username,
+        scopes,
+        actions,
+        unverified,
+        redirectHost: hostOf(details.params.redirect_uri),
+      });
       return;
     }
     throw new AppError(400, 'invalid_request', 'This sign-in step is not supported.');
@@ -155,7 +167,7 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
         actor: { type: 'user', id: accountId },
         clientId,
         accountId,
-        details: { requested: asked.map(permissionLabel) },
+        details: { requested: asked.map(permissionLabel), ...detailsForAudit(details) },
       });
       await finish(ctx, { error: 'access_denied', error_description: 'the user denied the request' });
       return;
@@ -179,6 +191,8 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
     }
     const granted = allowed.map(permissionLabel);
     const refused = declined.map(permissionLabel);
+    // Authorization details are approved as a whole (the user saw each as a sentence): RFC 9396 §7.
+    for (const detail of requestedDetails(details) ?? []) grant.addRar(detail as { type: string });
     const missingClaims = details.prompt.details.missingOIDCClaims;
     if (Array.isArray(missingClaims) && missingClaims.length) grant.addOIDCClaims(missingClaims as string[]);
     const grantId = await grant.save();
@@ -189,7 +203,7 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
       accountId,
       grantId,
       scopes: granted,
-      details: { granted, refused },
+      details: { granted, refused, ...detailsForAudit(details) },
     });
     await finish(ctx, { consent: { grantId } });
   });
@@ -202,6 +216,17 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
 
   return router;
 }
+
+/** The authorization details this consent asks about (oidc-provider's rar_prompt), if any. */
+function requestedDetails(details: Interaction): Record<string, unknown>[] | undefined {
+  const rar = details.prompt.details.rar;
+  return Array.isArray(rar) && rar.length ? (rar as Record<string, unknown>[]) : undefined;
+}
+
+const detailsForAudit = (details: Interaction) => {
+  const rar = requestedDetails(details);
+  return rar ? { authorization_details: rar } : {};
+};
 
 /** Scopes asked for per resource server (RFC 8707) that no grant covers yet. */
 function requestedResourceScopes(details: Interaction): Record<string, string[]> {

@@ -12,6 +12,7 @@ import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import { loadKeySchedule } from '../keys/signing-keys.ts';
 import { listScopes } from '../scopes/store.ts';
+import { listDetailsTypes, type DetailsType } from '../authorization-details/types.ts';
 import type { Db } from '../storage/db.ts';
 import { CONFIG_CHANNEL, readConfigGeneration } from '../storage/generation.ts';
 import type { Kv } from '../storage/kv.ts';
@@ -34,7 +35,8 @@ export interface LiveProviderDeps {
   kek: Buffer;
   log: Logger;
   pollIntervalSeconds: number;
-  build(signingKeys: JsonWebKey[], scopes: string[]): Provider;
+  /** `detailsTypes`: the registered authorization details types (RFC 9396). */
+  build(signingKeys: JsonWebKey[], scopes: string[], detailsTypes: DetailsType[]): Provider;
 }
 
 /** Tells every instance that keys or scopes changed; call after the change committed. */
@@ -55,12 +57,13 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
 
   async function load(): Promise<void> {
     const generation = await readConfigGeneration(db);
-    const [{ keys, nextChange }, scopeRows] = await Promise.all([loadKeySchedule(db, deps.kek), listScopes(db)]);
+    const [{ keys, nextChange }, scopeRows, detailsTypes] = await Promise.all([loadKeySchedule(db, deps.kek), listScopes(db), listDetailsTypes(db)]);
     keysChangeAt = nextChange;
     const scopes = [...BUILT_IN_SCOPES, ...scopeRows.map((row) => row.name)];
     provider = deps.build(
       keys.map((k) => k.privateJwk),
       scopes,
+      detailsTypes,
     );
     if (loadedGeneration) log.info({ generation, kids: keys.map((k) => k.kid), scopes: scopes.length }, 'keys and scopes reloaded');
     loadedGeneration = generation;

@@ -48,7 +48,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
 
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const { params, entities, client } = ctx.oidc;
-    const body = ctx.body as { scope?: string; access_token?: string; refresh_token?: string };
+    const body = ctx.body as { scope?: string; access_token?: string; refresh_token?: string; authorization_details?: unknown[] };
     const grantType = String(params?.grant_type ?? '');
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) {
       metrics.refreshRetried();
@@ -73,7 +73,13 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
     record({
       ...common,
       type: 'token.issued',
-      details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) },
+      details: {
+        grant_type: grantType,
+        access_token_sha256: tokenHash(body.access_token),
+        refresh_token_sha256: tokenHash(body.refresh_token),
+        // RFC 9396: what the token was issued for, in the trail with the token.
+        ...(body.authorization_details ? { authorization_details: body.authorization_details } : {}),
+      },
     });
     if (grantType === 'refresh_token' && body.refresh_token) {
       metrics.refreshRotated();

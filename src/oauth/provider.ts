@@ -13,6 +13,7 @@ import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
+import { compileSchema, hasOneTimeDetail, parsedDetails, type DetailsType } from '../authorization-details/types.ts';
 
 export interface ProviderSettings {
   issuer: string;
@@ -35,6 +36,59 @@ export interface ProviderSettings {
   metadataDocuments?: MetadataDocumentHooks;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
+  /** Authorization details types the product registered (RFC 9396). */
+  detailsTypes: DetailsType[];
+}
+
+/** A token for a one-time detail (a payment) is good for that one transaction: minutes, not hours. */
+export const ONE_TIME_TOKEN_TTL_SECONDS = 120;
+
+type RichAuthorizationRequests = NonNullable<NonNullable<Configuration['features']>['richAuthorizationRequests']>;
+
+/**
+ * RFC 9396 with the registered types: each detail's fields (every member but `type`) must satisfy
+ * its type's JSON Schema, or the request is refused with invalid_authorization_details. What the
+ * user approved is what the code, the token and introspection carry; nothing older in the grant.
+ */
+function richAuthorizationRequests(types: DetailsType[]): RichAuthorizationRequests {
+  const validators = Object.fromEntries(
+    types.map((type) => {
+      const schema = compileSchema(type.schema);
+      const validate = async (_ctx: KoaContextWithOIDC, detail: Record<string, unknown>) => {
+        const { type: _name, ...fields } = detail;
+        const checked = schema.safeParse(fields);
+        if (!checked.success) {
+          const issue = checked.error.issues[0]!;
+          throw new errors.InvalidAuthorizationDetails(`${type.name}: ${issue.path.join('.') || 'detail'} ${issue.message}`);
+        }
+      };
+      return [type.name, { validate }];
+    }),
+  );
+  const configuration = {
+    enabled: true,
+    types: validators,
+    // The code carries the details this request asked for and the user just approved (consent
+    // is asked again for every request with details: oidc-provider's rar_prompt).
+    authorizationDetailsForGrantSource: async (ctx: KoaContextWithOIDC) => parsedDetails(ctx.oidc.params?.authorization_details),
+    // The token carries its grant source's details (code, CIBA request, device code, refresh
+    // token), or those of a client credentials request.
+    authorizationDetailsForAccessToken: async (ctx: KoaContextWithOIDC, _token: unknown, source: unknown) =>
+      (source as { rar?: unknown } | undefined)?.rar ?? parsedDetails(ctx.oidc.params?.authorization_details),
+    authorizationDetailsForIntrospection: async (_ctx: KoaContextWithOIDC, token: { rar?: unknown }) => token.rar,
+  };
+  return configuration as unknown as RichAuthorizationRequests;
+}
+
+/** The resource servers a request's authorization details are for (their types' registered resource). */
+function resourcesOfDetails(raw: unknown, types: ReadonlyMap<string, DetailsType>): string[] {
+  let details: unknown[] | undefined;
+  try {
+    details = parsedDetails(raw);
+  } catch {
+    return []; // oidc-provider refuses the unparsable parameter itself
+  }
+  return [...new Set((details ?? []).flatMap((d) => types.get(String((d as { type?: unknown }).type))?.resource ?? []))];
 }
 
 /**
@@ -151,6 +205,7 @@ export const ACCOUNT_CLIENT_ID = 'agentauth-account';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
 
 export function buildProvider(s: ProviderSettings): Provider {
+  const detailsTypes = new Map(s.detailsTypes.map((t) => [t.name, t]));
   const configuration: Configuration = {
     adapter: s.adapter,
     clients: [
@@ -190,6 +245,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       response_types: ['code'],
       token_endpoint_auth_method: 'private_key_jwt',
       id_token_signed_response_alg: 'ES256',
+      // Any client may ask for any registered authorization details type unless its own
+      // registration names fewer; the user approves each detail anyway.
+      authorization_details_types: s.detailsTypes.map((t) => t.name),
     },
     enabledJWA: {
       clientAuthSigningAlgValues: clientAuthAlgs(s.clientAuth.allowRs256) as NonNullable<
@@ -224,7 +282,12 @@ export function buildProvider(s: ProviderSettings): Provider {
       // carries the granted scopes as before. Unknown resources are invalid_target.
       resourceIndicators: {
         enabled: true,
-        defaultResource: async (_ctx, _client, oneOf) => oneOf,
+        // A request with authorization details and no resource is for the details' resource server.
+        defaultResource: async (ctx, _client, oneOf) => {
+          if (oneOf) return oneOf;
+          const fromDetails = resourcesOfDetails(ctx.oidc.params?.authorization_details, detailsTypes);
+          return fromDetails.length === 1 ? fromDetails[0] : fromDetails.length ? fromDetails : undefined;
+        },
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, resource) => {
           const rs = await s.findResourceServer(resource);
@@ -238,6 +301,8 @@ export function buildProvider(s: ProviderSettings): Provider {
           };
         },
       },
+      // The types file ties this feature's shape to introspection's through conditional types it cannot resolve here.
+      richAuthorizationRequests: richAuthorizationRequests(s.detailsTypes) as never,
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
       // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
@@ -272,13 +337,18 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
     // tied neither to offline_access nor to the browser session.
-    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // A one-time detail (a payment) is approved for one transaction: no refresh token outlives it.
+    issueRefreshToken: async (_ctx, client, source) =>
+      client.grantTypeAllowed('refresh_token') && !hasOneTimeDetail((source as { rar?: unknown }).rar, detailsTypes),
     expiresWithSession: async () => false,
     // OAuth 2.1 §4.3.1: rotate on every use; a reused rotated token revokes the grant.
     rotateRefreshToken: true,
     ttl: {
       // A token for a resource server lives as long as that server chose (JWTs: 5 minutes).
-      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? s.ttl.accessToken,
+      AccessToken: (_ctx, token) => {
+        const ttl = token.resourceServer?.accessTokenTTL ?? s.ttl.accessToken;
+        return hasOneTimeDetail((token as { rar?: unknown }).rar, detailsTypes) ? Math.min(ttl, ONE_TIME_TOKEN_TTL_SECONDS) : ttl;
+      },
       ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? s.ttl.accessToken,
       AuthorizationCode: s.ttl.authorizationCode,
       // Idle timeout, capped by what is left of the chain's absolute lifetime (iiat is the first

@@ -39,3 +39,5 @@ ALTER TABLE revocation_events DROP CONSTRAINT revocation_events_kind_check;
 ALTER TABLE revocation_events ADD CONSTRAINT revocation_events_kind_check
   CHECK (kind IN ('set', 'backchannel_logout', 'ciba_ping', 'approval_webhook'));
 ALTER TABLE revocation_events ADD COLUMN payload jsonb;
+-- A ping for a denied request, or a webhook for a new one, belongs to no grant.
+ALTER TABLE revocation_events ALTER COLUMN grant_id DROP NOT NULL;

@@ -96,6 +96,10 @@ const envSchema = z.object({
   LOGIN_ACCOUNT_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(100),
   REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
   REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
+  // CIBA and the device flow: the least interval between an agent's polls (slow_down below it).
+  APPROVAL_POLL_INTERVAL: z.coerce.number().int().min(1).max(60).default(5),
+  // Where the product hears of each approval request, to push it to the user's phone.
+  APPROVAL_WEBHOOK_URL: urlWithProtocol(['https:']).optional(),
 });
 
 export interface Config {
@@ -158,6 +162,12 @@ export interface Config {
   };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
+  approvals: {
+    /** Seconds an agent waits between polls of a CIBA request or device code (RFC 8628 §3.5 interval). */
+    pollIntervalSeconds: number;
+    /** The product's https endpoint for signed approval-request events; none: not sent. */
+    webhookUrl: string | undefined;
+  };
 }
 
 export class ConfigError extends Error {
@@ -229,6 +239,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT,
     },
     embedded: !e.DATABASE_URL,
+    approvals: { pollIntervalSeconds: e.APPROVAL_POLL_INTERVAL, webhookUrl: e.APPROVAL_WEBHOOK_URL },
   };
 }
 

@@ -35,6 +35,8 @@ import { runMaintenance } from './maintenance/purge.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
+import { cibaHooks, type ApprovalDeps } from './approvals/ciba.ts';
+import { installPollInterval } from './oauth/poll-interval.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -78,8 +80,17 @@ async function start(config: Config): Promise<void> {
   const limiter = createRateLimiter(kv, log);
   const withRefreshRotation = (provider: Provider) => {
     installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
+    installPollInterval(provider, kv, config.approvals.pollIntervalSeconds);
     return provider;
   };
+  const approvals: ApprovalDeps = {
+    db,
+    audit: runtime.audit,
+    keyEncryptionKey: runtime.keyEncryptionKey,
+    pollIntervalSeconds: config.approvals.pollIntervalSeconds,
+    webhookUrl: config.approvals.webhookUrl,
+  };
+  const ciba = cibaHooks(approvals);
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
   const Adapter = createAdapterClass(db, kv, {
     clientFound: tokenLimit.clientFound,
@@ -111,6 +122,7 @@ async function start(config: Config): Promise<void> {
             signingKeys,
             scopes,
             detailsTypes,
+            ciba,
             cookieKeys: runtime.cookieKeys,
             ttl: config.ttl,
             trustProxy: config.trustProxy,
@@ -146,6 +158,7 @@ async function start(config: Config): Promise<void> {
             limits: config.limits,
             countIssuedToken: tokenLimit.issued,
             detailsTypes,
+            approvals,
           },
         ),
       );

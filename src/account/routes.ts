@@ -21,9 +21,14 @@ import { describePermission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
+import { answerApproval, ApprovalGone, type ApprovalDeps } from '../approvals/ciba.ts';
+import { waitingFor, type ApprovalRequest } from '../approvals/store.ts';
+import { sentencesFor, type DetailsType } from '../authorization-details/types.ts';
+import { untilWords } from '../http/time-words.ts';
 
 const STATE_COOKIE = 'agentauth.account_state';
 const GRANT_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const APPROVAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 const EVENT_WORDS: Record<string, string> = {
   'consent.granted': 'You allowed access',
@@ -35,6 +40,9 @@ const EVENT_WORDS: Record<string, string> = {
   'token.revoked': 'Gave a token back',
   'token.introspected': 'Had a token checked',
   'grant.revoked': 'Access revoked',
+  'approval.requested': 'Asked for your approval',
+  'approval.approved': 'You approved a request',
+  'approval.denied': 'You denied a request',
 };
 
 export interface AccountDeps {
@@ -44,9 +52,11 @@ export interface AccountDeps {
   views: Views;
   audit: AuditLog;
   forms: FormGuard;
+  approvals: ApprovalDeps;
+  detailsTypes: ReadonlyMap<string, DetailsType>;
 }
 
-export function accountRoutes({ provider, issuer, db, views, audit, forms }: AccountDeps): Router {
+export function accountRoutes({ provider, issuer, db, views, audit, forms, approvals, detailsTypes }: AccountDeps): Router {
   const router = new Router();
   const csrfFor = (sessionId: string) => forms.tokenFor(`account:${sessionId}`);
 
@@ -123,13 +133,60 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     }));
   }
 
+  /** A waiting request as the user reads it: who asks, what it may then do, in words. */
+  async function waitingView(requests: ApprovalRequest[]) {
+    const scopeNames = [...new Set(requests.flatMap((r) => r.scope.split(' ').filter((s) => s && s !== 'openid')))];
+    const descriptions = new Map((await findScopes(db, scopeNames)).map((s) => [s.name, s.description]));
+    return requests.map((r) => ({
+      id: r.id,
+      name: r.clientName ?? r.clientId,
+      clientId: r.clientId,
+      asks: [
+        ...sentencesFor(r.authorizationDetails, detailsTypes),
+        ...r.scope
+          .split(' ')
+          .filter((s) => s && s !== 'openid')
+          .map((s) => descriptions.get(s) ?? s),
+      ],
+      bindingMessage: r.bindingMessage,
+      expires: untilWords(r.expiresAt),
+      askedAt: timeWords(r.createdAt),
+    }));
+  }
+
   router.get('/account', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const account = await findAccountById(db, who.accountId);
+    const waiting = await waitingView(await waitingFor(db, who.accountId));
     const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
-    ctx.body = views.render('account', { username: account?.username, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
+    ctx.body = views.render('account', { username: account?.username, waiting, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
   });
+
+  // CIBA: the user's answer to an agent's request. Another user's request, an answered or an
+  // expired one are all the same 404: nothing to act on, and no oracle.
+  for (const decision of ['approve', 'deny'] as const) {
+    router.post(`/account/approvals/:approvalId/${decision}`, async (ctx) => {
+      const who = await signedIn(ctx);
+      if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to answer requests.');
+      await checkedForm(ctx, who);
+      const approvalId = ctx.params.approvalId ?? '';
+      const gone = () => new AppError(404, 'not_found', 'There is no such request waiting for you. It may have expired or been answered already.');
+      if (!APPROVAL_ID.test(approvalId)) throw gone();
+      try {
+        await answerApproval(provider, approvals, {
+          approvalId,
+          accountId: who.accountId,
+          decision: decision === 'approve' ? 'approved' : 'denied',
+          authTime: (who.session as { loginTs?: number }).loginTs,
+        });
+      } catch (err) {
+        if (err instanceof ApprovalGone) throw gone();
+        throw err;
+      }
+      seeOther(ctx, `/account?done=${decision === 'approve' ? 'approved' : 'denied'}`);
+    });
+  }
 
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
     const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
@@ -203,5 +260,7 @@ function httpsOnly(uri: unknown): string | undefined {
 function noticeOf(done: unknown): string | undefined {
   if (done === 'revoked') return 'Access revoked. Every token of that agent has stopped working.';
   if (done === 'revoked-all') return 'Access revoked for every agent. All their tokens have stopped working.';
+  if (done === 'approved') return 'Approved. The agent can go ahead with what it asked.';
+  if (done === 'denied') return 'Denied. The agent has been told no.';
   return undefined;
 }

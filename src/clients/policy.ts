@@ -12,7 +12,10 @@ import { isSelfRegistered, type ClientMetadata, type RegistrationKind } from './
 
 export const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+/** OpenID CIBA Core 1.0 §10.1 and RFC 8628 §3.4: the grants an agent uses while its user is elsewhere. */
+export const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', CIBA_GRANT, DEVICE_CODE_GRANT] as const;
 export const NAME_MAX_LENGTH = 100;
 const DISPLAY_URI_FIELDS = ['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const;
 
@@ -130,8 +133,12 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   if (grantTypes.length === 0) throw metadataError('grant_types', 'must not be empty');
   if (method === 'none' && grantTypes.includes('client_credentials'))
     throw metadataError('grant_types', 'a public client cannot use the client_credentials grant');
-  if (grantTypes.includes('refresh_token') && !grantTypes.includes('authorization_code'))
-    throw metadataError('grant_types', 'refresh_token comes with authorization_code');
+  if (grantTypes.includes('refresh_token') && !['authorization_code', CIBA_GRANT, DEVICE_CODE_GRANT].some((g) => grantTypes.includes(g)))
+    throw metadataError('grant_types', 'refresh_token comes with authorization_code, CIBA or the device grant');
+  // CIBA Core §4: the agent authenticates itself; anyone could otherwise ask in its name.
+  if (method === 'none' && grantTypes.includes(CIBA_GRANT)) throw metadataError('grant_types', 'a public client cannot use the CIBA grant');
+  if (m.backchannel_client_notification_endpoint !== undefined)
+    checkFetchedUri(m.backchannel_client_notification_endpoint, 'backchannel_client_notification_endpoint', policy);
 
   const responseTypes = stringList(m.response_types, 'response_types');
   const expectedResponseTypes = grantTypes.includes('authorization_code') ? ['code'] : [];

@@ -9,7 +9,16 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import type { Db } from '../storage/db.ts';
-import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
+import {
+  checkClientMetadata,
+  checkClientName,
+  checkRedirectUri,
+  CIBA_GRANT,
+  GRANT_TYPES,
+  NAME_MAX_LENGTH,
+  RegistrationError,
+  type ClientPolicy,
+} from './policy.ts';
 import { insertClientIfAbsent, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
 export { RegistrationError, type ClientPolicy } from './policy.ts';
@@ -46,6 +55,8 @@ export const clientInputSchema = z.object({
   backchannelLogoutUri: z.string().max(2000).optional(),
   /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
   refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
+  /** CIBA ping mode: where the agent is told its user answered; without it, a CIBA agent polls. */
+  cibaPingUri: z.string().max(2000).optional(),
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
@@ -63,6 +74,7 @@ export const clientUpdateSchema = z.object({
   eventUri: clientInputSchema.shape.eventUri,
   backchannelLogoutUri: clientInputSchema.shape.backchannelLogoutUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
+  cibaPingUri: clientInputSchema.shape.cibaPingUri,
 });
 
 /** The input that would register this client as it is: the base for an update. */
@@ -78,6 +90,7 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
     scope: metadata.scope as string | undefined,
     eventUri: metadata.event_delivery_uri as string | undefined,
     backchannelLogoutUri: metadata.backchannel_logout_uri as string | undefined,
+    cibaPingUri: metadata.backchannel_client_notification_endpoint as string | undefined,
   };
 }
 
@@ -107,10 +120,14 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     scope: _scope,
     event_delivery_uri: currentEventUri,
     backchannel_logout_uri: currentLogoutUri,
+    backchannel_token_delivery_mode: _mode,
+    backchannel_client_notification_endpoint: currentPingUri,
     ...carried
   }: Record<string, unknown> = existing?.metadata ?? {};
   const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
   const logoutUri = input.backchannelLogoutUri ?? (typeof currentLogoutUri === 'string' ? currentLogoutUri : undefined);
+  const pingUri = input.cibaPingUri ?? (typeof currentPingUri === 'string' ? currentPingUri : undefined);
+  if (pingUri && !grantTypes.includes(CIBA_GRANT)) throw new RegistrationError('invalid_client_metadata', '--ciba-ping-uri is for clients with the CIBA grant');
   const metadata: ClientMetadata = {
     ...carried,
     client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
@@ -126,6 +143,9 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
     ...(eventUri ? { event_delivery_uri: eventUri } : {}),
     ...(logoutUri ? { backchannel_logout_uri: logoutUri } : {}),
+    // CIBA Core §5: ping when the agent named where to be told, else it polls.
+    ...(grantTypes.includes(CIBA_GRANT) ? { backchannel_token_delivery_mode: pingUri ? 'ping' : 'poll' } : {}),
+    ...(pingUri ? { backchannel_client_notification_endpoint: pingUri } : {}),
   };
   await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;

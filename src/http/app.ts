@@ -37,6 +37,7 @@ import { securityHeaders } from './security-headers.ts';
 import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
 import type { DetailsType } from '../authorization-details/types.ts';
+import type { ApprovalDeps } from '../approvals/ciba.ts';
 
 export interface AppDeps {
   db: Db;
@@ -59,6 +60,8 @@ export interface AppDeps {
   cookieKeys: string[];
   /** The authorization details types this provider was built with. */
   detailsTypes: DetailsType[];
+  /** What answering a CIBA request from /account needs. */
+  approvals: ApprovalDeps;
 }
 
 const STYLESHEET = readFileSync(path.join(STATIC_DIR, 'app.css'));
@@ -143,7 +146,8 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
-  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit: deps.audit, forms });
+  const detailsTypes = new Map(deps.detailsTypes.map((t) => [t.name, t]));
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit: deps.audit, forms, approvals: deps.approvals, detailsTypes });
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);

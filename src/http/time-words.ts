@@ -32,3 +32,17 @@ export function timeWords(at: Date, now: Date = new Date()): TimeWords {
   const hhmm = at.toISOString().slice(11, 16);
   return { iso: at.toISOString(), words, full: `${calendarDate(at)}, ${hhmm} UTC` };
 }
+
+/** How long until a future moment, for an expiry ("in 9 minutes", "in 2 hours"); past: "expired". */
+export function untilWords(at: Date, now: Date = new Date()): TimeWords {
+  const seconds = Math.round((at.getTime() - now.getTime()) / 1000);
+  const inUnits = (n: number, unit: string) => `in ${n} ${unit}${n === 1 ? '' : 's'}`;
+  let words: string;
+  if (seconds <= 0) words = 'expired';
+  else if (seconds < MINUTE) words = 'in less than a minute';
+  else if (seconds < HOUR) words = inUnits(Math.floor(seconds / MINUTE), 'minute');
+  else if (seconds < DAY) words = inUnits(Math.floor(seconds / HOUR), 'hour');
+  else words = inUnits(Math.floor(seconds / DAY), 'day');
+  const hhmm = at.toISOString().slice(11, 16);
+  return { iso: at.toISOString(), words, full: `${calendarDate(at)}, ${hhmm} UTC` };
+}

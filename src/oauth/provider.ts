@@ -13,6 +13,7 @@ import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
+import type { cibaHooks } from '../approvals/ciba.ts';
 import { compileSchema, hasOneTimeDetail, parsedDetails, type DetailsType } from '../authorization-details/types.ts';
 
 export interface ProviderSettings {
@@ -38,7 +39,13 @@ export interface ProviderSettings {
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
   /** Authorization details types the product registered (RFC 9396). */
   detailsTypes: DetailsType[];
+  /** CIBA's hooks: who login_hint names, and putting the request in front of the user (src/approvals). */
+  ciba: ReturnType<typeof cibaHooks>;
 }
+
+/** CIBA: an agent may ask for up to a day (requested_expiry); without asking, 15 minutes. */
+const APPROVAL_DEFAULT_SECONDS = 15 * 60;
+const APPROVAL_MAX_SECONDS = 24 * 3600;
 
 /** A token for a one-time detail (a payment) is good for that one transaction: minutes, not hours. */
 export const ONE_TIME_TOKEN_TTL_SECONDS = 120;
@@ -303,6 +310,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       },
       // The types file ties this feature's shape to introspection's through conditional types it cannot resolve here.
       richAuthorizationRequests: richAuthorizationRequests(s.detailsTypes) as never,
+      // OpenID CIBA Core 1.0: an agent asks, its user approves on /account (src/approvals), and the
+      // agent polls or is pinged at its registered endpoint. No user codes, no login_hint_token.
+      ciba: { enabled: true, deliveryModes: ['poll', 'ping'], ...s.ciba },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
       // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
@@ -358,6 +368,10 @@ export function buildProvider(s: ProviderSettings): Provider {
       Grant: s.ttl.refreshChain,
       Session: s.ttl.session,
       Interaction: 3600,
+      BackchannelAuthenticationRequest: (ctx) => {
+        const requested = Number(ctx?.oidc?.params?.requested_expiry);
+        return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, APPROVAL_MAX_SECONDS) : APPROVAL_DEFAULT_SECONDS;
+      },
     },
     // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
     // what it cached when the grant's revocation event, which names the same grant_id, arrives.
@@ -395,5 +409,13 @@ export function buildProvider(s: ProviderSettings): Provider {
   configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
+  // oidc-provider always says user codes are supported on the backchannel endpoint; ours refuses them.
+  provider.use(async function truthfulMetadata(ctx, next) {
+    await next();
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if ((ctx as unknown as KoaContextWithOIDC).oidc?.route === 'discovery' && body && 'backchannel_user_code_parameter_supported' in body) {
+      body.backchannel_user_code_parameter_supported = false;
+    }
+  });
   return provider;
 }

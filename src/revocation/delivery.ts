@@ -13,7 +13,11 @@ import type { Outbound } from '../net/outbound.ts';
 // Our event type is defined once, by the resource-server helper that receives it (docs/connected-agents.md).
 import { GRANT_REVOKED_EVENT } from '../resource-server/events.ts';
 import type { Db } from '../storage/db.ts';
-import { leaseDueEvents, markDelivered, markFailed, type PendingEvent } from './outbox.ts';
+import { unseal } from '../keys/sealed.ts';
+import { leaseDueEvents, markDelivered, markFailed, pingAad, type PendingEvent } from './outbox.ts';
+
+/** The event the product receives when a user has an approval request waiting (docs/human-approval.md). */
+export const APPROVAL_REQUESTED_EVENT = 'https://agentauth.dev/secevent/approval-requested';
 
 const LEASE_SECONDS = 30;
 const TIMEOUT_MS = 5_000;
@@ -54,6 +58,32 @@ export async function buildSecurityEventToken(event: PendingEvent, issuer: strin
     .sign(await importJWK(key.privateJwk as JWK, 'ES256'));
 }
 
+/** The signed approval-requested event for the product: what the user is asked, and by whom. */
+export async function buildApprovalEvent(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): Promise<string> {
+  return new SignJWT({ events: { [APPROVAL_REQUESTED_EVENT]: event.payload ?? {} } })
+    .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' })
+    .setIssuer(issuer)
+    .setJti(event.jti)
+    .setIssuedAt()
+    .setAudience(event.audience)
+    .sign(await importJWK(key.privateJwk as JWK, 'ES256'));
+}
+
+/** CIBA Core §10.2: POST {auth_req_id} with the agent's client_notification_token as bearer. */
+async function ping(deps: DeliveryDeps, event: PendingEvent): Promise<number> {
+  const { auth_req_id, client_notification_token } = JSON.parse(unseal(deps.keyEncryptionKey, String(event.payload?.sealed ?? ''), pingAad(event.jti))) as {
+    auth_req_id: string;
+    client_notification_token: string;
+  };
+  const answer = await deps.outbound.request(event.subscriberUri, {
+    method: 'POST',
+    body: JSON.stringify({ auth_req_id }),
+    timeoutMs: TIMEOUT_MS,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${client_notification_token}` },
+  });
+  return answer.status;
+}
+
 /** POSTs a SET; resolves to the status code. */
 async function post(outbound: Outbound, uri: string, body: string): Promise<number> {
   const answer = await outbound.request(uri, {
@@ -67,7 +97,7 @@ async function post(outbound: Outbound, uri: string, body: string): Promise<numb
 
 /** Whom an event goes to, for metrics: the agent (its SET or back-channel logout) or a resource server (its identifier is the SET's aud). */
 const subscriberOf = (event: PendingEvent): SubscriberKind =>
-  event.kind === 'backchannel_logout' || event.audience === event.clientId ? 'client' : 'resource_server';
+  event.kind === 'approval_webhook' ? 'product' : event.kind !== 'set' || event.audience === event.clientId ? 'client' : 'resource_server';
 
 /** One pass: deliver what is due. Returns how many were delivered. */
 export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<number> {
@@ -85,7 +115,14 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
         delivered += 1;
         continue;
       }
-      const status = await post(deps.outbound, event.subscriberUri, await buildSecurityEventToken(event, deps.issuer, key));
+      const status =
+        event.kind === 'ciba_ping'
+          ? await ping(deps, event)
+          : await post(
+              deps.outbound,
+              event.subscriberUri,
+              event.kind === 'approval_webhook' ? await buildApprovalEvent(event, deps.issuer, key) : await buildSecurityEventToken(event, deps.issuer, key),
+            );
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
         metrics.delivered(subscriberOf(event));

@@ -1,5 +1,6 @@
 /** revocation_events: the outbox of Security Event Tokens to push after a grant is revoked. */
 import { randomUUID } from 'node:crypto';
+import { seal } from '../keys/sealed.ts';
 import { grantPermissions } from '../grants/permissions.ts';
 import type { Db } from '../storage/db.ts';
 import { deleteBatch } from '../storage/delete-batch.ts';
@@ -9,13 +10,16 @@ export interface PendingEvent {
   kind: EventKind;
   /** The SET's aud: the agent's client_id, or the resource server's identifier. */
   audience: string;
-  grantId: string;
+  /** The revoked grant; null for messages about approvals (kinds ciba_ping, approval_webhook). */
+  grantId: string | null;
   clientId: string;
   accountId: string;
   subscriberUri: string;
   reason: string;
   revokedAt: Date;
   attempts: number;
+  /** What a ciba_ping or approval_webhook message needs (secrets sealed under the key-encryption key). */
+  payload: Record<string, unknown> | null;
 }
 
 export interface EventRecord extends PendingEvent {
@@ -24,13 +28,17 @@ export interface EventRecord extends PendingEvent {
   lastError: string | null;
 }
 
-export type EventKind = 'set' | 'backchannel_logout';
-const URI_FIELD: Record<EventKind, string> = { set: 'event_delivery_uri', backchannel_logout: 'backchannel_logout_uri' };
+/**
+ * set, backchannel_logout: a grant was revoked. ciba_ping: an agent's CIBA request was answered
+ * (CIBA Core §10.2). approval_webhook: the product is told a user has a request waiting.
+ */
+export type EventKind = 'set' | 'backchannel_logout' | 'ciba_ping' | 'approval_webhook';
+const URI_FIELD: Record<'set' | 'backchannel_logout', string> = { set: 'event_delivery_uri', backchannel_logout: 'backchannel_logout_uri' };
 
 /** Queues what the grant's agent asked for: a signed event, a back-channel logout, both or neither. */
 export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; clientId: string; accountId: string }, reason: string): Promise<number> {
   let queued = 0;
-  for (const kind of Object.keys(URI_FIELD) as EventKind[]) {
+  for (const kind of Object.keys(URI_FIELD) as (keyof typeof URI_FIELD)[]) {
     const r = await db.query(
       `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason)
        SELECT $1, $2, $3, client_id, $4, metadata->>$5, client_id, $6 FROM clients WHERE client_id = $7 AND metadata ? $5`,
@@ -60,11 +68,42 @@ export async function enqueueRevocationEvents(db: Db, grant: { grantId: string; 
   return queued;
 }
 
+/** AAD of a ping's sealed secrets: bound to its outbox row. */
+export const pingAad = (jti: string) => `ciba-ping:${jti}`;
+
+/** Queues the CIBA ping that tells a ping-mode agent its request was answered (CIBA Core §10.2). */
+export async function enqueueCibaPing(
+  db: Db,
+  kek: Buffer,
+  ping: { clientId: string; accountId: string; endpoint: string; authReqId: string; notificationToken: string },
+): Promise<void> {
+  const jti = randomUUID();
+  const sealed = seal(kek, JSON.stringify({ auth_req_id: ping.authReqId, client_notification_token: ping.notificationToken }), pingAad(jti));
+  await db.query(
+    `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason, payload)
+     VALUES ($1, 'ciba_ping', NULL, $2, $3, $4, $2, 'approval_answered', $5)`,
+    [jti, ping.clientId, ping.accountId, ping.endpoint, { sealed }],
+  );
+}
+
+/** Queues the signed event that tells the product a user has an approval request waiting. */
+export async function enqueueApprovalWebhook(
+  db: Db,
+  url: string,
+  event: { accountId: string; clientId: string; claims: Record<string, unknown> },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO revocation_events (jti, kind, grant_id, client_id, account_id, subscriber_uri, audience, reason, payload)
+     VALUES ($1, 'approval_webhook', NULL, $2, $3, $4, $4, 'approval_requested', $5)`,
+    [randomUUID(), event.clientId, event.accountId, url, event.claims],
+  );
+}
+
 type Row = {
   jti: string;
   kind: EventKind;
   audience: string;
-  grant_id: string;
+  grant_id: string | null;
   client_id: string;
   account_id: string;
   subscriber_uri: string;
@@ -74,9 +113,10 @@ type Row = {
   next_attempt_at: Date;
   delivered_at: Date | null;
   last_error: string | null;
+  payload: Record<string, unknown> | null;
 };
 const RECORD_COLUMNS =
-  'jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts, next_attempt_at, delivered_at, last_error';
+  'jti, kind, audience, grant_id, client_id, account_id, subscriber_uri, reason, revoked_at, attempts, next_attempt_at, delivered_at, last_error, payload';
 
 /**
  * Leases up to `limit` due events for `leaseSeconds` (FOR UPDATE SKIP LOCKED: instances never
@@ -107,6 +147,7 @@ const toRecord = (r: Row): EventRecord => ({
   nextAttemptAt: r.next_attempt_at,
   deliveredAt: r.delivered_at,
   lastError: r.last_error,
+  payload: r.payload,
 });
 
 export async function markDelivered(db: Db, jti: string): Promise<void> {

@@ -63,6 +63,8 @@ export interface AgentOptions {
   jwksUri?: string;
   /** Seconds the previous refresh token still gets the same successor; 0 is strict. */
   refreshRetryWindow?: number;
+  /** CIBA ping mode: where the agent is told its user answered. */
+  cibaPingUri?: string;
 }
 
 export async function createAgent(server: Target, options: AgentOptions = {}): Promise<TestAgent> {
@@ -71,6 +73,7 @@ export async function createAgent(server: Target, options: AgentOptions = {}): P
   if (options.scope) args.push('--scope', options.scope);
   if (options.grantTypes) args.push('--grant-types', options.grantTypes.join(','));
   if (options.refreshRetryWindow !== undefined) args.push('--refresh-retry-window', String(options.refreshRetryWindow));
+  if (options.cibaPingUri) args.push('--ciba-ping-uri', options.cibaPingUri);
   let key: Awaited<ReturnType<typeof generateAgentKey>> | undefined;
   if (options.public) {
     args.push('--public');

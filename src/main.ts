@@ -37,6 +37,8 @@ import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
 import { cibaHooks, type ApprovalDeps } from './approvals/ciba.ts';
 import { installPollInterval } from './oauth/poll-interval.ts';
+import { seal, unseal } from './keys/sealed.ts';
+import { devicePages } from './interactions/device.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -97,6 +99,8 @@ async function start(config: Config): Promise<void> {
     revokeGrant: revokeGrantNow,
     storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
     deleteClient: deleteRegisteredClient(db, runtime.audit),
+    sealDeviceCode: (id) => seal(runtime.keyEncryptionKey, id, 'device-code'),
+    unsealDeviceCode: (sealed) => unseal(runtime.keyEncryptionKey, sealed, 'device-code'),
   });
   const metadataDocuments = metadataDocumentHooks({
     db,
@@ -123,6 +127,7 @@ async function start(config: Config): Promise<void> {
             scopes,
             detailsTypes,
             ciba,
+            devicePages: devicePages(views),
             cookieKeys: runtime.cookieKeys,
             ttl: config.ttl,
             trustProxy: config.trustProxy,

@@ -38,6 +38,7 @@ import { requestTransaction } from './transaction.ts';
 import { STATIC_DIR, type Views } from './views.ts';
 import type { DetailsType } from '../authorization-details/types.ts';
 import type { ApprovalDeps } from '../approvals/ciba.ts';
+import { userCodeGuessLimit } from '../limits/user-code-limit.ts';
 
 export interface AppDeps {
   db: Db;
@@ -129,6 +130,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(requestTransaction(db));
   provider.use(correctTokenErrors);
   provider.use(registrationGate(db, deps.openRegistration, deps.limiter, { limit: deps.limits.registrationPerHour, seconds: 3600 }));
+  provider.use(userCodeGuessLimit(deps.limiter));
   // One CSRF scheme for every page: interactions bind their tokens to the uid, the account page to its session.
   const forms = createFormGuard(deps.cookieKeys[0]!);
   const interactions = interactionRoutes({

@@ -20,6 +20,11 @@ const CONFIG_DEPENDENT = new Set<ProviderRoute>([
   'pushed_authorization_request',
   'jwks',
   'discovery',
+  // Scopes and authorization details types are checked on these too (issue 19).
+  'backchannel_authentication',
+  'device_authorization',
+  'code_verification',
+  'device_resume',
 ]);
 
 export interface LiveProviderView {

@@ -5,7 +5,10 @@ import { Eta } from 'eta';
 const VIEWS_DIR = fileURLToPath(new URL('../../views/', import.meta.url));
 
 export interface Views {
-  render(name: 'login' | 'consent' | 'error' | 'account' | 'confirm' | 'signed-out', data: Record<string, unknown>): string;
+  render(
+    name: 'login' | 'consent' | 'error' | 'account' | 'confirm' | 'signed-out' | 'device' | 'device-confirm' | 'device-done',
+    data: Record<string, unknown>,
+  ): string;
 }
 
 export function createViews(): Views {

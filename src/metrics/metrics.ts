@@ -15,7 +15,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export const registry = new Registry();
 
-export type RateLimitName = 'token' | 'registration' | 'login_failure' | 'metadata_document';
+export type RateLimitName = 'token' | 'registration' | 'login_failure' | 'metadata_document' | 'user_code';
 export type SubscriberKind = 'client' | 'resource_server' | 'product';
 export type ReuseArtifact = 'refresh_token' | 'authorization_code';
 /** connection: unreachable, lost or refused; timeout: a statement or command ran out of time; query: any other error. */
@@ -23,7 +23,7 @@ import type { PoolStats, StorageErrorKind } from '../storage/observer.ts';
 
 export type { PoolStats, StorageErrorKind };
 
-const RATE_LIMITS: RateLimitName[] = ['token', 'registration', 'login_failure', 'metadata_document'];
+const RATE_LIMITS: RateLimitName[] = ['token', 'registration', 'login_failure', 'metadata_document', 'user_code'];
 const SUBSCRIBERS: SubscriberKind[] = ['client', 'resource_server', 'product'];
 const STORAGE_ERRORS: StorageErrorKind[] = ['connection', 'timeout', 'query'];
 

@@ -41,6 +41,14 @@ export interface AdapterHooks {
   deleteClient(clientId: string): Promise<void>;
   /** Called when a request looks an active client up; may refuse it (rate limits). */
   clientFound(clientId: string, tokenRateLimit: number | null): Promise<void>;
+  /**
+   * Seals and unseals a device code under the key-encryption key. The device code is the
+   * agent's credential, stored only as its hash like every other; but oidc-provider finds a
+   * device code by its user code and then saves it again by its value, so the row keeps the
+   * value sealed.
+   */
+  sealDeviceCode(id: string): string;
+  unsealDeviceCode(sealed: string): string;
 }
 
 export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
@@ -65,6 +73,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
       const { jti: _value, ...rest } = payload;
+      if (this.model === 'DeviceCode') rest.sealedDeviceCode = hooks.sealDeviceCode(id);
       const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
       await artifacts.upsertArtifact(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
     }
@@ -87,7 +96,8 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       const stored = await artifacts.findArtifact(db, this.model, id);
       if (!stored) return undefined;
       const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
-      return { ...stored.payload, ...consumed, jti: id };
+      const { sealedDeviceCode: _sealed, ...payload } = stored.payload;
+      return { ...payload, ...consumed, jti: id };
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -96,8 +106,13 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       return id ? kvFind(kv, 'Session', id) : undefined;
     }
 
-    async findByUserCode(): Promise<AdapterPayload | undefined> {
-      return undefined; // the device flow is not enabled
+    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      if (this.model !== 'DeviceCode' || !storableId(userCode)) return undefined;
+      const stored = await artifacts.findDeviceCodeByUserCode(db, userCode);
+      if (!stored || typeof stored.payload.sealedDeviceCode !== 'string') return undefined;
+      const { sealedDeviceCode, ...payload } = stored.payload;
+      const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
+      return { ...payload, ...consumed, jti: hooks.unsealDeviceCode(sealedDeviceCode as string) };
     }
 
     async consume(id: string): Promise<void> {

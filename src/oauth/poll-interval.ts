@@ -21,6 +21,14 @@ const TOLERANCE_MS = 250;
 const POLLED_PARAMETER: Record<string, string> = { [CIBA_GRANT]: 'auth_req_id', [DEVICE_CODE_GRANT]: 'device_code' };
 
 export function installPollInterval(provider: Provider, kv: Kv, intervalSeconds: number): void {
+  // RFC 8628 §3.2: the device authorization response says the interval (CIBA's is set by its hook).
+  provider.use(async function announceInterval(ctx, next) {
+    await next();
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if ((ctx as unknown as KoaContextWithOIDC).oidc?.route === 'device_authorization' && body && typeof body.device_code === 'string') {
+      body.interval = intervalSeconds;
+    }
+  });
   const handlers = instance(provider).grantTypeHandlers;
   for (const [grantType, parameter] of Object.entries(POLLED_PARAMETER)) {
     const handler = handlers.get(grantType);

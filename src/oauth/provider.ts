@@ -14,6 +14,7 @@ import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
 import type { cibaHooks } from '../approvals/ciba.ts';
+import type { devicePages } from '../interactions/device.ts';
 import { compileSchema, hasOneTimeDetail, parsedDetails, type DetailsType } from '../authorization-details/types.ts';
 
 export interface ProviderSettings {
@@ -41,6 +42,8 @@ export interface ProviderSettings {
   detailsTypes: DetailsType[];
   /** CIBA's hooks: who login_hint names, and putting the request in front of the user (src/approvals). */
   ciba: ReturnType<typeof cibaHooks>;
+  /** The device flow's pages (src/interactions/device.ts). */
+  devicePages: ReturnType<typeof devicePages>;
 }
 
 /** CIBA: an agent may ask for up to a day (requested_expiry); without asking, 15 minutes. */
@@ -313,6 +316,9 @@ export function buildProvider(s: ProviderSettings): Provider {
       // OpenID CIBA Core 1.0: an agent asks, its user approves on /account (src/approvals), and the
       // agent polls or is pinged at its registered endpoint. No user codes, no login_hint_token.
       ciba: { enabled: true, deliveryModes: ['poll', 'ping'], ...s.ciba },
+      // RFC 8628 for agents in a terminal: the user types the code at /device and signs in there
+      // with the same login and consent pages. Codes of 8 letters with no vowels (base-20).
+      deviceFlow: { enabled: true, charset: 'base-20', mask: '****-****', ...s.devicePages },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
       // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
@@ -368,6 +374,8 @@ export function buildProvider(s: ProviderSettings): Provider {
       Grant: s.ttl.refreshChain,
       Session: s.ttl.session,
       Interaction: 3600,
+      // RFC 8628 §3.2: minutes, long enough to find a browser and type the code.
+      DeviceCode: 600,
       BackchannelAuthenticationRequest: (ctx) => {
         const requested = Number(ctx?.oidc?.params?.requested_expiry);
         return Number.isSafeInteger(requested) && requested > 0 ? Math.min(requested, APPROVAL_MAX_SECONDS) : APPROVAL_DEFAULT_SECONDS;

@@ -50,6 +50,20 @@ export async function findArtifact(db: Db, model: string, id: string): Promise<S
   return row && { payload: row.payload, consumedAt: row.consumed_at, grantId: row.grant_id };
 }
 
+/**
+ * A device code by the user code its user typed (RFC 8628 §3.3). User codes are short-lived and
+ * low-entropy by design (guessing is bounded by a rate limit, not by their secrecy), so they are
+ * looked up as stored; the device code itself is not stored, only sealed (see the adapter).
+ */
+export async function findDeviceCodeByUserCode(db: Db, userCode: string): Promise<StoredArtifact | undefined> {
+  const r = await db.query<{ payload: Payload; consumed_at: Date | null; grant_id: string | null }>(
+    `SELECT payload, consumed_at, grant_id FROM oidc_artifacts WHERE model = 'DeviceCode' AND payload->>'userCode' = $1 AND expires_at > now()`,
+    [userCode],
+  );
+  const row = r.rows[0];
+  return row && { payload: row.payload, consumedAt: row.consumed_at, grantId: row.grant_id };
+}
+
 /** The grant an artifact belongs to, read without a lock (to know which grant row to lock first). */
 export async function grantOfArtifact(db: Db, model: string, id: string): Promise<string | null> {
   const r = await db.query<{ grant_id: string | null }>('SELECT grant_id FROM oidc_artifacts WHERE model = $1 AND id_hash = $2', [model, hashId(id)]);

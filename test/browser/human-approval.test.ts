@@ -19,6 +19,7 @@ import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from
 
 const CHROMIUM = '/usr/bin/chromium';
 const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const APPROVAL_REQUESTED_EVENT = 'https://agentauth.dev/secevent/approval-requested';
 const skip = !existsSync(CHROMIUM) ? `needs Debian's Chromium at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)` : (testHostsUnavailable ?? false);
 
@@ -187,5 +188,29 @@ describe('human approval in Chromium', { skip }, () => {
     const page = await accountPage(other);
     assert.equal(await page.locator('section.waiting').count(), 0);
     assert.doesNotMatch(await page.content(), /ORDER-1004/);
+  });
+
+  it('issue-19: device flow: the browser enters the code, signs in with the same login, and the terminal agent gets its token', async () => {
+    const user = await createUser(server);
+    const config = await clientFor(
+      server,
+      await createAgent(server, { name: 'Terminal agent', public: true, grantTypes: [DEVICE_GRANT], scope: 'payments:initiate' }),
+    );
+    const started = await client.initiateDeviceAuthorization(config, { scope: 'payments:initiate' });
+    const tokens = client.pollDeviceAuthorizationGrant(config, started);
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(started.verification_uri);
+    await page.getByLabel('Code').fill(started.user_code.toLowerCase().replace('-', ' '));
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('heading', { name: 'Connect Terminal agent?' }).waitFor();
+    assert.equal(await page.locator('strong.user-code').innerText(), started.user_code);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Password').fill(user.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.getByRole('heading', { name: 'Terminal agent is connected' }).waitFor();
+    const issued = await tokens;
+    assert.equal((await client.tokenIntrospection(config, issued.access_token)).sub, user.id);
   });
 });

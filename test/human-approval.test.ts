@@ -88,6 +88,9 @@ describe('human approval (CIBA, poll mode)', () => {
     assert.equal(introspected.sub, user.id);
     assert.equal(introspected.aud, PAYMENTS_API);
     assert.deepEqual(introspected.authorization_details, [payment()]);
+    // RFC 9470: the sign-in that approved, for a resource server that wants a fresh one.
+    assert.equal(introspected.acr, 'urn:agentauth:acr:password');
+    assert.equal(typeof introspected.auth_time, 'number');
 
     const events = JSON.parse((await server.cli(['audit', 'export', '--client', agentId, '--json'])).stdout).events as {
       event_type: string;

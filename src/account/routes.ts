@@ -178,7 +178,9 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
           approvalId,
           accountId: who.accountId,
           decision: decision === 'approve' ? 'approved' : 'denied',
+          // The sign-in that approved: the /account session's (RFC 9470 acr and auth_time in the token).
           authTime: (who.session as { loginTs?: number }).loginTs,
+          acr: (who.session as { acr?: string }).acr,
         });
       } catch (err) {
         if (err instanceof ApprovalGone) throw gone();

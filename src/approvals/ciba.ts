@@ -125,7 +125,7 @@ export class ApprovalGone extends Error {}
 export async function answerApproval(
   provider: Provider,
   deps: ApprovalDeps,
-  answer: { approvalId: string; accountId: string; decision: Decision; authTime?: number },
+  answer: { approvalId: string; accountId: string; decision: Decision; authTime?: number; acr?: string },
 ): Promise<ApprovalRequest> {
   const row = await decide(deps.db, answer.approvalId, answer.accountId, answer.decision);
   if (!row) throw new ApprovalGone();
@@ -141,6 +141,7 @@ export async function answerApproval(
     Object.assign(request, {
       grantId,
       authTime: answer.authTime,
+      acr: answer.acr,
       rar: row.authorizationDetails ?? undefined,
     });
   } else {

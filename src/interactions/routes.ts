@@ -19,6 +19,7 @@ import { findClient, isSelfRegistered } from '../clients/store.ts';
 import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, type Permission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import { metrics } from '../metrics/metrics.ts';
+import { PASSWORD_ACR } from '../oauth/provider.ts';
 import type { Db } from '../storage/db.ts';
 import { sentencesFor, type DetailsType } from '../authorization-details/types.ts';
 
@@ -151,7 +152,8 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
     await signInGuard.succeeded(subject, ctx.ip);
     const accountId = account.id;
     await audit.record({ type: 'login.succeeded', actor: { type: 'user', id: accountId }, clientId, accountId });
-    await finish(ctx, { login: { accountId } });
+    // A password was typed just now: the sign-in's acr, amr (RFC 8176) and time (max_age, RFC 9470).
+    await finish(ctx, { login: { accountId, acr: PASSWORD_ACR, amr: ['pwd'], ts: Math.floor(Date.now() / 1000) } });
   });
 
   router.post('/consent', async (ctx) => {

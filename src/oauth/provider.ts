@@ -210,6 +210,15 @@ export function introspectionPolicy(introspectsFor: ProviderSettings['introspect
   };
 }
 
+/** The grant source a token is issued from (code, refresh token, CIBA request, device code): its sign-in. */
+function signInBehind(ctx: KoaContextWithOIDC | undefined): { acr?: string; authTime?: number } | undefined {
+  const entities = ctx?.oidc?.entities as Record<string, { acr?: string; authTime?: number } | undefined> | undefined;
+  return entities?.AuthorizationCode ?? entities?.RefreshToken ?? entities?.BackchannelAuthenticationRequest ?? entities?.DeviceCode;
+}
+
+/** The one authentication context agentauth's sign-in gives: a password, typed at our login page. */
+export const PASSWORD_ACR = 'urn:agentauth:acr:password';
+
 /** agentauth's own client for the connected agents page: signing in there is an authorization request. */
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
@@ -244,6 +253,8 @@ export function buildProvider(s: ProviderSettings): Provider {
     renderError: s.renderError,
     scopes: s.scopes,
     claims: { openid: ['sub'] },
+    // RFC 9470 / OIDC acr_values: the one level there is; freshness is max_age's (the login page again).
+    acrValues: [PASSWORD_ACR],
     // OAuth 2.1: the authorization code flow only; no implicit or hybrid response types.
     responseTypes: ['code'],
     // OAuth 2.1 §4.1.1: PKCE for every client, confidential ones included (RFC 9700 §2.1.1).
@@ -383,9 +394,18 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
     // what it cached when the grant's revocation event, which names the same grant_id, arrives.
-    extraTokenClaims: async (_ctx, token) => {
+    // RFC 9470: acr and auth_time of the sign-in behind the token, so a resource server can ask
+    // for a fresher one (the JWT formatter does not emit them; extra claims reach JWTs and
+    // introspection alike). A refresh keeps the original sign-in's.
+    extraTokenClaims: async (ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      return grantId ? { grant_id: grantId } : undefined;
+      const signIn = signInBehind(ctx);
+      const claims = {
+        ...(grantId ? { grant_id: grantId } : {}),
+        ...(signIn?.acr ? { acr: signIn.acr } : {}),
+        ...(typeof signIn?.authTime === 'number' ? { auth_time: signIn.authTime } : {}),
+      };
+      return Object.keys(claims).length ? claims : undefined;
     },
     interactions: {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,

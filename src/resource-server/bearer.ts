@@ -3,9 +3,16 @@
  * and answering a refusal with the right status, WWW-Authenticate challenge and JSON body.
  */
 
-export type BearerErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope';
+export type BearerErrorCode = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | 'insufficient_user_authentication';
 
-const STATUS: Record<BearerErrorCode, number> = { invalid_request: 400, invalid_token: 401, insufficient_scope: 403 };
+const STATUS: Record<BearerErrorCode, number> = { invalid_request: 400, invalid_token: 401, insufficient_scope: 403, insufficient_user_authentication: 401 };
+
+/** What a step-up challenge asks the client to get (RFC 9470 §3): a level, a recent sign-in, or both. */
+export interface StepUp {
+  acrValues?: readonly string[];
+  /** Seconds: the user must have signed in at most this long ago. */
+  maxAge?: number;
+}
 
 /** A refused request. `code` is undefined when the request carried no token at all (RFC 6750 §3.1). */
 export class BearerError extends Error {
@@ -14,12 +21,16 @@ export class BearerError extends Error {
   /** Scopes the request needs, named in the challenge (insufficient_scope, or to guide a client). */
   readonly scopes: readonly string[];
 
-  constructor(code: BearerErrorCode | undefined, description: string, scopes: readonly string[] = []) {
+  /** For insufficient_user_authentication: what to ask agentauth for (acr_values, max_age). */
+  readonly stepUp: StepUp | undefined;
+
+  constructor(code: BearerErrorCode | undefined, description: string, scopes: readonly string[] = [], stepUp?: StepUp) {
     super(description);
     this.name = 'BearerError';
     this.code = code;
     this.status = code ? STATUS[code] : 401;
     this.scopes = scopes;
+    this.stepUp = stepUp;
   }
 
   /** The WWW-Authenticate value: realm-free, with where to find the resource's metadata (RFC 9728 §5.1). */
@@ -27,6 +38,8 @@ export class BearerError extends Error {
     const params: [string, string][] = [];
     if (this.code) params.push(['error', this.code], ['error_description', this.message]);
     if (this.scopes.length > 0) params.push(['scope', this.scopes.join(' ')]);
+    if (this.stepUp?.acrValues?.length) params.push(['acr_values', this.stepUp.acrValues.join(' ')]);
+    if (this.stepUp?.maxAge !== undefined) params.push(['max_age', String(this.stepUp.maxAge)]);
     params.push(['resource_metadata', resourceMetadataUrl]);
     return `Bearer ${params.map(([k, v]) => `${k}="${quoted(v)}"`).join(', ')}`;
   }

@@ -21,7 +21,7 @@ import { BearerError, bearerToken } from './bearer.ts';
 import { createRevocationEventVerifier, EventError, type GrantRevoked } from './events.ts';
 import { TokenCache } from './token-cache.ts';
 
-export { BearerError, bearerToken } from './bearer.ts';
+export { BearerError, bearerToken, type StepUp } from './bearer.ts';
 export { createRevocationEventVerifier, EventError, GRANT_REVOKED_EVENT, type GrantRevoked } from './events.ts';
 
 /** A verified access token. Shaped so that it also serves as the MCP SDK's `AuthInfo` (`req.auth`). */
@@ -35,6 +35,10 @@ export interface AccessToken {
   /** The user the agent acts for; absent for a client_credentials token. */
   subject: string | undefined;
   grantId: string | undefined;
+  /** When the user last signed in for this token (epoch seconds, RFC 9470), if a user did. */
+  authTime: number | undefined;
+  /** How the user signed in (RFC 9470 acr), if a user did. */
+  acr: string | undefined;
   /** Every claim of the JWT or member of the introspection answer. */
   claims: Record<string, unknown>;
   extra: { subject: string | undefined; grantId: string | undefined };
@@ -73,6 +77,13 @@ export interface ResourceServerOptions {
 export interface AuthenticateOptions {
   /** Every one of these must have been granted. */
   scopes?: readonly string[];
+  /**
+   * Step-up (RFC 9470): the user must have signed in at most this many seconds ago, and/or with
+   * one of these acr values; otherwise 401 insufficient_user_authentication, whose challenge
+   * tells the client what to ask agentauth for (max_age, acr_values).
+   */
+  maxAge?: number;
+  acrValues?: readonly string[];
 }
 
 interface ServerMetadata {
@@ -202,7 +213,9 @@ export function createResourceServer(options: ResourceServerOptions) {
   async function authenticate(req: IncomingMessage, res: ServerResponse, auth: AuthenticateOptions = {}): Promise<AccessToken | undefined> {
     const required = auth.scopes ?? [];
     try {
-      return await verify(bearerToken(req.headers.authorization, required), required);
+      const token = await verify(bearerToken(req.headers.authorization, required), required);
+      checkSignIn(token, auth, required);
+      return token;
     } catch (error) {
       if (!(error instanceof BearerError)) {
         // agentauth unreachable or misconfigured: the token may be fine, so not a 401.
@@ -211,6 +224,17 @@ export function createResourceServer(options: ResourceServerOptions) {
       }
       sendJson(res, error.status, error.body(), { 'www-authenticate': error.challenge(metadataUrl) });
       return undefined;
+    }
+  }
+
+  /** RFC 9470 §3: refuses a token whose sign-in is too old or of another level than the request needs. */
+  function checkSignIn(token: AccessToken, auth: AuthenticateOptions, required: readonly string[]): void {
+    const stepUp = { acrValues: auth.acrValues, maxAge: auth.maxAge };
+    if (auth.maxAge !== undefined && (token.authTime === undefined || Date.now() / 1000 - token.authTime > auth.maxAge + clockTolerance)) {
+      throw new BearerError('insufficient_user_authentication', `this request needs a sign-in within the last ${auth.maxAge} seconds`, required, stepUp);
+    }
+    if (auth.acrValues?.length && (token.acr === undefined || !auth.acrValues.includes(token.acr))) {
+      throw new BearerError('insufficient_user_authentication', `this request needs a sign-in of ${auth.acrValues.join(' or ')}`, required, stepUp);
     }
   }
 
@@ -264,7 +288,7 @@ export function createResourceServer(options: ResourceServerOptions) {
       }, next);
     };
 
-  return { verify, authenticate, handle, middleware, receiveEvent, metadata, metadataPath, metadataUrl, eventsPath, cacheSize: () => cache.size };
+  return { verify, authenticate, checkSignIn, handle, middleware, receiveEvent, metadata, metadataPath, metadataUrl, eventsPath, cacheSize: () => cache.size };
 }
 
 /** RFC 9728 §3.1: the well-known path is inserted between the host and the resource's path. */
@@ -284,6 +308,8 @@ function accessToken(token: string, claims: Record<string, unknown>, resource: U
     clientId,
     subject,
     grantId,
+    authTime: typeof claims.auth_time === 'number' ? claims.auth_time : undefined,
+    acr: text(claims.acr),
     claims,
     resource,
     scopes: (text(claims.scope) ?? '').split(' ').filter(Boolean),

@@ -80,6 +80,7 @@ async function start(config: Config): Promise<void> {
     if (revoked) await onGrantRevoked(revoked, reason);
   };
   const limiter = createRateLimiter(kv, log);
+  let delivery: ReturnType<typeof startDeliveryWorker> | undefined;
   const withRefreshRotation = (provider: Provider) => {
     installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
     installPollInterval(provider, kv, config.approvals.pollIntervalSeconds);
@@ -91,6 +92,7 @@ async function start(config: Config): Promise<void> {
     keyEncryptionKey: runtime.keyEncryptionKey,
     pollIntervalSeconds: config.approvals.pollIntervalSeconds,
     webhookUrl: config.approvals.webhookUrl,
+    nudgeDelivery: () => delivery?.nudge(),
   };
   const ciba = cibaHooks(approvals);
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
@@ -203,7 +205,7 @@ async function start(config: Config): Promise<void> {
     log.warn('ALLOW_PRIVATE_FETCH is on: agentauth may call loopback, private and link-local addresses, and http on loopback. Never use this in production.');
     process.stderr.write('\nWARNING: ALLOW_PRIVATE_FETCH=true lets agentauth call loopback, private and link-local addresses. Development only.\n');
   }
-  const delivery = startDeliveryWorker({
+  delivery = startDeliveryWorker({
     db,
     issuer,
     keyEncryptionKey: runtime.keyEncryptionKey,
@@ -231,7 +233,7 @@ async function start(config: Config): Promise<void> {
     log.info({ signal }, 'shutting down');
     clearInterval(purge);
     clearInterval(sealer);
-    delivery.stop();
+    delivery?.stop();
     live.close();
     adminSocket?.close();
     metricsServer?.close();

@@ -186,6 +186,9 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
         if (err instanceof ApprovalGone) throw gone();
         throw err;
       }
+      // The response is sent only once the transaction committed (commit-before-send): then a
+      // queued ping is there for an outbox pass to find, without waiting for the next tick.
+      ctx.res.once('finish', approvals.nudgeDelivery);
       seeOther(ctx, `/account?done=${decision === 'approve' ? 'approved' : 'denied'}`);
     });
   }

@@ -32,6 +32,8 @@ export interface ApprovalDeps {
   pollIntervalSeconds: number;
   /** The product's endpoint for approval-request events, if the deployment set one. */
   webhookUrl: string | undefined;
+  /** Starts an outbox pass now; call once what was queued has committed. */
+  nudgeDelivery(): void;
 }
 
 type BackchannelRequest = InstanceType<Provider['BackchannelAuthenticationRequest']>;

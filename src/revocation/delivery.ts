@@ -140,18 +140,30 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
   return delivered;
 }
 
-/** Runs deliveries every `intervalMs` until stopped. */
-export function startDeliveryWorker(deps: DeliveryDeps, intervalMs = 500): { stop(): void } {
+/**
+ * Runs deliveries every `intervalMs` until stopped. `nudge` runs a pass at once (after a commit
+ * that queued something a person waits for: a CIBA ping), or right after the pass under way.
+ */
+export function startDeliveryWorker(deps: DeliveryDeps, intervalMs = 500): { stop(): void; nudge(): void } {
   let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
+  let again = false;
+  const pass = () => {
+    if (running) {
+      again = true;
+      return;
+    }
     running = true;
     deliverDueEvents(deps)
       .catch((err: unknown) => deps.log.warn({ err }, 'revocation event delivery pass failed'))
       .finally(() => {
         running = false;
+        if (again) {
+          again = false;
+          pass();
+        }
       });
-  }, intervalMs);
+  };
+  const timer = setInterval(pass, intervalMs);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return { stop: () => clearInterval(timer), nudge: pass };
 }

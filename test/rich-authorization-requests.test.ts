@@ -126,6 +126,16 @@ describe('rich authorization requests', () => {
     assert.deepEqual(jwt.authorization_details, [detail]);
   });
 
+  it('issue-19: a detail full of markup is shown as text on consent', async () => {
+    const user = await createUser(server);
+    const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'openid payments:initiate' });
+    const config = await clientFor(server, agent);
+    const { response } = await par(server, agent, config, [payment({ creditor: '<img src=x onerror=alert(1)>' })]);
+    const { consentHtml } = await authorize(server.issuer, await response, user);
+    assert.match(consentHtml, /Pay 420\.00 USD to &lt;img src=x onerror=alert\(1\)&gt;/);
+    assert.doesNotMatch(consentHtml, /<img src=x/);
+  });
+
   it('issue-19: the approval is for that transaction only: the next request with a detail asks the user again', async () => {
     const user = await createUser(server);
     const agent = await createAgent(server, { redirectUris: ['http://127.0.0.1/cb'], scope: 'openid payments:initiate' });

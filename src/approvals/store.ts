@@ -5,6 +5,7 @@
  * only one that can win.
  */
 import type { Db } from '../storage/db.ts';
+import { deleteBatch } from '../storage/delete-batch.ts';
 
 export interface ApprovalRequest {
   id: string;
@@ -68,8 +69,7 @@ export async function decide(db: Db, id: string, accountId: string, decision: De
   return r.rows[0];
 }
 
-/** Forgets requests decided or expired more than `days` ago. */
-export async function purgeApprovalRequests(db: Db, days = 7): Promise<number> {
-  const r = await db.query(`DELETE FROM approval_requests WHERE expires_at < now() - make_interval(days => $1)`, [days]);
-  return r.rowCount;
+/** Deletes up to `limit` requests that expired over a day ago (answered or not); the audit trail keeps their story. */
+export async function purgeApprovalRequests(db: Db, limit: number): Promise<number> {
+  return deleteBatch(db, 'approval_requests', `expires_at < now() - interval '1 day'`, limit);
 }

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { purgeExpiredRegistrationTokens } from '../clients/registration-tokens.ts';
 import { purgeDeliveredEvents } from '../revocation/outbox.ts';
+import { purgeApprovalRequests } from '../approvals/store.ts';
 import { purgeBatches } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
 
@@ -43,6 +44,7 @@ export async function runMaintenance(deps: MaintenanceDeps): Promise<PurgeReport
     ['expired_grants', () => purgeBatches.expired_grants(db, size)],
     ['registration_tokens', () => purgeExpiredRegistrationTokens(db, size)],
     ['revocation_events', () => purgeDeliveredEvents(db, size)],
+    ['approval_requests', () => purgeApprovalRequests(db, size)],
   ];
   if (deps.auditRetentionDays > 0) {
     const cutoff = new Date(Date.now() - deps.auditRetentionDays * 24 * 3600 * 1000);

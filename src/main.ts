@@ -27,6 +27,8 @@ import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { createRateLimiter } from './limits/rate-limit.ts';
 import { tokenEndpointLimit } from './limits/token-limit.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
+import { installTokenExchange } from './oauth/token-exchange.ts';
+import { delegationClaims } from './delegation/claims.ts';
 import { startDeliveryWorker } from './revocation/delivery.ts';
 import { outboxBacklog } from './revocation/outbox.ts';
 import { portOf, serveMetrics } from './metrics/http.ts';
@@ -80,6 +82,10 @@ async function start(config: Config): Promise<void> {
     installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
     return provider;
   };
+  const withTokenExchange = (provider: Provider, findResourceServer: (identifier: string) => ReturnType<ReturnType<typeof resourceServerCache>['find']>) => {
+    installTokenExchange(provider, { db, audit: runtime.audit, findResourceServer });
+    return provider;
+  };
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
   const Adapter = createAdapterClass(db, kv, {
     clientFound: tokenLimit.clientFound,
@@ -103,49 +109,53 @@ async function start(config: Config): Promise<void> {
     pollIntervalSeconds: config.configPollIntervalSeconds,
     build: (signingKeys, scopes) => {
       const resources = resourceServerCache(db);
-      return withRefreshRotation(
-        mountApp(
-          buildProvider({
-            issuer,
-            adapter: Adapter,
-            signingKeys,
-            scopes,
-            cookieKeys: runtime.cookieKeys,
-            ttl: config.ttl,
-            trustProxy: config.trustProxy,
-            clientAuth: config.clientAuth,
-            outbound: runtime.outbound,
-            findResourceServer: resources.find,
-            introspectsFor: resources.introspectsFor,
-            metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
-            withoutConnection: db.withoutConnection,
-            async findAccount(_ctx, id) {
-              const account = await findAccountById(db, id);
-              if (!account || account.disabled) return undefined;
-              return { accountId: account.id, claims: async () => ({ sub: account.id }) };
+      return withTokenExchange(
+        withRefreshRotation(
+          mountApp(
+            buildProvider({
+              issuer,
+              adapter: Adapter,
+              signingKeys,
+              scopes,
+              cookieKeys: runtime.cookieKeys,
+              ttl: config.ttl,
+              trustProxy: config.trustProxy,
+              clientAuth: config.clientAuth,
+              outbound: runtime.outbound,
+              findResourceServer: resources.find,
+              introspectsFor: resources.introspectsFor,
+              metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+              withoutConnection: db.withoutConnection,
+              delegationClaims: delegationClaims(db),
+              async findAccount(_ctx, id) {
+                const account = await findAccountById(db, id);
+                if (!account || account.disabled) return undefined;
+                return { accountId: account.id, claims: async () => ({ sub: account.id }) };
+              },
+              async renderError(ctx, out) {
+                renderErrorPage(ctx, views, ctx.status, String(out.error), String(out.error_description ?? 'The request could not be completed.'));
+              },
+            }),
+            {
+              db,
+              kv,
+              log,
+              views,
+              audit: runtime.audit,
+              cookieKeys: runtime.cookieKeys,
+              introspectionSampleRate: config.audit.introspectionSampleRate,
+              adminTokens: config.adminTokens,
+              operations: runtime,
+              // With METRICS_PORT, /metrics lives there only; otherwise here, behind the admin tokens.
+              metricsHere: config.metricsPort === undefined,
+              openRegistration: config.openRegistration,
+              limiter,
+              limits: config.limits,
+              countIssuedToken: tokenLimit.issued,
             },
-            async renderError(ctx, out) {
-              renderErrorPage(ctx, views, ctx.status, String(out.error), String(out.error_description ?? 'The request could not be completed.'));
-            },
-          }),
-          {
-            db,
-            kv,
-            log,
-            views,
-            audit: runtime.audit,
-            cookieKeys: runtime.cookieKeys,
-            introspectionSampleRate: config.audit.introspectionSampleRate,
-            adminTokens: config.adminTokens,
-            operations: runtime,
-            // With METRICS_PORT, /metrics lives there only; otherwise here, behind the admin tokens.
-            metricsHere: config.metricsPort === undefined,
-            openRegistration: config.openRegistration,
-            limiter,
-            limits: config.limits,
-            countIssuedToken: tokenLimit.issued,
-          },
+          ),
         ),
+        resources.find,
       );
     },
   });

@@ -243,7 +243,11 @@ export async function findEvents(db: Db, filter: AuditFilter, after: number, lim
   const where = ['id > $1'];
   if (filter.since) where.push(`occurred_at >= $${params.push(filter.since)}`);
   if (filter.accountId) where.push(`account_id = $${params.push(filter.accountId)}`);
-  if (filter.clientId) where.push(`client_id = $${params.push(filter.clientId)}`);
+  // A client is found as the row's client or as any link of the delegation chain it names.
+  if (filter.clientId) {
+    const n = params.push(filter.clientId);
+    where.push(`(client_id = $${n} OR (details ? 'chain' AND details -> 'chain' ? $${n}))`);
+  }
   const r = await db.query<RawRow>(
     `SELECT ${COLUMNS}, ${NAME_COLUMNS} FROM audit_events e WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${params.push(Math.min(limit, MAX_AUDIT_PAGE))}`,
     params,

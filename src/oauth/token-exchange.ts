@@ -74,24 +74,28 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
   /** Public keys of the provider: a JWT access token was signed by one of them. */
   const providerKeys = () => createLocalJWKSet({ keys: [...internals.keystore].map((jwk) => internals.keystore.getKeyObject(jwk, true) as unknown as JWK) });
 
-  /** The stored id of an access token value: itself if opaque, its jti if a JWT of ours. */
-  async function storedIdOf(value: string, model: string): Promise<string | undefined> {
-    if (!looksLikeJwt(value)) return value;
-    try {
-      const { payload } = await jwtVerify(value, providerKeys(), { issuer: provider.issuer, typ: 'at+jwt' });
-      return model === 'AccessToken' && typeof payload.jti === 'string' ? payload.jti : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** The active access token behind a value, as stored (never trusting what a JWT says). */
+  /**
+   * An active access token agentauth issued, as {clientId, accountId, grantId, scope, aud, exp}.
+   * Opaque tokens are read from storage (never trusting the caller); JWT access tokens are not
+   * stored, so their signature by the provider's keys and their expiry make them ours, and the
+   * caller then checks that the grant they name still lives.
+   */
   async function activeToken(value: string, model: 'AccessToken' | 'ClientCredentials'): Promise<Record<string, unknown> | undefined> {
-    const id = await storedIdOf(value, model);
-    if (!id) return undefined;
-    const stored = await findArtifact(db, model, id);
+    const now = Math.floor(Date.now() / 1000);
+    if (looksLikeJwt(value)) {
+      try {
+        const { payload } = await jwtVerify(value, providerKeys(), { issuer: provider.issuer, typ: 'at+jwt' });
+        const clientId = payload.client_id;
+        const user = payload.sub !== clientId;
+        if (model === 'AccessToken' && !user) return undefined;
+        return { clientId, accountId: user ? payload.sub : undefined, grantId: payload.grant_id, scope: payload.scope, aud: payload.aud, exp: payload.exp };
+      } catch {
+        return undefined;
+      }
+    }
+    const stored = await findArtifact(db, model, value);
     const exp = stored?.payload.exp;
-    if (!stored || typeof exp !== 'number' || exp <= Math.floor(Date.now() / 1000)) return undefined;
+    if (!stored || typeof exp !== 'number' || exp <= now) return undefined;
     return stored.payload;
   }
 

@@ -9,9 +9,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
+import { createResourceServer, GRANT_REVOKED_EVENT } from '../src/resource-server/index.ts';
 import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
+import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
@@ -93,6 +96,7 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
   let mcpRs: TestAgent;
   let mcpConfig: client.Configuration;
   let searchRs: client.Configuration;
+  let searchClient: TestAgent;
   let subject: client.TokenEndpointResponse;
 
   const exchanger = (name: string, scope: string, extra: string[] = []) => createAgent(server, { name, grantTypes: [TOKEN_EXCHANGE, ...extra], scope });
@@ -108,7 +112,7 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
       await createScope(server, name!, text!);
     const notesClient = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
     notesRs = await clientFor(server, notesClient);
-    const searchClient = await createAgent(server, { name: 'Search API', grantTypes: ['client_credentials'] });
+    searchClient = await createAgent(server, { name: 'Search API', grantTypes: ['client_credentials'] });
     searchRs = await clientFor(server, searchClient);
     // The MCP server introspects its tokens and may call the search API with search:query.
     mcpRs = await exchanger('MCP server', 'search:query', ['client_credentials']);
@@ -328,6 +332,16 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     assert.equal(info.active, true);
     assert.equal(info.aud, SEARCH_API);
     assert.deepEqual(info.act, { sub: mcpRs.clientId, act: { sub: planner.clientId } });
+    // The downstream API's helper exposes the chain: the user, via the Reporting Agent, via the MCP server.
+    const search = createResourceServer({
+      issuer: server.issuer,
+      resource: SEARCH_API,
+      introspection: { clientId: searchClient.clientId, privateKey: searchClient.privateKey!, kid: searchClient.kid },
+    });
+    const verified = await search.verify(String(r.body.access_token), ['search:query']);
+    assert.equal(verified.subject, user.id);
+    assert.equal(verified.clientId, mcpRs.clientId);
+    assert.deepEqual(verified.delegationChain, [planner.clientId, mcpRs.clientId]);
     const same = await exchange(mcpConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN, resource: MCP_SERVER });
     assert.equal(same.body.error, 'invalid_target');
     const none = await exchange(mcpConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN });
@@ -376,5 +390,64 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     assert.equal(again.body.error, 'invalid_request');
     const row = (await auditRows(server, planner.clientId)).find((e) => e.event_type === 'grant.revoked' && e.grant_id === grantId);
     assert.equal((row?.details.delegations as string[] | undefined)?.length, 2, 'the revocation names both delegations');
+  });
+});
+
+describe('revocation events along a delegation chain', { skip: testHostsUnavailable }, () => {
+  let server: TestServer;
+  const received: Record<string, unknown>[] = [];
+  let close: () => Promise<void>;
+
+  before(async () => {
+    server = await startServer(testHostEnv());
+    const host = await createTestHost('chain-events', (req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => {
+        body += d;
+      });
+      req.on('end', () => {
+        received.push(claimsOf(body));
+        res.writeHead(202).end();
+      });
+    });
+    close = () => host.close();
+    await createScope(server, 'notes:read', 'Read your notes');
+    const events = `${host.origin}/events`;
+    const made = await server.cli(['resources', 'create', NOTES_API, '--scopes', 'notes:read', '--event-uri', events]);
+    assert.equal(made.code, 0, made.stderr);
+  });
+  after(async () => {
+    await close?.();
+    await server?.stop();
+  });
+
+  it('tells every party of the chain, naming it, when the user revokes the first agent', async () => {
+    const planner = await createAgent(server, { name: 'Reporting Agent', redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read' });
+    const coder = await createAgent(server, { name: 'Coding Agent', grantTypes: [TOKEN_EXCHANGE], scope: 'notes:read' });
+    const uri = (await server.cli(['resources', 'show', NOTES_API, '--json'])).stdout;
+    const eventUri = String(JSON.parse(uri).event_delivery_uri);
+    for (const agent of [planner, coder]) assert.equal((await server.cli(['clients', 'update', agent.clientId, '--event-uri', eventUri])).code, 0);
+    assert.equal((await server.cli(['clients', 'update', planner.clientId, '--delegate-to', coder.clientId])).code, 0);
+    const user = await createUser(server);
+    const { tokens } = await userToken(server, await clientFor(server, planner), user, 'notes:read', NOTES_API);
+    const coderConfig = await clientFor(server, coder);
+    const handed = await exchange(coderConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN });
+    assert.equal(handed.status, 200, JSON.stringify(handed.body));
+    const childGrant = String((await client.tokenIntrospection(coderConfig, String(handed.body.access_token))).grant_id);
+    const rootGrant = String((await client.tokenIntrospection(await clientFor(server, planner), tokens.access_token)).grant_id);
+    assert.equal((await server.cli(['grants', 'revoke', rootGrant])).code, 0);
+
+    const revokedEvent = (e: Record<string, unknown>) => (e.events as Record<string, Record<string, unknown>>)[GRANT_REVOKED_EVENT]!;
+    // The agent and the resource server hear of each grant: 2 for the root, 2 for the delegation.
+    await waitFor('four revocation events', () => received.length >= 4 || undefined);
+    const forChild = received.filter((e) => revokedEvent(e).grant_id === childGrant);
+    assert.deepEqual(forChild.map((e) => e.aud).sort(), [NOTES_API, coder.clientId].sort());
+    for (const e of forChild) {
+      assert.deepEqual(revokedEvent(e).delegation_chain, [planner.clientId, coder.clientId]);
+      assert.equal(revokedEvent(e).reason, 'delegating_grant_revoked');
+    }
+    const forRoot = received.filter((e) => revokedEvent(e).grant_id === rootGrant);
+    assert.deepEqual(forRoot.map((e) => e.aud).sort(), [NOTES_API, planner.clientId].sort());
+    assert.equal(revokedEvent(forRoot[0]!).delegation_chain, undefined);
   });
 });

@@ -8,11 +8,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { SignJWT } from 'jose';
 import * as client from 'openid-client';
 import { createResourceServer, GRANT_REVOKED_EVENT } from '../src/resource-server/index.ts';
 import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
-import { startServer, type TestServer } from './helpers/server.ts';
+import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
+import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { waitFor } from './helpers/wait.ts';
 
@@ -235,6 +237,20 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
       assert.equal(r.body.error, 'invalid_request');
       assert.match(String(r.body.error_description), /actor_token does not prove/);
     }
+    // An assertion signed with the Coding Agent's registered key (actor_token_type jwt) proves it, once.
+    const assertion = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: coder.kid })
+      .setIssuer(coder.clientId)
+      .setSubject(coder.clientId)
+      .setAudience(server.issuer)
+      .setJti(randomBytes(16).toString('hex'))
+      .setIssuedAt()
+      .setExpirationTime('60s')
+      .sign(coder.privateKey!);
+    const asserted = await exchange(coderConfig, { ...base, actor_token: assertion, actor_token_type: JWT_TYPE });
+    assert.equal(asserted.status, 200, JSON.stringify(asserted.body));
+    const replayed = await exchange(coderConfig, { ...base, actor_token: assertion, actor_token_type: JWT_TYPE });
+    assert.equal(replayed.body.error, 'invalid_request', 'an actor assertion is used once');
     const untyped = await exchange(coderConfig, { ...base, actor_token: own.access_token });
     assert.equal(untyped.status, 400);
     assert.equal(untyped.body.error, 'invalid_request');
@@ -449,5 +465,57 @@ describe('revocation events along a delegation chain', { skip: testHostsUnavaila
     const forRoot = received.filter((e) => revokedEvent(e).grant_id === rootGrant);
     assert.deepEqual(forRoot.map((e) => e.aud).sort(), [NOTES_API, planner.clientId].sort());
     assert.equal(revokedEvent(forRoot[0]!).delegation_chain, undefined);
+  });
+});
+
+describe('token exchange on two instances', {
+  skip: REAL_SERVICES ? false : 'needs two server processes on real PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)',
+}, () => {
+  let cluster: TestCluster;
+
+  before(async () => {
+    cluster = await startCluster(2);
+    await createScope(cluster, 'notes:read', 'Read your notes');
+  });
+  after(() => cluster?.stop());
+
+  it('applies the delegation policy and the revocation cascade on both, and no exchange racing a revocation survives it', async () => {
+    const planner = await createAgent(cluster, { name: 'Reporting Agent', redirectUris: ['http://127.0.0.1/cb'], scope: 'notes:read' });
+    const coder = await createAgent(cluster, { name: 'Coding Agent', grantTypes: [TOKEN_EXCHANGE], scope: 'notes:read' });
+    assert.equal((await cluster.cli(['clients', 'update', planner.clientId, '--delegate-to', coder.clientId])).code, 0);
+    const plannerConfig = await clientFor(cluster, planner);
+    const coderConfig = await clientFor(cluster, coder);
+    const user = await createUser(cluster);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(plannerConfig, {
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'notes:read',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const { callback } = await authorize(cluster.issuer, url, user);
+    const tokens = await client.authorizationCodeGrant(plannerConfig, callback, { pkceCodeVerifier: verifier });
+    const params = { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN };
+    // Consecutive requests alternate between the instances behind the proxy.
+    const first = [await exchange(coderConfig, params), await exchange(coderConfig, params)];
+    assert.deepEqual(
+      first.map((r) => r.status),
+      [200, 200],
+    );
+    // Ten exchanges at once, across both instances, while the user's grant is revoked.
+    const grantId = String((await client.tokenIntrospection(plannerConfig, tokens.access_token)).grant_id);
+    const [racing] = await Promise.all([
+      Promise.all(Array.from({ length: 10 }, () => exchange(coderConfig, params))),
+      cluster.cli(['grants', 'revoke', grantId]),
+    ]);
+    const issued = [...first, ...racing].filter((r) => r.status === 200).map((r) => String(r.body.access_token));
+    assert.ok(
+      racing.every((r) => r.status === 200 || r.body.error === 'invalid_request'),
+      JSON.stringify(racing.map((r) => r.body.error)),
+    );
+    for (const token of issued) {
+      for (let i = 0; i < 2; i++) assert.deepEqual(await client.tokenIntrospection(coderConfig, token), { active: false });
+    }
+    for (let i = 0; i < 2; i++) assert.equal((await exchange(coderConfig, params)).body.error, 'invalid_request');
   });
 });

@@ -341,6 +341,8 @@ export const operations = {
         granted_at: g.grantedAt.toISOString(),
         last_used_at: g.lastUsedAt?.toISOString() ?? null,
         live_tokens: g.liveTokens,
+        // A delegation (RFC 8693 token exchange) names the grant it was handed from.
+        delegated_from: g.parentGrantId,
       })),
     };
   }),

@@ -76,6 +76,7 @@ const auditRows = async (server: TestServer, clientId: string) =>
     client_id: string;
     grant_id: string | null;
     outcome: string;
+    summary: string;
     details: Record<string, unknown>;
   }[];
 
@@ -317,6 +318,7 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     assert.equal(rows.length, 1);
     assert.deepEqual(rows[0]!.details.chain, [planner.clientId, coder.clientId, reviewer.clientId, archive.clientId]);
     assert.equal(rows[0]!.details.grant_type, TOKEN_EXCHANGE);
+    assert.equal(rows[0]!.summary, `${user.username} via Reporting Agent via Coding Agent via Review Agent via Archive Agent: token.issued`);
   });
 
   it('carries act in JWT access tokens, from a JWT subject token', async () => {

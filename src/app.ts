@@ -25,6 +25,8 @@ import { auditGrantRevocation } from './oauth/provider-events.ts';
 import { createAdapterClass } from './oauth/oidc-adapter.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
+import { installTokenExchange } from './oauth/token-exchange.ts';
+import { delegationClaims } from './delegation/claims.ts';
 import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
@@ -144,6 +146,7 @@ export function buildApp(deps: AppDeps): App {
         introspectsFor: resources.introspectsFor,
         metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
         withoutConnection: db.withoutConnection,
+        delegationClaims: delegationClaims(db),
         async findAccount(_ctx, id) {
           const account = await findAccountById(db, id);
           if (!account || account.disabled) return undefined;
@@ -157,6 +160,7 @@ export function buildApp(deps: AppDeps): App {
       });
       mountRoutes(provider, shared);
       installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
+      installTokenExchange(provider, { db, audit, findResourceServer: resources.find });
       return provider;
     },
   };

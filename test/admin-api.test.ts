@@ -79,6 +79,18 @@ describe('the admin API', () => {
     assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
     assert.equal(renamed.body.client_name, 'Notes agent 2');
     assert.ok(((await call('GET', '/admin/clients')).body.clients as { client_id: string }[]).some((c) => c.client_id === clientId));
+    // Delegation (RFC 8693): who the agent may hand its users' tokens to, as with --delegate-to.
+    const delegate = await call('POST', '/admin/clients', {
+      name: 'Coding agent',
+      grantTypes: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+      jwks: { keys: [(await generateAgentKey()).publicJwk] },
+    });
+    assert.equal(delegate.status, 201, JSON.stringify(delegate.body));
+    const delegated = await call('PATCH', `/admin/clients/${clientId}`, { delegates: [delegate.body.client_id] });
+    assert.equal(delegated.status, 200, JSON.stringify(delegated.body));
+    assert.deepEqual((await call('GET', `/admin/clients/${clientId}`)).body.delegates, [delegate.body.client_id]);
+    assert.equal((await call('PATCH', `/admin/clients/${clientId}`, { delegates: [] })).status, 200);
+    assert.deepEqual((await call('GET', `/admin/clients/${clientId}`)).body.delegates, []);
 
     const user = { username: `alice-${randomBytes(3).toString('hex')}`, password: randomBytes(12).toString('base64url') };
     const made = await call('POST', '/admin/users', user);

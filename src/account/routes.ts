@@ -35,6 +35,7 @@ const EVENT_WORDS: Record<string, string> = {
   'token.revoked': 'Gave a token back',
   'token.introspected': 'Had a token checked',
   'grant.revoked': 'Access revoked',
+  'token_exchange.refused': 'Was refused a delegated token',
 };
 
 export interface AccountDeps {
@@ -120,14 +121,29 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
       lastUsedAt: a.lastUsedAt ? timeWords(a.lastUsedAt) : undefined,
       liveTokens: a.liveTokens,
       activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: timeWords(e.occurredAt), ip: e.ip })),
+      parentGrantId: a.parentGrantId,
     }));
+  }
+
+  /** The agents the user allowed, each with the agents it handed parts of that to, nested. */
+  async function agentTree(accountId: string) {
+    type View = Awaited<ReturnType<typeof viewOf>>[number] & { delegates: View[] };
+    const views = (await viewOf(await connectedAgentsFor(db, accountId, ACCOUNT_CLIENT_ID), accountId)).map((v): View => ({ ...v, delegates: [] }));
+    const byGrant = new Map(views.map((v) => [v.grantId, v]));
+    const roots: View[] = [];
+    for (const view of views) {
+      const parent = view.parentGrantId ? byGrant.get(view.parentGrantId) : undefined;
+      if (parent) parent.delegates.push(view);
+      else if (!view.parentGrantId) roots.push(view);
+    }
+    return { roots, all: views };
   }
 
   router.get('/account', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const account = await findAccountById(db, who.accountId);
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    const agents = (await agentTree(who.accountId)).roots;
     ctx.body = views.render('account', { username: account?.username, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
   });
 
@@ -143,7 +159,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const grantId = await ownGrant(ctx, who);
-    const agent = (await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId)).find((a) => a.grantId === grantId);
+    const agent = (await agentTree(who.accountId)).all.find((a) => a.grantId === grantId);
     ctx.body = views.render('confirm', { action: `/account/agents/${grantId}/revoke`, csrf: csrfFor(who.sessionId), agents: agent ? [agent] : [], all: false });
   });
 
@@ -159,7 +175,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
   router.get('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    const agents = (await agentTree(who.accountId)).roots;
     ctx.body = views.render('confirm', { action: '/account/revoke-all', csrf: csrfFor(who.sessionId), agents, all: true });
   });
 
@@ -167,6 +183,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     const who = await signedIn(ctx);
     if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
+    // Delegations first die with their parents (revocation/revoke.ts); revoking them again is a no-op.
     for (const agent of await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID)) {
       await revokeGrant(db, audit, agent.grantId, { type: 'user', id: who.accountId }, 'user_revoked_all');
     }

@@ -1,6 +1,6 @@
 /**
  * The admin HTTP API: everything the CLI does, as JSON over HTTP, running the same operations
- * (src/cli/operations.ts) with the same input schemas. One table below is both the router and
+ * (src/operations/operations.ts) with the same input schemas. One table below is both the router and
  * the OpenAPI 3.1 document (served at /admin/openapi.json), so the two cannot drift. Every route
  * needs `Authorization: Bearer <admin token>`; the token's name is the audit actor. Without a
  * configured admin token the API does not exist (404).

@@ -113,6 +113,17 @@ async function clientOptions(values: Values) {
 
 const json = (v: unknown) => JSON.stringify(v, null, 2);
 
+/** `--delegate-to a --delegate-to b` replaces the list; `--delegate-to none` empties it. */
+function delegatesOption(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  const given = value as string[];
+  if (given.includes('none')) {
+    if (given.length > 1) throw new UsageError('--delegate-to none clears the list: give it alone');
+    return [];
+  }
+  return given;
+}
+
 const COMMANDS: Record<string, Command> = {
   migrate: {
     usage: 'agentauth migrate [--json]',
@@ -220,9 +231,10 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
       '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>]\n' +
-      '                         [--backchannel-logout-uri <https uri>] [--json]',
-    summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
-    options: CLIENT_OPTIONS,
+      '                         [--backchannel-logout-uri <https uri>] [--delegate-to <client_id>|none]... [--json]',
+    summary:
+      'Change a client. Given options replace the current values; the resulting client must pass registration. --delegate-to (repeatable): the clients it may hand its users\' tokens to by token exchange (RFC 8693); "none" clears the list.',
+    options: { ...CLIENT_OPTIONS, 'delegate-to': { type: 'string', multiple: true } },
     positionals: ['client_id'],
     operation: 'clients.update',
     async input(values, [clientId]) {
@@ -240,6 +252,7 @@ const COMMANDS: Record<string, Command> = {
         refreshRetryWindow: given.refreshRetryWindow,
         eventUri: given.eventUri,
         backchannelLogoutUri: given.backchannelLogoutUri,
+        delegates: delegatesOption(values['delegate-to']),
       };
     },
     print: json,

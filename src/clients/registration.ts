@@ -64,6 +64,8 @@ export const clientUpdateSchema = z.object({
   eventUri: clientInputSchema.shape.eventUri,
   backchannelLogoutUri: clientInputSchema.shape.backchannelLogoutUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
+  /** The clients this one may hand its users' tokens to (RFC 8693), replacing the current list. */
+  delegates: z.array(z.string().min(1).max(200)).max(20).optional(),
 });
 
 /** The input that would register this client as it is: the base for an update. */

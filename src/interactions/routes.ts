@@ -12,6 +12,7 @@ import type { SignInGuard } from '../users/sign-in-guard.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../users/store.ts';
 import { InvalidRequest, TooManyRequests } from '../errors.ts';
+import { clientNames, delegatesOf } from '../delegation/store.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
@@ -88,7 +89,17 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
       const scopes = asked.map((p) => ({ name: permissionLabel(p), description: describePermission(p, describe) }));
       // An agent that registered itself (open registration, a metadata document) is flagged, with where it will send you.
       const unverified = isSelfRegistered((await findClient(db, clientId))?.registration);
-      ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
+      // Who this agent may hand parts of it to (RFC 8693 delegation, an operator's setting).
+      const names = await clientNames(db, await delegatesOf(db, clientId));
+      const delegates = [...names.values()];
+      ctx.body = views.render('consent', {
+        ...common,
+        username: account.username,
+        scopes,
+        unverified,
+        delegates,
+        redirectHost: hostOf(details.params.redirect_uri),
+      });
       return;
     }
     throw new InvalidRequest('This sign-in step is not supported.');

@@ -20,6 +20,8 @@ import {
 } from '../clients/store.ts';
 import { revokeAccountAccess, revokeClientAccess, revokeGrant } from '../revocation/revoke.ts';
 import { connectedAgentsFor } from '../account/store.ts';
+import { delegatesOf, setDelegates } from '../delegation/store.ts';
+import { TOKEN_EXCHANGE_GRANT } from '../clients/policy.ts';
 import { ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
 import { deleteResourceServer, findResourceServer, insertResourceServer, listResourceServers, type ResourceServer } from '../resource-servers/store.ts';
 import { checkFetchedUri, checkHttpsUrl } from '../clients/policy.ts';
@@ -64,14 +66,31 @@ const resourceView = (rs: ResourceServer) => ({
   event_delivery_uri: rs.eventDeliveryUri,
 });
 
-const clientView = (c: ClientRecord) => ({
+const clientView = (c: ClientRecord, delegates?: string[]) => ({
   ...c.metadata,
+  ...(delegates ? { delegates } : {}),
   registration: c.registration,
   token_rate_limit: c.tokenRateLimit,
   refresh_retry_window: c.refreshRetryWindow,
   created_at: c.createdAt.toISOString(),
   disabled: c.disabledAt !== null,
 });
+
+/**
+ * Sets who a client may delegate to (RFC 8693 token exchange). Each delegate must exist, be
+ * another client, and be registered for the token exchange grant, or it could never use it.
+ */
+async function updateDelegates(db: Db, clientId: string, delegates: string[]): Promise<{ added: string[]; removed: string[] }> {
+  const wanted = [...new Set(delegates)];
+  for (const delegate of wanted) {
+    if (delegate === clientId) throw new InvalidRequest('a client cannot be its own delegate');
+    const found = await findClient(db, delegate);
+    if (!found) throw new NotFound(`no client ${delegate}`);
+    if (!((found.metadata.grant_types as string[] | undefined) ?? []).includes(TOKEN_EXCHANGE_GRANT))
+      throw new InvalidRequest(`${delegate} is not registered for the token exchange grant (--grant-types ${TOKEN_EXCHANGE_GRANT})`);
+  }
+  return setDelegates(db, clientId, wanted);
+}
 
 function operation<S extends z.ZodType, R>(
   input: S,
@@ -129,26 +148,40 @@ export const operations = {
 
   'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => registerClient(db, audit, input, clientPolicy, actor)),
 
-  'clients.update': operation(clientUpdateSchema, async ({ db, audit, clientPolicy, actor }, { clientId, tokenRateLimit, refreshRetryWindow, ...changes }) => {
-    const current = await findClient(db, clientId);
-    if (!current) throw new NotFound(`no client ${clientId}`);
-    const base = inputOf(current.metadata);
-    const authChanged = changes.jwks !== undefined || changes.jwksUri !== undefined || changes.public !== undefined;
-    const next = {
-      ...base,
-      ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)),
-      ...(authChanged ? { jwks: changes.jwks, jwksUri: changes.jwksUri, public: changes.public ?? false } : {}),
-    };
-    const metadata = await buildClientMetadata(db, next, clientPolicy, current);
-    await updateClientMetadata(db, metadata);
-    if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
-    if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
-    const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
-    if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
-    if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
-    await audit.record({ type: 'client.updated', actor, clientId, details: { changed, client_name: metadata.client_name } });
-    return clientView((await findClient(db, clientId))!);
-  }),
+  'clients.update': operation(
+    clientUpdateSchema,
+    async ({ db, audit, clientPolicy, actor }, { clientId, tokenRateLimit, refreshRetryWindow, delegates, ...changes }) => {
+      const current = await findClient(db, clientId);
+      if (!current) throw new NotFound(`no client ${clientId}`);
+      const base = inputOf(current.metadata);
+      const authChanged = changes.jwks !== undefined || changes.jwksUri !== undefined || changes.public !== undefined;
+      const next = {
+        ...base,
+        ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)),
+        ...(authChanged ? { jwks: changes.jwks, jwksUri: changes.jwksUri, public: changes.public ?? false } : {}),
+      };
+      const metadata = await buildClientMetadata(db, next, clientPolicy, current);
+      await updateClientMetadata(db, metadata);
+      if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
+      if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
+      const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
+      if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
+      if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
+      const delegation = delegates === undefined ? undefined : await updateDelegates(db, clientId, delegates);
+      if (delegation && (delegation.added.length || delegation.removed.length)) changed.push('delegates');
+      await audit.record({
+        type: 'client.updated',
+        actor,
+        clientId,
+        details: {
+          changed,
+          client_name: metadata.client_name,
+          ...(delegation ? { delegates_added: delegation.added, delegates_removed: delegation.removed } : {}),
+        },
+      });
+      return clientView((await findClient(db, clientId))!, await delegatesOf(db, clientId));
+    },
+  ),
 
   'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
     if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
@@ -273,6 +306,8 @@ export const operations = {
         granted_at: g.grantedAt.toISOString(),
         last_used_at: g.lastUsedAt?.toISOString() ?? null,
         live_tokens: g.liveTokens,
+        // A delegation (RFC 8693 token exchange) names the grant it was handed from.
+        delegated_from: g.parentGrantId,
       })),
     };
   }),
@@ -283,12 +318,12 @@ export const operations = {
     return { grant_id: grantId, revoked: true };
   }),
 
-  'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map(clientView) })),
+  'clients.list': operation(z.object({}), async ({ db }) => ({ clients: (await listClients(db)).map((c) => clientView(c)) })),
 
   'clients.show': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db }, { clientId }) => {
     const client = await findClient(db, clientId);
     if (!client) throw new NotFound(`no client ${clientId}`);
-    return clientView(client);
+    return clientView(client, await delegatesOf(db, clientId));
   }),
 
   'keys.rotate': operation(

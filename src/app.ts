@@ -231,7 +231,8 @@ function mountRoutes(provider: Provider, shared: Shared): void {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
-  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms });
+  const vault = { db, kek: runtime.keyEncryptionKey, outbound: runtime.outbound, audit };
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms, vault });
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);

@@ -23,6 +23,8 @@ export interface Connection {
 /** What the upstream token endpoint gave, as kept (sealed) for one user and connection. */
 export interface UpstreamTokens {
   accessToken: string;
+  /** As the provider named it (RFC 6749 §7.1); Bearer when it did not say. */
+  tokenType?: string;
   refreshToken: string | null;
   /** When the access token expires (ms since the epoch); null when the provider did not say. */
   expiresAt: number | null;

@@ -111,6 +111,7 @@ function tokenResult(status: number, raw: Buffer, previousRefresh: string | null
   return {
     tokens: {
       accessToken: body.access_token,
+      tokenType: typeof body.token_type === 'string' ? body.token_type : 'Bearer',
       // A provider that does not rotate sends no new refresh token: the old one stays good.
       refreshToken: typeof body.refresh_token === 'string' ? body.refresh_token : previousRefresh,
       expiresAt: expiresIn === null ? null : now + expiresIn * 1000,

@@ -132,6 +132,7 @@ export async function disconnect(deps: VaultDeps, accountId: string, connectionI
 
 export interface UpstreamAccess {
   accessToken: string;
+  tokenType: string;
   /** Seconds left; undefined when the provider did not say. */
   expiresIn: number | undefined;
   scopes: string[];
@@ -151,7 +152,7 @@ const notGranted = (description: string) => new AgentauthError(400, 'invalid_gra
  */
 export async function upstreamAccessToken(
   deps: VaultDeps,
-  request: { accountId: string; connectionId: string; clientId: string; grantId?: string | null },
+  request: { accountId: string; connectionId: string; clientId: string; grantId?: string | null; chain?: string[] },
 ): Promise<UpstreamAccess> {
   const { db, kek } = deps;
   const connection = await findConnection(db, request.connectionId);
@@ -167,10 +168,11 @@ export async function upstreamAccessToken(
       accountId: request.accountId,
       grantId: request.grantId ?? null,
       scopes,
-      details: { connection: connection.id },
+      // "alice, via Reporting Agent (via …), obtained a Drive token": the whole chain when delegated.
+      details: { connection: connection.id, ...(request.chain && request.chain.length > 1 ? { chain: request.chain } : {}) },
     });
     const expiresIn = tokens.expiresAt === null ? undefined : Math.max(0, Math.floor((tokens.expiresAt - Date.now()) / 1000));
-    return { accessToken: tokens.accessToken, expiresIn, scopes, connection };
+    return { accessToken: tokens.accessToken, tokenType: tokens.tokenType ?? 'Bearer', expiresIn, scopes, connection };
   };
 
   const held = await openConnectedAccount(db, kek, request.accountId, connection.id, false);

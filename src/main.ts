@@ -35,6 +35,7 @@ import { runMaintenance } from './maintenance/purge.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
+import { dpopNonceSecrets } from './oauth/dpop.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60 * 1000;
 /** How soon committed audit rows join the hash chain. */
@@ -118,6 +119,7 @@ async function start(config: Config): Promise<void> {
             findResourceServer: resources.find,
             introspectsFor: resources.introspectsFor,
             metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+            dpop: { ...config.dpop, nonceSecrets: dpopNonceSecrets(config.dpop.nonceSecrets, runtime.keyEncryptionKey) },
             withoutConnection: db.withoutConnection,
             async findAccount(_ctx, id) {
               const account = await findAccountById(db, id);

@@ -22,6 +22,7 @@ import { auditProviderEvents } from '../oauth/provider-events.ts';
 import { createFormGuard } from './forms.ts';
 import { explainClientAuthFailures } from '../clients/authentication-failures.ts';
 import { correctTokenErrors } from '../oauth/error-corrections.ts';
+import { explainDpopFailures } from '../oauth/dpop.ts';
 import { interactionRoutes } from '../interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from '../metrics/http.ts';
 import { createHashQueue } from '../users/hash-queue.ts';
@@ -144,6 +145,7 @@ export function mountApp(provider: Provider, deps: AppDeps): Provider {
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, deps.audit, log, deps.introspectionSampleRate);
   explainClientAuthFailures(provider, { db, audit: deps.audit, log });
+  explainDpopFailures(provider, { db, audit: deps.audit, log });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;

@@ -398,3 +398,53 @@ describe('DPoP across two instances', {
     assert.equal(answers.filter((r) => r.status === 200).length, 1, answers.map((r) => r.status).join(','));
   });
 });
+
+describe('DPoP nonce secrets rotate like cookie keys', () => {
+  const oldSecret = randomBytes(32).toString('base64url');
+  const newSecret = randomBytes(32).toString('base64url');
+  let server: TestServer;
+
+  before(async () => {
+    server = await startServer({ DPOP_NONCE_SECRETS: oldSecret, DPOP_REQUIRE_NONCE: 'true' });
+    await createScope(server, 'notes:read', 'Read your notes');
+  });
+  after(() => server?.stop());
+
+  it('accepts a nonce of the previous secret after a rotation, and refuses it once that secret is dropped', async () => {
+    const key = generateTestKey('ES256');
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read', jwks: { keys: [key.publicJwk] } });
+    const params = () => ({
+      grant_type: 'client_credentials',
+      client_assertion_type: JWT_BEARER,
+      client_assertion: clientAssertion(key, agent.clientId, server.issuer),
+    });
+    const proofKey = generateTestKey('ES256');
+    const proof = (nonce?: string) => dpopProof(proofKey, 'POST', `${server.issuer}/token`, nonce ? { nonce } : {});
+    const nonce = (await tokenRequest(server.issuer, params(), proof())).nonce!;
+    assert.ok(nonce);
+
+    const restartWith = async (secrets: string) => {
+      await server.halt();
+      const next = await spawnServer({ ...server.env, DPOP_NONCE_SECRETS: secrets });
+      return async () => {
+        next.child.kill('SIGTERM');
+        await new Promise((resolve) => next.child.once('exit', resolve));
+      };
+    };
+    let stop = await restartWith(`${newSecret},${oldSecret}`);
+    try {
+      const answer = await tokenRequest(server.issuer, params(), proof(nonce));
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.notEqual(answer.nonce, nonce, 'new nonces come from the new secret');
+    } finally {
+      await stop();
+    }
+    stop = await restartWith(newSecret);
+    try {
+      const answer = await tokenRequest(server.issuer, params(), proof(nonce));
+      assert.equal(answer.body.error, 'use_dpop_nonce');
+    } finally {
+      await stop();
+    }
+  });
+});

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import * as client from 'openid-client';
-import { authorize, codeFlowTokens } from './helpers/browserless.ts';
+import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { clientAssertion, dpopProof, generateTestKey, thumbprintOf, type TestKey } from './helpers/jwt.ts';
@@ -320,6 +320,21 @@ describe('a deployment that requires DPoP nonces and DPoP of public clients', ()
     assert.equal(tokens.token_type, 'dpop');
     const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token!, undefined, { DPoP });
     assert.equal(refreshed.token_type, 'dpop');
+  });
+
+  it('still lets a user sign in to /account (agentauth’s own client is exempt from the switch)', async () => {
+    const jar = new CookieJar();
+    const page = await followOnIssuer(jar, server.issuer, await browse(jar, `${server.issuer}/account`));
+    const html = await page.text();
+    const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)![1]!;
+    const res = await followOnIssuer(
+      jar,
+      server.issuer,
+      await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+    );
+    const account = await res.text();
+    assert.equal(res.status, 200, account);
+    assert.match(account, /Your connected agents/);
   });
 
   it('answers a proof without a nonce with use_dpop_nonce and a DPoP-Nonce header', async () => {

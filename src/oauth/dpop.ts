@@ -11,7 +11,7 @@
  *   with invalid_grant and audited as refresh_token.key_mismatch.
  * See docs/dpop.md.
  */
-import { hkdfSync } from 'node:crypto';
+import { createHash, hkdfSync } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import ServerChallenge from 'oidc-provider/lib/helpers/challenge.js';
@@ -19,7 +19,6 @@ import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import type { Db } from '../storage/db.ts';
-import { createHash } from 'node:crypto';
 
 /** Algorithms a DPoP proof may be signed with (Ed25519 is EdDSA's fully-specified name, RFC 9864). */
 export const DPOP_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;

@@ -31,6 +31,7 @@ export type AuditEventType =
   | 'authorization_code.issued'
   | 'authorization_code.reuse_detected'
   | 'token.issued'
+  | 'token_exchange.refused'
   | 'refresh_token.rotated'
   | 'refresh_token.retried'
   | 'refresh_token.reuse_detected'

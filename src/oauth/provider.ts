@@ -36,6 +36,8 @@ export interface ProviderSettings {
   metadataDocuments?: MetadataDocumentHooks;
   /** DPoP (RFC 9449): nonce secrets and who must send proofs. */
   dpop: DpopSettings;
+  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts). */
+  delegationClaims(token: object): Promise<Record<string, unknown> | undefined>;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
 }
@@ -296,9 +298,12 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
     // what it cached when the grant's revocation event, which names the same grant_id, arrives.
+    // Exchanged tokens carry their chain (act) and tokens a delegate may be handed say so
+    // (may_act), in the JWT and in introspection alike (RFC 8693 §4.1, §4.4).
     extraTokenClaims: async (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      return grantId ? { grant_id: grantId } : undefined;
+      const delegation = await s.delegationClaims(token);
+      return grantId || delegation ? { ...delegation, ...(grantId ? { grant_id: grantId } : {}) } : undefined;
     },
     interactions: {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,

@@ -41,6 +41,13 @@ export interface AccessToken {
   /** The user the agent acts for; absent for a client_credentials token. */
   subject: string | undefined;
   grantId: string | undefined;
+  /**
+   * RFC 8693 delegation, read from the nested `act` claim: the agents that acted for the user,
+   * the agent the user consented to first and `clientId` (the current actor) last. Empty for a
+   * token that was not exchanged: "alice, via Reporting Agent, via Coding Agent" is
+   * `subject: alice, delegationChain: [reporting, coding]`.
+   */
+  delegationChain: string[];
   /** Every claim of the JWT or member of the introspection answer. */
   claims: Record<string, unknown>;
   /** The thumbprint of the DPoP key the token is bound to (cnf.jkt), if it is. */
@@ -403,8 +410,22 @@ function accessToken(token: string, claims: Record<string, unknown>, resource: U
     resource,
     scopes: (text(claims.scope) ?? '').split(' ').filter(Boolean),
     expiresAt: claims.exp,
+    delegationChain: chainOfAct(claims.act),
     extra: { subject, grantId },
   };
+}
+
+/** The actors named by a nested `act` claim (RFC 8693 §4.1: the outermost is the current one), first one first. */
+function chainOfAct(act: unknown): string[] {
+  const chain: string[] = [];
+  let current = act;
+  for (let depth = 0; depth < 16 && current !== null && typeof current === 'object'; depth++) {
+    const { sub, act: prior } = current as { sub?: unknown; act?: unknown };
+    if (typeof sub !== 'string') return [];
+    chain.unshift(sub);
+    current = prior;
+  }
+  return chain;
 }
 
 const looksLikeJwt = (token: string) => token.split('.').length === 3;

@@ -38,6 +38,7 @@ import { auditProviderEvents } from './oauth/provider-events.ts';
 import { createFormGuard, type FormGuard } from './http/forms.ts';
 import { explainClientAuthFailures } from './clients/authentication-failures.ts';
 import { correctTokenErrors } from './oauth/error-corrections.ts';
+import { dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from './metrics/http.ts';
 import { createHashQueue, type HashQueue } from './users/hash-queue.ts';
@@ -149,6 +150,7 @@ export function buildApp(deps: AppDeps): App {
         findResourceServer: resources.find,
         introspectsFor: resources.introspectsFor,
         metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+        dpop: { ...config.dpop, nonceSecrets: dpopNonceSecrets(config.dpop.nonceSecrets, runtime.keyEncryptionKey) },
         withoutConnection: db.withoutConnection,
         delegationClaims: delegationClaims(db),
         async findAccount(_ctx, id) {
@@ -244,6 +246,7 @@ function mountRoutes(provider: Provider, shared: Shared): void {
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);
   explainClientAuthFailures(provider, { db, audit, log });
+  explainDpopFailures(provider, { db, audit, log });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;

@@ -35,6 +35,7 @@ export type AuditEventType =
   | 'refresh_token.rotated'
   | 'refresh_token.retried'
   | 'refresh_token.reuse_detected'
+  | 'refresh_token.key_mismatch'
   | 'token.revoked'
   | 'grant.revoked'
   | 'token.introspected'

@@ -48,6 +48,7 @@ const CLIENT_OPTIONS: Options = {
   'refresh-retry-window': { type: 'string' },
   'event-uri': { type: 'string' },
   'backchannel-logout-uri': { type: 'string' },
+  dpop: { type: 'string' },
 };
 
 /** Undone if the command fails after its input was prepared (a key file made for a client that was not registered). */
@@ -79,6 +80,13 @@ function parseRetryWindow(value: unknown): number | null | undefined {
   return n;
 }
 
+/** --dpop required|optional: whether every token request must carry a DPoP proof (RFC 9449 §5.2). */
+function parseDpop(value: unknown): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'required' && value !== 'optional') throw new UsageError('--dpop must be required or optional');
+  return value === 'required';
+}
+
 function parseRateLimit(value: unknown): number | null | undefined {
   if (value === undefined) return undefined;
   if (value === 'default') return null;
@@ -108,6 +116,7 @@ async function clientOptions(values: Values) {
     refreshRetryWindow: parseRetryWindow(values['refresh-retry-window']),
     eventUri: values['event-uri'] as string | undefined,
     backchannelLogoutUri: values['backchannel-logout-uri'] as string | undefined,
+    dpopBoundAccessTokens: parseDpop(values.dpop),
   };
 }
 
@@ -209,7 +218,7 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--generate-key <file> | --jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
       '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>]\n' +
-      '                         [--backchannel-logout-uri <https uri>] [--json]',
+      '                         [--backchannel-logout-uri <https uri>] [--dpop required|optional] [--json]',
     summary:
       'Register an agent. Prints the client, client_id included. --generate-key writes a new private JWK to <file> (mode 0600) and registers its public half.',
     options: { ...CLIENT_OPTIONS, 'generate-key': { type: 'string' }, alg: { type: 'string' } },
@@ -231,7 +240,7 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
       '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>]\n' +
-      '                         [--backchannel-logout-uri <https uri>] [--delegate-to <client_id>|none]... [--json]',
+      '                         [--backchannel-logout-uri <https uri>] [--delegate-to <client_id>|none]... [--dpop required|optional] [--json]',
     summary:
       'Change a client. Given options replace the current values; the resulting client must pass registration. --delegate-to (repeatable): the clients it may hand its users\' tokens to by token exchange (RFC 8693); "none" clears the list.',
     options: { ...CLIENT_OPTIONS, 'delegate-to': { type: 'string', multiple: true } },
@@ -252,6 +261,7 @@ const COMMANDS: Record<string, Command> = {
         refreshRetryWindow: given.refreshRetryWindow,
         eventUri: given.eventUri,
         backchannelLogoutUri: given.backchannelLogoutUri,
+        dpopBoundAccessTokens: given.dpopBoundAccessTokens,
         delegates: delegatesOption(values['delegate-to']),
       };
     },

@@ -22,6 +22,7 @@ import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import ResourceServer from 'oidc-provider/lib/helpers/resource_server.js';
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import type { AuditLog } from '../audit/log.ts';
 import { actClaim, decideExchange, type Basis, type SubjectToken, type TargetServer } from '../delegation/policy.ts';
@@ -193,6 +194,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     if (resource !== undefined && audience !== undefined && resource !== audience)
       throw new errors.InvalidTarget('resource and audience name different targets; name one');
     const target = resource ?? audience;
+    // DPoP (RFC 9449) as for the built-in grants: a proof binds the issued token to its key, and
+    // a client bound to DPoP must send one (oauth/dpop.ts says both refusals the RFC's way).
+    const dPoP = await validateDpop(provider, ctx);
+    if (!dPoP && (client as { dpopBoundAccessTokens?: boolean }).dpopBoundAccessTokens) throw new errors.InvalidGrant('DPoP proof JWT not provided');
 
     const subject = await subjectOf(subjectValue, params.subject_token_type);
     if (typeof subject === 'string') return refuse(ctx, 'invalid_request', subject);
@@ -255,6 +260,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     if (decision.audience) {
       const info = await internals.configuration.features.resourceIndicators.getResourceServerInfo(ctx, decision.audience, client);
       token.resourceServer = new ResourceServer(decision.audience, info) as never;
+    }
+    if (dPoP) {
+      await checkDpopReplay(provider, ctx, dPoP, client.clientId, errors.InvalidGrant);
+      token.setThumbprint('jkt', dPoP.thumbprint);
     }
     // Never past what the subject token has left.
     const expiresIn = Math.min(token.expiration, lifetimeLeft);

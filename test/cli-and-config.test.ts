@@ -79,7 +79,7 @@ describe('the agentauth command against a running server', () => {
   it('reports a bad input as one JSON object on stdout with --json', async () => {
     const r = await server.cli(['clients', 'show', 'agt_nope', '--json']);
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.stdout), { error: 'no client agt_nope' });
+    assert.deepEqual(JSON.parse(r.stdout), { error: 'not_found', error_description: 'no client agt_nope' });
   });
 
   it('makes a new scope, user and client usable at once, without a restart', async () => {
@@ -129,6 +129,7 @@ describe('the agentauth command against a running server', () => {
           'client_credentials',
           'urn:openid:params:grant-type:ciba',
           'urn:ietf:params:oauth:grant-type:device_code',
+          'urn:ietf:params:oauth:grant-type:token-exchange',
         ]),
       );
       assert.deepEqual(new Set(m.token_endpoint_auth_methods_supported as string[]), new Set(['private_key_jwt', 'none']));

@@ -12,7 +12,7 @@ import { findAccountById } from '../users/store.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../revocation/revoke.ts';
-import { AppError } from '../http/errors.ts';
+import { AgentauthError, Forbidden, InvalidRequest, NotFound } from '../errors.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
@@ -20,6 +20,8 @@ import { timeWords } from '../http/time-words.ts';
 import { describePermission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
+import { connectionsView, mountConnectionRoutes } from '../connections/account-routes.ts';
+import type { VaultDeps } from '../connections/vault.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
 import { answerApproval, ApprovalGone, type ApprovalDeps } from '../approvals/ciba.ts';
 import { waitingFor, type ApprovalRequest } from '../approvals/store.ts';
@@ -43,6 +45,7 @@ const EVENT_WORDS: Record<string, string> = {
   'approval.requested': 'Asked for your approval',
   'approval.approved': 'You approved a request',
   'approval.denied': 'You denied a request',
+  'token_exchange.refused': 'Was refused a delegated token',
 };
 
 export interface AccountDeps {
@@ -54,9 +57,11 @@ export interface AccountDeps {
   forms: FormGuard;
   approvals: ApprovalDeps;
   detailsTypes: ReadonlyMap<string, DetailsType>;
+  /** Connected accounts: sealing, the upstream calls, the audit trail. */
+  vault: VaultDeps;
 }
 
-export function accountRoutes({ provider, issuer, db, views, audit, forms, approvals, detailsTypes }: AccountDeps): Router {
+export function accountRoutes({ provider, issuer, db, views, audit, forms, approvals, detailsTypes, vault }: AccountDeps): Router {
   const router = new Router();
   const csrfFor = (sessionId: string) => forms.tokenFor(`account:${sessionId}`);
 
@@ -104,7 +109,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
   async function ownGrant(ctx: Context, who: SignedIn): Promise<string> {
     const grantId = ctx.params.grantId ?? '';
     if (!GRANT_ID.test(grantId) || (await ownerOfLiveGrant(db, grantId)) !== who.accountId) {
-      throw new AppError(404, 'not_found', 'There is no such connected agent.');
+      throw new NotFound('There is no such connected agent.');
     }
     return grantId;
   }
@@ -130,6 +135,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
       lastUsedAt: a.lastUsedAt ? timeWords(a.lastUsedAt) : undefined,
       liveTokens: a.liveTokens,
       activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: timeWords(e.occurredAt), ip: e.ip })),
+      parentGrantId: a.parentGrantId,
     }));
   }
 
@@ -154,13 +160,35 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
     }));
   }
 
+  /** The agents the user allowed, each with the agents it handed parts of that to, nested. */
+  async function agentTree(accountId: string) {
+    type View = Awaited<ReturnType<typeof viewOf>>[number] & { delegates: View[] };
+    const views = (await viewOf(await connectedAgentsFor(db, accountId, ACCOUNT_CLIENT_ID), accountId)).map((v): View => ({ ...v, delegates: [] }));
+    const byGrant = new Map(views.map((v) => [v.grantId, v]));
+    const roots: View[] = [];
+    for (const view of views) {
+      const parent = view.parentGrantId ? byGrant.get(view.parentGrantId) : undefined;
+      if (parent) parent.delegates.push(view);
+      else if (!view.parentGrantId) roots.push(view);
+    }
+    return { roots, all: views };
+  }
+
   router.get('/account', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const account = await findAccountById(db, who.accountId);
     const waiting = await waitingView(await waitingFor(db, who.accountId));
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
-    ctx.body = views.render('account', { username: account?.username, waiting, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
+    const agents = (await agentTree(who.accountId)).roots;
+    const connections = await connectionsView(vault, who.accountId);
+    ctx.body = views.render('account', {
+      username: account?.username,
+      waiting,
+      agents,
+      connections,
+      csrf: csrfFor(who.sessionId),
+      notice: noticeOf(ctx.query.done),
+    });
   });
 
   // CIBA: the user's answer to an agent's request. Another user's request, an answered or an
@@ -168,10 +196,10 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
   for (const decision of ['approve', 'deny'] as const) {
     router.post(`/account/approvals/:approvalId/${decision}`, async (ctx) => {
       const who = await signedIn(ctx);
-      if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to answer requests.');
+      if (!who) throw new Forbidden('invalid_request', 'Sign in again to answer requests.');
       await checkedForm(ctx, who);
       const approvalId = ctx.params.approvalId ?? '';
-      const gone = () => new AppError(404, 'not_found', 'There is no such request waiting for you. It may have expired or been answered already.');
+      const gone = () => new NotFound('There is no such request waiting for you. It may have expired or been answered already.');
       if (!APPROVAL_ID.test(approvalId)) throw gone();
       try {
         await answerApproval(provider, approvals, {
@@ -196,9 +224,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
     const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
     ctx.cookies.set(STATE_COOKIE, null, { path: ACCOUNT_CALLBACK_PATH });
-    if (!expected || ctx.query.state !== expected)
-      throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
-    if (typeof ctx.query.error === 'string') throw new AppError(400, 'access_denied', 'Signing in was cancelled.');
+    if (!expected || ctx.query.state !== expected) throw new InvalidRequest('This sign-in link has expired. Open your connected agents again.');
+    if (typeof ctx.query.error === 'string') throw new AgentauthError(400, 'access_denied', 'Signing in was cancelled.');
     seeOther(ctx, '/account');
   });
 
@@ -206,13 +233,13 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const grantId = await ownGrant(ctx, who);
-    const agent = (await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId)).find((a) => a.grantId === grantId);
+    const agent = (await agentTree(who.accountId)).all.find((a) => a.grantId === grantId);
     ctx.body = views.render('confirm', { action: `/account/agents/${grantId}/revoke`, csrf: csrfFor(who.sessionId), agents: agent ? [agent] : [], all: false });
   });
 
   router.post('/account/agents/:grantId/revoke', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
     const grantId = await ownGrant(ctx, who);
     await revokeGrant(db, audit, grantId, { type: 'user', id: who.accountId }, 'user_revoked');
@@ -222,14 +249,15 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
   router.get('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    const agents = (await agentTree(who.accountId)).roots;
     ctx.body = views.render('confirm', { action: '/account/revoke-all', csrf: csrfFor(who.sessionId), agents, all: true });
   });
 
   router.post('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
+    // Delegations first die with their parents (revocation/revoke.ts); revoking them again is a no-op.
     for (const agent of await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID)) {
       await revokeGrant(db, audit, agent.grantId, { type: 'user', id: who.accountId }, 'user_revoked_all');
     }
@@ -245,6 +273,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms, appro
     ctx.cookies.set(provider.cookieName('session'), null);
     seeOther(ctx, '/account/signed-out');
   });
+
+  mountConnectionRoutes(router, { signedIn, startSignIn, checkedForm }, vault, issuer);
 
   router.get('/account/signed-out', (ctx) => {
     ctx.body = views.render('signed-out', {});
@@ -267,5 +297,7 @@ function noticeOf(done: unknown): string | undefined {
   if (done === 'revoked-all') return 'Access revoked for every agent. All their tokens have stopped working.';
   if (done === 'approved') return 'Approved. The agent can go ahead with what it asked.';
   if (done === 'denied') return 'Denied. The agent has been told no.';
+  if (done === 'connected') return 'Connected. Agents you allow can now act there for you, without ever seeing your password.';
+  if (done === 'disconnected') return 'Disconnected. agentauth revoked its access there and forgot its tokens.';
   return undefined;
 }

@@ -4,6 +4,7 @@
  * reads, the resource server it is for, and whether it is one-time (a payment).
  */
 import { z } from 'zod';
+import { InvalidRequest } from '../errors.ts';
 import type { Db } from '../storage/db.ts';
 import { bumpConfigGeneration } from '../storage/generation.ts';
 
@@ -27,15 +28,12 @@ const PLACEHOLDER = /\{([A-Za-z0-9_]{1,64})\}/g;
 
 const COLUMNS = 'name, schema, template, resource, one_time AS "oneTime"';
 
-/** Why a type cannot be registered, in one operator line. */
-export class DetailsTypeError extends Error {}
-
-/** Compiles a registered schema; throws DetailsTypeError when zod cannot read it. */
+/** Compiles a registered schema; throws InvalidRequest (one operator line) when zod cannot read it. */
 export function compileSchema(schema: Record<string, unknown>): z.ZodType {
   try {
     return z.fromJSONSchema(schema as Parameters<typeof z.fromJSONSchema>[0]);
   } catch (err) {
-    throw new DetailsTypeError(`the JSON Schema cannot be used: ${(err as Error).message}`);
+    throw new InvalidRequest(`the JSON Schema cannot be used: ${(err as Error).message}`);
   }
 }
 
@@ -46,10 +44,10 @@ export function compileSchema(schema: Record<string, unknown>): z.ZodType {
  */
 export function checkDetailsType(type: DetailsType): void {
   compileSchema(type.schema);
-  if (type.schema.type !== 'object') throw new DetailsTypeError('the JSON Schema must describe an object ("type": "object")');
+  if (type.schema.type !== 'object') throw new InvalidRequest('the JSON Schema must describe an object ("type": "object")');
   const required = new Set(Array.isArray(type.schema.required) ? (type.schema.required as unknown[]).map(String) : []);
   for (const [, field] of type.template.matchAll(PLACEHOLDER)) {
-    if (!required.has(field!)) throw new DetailsTypeError(`the sentence names {${field}}, which the schema does not require`);
+    if (!required.has(field!)) throw new InvalidRequest(`the sentence names {${field}}, which the schema does not require`);
   }
 }
 

@@ -5,7 +5,7 @@
  * only the limit go through); a legitimate user needs two (the code, then the confirmation).
  */
 import type { Context, Next } from 'koa';
-import { AppError } from '../http/errors.ts';
+import { TooManyRequests } from '../errors.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { RateLimiter, Window } from './rate-limit.ts';
@@ -18,8 +18,7 @@ export function userCodeGuessLimit(limiter: RateLimiter, window: Window = USER_C
     const verdict = await limiter.reserve('user_code', ctx.ip, window);
     if (!verdict.allowed) {
       metrics.rateLimitRefused('user_code');
-      ctx.set('Retry-After', String(verdict.retryAfter));
-      throw new AppError(429, 'too_many_requests', `Too many codes tried. Try again in ${Math.ceil(verdict.retryAfter / 60)} minutes.`);
+      throw new TooManyRequests(`Too many codes tried. Try again in ${Math.ceil(verdict.retryAfter / 60)} minutes.`, verdict.retryAfter);
     }
     return next();
   };

@@ -12,6 +12,7 @@ import { loadSigningKeys } from '../keys/signing-keys.ts';
 import type { Outbound } from '../net/outbound.ts';
 // Our event type is defined once, by the resource-server helper that receives it (docs/connected-agents.md).
 import { GRANT_REVOKED_EVENT } from '../resource-server/events.ts';
+import { grantChain } from '../grants/store.ts';
 import type { Db } from '../storage/db.ts';
 import { unseal } from '../keys/sealed.ts';
 import { leaseDueEvents, markDelivered, markFailed, pingAad, type PendingEvent } from './outbox.ts';
@@ -36,8 +37,16 @@ export interface DeliveryDeps {
 /** Seconds before retry n (1-based): 1, 2, 4 … up to 5 minutes, with jitter. */
 export const backoffSeconds = (attempt: number) => Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.max(0, attempt - 1)) * (0.8 + Math.random() * 0.4);
 
-/** The Security Event Token (RFC 8417) for one event, signed with the current signing key by jose. */
-export async function buildSecurityEventToken(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): Promise<string> {
+/**
+ * The Security Event Token (RFC 8417) for one event, signed with the current signing key by jose.
+ * A delegation's event names its chain (RFC 8693: the first agent first, the event's client last).
+ */
+export async function buildSecurityEventToken(
+  event: PendingEvent,
+  issuer: string,
+  key: { kid: string; privateJwk: Record<string, unknown> },
+  chain: string[] = [],
+): Promise<string> {
   const claims = {
     events: {
       [GRANT_REVOKED_EVENT]: {
@@ -46,6 +55,7 @@ export async function buildSecurityEventToken(event: PendingEvent, issuer: strin
         sub: event.accountId,
         reason: event.reason,
         revoked_at: Math.floor(event.revokedAt.getTime() / 1000),
+        ...(chain.length > 1 ? { delegation_chain: chain } : {}),
       },
     },
   };
@@ -84,6 +94,11 @@ async function ping(deps: DeliveryDeps, event: PendingEvent): Promise<number> {
   return answer.status;
 }
 
+/** The revoked grant's delegation chain: its tombstone still names its parent (it outlives every retry of its events). */
+async function chainOf(db: Db, event: PendingEvent): Promise<string[]> {
+  return event.grantId ? (await grantChain(db, event.grantId)).map((link) => link.clientId) : [];
+}
+
 /** POSTs a SET; resolves to the status code. */
 async function post(outbound: Outbound, uri: string, body: string): Promise<number> {
   const answer = await outbound.request(uri, {
@@ -118,11 +133,9 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
       const status =
         event.kind === 'ciba_ping'
           ? await ping(deps, event)
-          : await post(
-              deps.outbound,
-              event.subscriberUri,
-              event.kind === 'approval_webhook' ? await buildApprovalEvent(event, deps.issuer, key) : await buildSecurityEventToken(event, deps.issuer, key),
-            );
+          : event.kind === 'approval_webhook'
+            ? await post(deps.outbound, event.subscriberUri, await buildApprovalEvent(event, deps.issuer, key))
+            : await post(deps.outbound, event.subscriberUri, await buildSecurityEventToken(event, deps.issuer, key, await chainOf(deps.db, event)));
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
         metrics.delivered(subscriberOf(event));

@@ -88,7 +88,15 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
         const clientId = payload.client_id;
         const user = payload.sub !== clientId;
         if (model === 'AccessToken' && !user) return undefined;
-        return { clientId, accountId: user ? payload.sub : undefined, grantId: payload.grant_id, scope: payload.scope, aud: payload.aud, exp: payload.exp };
+        return {
+          clientId,
+          accountId: user ? payload.sub : undefined,
+          grantId: payload.grant_id,
+          scope: payload.scope,
+          aud: payload.aud,
+          exp: payload.exp,
+          cnf: payload.cnf,
+        };
       } catch {
         return undefined;
       }
@@ -106,6 +114,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     const token = await activeToken(value, 'AccessToken');
     const { grantId, accountId, clientId } = (token ?? {}) as { grantId?: unknown; accountId?: unknown; clientId?: unknown };
     if (!token || typeof grantId !== 'string' || typeof accountId !== 'string' || typeof clientId !== 'string') return 'the subject token is not active';
+    // A sender-constrained token (DPoP, mTLS) would need its proof of possession here too; until
+    // this grant checks one, such a token is refused rather than exchanged by whoever holds it.
+    if (token.jkt !== undefined || token['x5t#S256'] !== undefined || token.cnf !== undefined)
+      return 'a sender-constrained (DPoP or mTLS) subject token cannot be exchanged yet';
     // The grant row first (lock order); a revoked or expired grant leaves no token acceptable.
     if ((await lockGrant(db, grantId)) !== 'live') return 'the subject token is not active';
     const grant = await liveGrantRow(db, grantId);

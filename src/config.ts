@@ -4,9 +4,15 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { ConfigError } from './errors.ts';
 import { parseNetwork, type Network } from './net/addresses.ts';
 import type { OutboundPolicy } from './net/outbound.ts';
-import type { AdminToken } from './admin/tokens.ts';
+
+/** A named bearer credential of the admin API (src/admin/tokens.ts); the name is its audit actor. */
+export interface AdminToken {
+  name: string;
+  token: string;
+}
 
 const booleanString = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
 
@@ -158,14 +164,6 @@ export interface Config {
   };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
-}
-
-export class ConfigError extends Error {
-  readonly problems: string[];
-  constructor(problems: string[]) {
-    super(`invalid configuration: ${problems.join('; ')}`);
-    this.problems = problems;
-  }
 }
 
 /** Parses the environment; throws ConfigError listing every bad variable by name (never its value). */

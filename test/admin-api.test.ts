@@ -156,8 +156,9 @@ describe('the admin API', () => {
     const cases: [string, string, unknown, number, string, RegExp?][] = [
       ['POST', '/admin/scopes', { name: 'has space', description: 'x' }, 400, 'invalid_request', /name/],
       ['POST', '/admin/scopes', { name: 'a' }, 400, 'invalid_request', /description/],
-      ['POST', '/admin/clients', { name: 'Bad redirect', public: true, redirectUris: ['http://evil.example/cb'] }, 400, 'invalid_request', /redirect URI/],
-      ['POST', '/admin/clients', { name: 'No keys', redirectUris: [REDIRECT_URI] }, 400, 'invalid_request', /exactly one of/],
+      ['POST', '/admin/clients', { name: 'Bad redirect', public: true, redirectUris: ['http://evil.example/cb'] }, 400, 'invalid_redirect_uri', /redirect URI/],
+      // Registration refusals carry RFC 7591's codes, by the admin API as by dynamic registration.
+      ['POST', '/admin/clients', { name: 'No keys', redirectUris: [REDIRECT_URI] }, 400, 'invalid_client_metadata', /exactly one of/],
       ['GET', '/admin/clients/agt_nope', undefined, 404, 'not_found', /no client agt_nope/],
       ['PATCH', '/admin/clients/agt_nope', { name: 'x' }, 404, 'not_found'],
       ['GET', '/admin/users/nobody/grants', undefined, 404, 'not_found', /no user nobody/],

@@ -79,7 +79,7 @@ describe('the agentauth command against a running server', () => {
   it('reports a bad input as one JSON object on stdout with --json', async () => {
     const r = await server.cli(['clients', 'show', 'agt_nope', '--json']);
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.stdout), { error: 'no client agt_nope' });
+    assert.deepEqual(JSON.parse(r.stdout), { error: 'not_found', error_description: 'no client agt_nope' });
   });
 
   it('makes a new scope, user and client usable at once, without a restart', async () => {

@@ -12,7 +12,7 @@ import { findAccountById } from '../users/store.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../revocation/revoke.ts';
-import { AppError } from '../http/errors.ts';
+import { AgentauthError, Forbidden, InvalidRequest, NotFound } from '../errors.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
@@ -95,7 +95,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
   async function ownGrant(ctx: Context, who: SignedIn): Promise<string> {
     const grantId = ctx.params.grantId ?? '';
     if (!GRANT_ID.test(grantId) || (await ownerOfLiveGrant(db, grantId)) !== who.accountId) {
-      throw new AppError(404, 'not_found', 'There is no such connected agent.');
+      throw new NotFound('There is no such connected agent.');
     }
     return grantId;
   }
@@ -150,9 +150,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
     const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
     ctx.cookies.set(STATE_COOKIE, null, { path: ACCOUNT_CALLBACK_PATH });
-    if (!expected || ctx.query.state !== expected)
-      throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
-    if (typeof ctx.query.error === 'string') throw new AppError(400, 'access_denied', 'Signing in was cancelled.');
+    if (!expected || ctx.query.state !== expected) throw new InvalidRequest('This sign-in link has expired. Open your connected agents again.');
+    if (typeof ctx.query.error === 'string') throw new AgentauthError(400, 'access_denied', 'Signing in was cancelled.');
     seeOther(ctx, '/account');
   });
 
@@ -166,7 +165,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
 
   router.post('/account/agents/:grantId/revoke', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
     const grantId = await ownGrant(ctx, who);
     await revokeGrant(db, audit, grantId, { type: 'user', id: who.accountId }, 'user_revoked');
@@ -182,7 +181,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
 
   router.post('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
     // Delegations first die with their parents (revocation/revoke.ts); revoking them again is a no-op.
     for (const agent of await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID)) {

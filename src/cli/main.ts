@@ -4,16 +4,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { AgentauthError, exitCodeOf, oauthErrorBody, operatorLine, UsageError } from '../errors.ts';
 import { openRuntime } from '../runtime.ts';
-import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
-import { callAdminSocket } from './admin-socket.ts';
+import { lockHolder } from '../storage/data-dir-lock.ts';
+import { callAdminSocket } from '../operations/admin-socket.ts';
 import type { VerifyResult } from '../audit/log.ts';
-import { OperationError, runOperation, type OperationName } from './operations.ts';
+import { runOperation, type OperationName } from '../operations/operations.ts';
 import { writeEnvSecrets } from './env-file.ts';
 import { AGENT_KEY_ALGS, generateAgentKeyPair, reservePrivateKeyFile, type AgentKeyAlg } from '../keys/agent-keys.ts';
-
-class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -592,9 +591,10 @@ function resolveCommand(args: string[]): { name: string; command: Command; rest:
 
 export async function main(argv: string[]): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const report = (message: string) => {
-    process.stderr.write(`agentauth: ${message}\n`);
-    if (wantsJson) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
+  /** One line on stderr; with --json, the same refusal as the admin API's body on stdout. */
+  const report = (err: AgentauthError) => {
+    process.stderr.write(`agentauth: ${operatorLine(err)}\n`);
+    if (wantsJson) process.stdout.write(`${JSON.stringify(oauthErrorBody(err))}\n`);
   };
   try {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
@@ -643,11 +643,11 @@ export async function main(argv: string[]): Promise<number> {
     return command.failed?.(result) ? 1 : 0;
   } catch (err) {
     for (const undo of undoOnFailure.splice(0)) await undo();
-    if (err instanceof UsageError || err instanceof OperationError || err instanceof ConfigError || err instanceof DataDirLockedError) {
-      report(err.message);
-      return err instanceof UsageError ? 2 : 1;
+    if (err instanceof AgentauthError && err.expose) {
+      report(err);
+      return exitCodeOf(err);
     }
-    report(`failed: ${(err as Error).message}`);
+    report(new AgentauthError(500, 'server_error', `failed: ${(err as Error).message}`, { expose: true }));
     return 1;
   }
 }

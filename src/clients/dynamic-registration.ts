@@ -9,7 +9,7 @@
  *   authenticates with cannot change through RFC 7592 (register a new client instead).
  */
 import type { Context, Next } from 'koa';
-import Provider, { errors } from 'oidc-provider';
+import Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
@@ -17,7 +17,8 @@ import { revokeClientAccess } from '../revocation/revoke.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
-import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
+import { checkClientMetadata, type ClientPolicy } from './policy.ts';
+import { InvalidClientMetadata, InvalidRequest } from '../errors.ts';
 import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
 import { storeNewClient } from './registration.ts';
 import { deleteClient, findClient, updateClientMetadata, type ClientMetadata, type RegistrationKind } from './store.ts';
@@ -62,37 +63,23 @@ export function registrationGate(db: Db, openRegistration: boolean, limiter: Rat
 
 const currentContext = () => Provider.ctx as (KoaContextWithOIDC & { state: RegistrationState }) | undefined;
 
-/** The policy's verdict in the error oidc-provider renders for it (RFC 7591 §3.2.2). */
-export async function checked(db: Db, metadata: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
-  try {
-    await checkClientMetadata(db, metadata, kind, policy);
-  } catch (err) {
-    if (!(err instanceof RegistrationError)) throw err;
-    if (err.code === 'invalid_client_metadata') throw new errors.InvalidClientMetadata(err.message);
-    // oidc-provider's InvalidRedirectUri carries a fixed description; say which URI and why.
-    const redirectError = new errors.InvalidRedirectUri();
-    redirectError.error_description = err.message;
-    throw redirectError;
-  }
-}
-
 export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPolicy) {
   return async (clientId: string, metadata: ClientMetadata): Promise<void> => {
     const actor = { type: 'client' as const, id: clientId };
     const existing = await findClient(db, clientId);
     if (existing) {
       if (metadata.token_endpoint_auth_method !== existing.metadata.token_endpoint_auth_method) {
-        throw new errors.InvalidClientMetadata('token_endpoint_auth_method cannot change; register a new client instead');
+        throw new InvalidClientMetadata('token_endpoint_auth_method cannot change; register a new client instead');
       }
-      await checked(db, metadata, existing.registration, policy);
+      await checkClientMetadata(db, metadata, existing.registration, policy);
       await updateClientMetadata(db, metadata);
       const changed = Object.keys({ ...metadata, ...existing.metadata }).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(existing.metadata[k]));
       await audit.record({ type: 'client.updated', actor, clientId, details: { changed, via: 'rfc7592', client_name: metadata.client_name } });
       return;
     }
     const kind = currentContext()?.state.registrationKind;
-    if (!kind) throw new errors.InvalidRequest('registration is not allowed here');
-    await checked(db, metadata, kind, policy);
+    if (!kind) throw new InvalidRequest('registration is not allowed here');
+    await checkClientMetadata(db, metadata, kind, policy);
     // oidc-provider drew a fresh client_id: it cannot exist already.
     await storeNewClient(db, audit, metadata, kind, actor);
   };

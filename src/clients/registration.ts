@@ -9,10 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import type { Db } from '../storage/db.ts';
-import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
+import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, type ClientPolicy } from './policy.ts';
+import { InvalidClientMetadata } from '../errors.ts';
 import { insertClientIfAbsent, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
-export { RegistrationError, type ClientPolicy } from './policy.ts';
+export type { ClientPolicy } from './policy.ts';
 
 const publicJwk = z
   .object({ kty: z.enum(['EC', 'OKP', 'RSA']), kid: z.string().max(200).optional() })
@@ -97,7 +98,7 @@ export interface ExistingClient {
 export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy, existing?: ExistingClient): Promise<ClientMetadata> {
   const authChoices = [input.jwks !== undefined, input.jwksUri !== undefined, input.public].filter(Boolean).length;
   if (authChoices !== 1) {
-    throw new RegistrationError('invalid_client_metadata', 'choose exactly one of --jwks-file, --jwks-uri or --public');
+    throw new InvalidClientMetadata('choose exactly one of --jwks-file, --jwks-uri or --public');
   }
   const loopbacks = input.redirectUris.map((uri) => checkRedirectUri(uri).loopback);
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];

@@ -4,17 +4,10 @@
  * to run them over its admin socket; the input schema guards both doors.
  */
 import { z } from 'zod';
+import { InvalidRequest, NotFound } from '../errors.ts';
 import { hashPassword } from '../users/passwords.ts';
 import { disableAccount, findAccountByUsername, insertAccount } from '../users/store.ts';
-import {
-  buildClientMetadata,
-  clientInputSchema,
-  clientUpdateSchema,
-  inputOf,
-  registerClient,
-  RegistrationError,
-  type ClientPolicy,
-} from '../clients/registration.ts';
+import { buildClientMetadata, clientInputSchema, clientUpdateSchema, inputOf, registerClient, type ClientPolicy } from '../clients/registration.ts';
 import {
   deleteClient,
   disableClient,
@@ -61,12 +54,6 @@ const scopeView = (scope: Scope) => ({ name: scope.name, description: scope.desc
 /** Operations are an operator's acts: by default the audit trail names the admin command line. */
 const COMMAND_LINE = { type: 'admin', id: 'cli' } as const;
 
-/** An error whose message is meant for the operator (one line, no secrets). */
-export class OperationError extends Error {}
-
-/** The thing the operation names does not exist (the admin API answers 404). */
-export class NotFoundError extends OperationError {}
-
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
 
@@ -78,16 +65,6 @@ const resourceView = (rs: ResourceServer) => ({
   introspector_client: rs.introspectorClient,
   event_delivery_uri: rs.eventDeliveryUri,
 });
-
-/** Registration policy verdicts read as one operator line. */
-function asOperationError<T>(check: () => T): T {
-  try {
-    return check();
-  } catch (err) {
-    if (err instanceof RegistrationError) throw new OperationError(err.message);
-    throw err;
-  }
-}
 
 const clientView = (c: ClientRecord, delegates?: string[]) => ({
   ...c.metadata,
@@ -106,11 +83,11 @@ const clientView = (c: ClientRecord, delegates?: string[]) => ({
 async function updateDelegates(db: Db, clientId: string, delegates: string[]): Promise<{ added: string[]; removed: string[] }> {
   const wanted = [...new Set(delegates)];
   for (const delegate of wanted) {
-    if (delegate === clientId) throw new OperationError('a client cannot be its own delegate');
+    if (delegate === clientId) throw new InvalidRequest('a client cannot be its own delegate');
     const found = await findClient(db, delegate);
-    if (!found) throw new NotFoundError(`no client ${delegate}`);
+    if (!found) throw new NotFound(`no client ${delegate}`);
     if (!((found.metadata.grant_types as string[] | undefined) ?? []).includes(TOKEN_EXCHANGE_GRANT))
-      throw new OperationError(`${delegate} is not registered for the token exchange grant (--grant-types ${TOKEN_EXCHANGE_GRANT})`);
+      throw new InvalidRequest(`${delegate} is not registered for the token exchange grant (--grant-types ${TOKEN_EXCHANGE_GRANT})`);
   }
   return setDelegates(db, clientId, wanted);
 }
@@ -133,7 +110,7 @@ export const operations = {
     }),
     async ({ db, audit, actor }, { username, password }) => {
       const created = await insertAccount(db, username, await hashPassword(password));
-      if (!created) throw new OperationError(`user ${username} already exists`);
+      if (!created) throw new InvalidRequest(`user ${username} already exists`);
       await audit.record({ type: 'user.created', actor, accountId: created.id, details: { username } });
       return created;
     },
@@ -141,7 +118,7 @@ export const operations = {
 
   'users.disable': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db, audit, actor }, { username }) => {
     const disabled = await disableAccount(db, username);
-    if (!disabled) throw new NotFoundError(`no enabled user ${username}`);
+    if (!disabled) throw new NotFound(`no enabled user ${username}`);
     // Refusing refreshes is not enough: tokens already issued must die too (R-28).
     const revoked = await revokeAccountAccess(db, audit, disabled.id, actor, 'user_disabled');
     await audit.record({ type: 'user.disabled', actor, accountId: disabled.id, details: { username, revoked_grants: revoked.grants } });
@@ -155,7 +132,7 @@ export const operations = {
       allowUnverified: z.boolean().default(false),
     }),
     async ({ db, audit, actor }, scope) => {
-      if (scope.name === 'openid' || scope.name === 'offline_access') throw new OperationError(`${scope.name} is built in`);
+      if (scope.name === 'openid' || scope.name === 'offline_access') throw new InvalidRequest(`${scope.name} is built in`);
       await audit.record({
         type: 'scope.created',
         actor,
@@ -169,20 +146,13 @@ export const operations = {
 
   'scopes.list': operation(z.object({}), async ({ db }) => ({ scopes: (await listScopes(db)).map(scopeView) })),
 
-  'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => {
-    try {
-      return await registerClient(db, audit, input, clientPolicy, actor);
-    } catch (err) {
-      if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
-      throw err;
-    }
-  }),
+  'clients.create': operation(clientInputSchema, async ({ db, audit, clientPolicy, actor }, input) => registerClient(db, audit, input, clientPolicy, actor)),
 
   'clients.update': operation(
     clientUpdateSchema,
     async ({ db, audit, clientPolicy, actor }, { clientId, tokenRateLimit, refreshRetryWindow, delegates, ...changes }) => {
       const current = await findClient(db, clientId);
-      if (!current) throw new NotFoundError(`no client ${clientId}`);
+      if (!current) throw new NotFound(`no client ${clientId}`);
       const base = inputOf(current.metadata);
       const authChanged = changes.jwks !== undefined || changes.jwksUri !== undefined || changes.public !== undefined;
       const next = {
@@ -190,36 +160,31 @@ export const operations = {
         ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)),
         ...(authChanged ? { jwks: changes.jwks, jwksUri: changes.jwksUri, public: changes.public ?? false } : {}),
       };
-      try {
-        const metadata = await buildClientMetadata(db, next, clientPolicy, current);
-        await updateClientMetadata(db, metadata);
-        if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
-        if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
-        const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
-        if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
-        if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
-        const delegation = delegates === undefined ? undefined : await updateDelegates(db, clientId, delegates);
-        if (delegation && (delegation.added.length || delegation.removed.length)) changed.push('delegates');
-        await audit.record({
-          type: 'client.updated',
-          actor,
-          clientId,
-          details: {
-            changed,
-            client_name: metadata.client_name,
-            ...(delegation ? { delegates_added: delegation.added, delegates_removed: delegation.removed } : {}),
-          },
-        });
-        return clientView((await findClient(db, clientId))!, await delegatesOf(db, clientId));
-      } catch (err) {
-        if (err instanceof RegistrationError) throw new OperationError(`${err.code}: ${err.message}`);
-        throw err;
-      }
+      const metadata = await buildClientMetadata(db, next, clientPolicy, current);
+      await updateClientMetadata(db, metadata);
+      if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
+      if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
+      const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
+      if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
+      if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
+      const delegation = delegates === undefined ? undefined : await updateDelegates(db, clientId, delegates);
+      if (delegation && (delegation.added.length || delegation.removed.length)) changed.push('delegates');
+      await audit.record({
+        type: 'client.updated',
+        actor,
+        clientId,
+        details: {
+          changed,
+          client_name: metadata.client_name,
+          ...(delegation ? { delegates_added: delegation.added, delegates_removed: delegation.removed } : {}),
+        },
+      });
+      return clientView((await findClient(db, clientId))!, await delegatesOf(db, clientId));
     },
   ),
 
   'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new NotFoundError(`no client ${clientId}`);
+    if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
     const disabled = await disableClient(db, clientId);
     const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_disabled');
     if (disabled) await audit.record({ type: 'client.disabled', actor, clientId, details: revoked });
@@ -227,7 +192,7 @@ export const operations = {
   }),
 
   'clients.delete': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new NotFoundError(`no client ${clientId}`);
+    if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
     const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
     await deleteClient(db, clientId);
     await audit.record({ type: 'client.deleted', actor, clientId, details: revoked });
@@ -261,12 +226,12 @@ export const operations = {
     }),
     async ({ db, audit, clientPolicy, actor }, input) => {
       // RFC 8707: an absolute URL without fragment (never fetched, so private hosts are fine).
-      asOperationError(() => checkHttpsUrl(input.identifier, 'identifier', { loopbackHttp: true }));
+      checkHttpsUrl(input.identifier, 'identifier', { loopbackHttp: true });
       const known = new Set((await findScopes(db, input.scopes)).map((s) => s.name));
       const unknown = input.scopes.filter((s) => !known.has(s));
-      if (unknown.length) throw new OperationError(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
-      if (input.introspectorClient && !(await findClient(db, input.introspectorClient))) throw new OperationError(`no client ${input.introspectorClient}`);
-      if (input.eventUri) asOperationError(() => checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy));
+      if (unknown.length) throw new InvalidRequest(`unknown scope ${unknown.join(', ')}: create it first with "agentauth scopes create"`);
+      if (input.introspectorClient && !(await findClient(db, input.introspectorClient))) throw new InvalidRequest(`no client ${input.introspectorClient}`);
+      if (input.eventUri) checkFetchedUri(input.eventUri, 'event_delivery_uri', clientPolicy);
       // A JWT cannot be recalled before it expires: keep it short unless told otherwise.
       const ttl = input.accessTokenTtl ?? (input.tokenFormat === 'jwt' ? 300 : 600);
       const rs = {
@@ -277,7 +242,7 @@ export const operations = {
         introspectorClient: input.introspectorClient ?? null,
         eventDeliveryUri: input.eventUri ?? null,
       };
-      if (!(await insertResourceServer(db, rs))) throw new OperationError(`resource server ${input.identifier} already exists`);
+      if (!(await insertResourceServer(db, rs))) throw new InvalidRequest(`resource server ${input.identifier} already exists`);
       await audit.record({
         type: 'resource_server.registered',
         actor,
@@ -294,14 +259,14 @@ export const operations = {
 
   'resources.show': operation(z.object({ identifier: z.string().max(2000) }), async ({ db }, { identifier }) => {
     const rs = await findResourceServer(db, identifier);
-    if (!rs) throw new NotFoundError(`no resource server ${identifier}`);
+    if (!rs) throw new NotFound(`no resource server ${identifier}`);
     return resourceView(rs);
   }),
 
   'resources.delete': operation(
     z.object({ identifier: z.string().max(2000) }),
     async ({ db, audit, actor }, { identifier }) => {
-      if (!(await deleteResourceServer(db, identifier))) throw new NotFoundError(`no resource server ${identifier}`);
+      if (!(await deleteResourceServer(db, identifier))) throw new NotFound(`no resource server ${identifier}`);
       await audit.record({ type: 'resource_server.deleted', actor, resource: identifier });
       return { identifier, deleted: true };
     },
@@ -326,7 +291,7 @@ export const operations = {
 
   'users.grants': operation(z.object({ username: z.string().min(1).max(200) }), async ({ db }, { username }) => {
     const account = await findAccountByUsername(db, username);
-    if (!account) throw new NotFoundError(`no user ${username}`);
+    if (!account) throw new NotFound(`no user ${username}`);
     const grants = await connectedAgentsFor(db, account.id, ACCOUNT_CLIENT_ID);
     return {
       username,
@@ -349,7 +314,7 @@ export const operations = {
 
   'grants.revoke': operation(z.object({ grantId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { grantId }) => {
     // The one revocation path: tombstone, tokens, audit row and revocation events together.
-    if (!(await revokeGrant(db, audit, grantId, actor, 'admin_revoked'))) throw new NotFoundError(`no live grant ${grantId}`);
+    if (!(await revokeGrant(db, audit, grantId, actor, 'admin_revoked'))) throw new NotFound(`no live grant ${grantId}`);
     return { grant_id: grantId, revoked: true };
   }),
 
@@ -357,7 +322,7 @@ export const operations = {
 
   'clients.show': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db }, { clientId }) => {
     const client = await findClient(db, clientId);
-    if (!client) throw new NotFoundError(`no client ${clientId}`);
+    if (!client) throw new NotFound(`no client ${clientId}`);
     return clientView(client, await delegatesOf(db, clientId));
   }),
 
@@ -445,15 +410,15 @@ export const isOperationName = (name: string): name is OperationName => Object.h
 
 /**
  * Validates the input and runs the operation in one transaction; bad input becomes one readable
- * OperationError. A change to keys, scopes or resource servers is announced to every instance once committed.
+ * InvalidRequest. A change to keys, scopes or resource servers is announced to every instance once committed.
  */
 export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
-  if (!isOperationName(name)) throw new OperationError(`unknown operation ${name}`);
+  if (!isOperationName(name)) throw new InvalidRequest(`unknown operation ${name}`);
   const op = operations[name] as { input: z.ZodType; run: (ctx: Required<OperationContext>, input: unknown) => Promise<unknown>; changesConfig: boolean };
   const parsed = op.input.safeParse(rawInput);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new OperationError(`${issue.path.join('.') || 'input'} ${issue.message}`);
+    throw new InvalidRequest(`${issue.path.join('.') || 'input'} ${issue.message}`);
   }
   const result = await ctx.db.tx(() => op.run({ ...ctx, actor: ctx.actor ?? COMMAND_LINE }, parsed.data));
   if (op.changesConfig) await announceConfigChange(ctx.db, ctx.kv);

@@ -409,6 +409,22 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     const row = (await auditRows(server, planner.clientId)).find((e) => e.event_type === 'grant.revoked' && e.grant_id === grantId);
     assert.equal((row?.details.delegations as string[] | undefined)?.length, 2, 'the revocation names both delegations');
   });
+  it('refuses a delegate at once when the operator takes it off the list, whatever the token says', async () => {
+    const fresh = await createUser(server);
+    const { tokens } = await userToken(server, plannerConfig, fresh, 'notes:read', NOTES_API);
+    assert.deepEqual((await client.tokenIntrospection(plannerConfig, tokens.access_token)).may_act, { sub: coder.clientId });
+    const cleared = await server.cli(['clients', 'update', planner.clientId, '--delegate-to', 'none', '--json']);
+    assert.equal(cleared.code, 0, cleared.stderr);
+    assert.deepEqual(JSON.parse(cleared.stdout).delegates, []);
+    // The token still names the Coding Agent in may_act; the policy, not the token, decides (Keycloak #50690).
+    const r = await exchange(coderConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'invalid_request');
+    assert.match(String(r.body.error_description), /not allowed to act/);
+    const later = await userToken(server, plannerConfig, fresh, 'notes:read', NOTES_API);
+    assert.equal((await client.tokenIntrospection(plannerConfig, later.tokens.access_token)).may_act, undefined);
+    assert.equal((await server.cli(['clients', 'update', planner.clientId, '--delegate-to', coder.clientId])).code, 0);
+  });
 });
 
 describe('revocation events along a delegation chain', { skip: testHostsUnavailable }, () => {

@@ -30,6 +30,7 @@ import { delegationClaims } from './delegation/claims.ts';
 import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
+import type { VaultDeps } from './connections/vault.ts';
 import type { JsonWebKey } from './keys/signing-keys.ts';
 import type { Runtime } from './runtime.ts';
 import { findAccountById } from './users/store.ts';
@@ -37,6 +38,7 @@ import { auditProviderEvents } from './oauth/provider-events.ts';
 import { createFormGuard, type FormGuard } from './http/forms.ts';
 import { explainClientAuthFailures } from './clients/authentication-failures.ts';
 import { correctTokenErrors } from './oauth/error-corrections.ts';
+import { dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from './metrics/http.ts';
 import { createHashQueue, type HashQueue } from './users/hash-queue.ts';
@@ -83,6 +85,7 @@ interface Shared extends AppDeps {
   forms: FormGuard;
   signInGuard: SignInGuard;
   hashQueue: HashQueue;
+  vault: VaultDeps;
 }
 
 export function buildApp(deps: AppDeps): App {
@@ -113,6 +116,7 @@ export function buildApp(deps: AppDeps): App {
     clientFound: tokenLimit.clientFound,
     fetchesPerIp: { limit: config.limits.registrationPerHour, seconds: 3600 },
   });
+  const vault: VaultDeps = { db, kek: runtime.keyEncryptionKey, outbound: runtime.outbound, audit };
   const cookieKey = runtime.cookieKeys[0]!;
   const shared: Shared = {
     ...deps,
@@ -126,6 +130,7 @@ export function buildApp(deps: AppDeps): App {
       perAccount: config.limits.loginFailuresPerAccount15Minutes,
     }),
     hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
+    vault,
   };
 
   return {
@@ -145,6 +150,7 @@ export function buildApp(deps: AppDeps): App {
         findResourceServer: resources.find,
         introspectsFor: resources.introspectsFor,
         metadataDocuments: config.clientIdMetadataDocuments ? metadataDocuments : undefined,
+        dpop: { ...config.dpop, nonceSecrets: dpopNonceSecrets(config.dpop.nonceSecrets, runtime.keyEncryptionKey) },
         withoutConnection: db.withoutConnection,
         delegationClaims: delegationClaims(db),
         async findAccount(_ctx, id) {
@@ -160,7 +166,7 @@ export function buildApp(deps: AppDeps): App {
       });
       mountRoutes(provider, shared);
       installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
-      installTokenExchange(provider, { db, audit, findResourceServer: resources.find });
+      installTokenExchange(provider, { db, audit, findResourceServer: resources.find, vault });
       return provider;
     },
   };
@@ -235,11 +241,12 @@ function mountRoutes(provider: Provider, shared: Shared): void {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
-  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms });
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms, vault: shared.vault });
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);
   explainClientAuthFailures(provider, { db, audit, log });
+  explainDpopFailures(provider, { db, audit, log });
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     if ((ctx.state as { refreshRetry?: boolean }).refreshRetry) return; // nothing was issued
     const clientId = ctx.oidc.client?.clientId;

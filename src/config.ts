@@ -36,6 +36,20 @@ const cookieKeyList = z
   )
   .refine((keys) => keys.length > 0 && keys.every((k) => k.length >= 32), 'must be a comma-separated list of keys of 32 or more characters');
 
+/** Comma-separated 32-byte base64url secrets: the first is used, the others still accepted (rotation). */
+const secretList = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean),
+  )
+  .refine(
+    (keys) => keys.length > 0 && keys.every((k) => Buffer.from(k, 'base64url').length === 32),
+    'must be a comma-separated list of 32-byte base64url secrets',
+  );
+
 const urlWithProtocol = (protocols: string[]) =>
   z
     .string()
@@ -102,6 +116,9 @@ const envSchema = z.object({
   LOGIN_ACCOUNT_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(100),
   REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
   REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
+  DPOP_NONCE_SECRETS: secretList.optional(),
+  DPOP_REQUIRE_NONCE: booleanString.default(false),
+  DPOP_REQUIRED_FOR_PUBLIC_CLIENTS: booleanString.default(false),
 });
 
 export interface Config {
@@ -161,6 +178,17 @@ export interface Config {
     loginFailuresPer15Minutes: number;
     /** Failed sign-ins per account from addresses not known-good for it, per 15 minutes. */
     loginFailuresPerAccount15Minutes: number;
+  };
+  dpop: {
+    /**
+     * Secrets DPoP-Nonce values are derived from (RFC 9449 §8), the same on every instance: the
+     * first makes new nonces, every one is accepted. Unset: one derived from the key-encryption key.
+     */
+    nonceSecrets: Buffer[] | undefined;
+    /** Every DPoP proof at the authorization server must carry a server nonce. */
+    requireNonce: boolean;
+    /** Public clients must send a DPoP proof with every token request (as if dpop_bound_access_tokens). */
+    requiredForPublicClients: boolean;
   };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
@@ -225,6 +253,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       registrationPerHour: e.REGISTRATION_RATE_LIMIT,
       loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT,
       loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT,
+    },
+    dpop: {
+      nonceSecrets: e.DPOP_NONCE_SECRETS?.map((k) => Buffer.from(k, 'base64url')),
+      requireNonce: e.DPOP_REQUIRE_NONCE,
+      requiredForPublicClients: e.DPOP_REQUIRED_FOR_PUBLIC_CLIENTS,
     },
     embedded: !e.DATABASE_URL,
   };

@@ -200,6 +200,27 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     assert.equal(own.act, undefined);
   });
 
+  it('issue-17: binds the exchanged token to the delegate’s DPoP key, and holds a DPoP-bound delegate to proofs', async () => {
+    const keyPair = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as client.CryptoKeyPair;
+    const DPoP = client.getDPoPHandle(coderConfig, keyPair);
+    const params = { subject_token: subject.access_token, subject_token_type: ACCESS_TOKEN, scope: 'notes:read' };
+    const bound = await client.genericGrantRequest(coderConfig, TOKEN_EXCHANGE, params, { DPoP });
+    assert.equal(bound.token_type, 'dpop');
+    const info = await client.tokenIntrospection(notesRs, bound.access_token);
+    assert.deepEqual(info.cnf, { jkt: await DPoP.calculateThumbprint() });
+    assert.deepEqual(info.act, { sub: coder.clientId, act: { sub: planner.clientId } });
+    const made = await server.cli(['clients', 'update', coder.clientId, '--dpop', 'required', '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    try {
+      const refused = await exchange(coderConfig, params);
+      assert.equal(refused.status, 400);
+      assert.equal(refused.body.error, 'invalid_dpop_proof');
+      assert.equal((await client.genericGrantRequest(coderConfig, TOKEN_EXCHANGE, params, { DPoP })).token_type, 'dpop');
+    } finally {
+      assert.equal((await server.cli(['clients', 'update', coder.clientId, '--dpop', 'optional'])).code, 0);
+    }
+  });
+
   it('refuses a client nobody named as delegate, with or without actor_token, and audits it (Keycloak #50690, #52691)', async () => {
     const without = await exchange(strangerConfig, { subject_token: subject.access_token, subject_token_type: ACCESS_TOKEN });
     assert.equal(without.status, 400);

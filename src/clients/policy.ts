@@ -157,6 +157,9 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
     throw metadataError('token_endpoint_auth_signing_alg', `must be one of ${policy.signingAlgs.join(', ')}`);
   }
 
+  if (m.dpop_bound_access_tokens !== undefined && typeof m.dpop_bound_access_tokens !== 'boolean')
+    throw metadataError('dpop_bound_access_tokens', 'must be a boolean');
+
   for (const field of DISPLAY_URI_FIELDS) if (m[field] !== undefined) checkDisplayUri(m[field], field);
   if (m.event_delivery_uri !== undefined) checkFetchedUri(m.event_delivery_uri, 'event_delivery_uri', policy);
   if (m.backchannel_logout_uri !== undefined) checkFetchedUri(m.backchannel_logout_uri, 'backchannel_logout_uri', policy);

@@ -47,6 +47,8 @@ export const clientInputSchema = z.object({
   backchannelLogoutUri: z.string().max(2000).optional(),
   /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
   refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
+  /** RFC 9449 §5.2: every token request of this client must carry a DPoP proof. */
+  dpopBoundAccessTokens: z.boolean().optional(),
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
@@ -64,6 +66,7 @@ export const clientUpdateSchema = z.object({
   eventUri: clientInputSchema.shape.eventUri,
   backchannelLogoutUri: clientInputSchema.shape.backchannelLogoutUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
+  dpopBoundAccessTokens: clientInputSchema.shape.dpopBoundAccessTokens,
   /** The clients this one may hand its users' tokens to (RFC 8693), replacing the current list. */
   delegates: z.array(z.string().min(1).max(200)).max(20).optional(),
 });
@@ -81,6 +84,7 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
     scope: metadata.scope as string | undefined,
     eventUri: metadata.event_delivery_uri as string | undefined,
     backchannelLogoutUri: metadata.backchannel_logout_uri as string | undefined,
+    dpopBoundAccessTokens: metadata.dpop_bound_access_tokens === true,
   };
 }
 
@@ -110,10 +114,12 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     scope: _scope,
     event_delivery_uri: currentEventUri,
     backchannel_logout_uri: currentLogoutUri,
+    dpop_bound_access_tokens: currentDpop,
     ...carried
   }: Record<string, unknown> = existing?.metadata ?? {};
   const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
   const logoutUri = input.backchannelLogoutUri ?? (typeof currentLogoutUri === 'string' ? currentLogoutUri : undefined);
+  const dpopBound = input.dpopBoundAccessTokens ?? currentDpop === true;
   const metadata: ClientMetadata = {
     ...carried,
     client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
@@ -129,6 +135,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
     ...(eventUri ? { event_delivery_uri: eventUri } : {}),
     ...(logoutUri ? { backchannel_logout_uri: logoutUri } : {}),
+    ...(dpopBound ? { dpop_bound_access_tokens: true } : {}),
   };
   await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;

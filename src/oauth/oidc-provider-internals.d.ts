@@ -25,6 +25,28 @@ declare module 'oidc-provider/lib/helpers/resolve_resource.js' {
   export default function resolveResource(ctx: unknown, model: unknown, config: unknown, scopes?: Set<string>): Promise<string | undefined>;
 }
 
+// The keyed nonce generator oidc-provider uses for DPoP-Nonce (an HKDF of a secret and the time
+// step), built here for every secret so a rotated one keeps its nonces good (src/oauth/dpop.ts).
+declare module 'oidc-provider/lib/helpers/challenge.js' {
+  export default class ServerChallenge {
+    constructor(secret: Buffer, info: string);
+    nextChallenge(): string;
+    checkChallenge(challenge: string): boolean;
+  }
+}
+
+// The DPoP proof verification of the token endpoint's grants, and their jti replay check; the
+// refresh retry rule runs them itself when it answers without the built-in handler.
+declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
+  export interface DpopResult {
+    thumbprint: string;
+    jti: string;
+    iat: number;
+  }
+  export default function validateDpop(provider: object, ctx: unknown, accessToken?: string): Promise<DpopResult | undefined>;
+  export function checkDpopReplay(provider: object, ctx: unknown, dPoP: DpopResult | undefined, clientId: string, ErrorClass?: unknown): Promise<void>;
+}
+
 // What a token's `resourceServer` must be (its audience, scopes, format, lifetime, JWT signing).
 declare module 'oidc-provider/lib/helpers/resource_server.js' {
   export default class ResourceServer {

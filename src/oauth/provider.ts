@@ -13,6 +13,7 @@ import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
+import { DPOP_ALGS, dpopFeature, installNonceRotation, requireDpopOfPublicClient, type DpopSettings } from './dpop.ts';
 
 export interface ProviderSettings {
   issuer: string;
@@ -33,6 +34,8 @@ export interface ProviderSettings {
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
+  /** DPoP (RFC 9449): nonce secrets and who must send proofs. */
+  dpop: DpopSettings;
   /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts). */
   delegationClaims(token: object): Promise<Record<string, unknown> | undefined>;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
@@ -201,6 +204,8 @@ export function buildProvider(s: ProviderSettings): Provider {
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],
       authorizationSigningAlgValues: ['ES256'],
+      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
+      dPoPSigningAlgValues: [...DPOP_ALGS],
     },
     cookies: {
       keys: s.cookieKeys,
@@ -219,8 +224,8 @@ export function buildProvider(s: ProviderSettings): Provider {
         // else is told only active: false.
         allowedPolicy: introspectionPolicy(s.introspectsFor),
       },
-      // DPoP is on by default in v9; we do not offer it yet, so we do not expose its surface.
-      dPoP: { enabled: false },
+      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
+      dPoP: dpopFeature(s.dpop),
       // RFC 8707: a request naming a registered resource server gets a token for it alone (its
       // identifier as audience, its scopes only, its format and lifetime); without one, a token
       // carries the granted scopes as before. Unknown resources are invalid_target.
@@ -314,7 +319,15 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
-    extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
+    // Also where DPOP_REQUIRED_FOR_PUBLIC_CLIENTS holds public clients to DPoP (see oauth/dpop.ts).
+    extraClientMetadata: {
+      properties: ['event_delivery_uri'],
+      validator: (ctx, key, value, metadata) => {
+        nativeWhenLoopbackOnly(ctx, key, value, metadata);
+        if (key !== 'event_delivery_uri' || !s.dpop.requiredForPublicClients) return;
+        requireDpopOfPublicClient(metadata, ACCOUNT_CLIENT_ID, ctx !== undefined && ['registration', 'client_update'].includes(String(ctx.oidc?.route)));
+      },
+    },
     // Not a new parameter: a default for `scope` (see defaultScope).
     extraParams: { scope: defaultScope(s.findResourceServer) },
     // Every request the provider sends goes through our outbound module: https, the address
@@ -330,5 +343,6 @@ export function buildProvider(s: ProviderSettings): Provider {
   configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
+  installNonceRotation(provider, s.dpop.nonceSecrets);
   return provider;
 }

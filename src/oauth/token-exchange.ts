@@ -22,6 +22,7 @@ import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import ResourceServer from 'oidc-provider/lib/helpers/resource_server.js';
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import type { AuditLog } from '../audit/log.ts';
 import { actClaim, decideExchange, type Basis, type SubjectToken, type TargetServer } from '../delegation/policy.ts';
@@ -30,6 +31,9 @@ import { findChildGrant, grantChain, insertChildGrant, liveGrantRow, lockGrant, 
 import type { ResourceServer as RegisteredServer } from '../resource-servers/store.ts';
 import { findArtifact, hashId, recordOnce } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
+import { connectionOfTarget, exchangeForConnection } from '../connections/exchange.ts';
+import type { VaultDeps } from '../connections/vault.ts';
+import { AgentauthError } from '../errors.ts';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -43,6 +47,8 @@ const MAX_ACTOR_ASSERTION_SECONDS = 300;
 export interface TokenExchangeDeps {
   db: Db;
   audit: AuditLog;
+  /** Connected accounts: a target naming a connection is answered from the vault. */
+  vault: VaultDeps;
   findResourceServer(identifier: string): Promise<RegisteredServer | undefined>;
 }
 
@@ -55,6 +61,9 @@ export interface ExchangeRecord {
 }
 
 export const exchangeOf = (ctx: { state: unknown }): ExchangeRecord | undefined => (ctx.state as { tokenExchange?: ExchangeRecord }).tokenExchange;
+
+/** Whether this request was answered with an upstream token (audited by the vault, not as token.issued). */
+export const answeredFromVault = (ctx: { state: unknown }): boolean => (ctx.state as { upstreamToken?: boolean }).upstreamToken === true;
 
 type RefusalCode = 'invalid_request' | 'invalid_target' | 'invalid_scope';
 const refusalError = (code: RefusalCode, reason: string): Error =>
@@ -197,12 +206,40 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     if (resource !== undefined && audience !== undefined && resource !== audience)
       throw new errors.InvalidTarget('resource and audience name different targets; name one');
     const target = resource ?? audience;
+    // DPoP (RFC 9449) as for the built-in grants: a proof binds the issued token to its key, and
+    // a client bound to DPoP must send one (oauth/dpop.ts says both refusals the RFC's way).
+    const dPoP = await validateDpop(provider, ctx);
+    if (!dPoP && (client as { dpopBoundAccessTokens?: boolean }).dpopBoundAccessTokens) throw new errors.InvalidGrant('DPoP proof JWT not provided');
 
     const subject = await subjectOf(subjectValue, params.subject_token_type);
     if (typeof subject === 'string') return refuse(ctx, 'invalid_request', subject);
     if (params.actor_token !== undefined) {
       const proven = params.actor_token.length > MAX_TOKEN_LENGTH ? undefined : await actorOf(ctx, params.actor_token, params.actor_token_type!);
       if (proven !== client.clientId) return refuse(ctx, 'invalid_request', 'the actor_token does not prove the authenticated client', subject);
+    }
+
+    // A connection (connected accounts): the upstream access token, from the vault.
+    const connectionId = connectionOfTarget(target);
+    if (connectionId !== undefined) {
+      if (params.scope !== undefined) throw new errors.InvalidRequest('an upstream token carries the scopes the user granted there: leave out scope');
+      try {
+        ctx.body = await exchangeForConnection(deps.vault, { connectionId, actor: client.clientId, subject });
+      } catch (err) {
+        if (!(err instanceof AgentauthError) || !err.expose || err.status >= 500) throw err;
+        await audit.record({
+          type: 'token_exchange.refused',
+          actor: { type: 'client', id: client.clientId },
+          clientId: client.clientId,
+          accountId: subject.accountId,
+          grantId: subject.grantId,
+          outcome: 'failure',
+          details: { error: err.error, reason: err.error_description, connection: connectionId },
+        });
+        db.mustCommit();
+        throw err;
+      }
+      (ctx.state as { upstreamToken?: boolean }).upstreamToken = true;
+      return;
     }
 
     const decision = decideExchange(
@@ -235,6 +272,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     if (decision.audience) {
       const info = await internals.configuration.features.resourceIndicators.getResourceServerInfo(ctx, decision.audience, client);
       token.resourceServer = new ResourceServer(decision.audience, info) as never;
+    }
+    if (dPoP) {
+      await checkDpopReplay(provider, ctx, dPoP, client.clientId, errors.InvalidGrant);
+      token.setThumbprint('jkt', dPoP.thumbprint);
     }
     // Never past what the subject token has left.
     const expiresIn = Math.min(token.expiration, lifetimeLeft);

@@ -123,10 +123,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     const token = await activeToken(value, 'AccessToken');
     const { grantId, accountId, clientId } = (token ?? {}) as { grantId?: unknown; accountId?: unknown; clientId?: unknown };
     if (!token || typeof grantId !== 'string' || typeof accountId !== 'string' || typeof clientId !== 'string') return 'the subject token is not active';
-    // A sender-constrained token (DPoP, mTLS) would need its proof of possession here too; until
-    // this grant checks one, such a token is refused rather than exchanged by whoever holds it.
-    if (token.jkt !== undefined || token['x5t#S256'] !== undefined || token.cnf !== undefined)
-      return 'a sender-constrained (DPoP or mTLS) subject token cannot be exchanged yet';
+    // A DPoP-bound subject token is accepted without a proof of its key: in a delegation the actor
+    // never holds the previous link's key, and what gates the exchange is the actor's own
+    // authentication and the policy, not possession of the token. The issued token is bound to
+    // the actor's proof, when it sends one (below).
     // The grant row first (lock order); a revoked or expired grant leaves no token acceptable.
     if ((await lockGrant(db, grantId)) !== 'live') return 'the subject token is not active';
     const grant = await liveGrantRow(db, grantId);

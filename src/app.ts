@@ -30,6 +30,7 @@ import { delegationClaims } from './delegation/claims.ts';
 import { revocationReasonFromRequest } from './oauth/revocation-reason.ts';
 import { resourceServerCache } from './resource-servers/store.ts';
 import { tombstoneAndNotify } from './revocation/revoke.ts';
+import type { VaultDeps } from './connections/vault.ts';
 import type { JsonWebKey } from './keys/signing-keys.ts';
 import type { Runtime } from './runtime.ts';
 import { findAccountById } from './users/store.ts';
@@ -84,6 +85,7 @@ interface Shared extends AppDeps {
   forms: FormGuard;
   signInGuard: SignInGuard;
   hashQueue: HashQueue;
+  vault: VaultDeps;
 }
 
 export function buildApp(deps: AppDeps): App {
@@ -120,6 +122,7 @@ export function buildApp(deps: AppDeps): App {
     clientFound: tokenLimit.clientFound,
     fetchesPerIp: { limit: config.limits.registrationPerHour, seconds: 3600 },
   });
+  const vault: VaultDeps = { db, kek: runtime.keyEncryptionKey, outbound: runtime.outbound, audit };
   const cookieKey = runtime.cookieKeys[0]!;
   const shared: Shared = {
     ...deps,
@@ -133,6 +136,7 @@ export function buildApp(deps: AppDeps): App {
       perAccount: config.limits.loginFailuresPerAccount15Minutes,
     }),
     hashQueue: createHashQueue(PASSWORD_HASHES_AT_ONCE, PASSWORD_HASHES_WAITING),
+    vault,
   };
 
   return {
@@ -168,7 +172,7 @@ export function buildApp(deps: AppDeps): App {
       });
       mountRoutes(provider, shared);
       installRefreshRotation(provider, { db, defaultRetryWindow: config.refreshRetryWindow, revokeGrant: revokeGrantNow });
-      installTokenExchange(provider, { db, audit, findResourceServer: resources.find });
+      installTokenExchange(provider, { db, audit, findResourceServer: resources.find, vault });
       return provider;
     },
   };
@@ -243,7 +247,7 @@ function mountRoutes(provider: Provider, shared: Shared): void {
   });
   provider.use(interactions.routes());
   provider.use(interactions.allowedMethods());
-  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms });
+  const account = accountRoutes({ provider, issuer: provider.issuer, db, views, audit, forms: shared.forms, vault: shared.vault });
   provider.use(account.routes());
   provider.use(account.allowedMethods());
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);

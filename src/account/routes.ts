@@ -20,6 +20,8 @@ import { timeWords } from '../http/time-words.ts';
 import { describePermission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
+import { connectionsView, mountConnectionRoutes } from '../connections/account-routes.ts';
+import type { VaultDeps } from '../connections/vault.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
 
 const STATE_COOKIE = 'agentauth.account_state';
@@ -45,9 +47,11 @@ export interface AccountDeps {
   views: Views;
   audit: AuditLog;
   forms: FormGuard;
+  /** Connected accounts: sealing, the upstream calls, the audit trail. */
+  vault: VaultDeps;
 }
 
-export function accountRoutes({ provider, issuer, db, views, audit, forms }: AccountDeps): Router {
+export function accountRoutes({ provider, issuer, db, views, audit, forms, vault }: AccountDeps): Router {
   const router = new Router();
   const csrfFor = (sessionId: string) => forms.tokenFor(`account:${sessionId}`);
 
@@ -144,7 +148,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     if (!who) return startSignIn(ctx);
     const account = await findAccountById(db, who.accountId);
     const agents = (await agentTree(who.accountId)).roots;
-    ctx.body = views.render('account', { username: account?.username, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
+    const connections = await connectionsView(vault, who.accountId);
+    ctx.body = views.render('account', { username: account?.username, agents, connections, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
   });
 
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
@@ -200,6 +205,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     seeOther(ctx, '/account/signed-out');
   });
 
+  mountConnectionRoutes(router, { signedIn, startSignIn, checkedForm }, vault, issuer);
+
   router.get('/account/signed-out', (ctx) => {
     ctx.body = views.render('signed-out', {});
   });
@@ -219,5 +226,7 @@ function httpsOnly(uri: unknown): string | undefined {
 function noticeOf(done: unknown): string | undefined {
   if (done === 'revoked') return 'Access revoked. Every token of that agent has stopped working.';
   if (done === 'revoked-all') return 'Access revoked for every agent. All their tokens have stopped working.';
+  if (done === 'connected') return 'Connected. Agents you allow can now act there for you, without ever seeing your password.';
+  if (done === 'disconnected') return 'Disconnected. agentauth revoked its access there and forgot its tokens.';
   return undefined;
 }

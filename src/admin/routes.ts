@@ -66,6 +66,17 @@ export const ADMIN_ROUTES: AdminRoute[] = [
   { method: 'POST', path: '/admin/resources', operation: 'resources.create', summary: 'Register a resource server (RFC 8707)', status: 201, body: true },
   { method: 'GET', path: '/admin/resources/{identifier}', operation: 'resources.show', summary: 'Show a resource server (the identifier URL-encoded)' },
   { method: 'DELETE', path: '/admin/resources/{identifier}', operation: 'resources.delete', summary: 'Delete a resource server' },
+  { method: 'GET', path: '/admin/connections', operation: 'connections.list', summary: 'List upstream connections (connected accounts)' },
+  {
+    method: 'POST',
+    path: '/admin/connections',
+    operation: 'connections.create',
+    summary: 'Register an upstream provider users can connect; the client secret is stored sealed and never returned',
+    status: 201,
+    body: true,
+  },
+  { method: 'PATCH', path: '/admin/connections/{id}', operation: 'connections.update', summary: 'Set the agents that may use a connection', body: true },
+  { method: 'DELETE', path: '/admin/connections/{id}', operation: 'connections.delete', summary: "Delete a connection and every user's tokens for it" },
   {
     method: 'POST',
     path: '/admin/registration-tokens',

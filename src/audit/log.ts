@@ -51,6 +51,12 @@ export type AuditEventType =
   | 'registration_token.issued'
   | 'resource_server.registered'
   | 'resource_server.deleted'
+  | 'connection.registered'
+  | 'connection.deleted'
+  | 'connection.connected'
+  | 'connection.disconnected'
+  | 'connection.token_issued'
+  | 'connection.broken'
   | 'audit.purged';
 
 export interface AuditInput {

@@ -377,6 +377,70 @@ const COMMANDS: Record<string, Command> = {
     input: async (_values, [identifier]) => ({ identifier }),
     print: (r) => `deleted ${(r as { identifier: string }).identifier}`,
   },
+  'connections create': {
+    usage:
+      'agentauth connections create <id> --name "<shown to users>" (--issuer <https uri> | --authorization-endpoint <uri> --token-endpoint <uri> [--revocation-endpoint <uri>]) --client-id <id> --client-secret-stdin [--scope <s>]... [--agent <client_id>]... [--json]',
+    summary:
+      'Register an upstream provider users can connect at /account (docs/connected-accounts.md). Endpoints are discovered from --issuer; the client secret is read from standard input and stored sealed.',
+    options: {
+      name: { type: 'string' },
+      issuer: { type: 'string' },
+      'authorization-endpoint': { type: 'string' },
+      'token-endpoint': { type: 'string' },
+      'revocation-endpoint': { type: 'string' },
+      'client-id': { type: 'string' },
+      'client-secret-stdin': { type: 'boolean' },
+      scope: { type: 'string', multiple: true },
+      agent: { type: 'string', multiple: true },
+    },
+    positionals: ['id'],
+    operation: 'connections.create',
+    async input(values, [id]) {
+      if (typeof values.name !== 'string') throw new UsageError('--name is required');
+      if (typeof values['client-id'] !== 'string') throw new UsageError('--client-id is required');
+      if (!values['client-secret-stdin']) throw new UsageError('--client-secret-stdin is required (secrets never go on the command line)');
+      return {
+        id,
+        name: values.name,
+        issuer: values.issuer,
+        authorizationEndpoint: values['authorization-endpoint'],
+        tokenEndpoint: values['token-endpoint'],
+        revocationEndpoint: values['revocation-endpoint'],
+        clientId: values['client-id'],
+        clientSecret: await readPasswordFromStdin(),
+        scopes: (values.scope as string[] | undefined)?.flatMap((s) => s.split(' ').filter(Boolean)) ?? [],
+        agents: (values.agent as string[] | undefined) ?? [],
+      };
+    },
+    print: json,
+  },
+  'connections list': {
+    usage: 'agentauth connections list [--json]',
+    summary: 'List upstream connections and the agents allowed to use each.',
+    operation: 'connections.list',
+    input: async () => ({}),
+    print: (r) => {
+      const list = (r as { connections: { id: string; name: string; agents: string[] }[] }).connections;
+      return list.length ? list.map((c) => `${c.id}\t${c.name}\t${c.agents.join(' ') || '(no agent allowed)'}`).join('\n') : 'no connections yet';
+    },
+  },
+  'connections allow': {
+    usage: 'agentauth connections allow <id> --agent <client_id>... [--json]',
+    summary: 'Set which agents may obtain tokens of this connection (replaces the list; none: no agent).',
+    options: { agent: { type: 'string', multiple: true } },
+    positionals: ['id'],
+    operation: 'connections.update',
+    input: async (values, [id]) => ({ id, agents: (values.agent as string[] | undefined) ?? [] }),
+    print: json,
+  },
+  'connections delete': {
+    usage: 'agentauth connections delete <id> [--json]',
+    summary: "Delete a connection and every user's tokens for it.",
+    positionals: ['id'],
+    operation: 'connections.delete',
+    input: async (_values, [id]) => ({ id }),
+    print: (r) => `deleted ${(r as { id: string }).id}`,
+  },
   'events list': {
     usage: 'agentauth events list [--pending] [--json]',
     summary: 'Revocation events pushed to agents, newest first, with their delivery state.',
@@ -496,7 +560,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'grants'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'connections', 'grants'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };

@@ -11,7 +11,7 @@ import type { RevokedGrant } from '../grants/store.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
-import { exchangeOf } from './token-exchange.ts';
+import { answeredFromVault, exchangeOf } from './token-exchange.ts';
 
 /** SHA-256 of a token value: the key it is stored under, never the value itself. */
 const tokenHash = (value: unknown) => (typeof value === 'string' ? createHash('sha256').update(value).digest('hex') : undefined);
@@ -71,6 +71,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
       resource: asResource(params?.resource),
     };
     metrics.tokenIssued(grantType);
+    if (answeredFromVault(ctx)) return; // an upstream token: the vault audits it (connection.token_issued)
     // A token exchange names its whole chain, first agent first (RFC 8693 delegation).
     const exchange = exchangeOf(ctx);
     const delegation = exchange

@@ -31,6 +31,9 @@ import { findChildGrant, grantChain, insertChildGrant, liveGrantRow, lockGrant, 
 import type { ResourceServer as RegisteredServer } from '../resource-servers/store.ts';
 import { findArtifact, hashId, recordOnce } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
+import { connectionOfTarget, exchangeForConnection } from '../connections/exchange.ts';
+import type { VaultDeps } from '../connections/vault.ts';
+import { AgentauthError } from '../errors.ts';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -44,6 +47,8 @@ const MAX_ACTOR_ASSERTION_SECONDS = 300;
 export interface TokenExchangeDeps {
   db: Db;
   audit: AuditLog;
+  /** Connected accounts: a target naming a connection is answered from the vault. */
+  vault: VaultDeps;
   findResourceServer(identifier: string): Promise<RegisteredServer | undefined>;
 }
 
@@ -56,6 +61,9 @@ export interface ExchangeRecord {
 }
 
 export const exchangeOf = (ctx: { state: unknown }): ExchangeRecord | undefined => (ctx.state as { tokenExchange?: ExchangeRecord }).tokenExchange;
+
+/** Whether this request was answered with an upstream token (audited by the vault, not as token.issued). */
+export const answeredFromVault = (ctx: { state: unknown }): boolean => (ctx.state as { upstreamToken?: boolean }).upstreamToken === true;
 
 type RefusalCode = 'invalid_request' | 'invalid_target' | 'invalid_scope';
 const refusalError = (code: RefusalCode, reason: string): Error =>
@@ -196,6 +204,30 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     if (params.actor_token !== undefined) {
       const proven = params.actor_token.length > MAX_TOKEN_LENGTH ? undefined : await actorOf(ctx, params.actor_token, params.actor_token_type!);
       if (proven !== client.clientId) return refuse(ctx, 'invalid_request', 'the actor_token does not prove the authenticated client', subject);
+    }
+
+    // A connection (connected accounts): the upstream access token, from the vault.
+    const connectionId = connectionOfTarget(target);
+    if (connectionId !== undefined) {
+      if (params.scope !== undefined) throw new errors.InvalidRequest('an upstream token carries the scopes the user granted there: leave out scope');
+      try {
+        ctx.body = await exchangeForConnection(deps.vault, { connectionId, actor: client.clientId, subject });
+      } catch (err) {
+        if (!(err instanceof AgentauthError) || !err.expose || err.status >= 500) throw err;
+        await audit.record({
+          type: 'token_exchange.refused',
+          actor: { type: 'client', id: client.clientId },
+          clientId: client.clientId,
+          accountId: subject.accountId,
+          grantId: subject.grantId,
+          outcome: 'failure',
+          details: { error: err.error, reason: err.error_description, connection: connectionId },
+        });
+        db.mustCommit();
+        throw err;
+      }
+      (ctx.state as { upstreamToken?: boolean }).upstreamToken = true;
+      return;
     }
 
     const decision = decideExchange(

@@ -37,6 +37,8 @@ import { findScopes, listScopes, upsertScope, type Scope } from '../scopes/store
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { migrate } from '../storage/migrate.ts';
+import { deleteConnection, findConnection, insertConnection, listConnections, setConnectionAgents, type Connection } from '../connections/store.ts';
+import { discover, UpstreamError } from '../connections/upstream.ts';
 
 export interface OperationContext {
   db: Db;
@@ -56,6 +58,55 @@ const COMMAND_LINE = { type: 'admin', id: 'cli' } as const;
 
 const SCOPE_NAME = /^[A-Za-z0-9][A-Za-z0-9:._/-]{0,99}$/;
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$/;
+
+const CONNECTION_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
+/** Upstream scopes are the provider's to name: any RFC 6749 §3.3 scope-token. */
+const UPSTREAM_SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]{1,200}$/;
+
+const connectionView = (c: Connection) => ({
+  id: c.id,
+  name: c.displayName,
+  issuer: c.issuer,
+  authorization_endpoint: c.authorizationEndpoint,
+  token_endpoint: c.tokenEndpoint,
+  revocation_endpoint: c.revocationEndpoint,
+  iss_parameter_supported: c.issParameterSupported,
+  client_id: c.clientId,
+  scopes: c.scopes,
+  agents: c.agents,
+});
+
+/** The endpoints named, or discovered from the issuer (RFC 8414 / OIDC); each one a URL agentauth may call. */
+async function connectionEndpoints(
+  policy: ClientPolicy,
+  input: { issuer?: string; authorizationEndpoint?: string; tokenEndpoint?: string; revocationEndpoint?: string },
+): Promise<Pick<Connection, 'issuer' | 'authorizationEndpoint' | 'tokenEndpoint' | 'revocationEndpoint' | 'issParameterSupported'>> {
+  if (input.issuer) checkHttpsUrl(input.issuer, 'issuer', { loopbackHttp: false });
+  let endpoints: Awaited<ReturnType<typeof connectionEndpoints>>;
+  if (input.authorizationEndpoint && input.tokenEndpoint) {
+    endpoints = {
+      issuer: input.issuer ?? null,
+      authorizationEndpoint: input.authorizationEndpoint,
+      tokenEndpoint: input.tokenEndpoint,
+      revocationEndpoint: input.revocationEndpoint ?? null,
+      issParameterSupported: false,
+    };
+  } else if (input.issuer && !input.authorizationEndpoint && !input.tokenEndpoint) {
+    try {
+      endpoints = await discover(policy.outbound, input.issuer);
+    } catch (err) {
+      if (err instanceof UpstreamError) throw new InvalidRequest(`discovery failed: ${err.message}`);
+      throw err;
+    }
+  } else {
+    throw new InvalidRequest('give --issuer (discovered), or both --authorization-endpoint and --token-endpoint');
+  }
+  // The browser follows the authorization endpoint; agentauth itself calls the others.
+  checkHttpsUrl(endpoints.authorizationEndpoint, 'authorization_endpoint', { loopbackHttp: false });
+  checkFetchedUri(endpoints.tokenEndpoint, 'token_endpoint', policy);
+  if (endpoints.revocationEndpoint) checkFetchedUri(endpoints.revocationEndpoint, 'revocation_endpoint', policy);
+  return endpoints;
+}
 
 const resourceView = (rs: ResourceServer) => ({
   identifier: rs.identifier,
@@ -272,6 +323,54 @@ export const operations = {
     },
     { changesConfig: true },
   ),
+
+  'connections.create': operation(
+    z.object({
+      id: z.string().regex(CONNECTION_ID, 'must be 1-64 lowercase letters, digits or -'),
+      name: z.string().min(1).max(100),
+      issuer: z.string().max(2000).optional(),
+      authorizationEndpoint: z.string().max(2000).optional(),
+      tokenEndpoint: z.string().max(2000).optional(),
+      revocationEndpoint: z.string().max(2000).optional(),
+      clientId: z.string().min(1).max(500),
+      clientSecret: z.string().min(1).max(2000),
+      scopes: z.array(z.string().regex(UPSTREAM_SCOPE)).max(100).default([]),
+      agents: z.array(z.string().min(1).max(200)).max(1000).default([]),
+    }),
+    async ({ db, audit, clientPolicy, keyEncryptionKey, actor }, input) => {
+      for (const agent of input.agents) if (!(await findClient(db, agent))) throw new InvalidRequest(`no client ${agent}`);
+      const endpoints = await connectionEndpoints(clientPolicy, input);
+      const connection = {
+        id: input.id,
+        displayName: input.name,
+        clientId: input.clientId,
+        scopes: [...new Set(input.scopes)],
+        agents: [...new Set(input.agents)],
+        ...endpoints,
+      };
+      if (!(await insertConnection(db, keyEncryptionKey, connection, input.clientSecret))) throw new InvalidRequest(`connection ${input.id} already exists`);
+      await audit.record({ type: 'connection.registered', actor, details: { connection: input.id, issuer: endpoints.issuer, agents: connection.agents } });
+      return connectionView(connection);
+    },
+  ),
+
+  'connections.list': operation(z.object({}), async ({ db }) => ({ connections: (await listConnections(db)).map(connectionView) })),
+
+  'connections.update': operation(
+    z.object({ id: z.string().max(64), agents: z.array(z.string().min(1).max(200)).max(1000) }),
+    async ({ db, audit, actor }, { id, agents }) => {
+      for (const agent of agents) if (!(await findClient(db, agent))) throw new InvalidRequest(`no client ${agent}`);
+      if (!(await setConnectionAgents(db, id, [...new Set(agents)]))) throw new NotFound(`no connection ${id}`);
+      await audit.record({ type: 'connection.registered', actor, details: { connection: id, agents } });
+      return connectionView((await findConnection(db, id))!);
+    },
+  ),
+
+  'connections.delete': operation(z.object({ id: z.string().max(64) }), async ({ db, audit, actor }, { id }) => {
+    if (!(await deleteConnection(db, id))) throw new NotFound(`no connection ${id}`);
+    await audit.record({ type: 'connection.deleted', actor, details: { connection: id } });
+    return { id, deleted: true };
+  }),
 
   'events.list': operation(z.object({ pending: z.boolean().default(false) }), async ({ db }, { pending }) => ({
     events: (await listEvents(db, pending)).map((e) => ({

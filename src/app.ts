@@ -38,7 +38,7 @@ import { auditProviderEvents } from './oauth/provider-events.ts';
 import { createFormGuard, type FormGuard } from './http/forms.ts';
 import { explainClientAuthFailures } from './clients/authentication-failures.ts';
 import { correctTokenErrors } from './oauth/error-corrections.ts';
-import { dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
+import { DPOP_PROOF_WINDOW_SECONDS, dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from './metrics/http.ts';
 import { createHashQueue, type HashQueue } from './users/hash-queue.ts';
@@ -111,14 +111,20 @@ export function buildApp(deps: AppDeps): App {
     const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (revoked) await onGrantRevoked(revoked, reason);
   };
-  const Adapter = createAdapterClass(db, kv, {
-    clientFound: tokenLimit.clientFound,
-    revokeGrant: revokeGrantNow,
-    storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy),
-    deleteClient: deleteRegisteredClient(db, audit),
-    sealDeviceCode: (id) => seal(runtime.keyEncryptionKey, id, 'device-code'),
-    unsealDeviceCode: (sealed) => unseal(runtime.keyEncryptionKey, sealed, 'device-code'),
-  });
+  const Adapter = createAdapterClass(
+    db,
+    kv,
+    {
+      clientFound: tokenLimit.clientFound,
+      revokeGrant: revokeGrantNow,
+      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy),
+      deleteClient: deleteRegisteredClient(db, audit),
+      sealDeviceCode: (id) => seal(runtime.keyEncryptionKey, id, 'device-code'),
+      unsealDeviceCode: (sealed) => unseal(runtime.keyEncryptionKey, sealed, 'device-code'),
+    },
+    // Assertions live at most CLIENT_ASSERTION_MAX_LIFETIME (+15 s tolerance), DPoP proofs 300 s.
+    { replayHorizonSeconds: Math.max(config.clientAuth.maxAssertionLifetime + 15, DPOP_PROOF_WINDOW_SECONDS) },
+  );
   const metadataDocuments = metadataDocumentHooks({
     db,
     audit,

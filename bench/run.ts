@@ -1,13 +1,15 @@
 /**
- * `npm run bench`: agentauth on PostgreSQL and Redis against a bare oidc-provider (the library's
- * ceiling) and a node:http server answering a fixed body (the machine's ceiling), scenario by
+ * `npm run bench`: agentauth on PostgreSQL and Redis against its peer (the same oidc-provider
+ * configuration over a plain one-table PostgreSQL adapter and Redis, as community adapters do
+ * it), a bare oidc-provider in memory (the library's ceiling) and a node:http server answering a
+ * fixed body (the machine's ceiling), scenario by
  * scenario, at fixed connections and duration, after a warm-up. Servers and the load generator
  * are pinned to different cores where the machine allows. Results go to bench/results/ (JSON
  * and Markdown); see docs/performance.md for what bounds each number.
  *
  *   npm run bench -- [--quick] [--seconds 12] [--warmup 3] [--connections 16]
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
- *     [--targets agentauth,bare,plain] [--processes 2] [--data-size large]
+ *     [--targets agentauth,peer,bare,plain] [--processes 2] [--data-size large]
  *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>]
  *
  * --server-dir runs agentauth from another checkout with the same load (before/after).
@@ -29,7 +31,7 @@ const { values } = parseArgs({
     warmup: { type: 'string' },
     connections: { type: 'string', default: '16' },
     scenarios: { type: 'string' },
-    targets: { type: 'string', default: 'agentauth,bare,plain' },
+    targets: { type: 'string', default: 'agentauth,peer,bare,plain' },
     processes: { type: 'string', default: '1' },
     'data-size': { type: 'string', default: 'small' },
     tokens: { type: 'string', default: '1000000' },
@@ -47,7 +49,7 @@ process.env.REDIS_URL ??= 'redis://127.0.0.1:6379';
 // The test helpers read DATABASE_URL when loaded: import them only now.
 const { describeMachine, pin, planPinning } = await import('./lib/machine.ts');
 const { SCENARIOS, UNITS, runScenario } = await import('./lib/scenarios.ts');
-const { startAgentauth, startBareProvider, startPlainHttp } = await import('./lib/targets.ts');
+const { startAgentauth, startBareProvider, startPeerProvider, startPlainHttp } = await import('./lib/targets.ts');
 const { markdown } = await import('./lib/report.ts');
 const { seedStoredData } = await import('./lib/seed.ts');
 type ScenarioName = import('./lib/scenarios.ts').ScenarioName;
@@ -157,8 +159,9 @@ if (targets.includes('agentauth')) {
     await target.stop();
   }
 }
-// The two ceilings, each through the same scenarios once.
+// The peer and the two ceilings, each through the same scenarios once.
 for (const [name, label, start] of [
+  ['peer', 'plain-adapter peer', startPeerProvider],
   ['bare', 'bare oidc-provider', startBareProvider],
   ['plain', 'node:http', startPlainHttp],
 ] as const) {

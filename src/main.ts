@@ -16,7 +16,8 @@ import { startingGate } from './http/starting.ts';
 import { dispatchToProvider } from './http/dispatch.ts';
 import { findAccountById } from './users/store.ts';
 import { ensureSigningKey } from './keys/signing-keys.ts';
-import { startLiveProvider } from './oauth/live-provider.ts';
+import { announceConfigChange, startLiveProvider } from './oauth/live-provider.ts';
+import { bumpConfigGeneration } from './storage/generation.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { openRuntime } from './runtime.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
@@ -81,11 +82,16 @@ async function start(config: Config): Promise<void> {
     return provider;
   };
   const tokenLimit = tokenEndpointLimit(limiter, config.limits.tokenPerMinute);
+  /** An RFC 7592 update or delete: every instance drops its cached clients before its next request. */
+  const clientChanged = async () => {
+    await bumpConfigGeneration(db);
+    await db.afterCommit(() => announceConfigChange(db, kv).catch((err: unknown) => log.error({ err }, 'client change not announced')));
+  };
   const Adapter = createAdapterClass(db, kv, {
     clientFound: tokenLimit.clientFound,
     revokeGrant: revokeGrantNow,
-    storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy),
-    deleteClient: deleteRegisteredClient(db, runtime.audit),
+    storeClient: storeRegisteredClient(db, runtime.audit, runtime.clientPolicy, clientChanged),
+    deleteClient: deleteRegisteredClient(db, runtime.audit, clientChanged),
   });
   const metadataDocuments = metadataDocumentHooks({
     db,

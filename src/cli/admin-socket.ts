@@ -15,7 +15,7 @@ export const adminSocketPath = (dataDir: string) => path.join(dataDir, 'agentaut
 
 type Reply = { ok: true; result: unknown } | { ok: false; error: string };
 
-export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Logger, afterChange: () => Promise<void>): Promise<net.Server> {
+export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Logger, afterChange: () => Promise<unknown>): Promise<net.Server> {
   const file = adminSocketPath(dataDir);
   rmSync(file, { force: true });
   const server = net.createServer((socket) => {

@@ -5,8 +5,8 @@
  * oidc-provider checks `consumed` and later calls `consume()`; its replay check is find-then-save.
  * Both are made atomic here, so concurrency cannot turn a single-use artifact into two wins.
  */
-import { errors } from 'oidc-provider';
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+import type { Adapter, AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
@@ -14,6 +14,7 @@ import * as artifacts from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
+import { confirmedGenerationOf } from './live-provider.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
@@ -43,8 +44,71 @@ export interface AdapterHooks {
   clientFound(clientId: string, tokenRateLimit: number | null): Promise<void>;
 }
 
+/** An active client as the adapter answers it: metadata as served, and its own token rate limit. */
+interface ServedClient {
+  metadata: AdapterPayload;
+  tokenRateLimit: number | null;
+}
+
+/** Entries kept at most; past that the cache starts over (made-up ids are never kept). */
+const CLIENT_CACHE_SIZE = 10_000;
+
+/**
+ * Active clients by configuration generation. Every change to a client (update, disable, delete,
+ * its rate limit or retry window) bumps the generation and announces it before the operation
+ * returns, and a request may use an entry only under the generation confirmed current after it
+ * arrived (ensureFresh, one shared Redis read it makes anyway), so a disabled or deleted client
+ * is refused on every instance from the next request on. A request with no confirmed generation
+ * (an endpoint that does not check, Redis away) reads PostgreSQL as before. Unknown and disabled
+ * clients are not kept, and a generation older than one already seen is never trusted (a store
+ * restored from an old copy).
+ */
+function clientCache() {
+  const entries = new Map<string, { generation: string; client: ServedClient }>();
+  let newest = -1n;
+  const trusted = (generation: string | undefined): generation is string => {
+    if (generation === undefined) return false;
+    const n = BigInt(generation);
+    if (n < newest) return false;
+    if (n > newest) {
+      newest = n;
+      entries.clear();
+    }
+    return true;
+  };
+  return {
+    get(id: string, generation: string | undefined): ServedClient | undefined {
+      if (!trusted(generation)) return undefined;
+      const entry = entries.get(id);
+      return entry?.generation === generation ? entry.client : undefined;
+    },
+    put(id: string, generation: string | undefined, client: ServedClient | undefined): ServedClient | undefined {
+      // Read under this generation: if a newer one came meanwhile, trusted() has refused it.
+      if (client && trusted(generation) && BigInt(generation) === newest) {
+        if (entries.size >= CLIENT_CACHE_SIZE) entries.clear();
+        entries.set(id, { generation, client });
+      }
+      return client;
+    },
+  };
+}
+
 export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
   const { revokeGrant } = hooks;
+  const clients = clientCache();
+
+  /** The client from PostgreSQL, as the adapter serves it; undefined when it may not authenticate. */
+  async function readClient(id: string): Promise<ServedClient | undefined> {
+    const found = await findActiveClient(db, id);
+    // A metadata document's client is read from its document (oidc-provider fetches and caches it).
+    if (!found || found.registration === 'metadata_document') return undefined;
+    // Held to the scopes open to unverified clients as they are now (a scope change bumps the
+    // generation too), not as they were when it registered.
+    const metadata = isSelfRegistered(found.registration)
+      ? { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) }
+      : found.metadata;
+    return { metadata, tokenRateLimit: found.tokenRateLimit };
+  }
 
   return class StorageAdapter implements Adapter {
     readonly model: string;
@@ -73,14 +137,11 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       if (!storableId(id)) return undefined;
       if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
       if (this.model === 'Client') {
-        const found = await findActiveClient(db, id);
-        // A metadata document's client is read from its document (oidc-provider fetches and caches it).
-        if (!found || found.registration === 'metadata_document') return undefined;
-        await hooks.clientFound(id, found.tokenRateLimit);
-        // Held to the scopes open to unverified clients as they are now, not as they were when it registered.
-        if (isSelfRegistered(found.registration))
-          return { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) };
-        return found.metadata;
+        const generation = confirmedGenerationOf((Provider.ctx as KoaContextWithOIDC | undefined)?.req);
+        const client = clients.get(id, generation) ?? clients.put(id, generation, await readClient(id));
+        if (!client) return undefined;
+        await hooks.clientFound(id, client.tokenRateLimit);
+        return client.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);
       if (this.model === 'ReplayDetection') return undefined; // decided atomically in upsert

@@ -10,9 +10,11 @@
  *   npm run bench -- [--quick] [--seconds 12] [--warmup 3] [--connections 16]
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
  *     [--targets agentauth,peer,bare,plain] [--processes 2] [--data-size large]
- *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>]
+ *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>] [--ab-dir <checkout>]
  *
- * --server-dir runs agentauth from another checkout with the same load (before/after).
+ * --server-dir runs agentauth from another checkout with the same load (before/after);
+ * --ab-dir adds agentauth from another checkout as a server of its own ("before") in the same
+ * run, scenario by scenario beside this one's (an A/B within one run).
  *
  * DATABASE_URL and REDIS_URL default to postgres://postgres@127.0.0.1:5432/test and
  * redis://127.0.0.1:6379; each run creates (and drops) a database of its own.
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     'cpu-prof-dir': { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
     'server-dir': { type: 'string' },
+    'ab-dir': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -54,6 +57,7 @@ const { markdown } = await import('./lib/report.ts');
 const { seedStoredData } = await import('./lib/seed.ts');
 type ScenarioName = import('./lib/scenarios.ts').ScenarioName;
 type Target = import('./lib/targets.ts').Target;
+type TargetName = import('./lib/targets.ts').TargetName;
 type ResultRow = import('./lib/report.ts').ResultRow;
 type Results = import('./lib/report.ts').Results;
 type RunSettings = import('./lib/scenarios.ts').RunSettings;
@@ -97,17 +101,24 @@ const startOptions = {
   serverDir: values['server-dir'] && path.resolve(values['server-dir']),
 };
 
-async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
-  const memory: RunMemory = { requestsPerFlow: shared.requestsPerFlow };
-  for (const scenario of list) {
-    log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
-    const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
-    rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
-    log(
-      `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
-    );
-  }
+/** What each target's earlier scenarios learned (to size later preparations). */
+const memories = new Map<Target, RunMemory>();
+
+async function measure(name: string, target: Target, scenario: ScenarioName): Promise<void> {
+  let memory = memories.get(target);
+  if (!memory) memories.set(target, (memory = {}));
+  memory.requestsPerFlow ??= shared.requestsPerFlow;
+  log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
+  const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
+  rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
+  log(
+    `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
+  );
   shared.requestsPerFlow ??= memory.requestsPerFlow;
+}
+
+async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
+  for (const scenario of list) await measure(name, target, scenario);
 }
 
 /** Bodies of the right size for node:http, which reads but never checks them. */
@@ -132,47 +143,48 @@ function withoutLog({ log: _log, ...rest }: RunSettings): Omit<RunSettings, 'log
 /** Scenarios a second process can share: one request each, split over both instances. */
 const SPLITTABLE: ScenarioName[] = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection'];
 
-if (targets.includes('agentauth')) {
-  log('starting agentauth');
-  const target = await startAgentauth(startOptions);
-  try {
-    await series('baseline', target, scenarios);
-    if (processes > 1) {
-      const list = scenarios.filter((s) => SPLITTABLE.includes(s));
-      target.pinTo(allCores);
-      await series('processes-1', target, list);
-      for (let i = 1; i < processes; i++) await target.addProcess!();
-      target.pinTo(allCores);
-      await series(`processes-${processes}`, target, list);
-      await target.dropExtraProcesses!();
-      target.pinTo(pinning.serverCores);
-    }
-    if (largeData) {
-      const tokens = Number(values.tokens);
-      const grants = Number(values.grants);
-      log(`seeding ${tokens} tokens and ${grants} grants`);
-      seeding = { tokens, grants, seconds: await seedStoredData(target.env!.DATABASE_URL!, tokens, grants) };
-      log(`  seeded in ${seeding.seconds} s`);
-      await series('large-data', target, scenarios);
-    }
-  } finally {
-    await target.stop();
+// Every server is started first; then each scenario runs on each server in turn, so a change in
+// the shared machine's load falls on all of them alike (idle servers cost next to nothing).
+const starters: [TargetName, string, () => Promise<Target>][] = [
+  ['agentauth', 'agentauth', () => startAgentauth(startOptions)],
+  [
+    'before',
+    `agentauth from ${values['ab-dir']}`,
+    async () => ({ ...(await startAgentauth({ ...startOptions, serverDir: path.resolve(values['ab-dir']!) })), name: 'before' }),
+  ],
+  ['peer', 'plain-adapter peer', () => startPeerProvider(startOptions)],
+  ['bare', 'bare oidc-provider', () => startBareProvider(startOptions)],
+  ['plain', 'node:http', () => startPlainHttp(startOptions)],
+];
+const running: Target[] = [];
+try {
+  for (const [name, label, start] of starters) {
+    if (name === 'before' ? !values['ab-dir'] : !targets.includes(name)) continue;
+    log(`starting ${label}`);
+    running.push(await start());
   }
-}
-// The peer and the two ceilings, each through the same scenarios once.
-for (const [name, label, start] of [
-  ['peer', 'plain-adapter peer', startPeerProvider],
-  ['bare', 'bare oidc-provider', startBareProvider],
-  ['plain', 'node:http', startPlainHttp],
-] as const) {
-  if (!targets.includes(name)) continue;
-  log(`starting ${label}`);
-  const target = await start(startOptions);
-  try {
-    await series('baseline', target, scenarios);
-  } finally {
-    await target.stop();
+  for (const scenario of scenarios) for (const target of running) await measure('baseline', target, scenario);
+  const target = running.find((t) => t.name === 'agentauth');
+  if (target && processes > 1) {
+    const list = scenarios.filter((s) => SPLITTABLE.includes(s));
+    target.pinTo(allCores);
+    await series('processes-1', target, list);
+    for (let i = 1; i < processes; i++) await target.addProcess!();
+    target.pinTo(allCores);
+    await series(`processes-${processes}`, target, list);
+    await target.dropExtraProcesses!();
+    target.pinTo(pinning.serverCores);
   }
+  if (target && largeData) {
+    const tokens = Number(values.tokens);
+    const grants = Number(values.grants);
+    log(`seeding ${tokens} tokens and ${grants} grants`);
+    seeding = { tokens, grants, seconds: await seedStoredData(target.env!.DATABASE_URL!, tokens, grants) };
+    log(`  seeded in ${seeding.seconds} s`);
+    await series('large-data', target, scenarios);
+  }
+} finally {
+  await Promise.all(running.map((t) => t.stop()));
 }
 
 const results: Results = {

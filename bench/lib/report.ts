@@ -25,6 +25,7 @@ export interface Results {
 
 const TARGET_LABEL: Record<TargetName, string> = {
   agentauth: 'agentauth (Postgres + Redis)',
+  before: 'agentauth, --ab-dir checkout',
   peer: 'plain-adapter peer (Postgres + Redis)',
   bare: 'bare oidc-provider (memory)',
   plain: 'node:http fixed body',
@@ -74,13 +75,14 @@ export function markdown(results: Results): string {
     );
     for (const scenario of scenarios) {
       const ours = find(rows, 'baseline', scenario, 'agentauth');
+      const before = find(rows, 'baseline', scenario, 'before');
       const peer = find(rows, 'baseline', scenario, 'peer');
       const bare = find(rows, 'baseline', scenario, 'bare');
       const plain = find(rows, 'baseline', scenario, 'plain');
-      for (const r of [ours, peer, bare, plain]) {
+      for (const r of [ours, before, peer, bare, plain]) {
         if (!r) continue;
         const ratios =
-          r.target === 'agentauth'
+          r.target === 'agentauth' || r.target === 'before'
             ? [
                 pct(r.measurement.rate, peer?.measurement.rate),
                 pct(r.measurement.rate, bare?.measurement.rate),

@@ -18,7 +18,8 @@ import { mapConcurrently } from './load.ts';
 import { pin } from './machine.ts';
 import { REDIRECT_URI, SCOPE, type OAuthFixture } from './oauth.ts';
 
-export type TargetName = 'agentauth' | 'peer' | 'bare' | 'plain';
+/** 'before': agentauth from another checkout (--ab-dir), beside this one in the same run. */
+export type TargetName = 'agentauth' | 'before' | 'peer' | 'bare' | 'plain';
 
 export interface Target {
   name: TargetName;

@@ -30,6 +30,8 @@ export interface Target {
   fixture?: OAuthFixture;
   /** agentauth only: its deployment's environment (the database the bench seeds). */
   env?: NodeJS.ProcessEnv;
+  /** agentauth and the peer: the database and Redis key prefix it stores under (for per-request counts). */
+  storage?: { databaseUrl: string; redisKeyPrefix: string };
   /** agentauth only: starts another process on the same Postgres and Redis. */
   addProcess?(): Promise<void>;
   /** agentauth only: stops every process but the first. */
@@ -124,6 +126,7 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
     },
     pids: () => processes.map((p) => p.child.pid!),
     env,
+    storage: env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL, redisKeyPrefix: env.REDIS_KEY_PREFIX ?? '' } : undefined,
     fixture: {
       issuer,
       get urls() {
@@ -263,6 +266,7 @@ export async function startPeerProvider(options: StartOptions): Promise<Target> 
     const stop = target.stop;
     return {
       ...target,
+      storage: { databaseUrl: deployment.env.DATABASE_URL!, redisKeyPrefix: deployment.env.REDIS_KEY_PREFIX ?? '' },
       async stop() {
         await stop();
         await deployment.cleanup();

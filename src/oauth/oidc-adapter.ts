@@ -20,6 +20,10 @@ import { confirmedGenerationOf } from './live-provider.ts';
 const STORAGE_GRACE_SECONDS = 60;
 const DEFAULT_TTL_SECONDS = 24 * 3600;
 const KV_MODELS = new Set(['Session', 'Interaction']);
+/** Credentials nothing reads back in the request that issues them: stored with its COMMIT. */
+const DEFERRED_MODELS = new Set(['AccessToken', 'ClientCredentials']);
+/** workState key: set only inside a unit of work, where a COMMIT will come. */
+const DEFERRABLE = Symbol('deferrable artifact writes');
 
 const expiryDate = (expiresIn: number | undefined) => new Date(Date.now() + ((expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS) * 1000);
 
@@ -130,6 +134,12 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
       const { jti: _value, ...rest } = payload;
       const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
+      // Access tokens are issued, not read, in the request that makes them: their row travels
+      // with the COMMIT (inside a unit of work; a grant's row lock above is held until then).
+      if (DEFERRED_MODELS.has(this.model) && db.workState(DEFERRABLE, () => true)) {
+        artifacts.upsertArtifactAtCommit(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
+        return;
+      }
       await artifacts.upsertArtifact(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
     }
 

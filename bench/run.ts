@@ -105,8 +105,8 @@ const startOptions = {
 const memories = new Map<Target, RunMemory>();
 
 async function measure(name: string, target: Target, scenario: ScenarioName): Promise<void> {
-  let memory = memories.get(target);
-  if (!memory) memories.set(target, (memory = {}));
+  const memory = memories.get(target) ?? {};
+  memories.set(target, memory);
   memory.requestsPerFlow ??= shared.requestsPerFlow;
   log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
   const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));

@@ -8,7 +8,8 @@
  * WAL: pg_walinspect's records between two pg_current_wal_lsn() readings, kept when they touch a
  * relation of the server's database or commit a transaction that did (other databases on the
  * same PostgreSQL are left out). Writes: those records by kind (heap insert, update, delete,
- * row lock; index inserts counted apart). Redis: MONITOR lines under the server's key prefix.
+ * row lock; index inserts counted apart). Redis: MONITOR lines under the server's key prefix,
+ * commands a script runs inside Redis left out.
  * After the requests it waits for the server's background work they caused (the audit
  * sealer) before the second reading.
  */
@@ -50,12 +51,13 @@ async function measureWindow(target: Target, run: () => Promise<void>): Promise<
   await db.connect();
   await db.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect');
   const oid = (await db.query<{ oid: string }>('SELECT oid::text FROM pg_database WHERE datname = current_database()')).rows[0]!.oid;
-  const monitor = new Redis(process.env.REDIS_URL!);
+  const monitor = new Redis(process.env.REDIS_URL!, { lazyConnect: true });
   const redis: Record<string, number> = {};
   const prefix = storage.redisKeyPrefix;
   const m = await monitor.monitor();
-  m.on('monitor', (_time: string, args: string[]) => {
-    if (!args.slice(1).some((a) => a.startsWith(prefix))) return;
+  m.on('monitor', (_time: string, args: string[], source: string) => {
+    // Commands a script runs inside Redis are listed too (source "lua"): not round trips.
+    if (source === 'lua' || !args.slice(1).some((a) => a.startsWith(prefix))) return;
     const name = args[0]!.toUpperCase();
     redis[name] = (redis[name] ?? 0) + 1;
   });
@@ -65,7 +67,6 @@ async function measureWindow(target: Target, run: () => Promise<void>): Promise<
   await sleep(Number(values.settle) * 1000);
   const end = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
   m.disconnect();
-  monitor.disconnect();
   // Records touching this database's relations; then the commits of their transactions.
   const r = await db.query<{ kind: string; n: string; bytes: string }>(
     `WITH w AS (SELECT * FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)),

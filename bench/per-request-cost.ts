@@ -43,6 +43,8 @@ interface Counts {
   records: Record<string, number>;
   commits: number;
   redis: Record<string, number>;
+  /** Growth of each table (with its indexes and TOAST), bytes: coarse (whole pages). */
+  grown: Record<string, number>;
 }
 
 async function measureWindow(target: Target, run: () => Promise<void>): Promise<Counts> {
@@ -62,10 +64,22 @@ async function measureWindow(target: Target, run: () => Promise<void>): Promise<
     redis[name] = (redis[name] ?? 0) + 1;
   });
   await sleep(200);
+  const sizes = async () =>
+    Object.fromEntries(
+      (
+        await db.query<{ name: string; bytes: string }>(
+          "SELECT relname AS name, pg_total_relation_size(relid)::text AS bytes FROM pg_stat_user_tables WHERE schemaname = 'public'",
+        )
+      ).rows.map((r) => [r.name, Number(r.bytes)]),
+    );
+  const sizesBefore = await sizes();
   const start = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
   await run();
   await sleep(Number(values.settle) * 1000);
   const end = (await db.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
+  const sizesAfter = await sizes();
+  const grown: Record<string, number> = {};
+  for (const [name, bytes] of Object.entries(sizesAfter)) if (bytes !== sizesBefore[name]) grown[name] = bytes - (sizesBefore[name] ?? 0);
   m.disconnect();
   // Records touching this database's relations; then the commits of their transactions.
   const r = await db.query<{ kind: string; n: string; bytes: string }>(
@@ -84,7 +98,7 @@ async function measureWindow(target: Target, run: () => Promise<void>): Promise<
     walBytes += Number(row.bytes);
     if (row.kind === 'Transaction/COMMIT') commits = Number(row.n);
   }
-  return { walBytes, records, commits, redis };
+  return { walBytes, records, commits, redis, grown };
 }
 
 const perRequest = (n: number) => Math.round((n / N) * 100) / 100;
@@ -169,6 +183,14 @@ for (const [name, byKind] of Object.entries(results)) {
     );
   }
 }
+out.push('', 'Table growth per request (bytes with indexes, whole 8 KiB pages, so coarse):', '');
+for (const [name, byKind] of Object.entries(results))
+  for (const [kind, c] of Object.entries(byKind))
+    out.push(
+      `- ${name} / ${kind}: ${Object.entries(c.grown)
+        .map(([t, b]) => `${t} ${Math.round(b / N)}`)
+        .join(', ')}`,
+    );
 process.stdout.write(
   `${out.join('\n')}\n\nAll WAL record kinds: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([n, k]) => [n, Object.fromEntries(Object.entries(k).map(([kk, c]) => [kk, c.records]))])))}\n`,
 );

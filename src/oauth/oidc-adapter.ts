@@ -48,6 +48,11 @@ export interface AdapterHooks {
   clientFound(clientId: string, tokenRateLimit: number | null): Promise<void>;
 }
 
+/** workState key: the artifacts this unit of work has read (null: not found), by model and id. */
+const ARTIFACT_READS = Symbol('artifact reads');
+const readsOf = (db: Db) => db.workState(ARTIFACT_READS, () => new Map<string, artifacts.StoredArtifact | null>());
+const readKey = (model: string, id: string) => `${model}\u0000${id}`;
+
 /** An active client as the adapter answers it: metadata as served, and its own token rate limit. */
 interface ServedClient {
   metadata: AdapterPayload;
@@ -132,6 +137,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
+      readsOf(db)?.delete(readKey(this.model, id));
       const { jti: _value, ...rest } = payload;
       const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
       // Access tokens are issued, not read, in the request that makes them: their row travels
@@ -155,7 +161,13 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);
       if (this.model === 'ReplayDetection') return undefined; // decided atomically in upsert
-      const stored = await artifacts.findArtifact(db, this.model, id);
+      const reads = readsOf(db);
+      const key = readKey(this.model, id);
+      let stored = reads?.get(key);
+      if (stored === undefined) {
+        stored = (await artifacts.findArtifact(db, this.model, id)) ?? null;
+        reads?.set(key, stored);
+      }
       if (!stored) return undefined;
       const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
       return { ...stored.payload, ...consumed, jti: id };
@@ -173,7 +185,11 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
 
     async consume(id: string): Promise<void> {
       if (!storableId(id)) throw new errors.InvalidGrant('unknown token');
-      const grantId = await artifacts.grantOfArtifact(db, this.model, id);
+      // The grant an artifact belongs to never changes: the row read earlier in this request says it.
+      const key = readKey(this.model, id);
+      const read = readsOf(db)?.get(key);
+      readsOf(db)?.delete(key);
+      const grantId = read ? read.grantId : await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       if (await artifacts.consumeArtifact(db, this.model, id)) return;
       // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
@@ -188,8 +204,12 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
         return kv.del(`${this.model}:${id}`);
       }
-      if (this.model === 'Grant') return revokeGrant(id);
+      if (this.model === 'Grant') {
+        readsOf(db)?.clear();
+        return revokeGrant(id);
+      }
       if (this.model === 'Client') return hooks.deleteClient(id);
+      readsOf(db)?.delete(readKey(this.model, id));
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       // oidc-provider destroys a credential it refuses (a registration access token presented for
@@ -203,6 +223,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
      * reuse, revocation). The whole grant is tombstoned: no token of it may outlive the call.
      */
     async revokeByGrantId(grantId: string): Promise<void> {
+      readsOf(db)?.clear();
       await revokeGrant(grantId);
     }
   };

@@ -44,6 +44,10 @@ export interface LiveProviderDeps {
   build(signingKeys: JsonWebKey[], scopes: string[]): Provider;
 }
 
+/** Generations are counters as text; anything else counts as newer, so it is reloaded and replaced. */
+const isNewer = (generation: string, than: string): boolean =>
+  /^\d+$/.test(generation) && /^\d+$/.test(than) ? BigInt(generation) > BigInt(than) : generation !== than;
+
 /** Tells every instance that keys or scopes changed; call after the change committed. */
 export async function announceConfigChange(db: Db, kv: Kv): Promise<void> {
   const generation = await readConfigGeneration(db);
@@ -105,7 +109,9 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
     } catch {
       return undefined; // freshness is best effort here; the timer catches up
     }
-    if (generation && generation !== loadedGeneration) await reload();
+    // Only a newer one: a store behind the database (an announcement that failed) must not make
+    // every request reload; the poll already loaded what the database holds.
+    if (generation && isNewer(generation, loadedGeneration)) await reload();
     return generation !== null && generation === loadedGeneration ? generation : undefined;
   }
 

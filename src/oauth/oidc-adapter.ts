@@ -76,7 +76,7 @@ function clientCache() {
   const entries = new Map<string, { generation: string; client: ServedClient }>();
   let newest = -1n;
   const trusted = (generation: string | undefined): generation is string => {
-    if (generation === undefined) return false;
+    if (generation === undefined || !/^\d+$/.test(generation)) return false;
     const n = BigInt(generation);
     if (n < newest) return false;
     if (n > newest) {

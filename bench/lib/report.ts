@@ -39,7 +39,7 @@ function find(rows: ResultRow[], series: string, scenario: ScenarioName, target:
 
 function line(r: ResultRow, extra: string[]): string {
   const m = r.measurement;
-  return `| ${r.scenario} | ${TARGET_LABEL[r.target]} | ${m.rate} ${r.unit} | ${m.p50Ms} | ${m.p99Ms} | ${m.errors} | ${m.rssPeakMb ?? '–'} | ${extra.join(' | ')} |`;
+  return `| ${r.scenario} | ${TARGET_LABEL[r.target]} | ${m.rate} ${r.unit} | ${m.p50Ms} | ${m.p99Ms} | ${m.errors} | ${m.cpuMsPerUnit ?? '–'} | ${m.rssPeakMb ?? '–'} | ${extra.join(' | ')} |`;
 }
 
 export function markdown(results: Results): string {
@@ -70,8 +70,10 @@ export function markdown(results: Results): string {
       '',
       'The peer is the same oidc-provider configuration over one PostgreSQL table and Redis, with no transaction, audit or rate limit; its replay check and refresh rotation are find-then-write, not race-safe.',
       '',
-      '| scenario | server | rate | p50 | p99 | errors | peak RSS | agentauth / peer | agentauth / bare | agentauth / node:http |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      "CPU ms is the server process's CPU time (user + system) per unit: unlike the rate, it hardly moves with the machine's load.",
+      '',
+      '| scenario | server | rate | p50 | p99 | errors | CPU ms | peak RSS | agentauth / peer | agentauth / bare | agentauth / node:http |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const scenario of scenarios) {
       const ours = find(rows, 'baseline', scenario, 'agentauth');

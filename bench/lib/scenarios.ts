@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { loop, postWithAutocannon, type BodySource, type Measurement } from './load.ts';
-import { peakRssMb, resetPeakRss } from './machine.ts';
+import { cpuMs, peakRssMb, resetPeakRss } from './machine.ts';
 import {
   assertionSource,
   clientAuth,
@@ -171,8 +171,11 @@ export async function runScenario(name: ScenarioName, target: Target, s: RunSett
 /** Resets the servers' peak RSS, runs, and adds the peak (summed over processes) to the result. */
 async function measured(target: Target, run: () => Promise<Measurement>): Promise<Measurement> {
   for (const pid of target.pids()) resetPeakRss(pid);
+  const cpu = () => target.pids().reduce((n, pid) => n + cpuMs(pid), 0);
+  const cpuBefore = cpu();
   const result = await run();
-  return { ...result, rssPeakMb: target.pids().reduce((n, pid) => n + peakRssMb(pid), 0) };
+  const cpuMsPerUnit = result.completed ? Math.round(((cpu() - cpuBefore) / result.completed) * 1000) / 1000 : undefined;
+  return { ...result, rssPeakMb: target.pids().reduce((n, pid) => n + peakRssMb(pid), 0), cpuMsPerUnit };
 }
 
 /**

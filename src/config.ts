@@ -4,9 +4,15 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { ConfigError } from './errors.ts';
 import { parseNetwork, type Network } from './net/addresses.ts';
 import type { OutboundPolicy } from './net/outbound.ts';
-import type { AdminToken } from './admin/tokens.ts';
+
+/** A named bearer credential of the admin API (src/admin/tokens.ts); the name is its audit actor. */
+export interface AdminToken {
+  name: string;
+  token: string;
+}
 
 const booleanString = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
 
@@ -29,6 +35,20 @@ const cookieKeyList = z
       .filter(Boolean),
   )
   .refine((keys) => keys.length > 0 && keys.every((k) => k.length >= 32), 'must be a comma-separated list of keys of 32 or more characters');
+
+/** Comma-separated 32-byte base64url secrets: the first is used, the others still accepted (rotation). */
+const secretList = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean),
+  )
+  .refine(
+    (keys) => keys.length > 0 && keys.every((k) => Buffer.from(k, 'base64url').length === 32),
+    'must be a comma-separated list of 32-byte base64url secrets',
+  );
 
 const urlWithProtocol = (protocols: string[]) =>
   z
@@ -96,6 +116,9 @@ const envSchema = z.object({
   LOGIN_ACCOUNT_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(100),
   REFRESH_RETRY_WINDOW: z.coerce.number().int().min(0).max(300).default(30),
   REFRESH_ABSOLUTE_LIFETIME: seconds(90 * 24 * 3600),
+  DPOP_NONCE_SECRETS: secretList.optional(),
+  DPOP_REQUIRE_NONCE: booleanString.default(false),
+  DPOP_REQUIRED_FOR_PUBLIC_CLIENTS: booleanString.default(false),
 });
 
 export interface Config {
@@ -156,16 +179,19 @@ export interface Config {
     /** Failed sign-ins per account from addresses not known-good for it, per 15 minutes. */
     loginFailuresPerAccount15Minutes: number;
   };
+  dpop: {
+    /**
+     * Secrets DPoP-Nonce values are derived from (RFC 9449 §8), the same on every instance: the
+     * first makes new nonces, every one is accepted. Unset: one derived from the key-encryption key.
+     */
+    nonceSecrets: Buffer[] | undefined;
+    /** Every DPoP proof at the authorization server must carry a server nonce. */
+    requireNonce: boolean;
+    /** Public clients must send a DPoP proof with every token request (as if dpop_bound_access_tokens). */
+    requiredForPublicClients: boolean;
+  };
   /** True when no DATABASE_URL is set: PGlite under dataDir, one process only. */
   embedded: boolean;
-}
-
-export class ConfigError extends Error {
-  readonly problems: string[];
-  constructor(problems: string[]) {
-    super(`invalid configuration: ${problems.join('; ')}`);
-    this.problems = problems;
-  }
 }
 
 /** Parses the environment; throws ConfigError listing every bad variable by name (never its value). */
@@ -227,6 +253,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       registrationPerHour: e.REGISTRATION_RATE_LIMIT,
       loginFailuresPer15Minutes: e.LOGIN_FAILURE_LIMIT,
       loginFailuresPerAccount15Minutes: e.LOGIN_ACCOUNT_FAILURE_LIMIT,
+    },
+    dpop: {
+      nonceSecrets: e.DPOP_NONCE_SECRETS?.map((k) => Buffer.from(k, 'base64url')),
+      requireNonce: e.DPOP_REQUIRE_NONCE,
+      requiredForPublicClients: e.DPOP_REQUIRED_FOR_PUBLIC_CLIENTS,
     },
     embedded: !e.DATABASE_URL,
   };

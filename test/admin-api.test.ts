@@ -79,6 +79,18 @@ describe('the admin API', () => {
     assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
     assert.equal(renamed.body.client_name, 'Notes agent 2');
     assert.ok(((await call('GET', '/admin/clients')).body.clients as { client_id: string }[]).some((c) => c.client_id === clientId));
+    // Delegation (RFC 8693): who the agent may hand its users' tokens to, as with --delegate-to.
+    const delegate = await call('POST', '/admin/clients', {
+      name: 'Coding agent',
+      grantTypes: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+      jwks: { keys: [(await generateAgentKey()).publicJwk] },
+    });
+    assert.equal(delegate.status, 201, JSON.stringify(delegate.body));
+    const delegated = await call('PATCH', `/admin/clients/${clientId}`, { delegates: [delegate.body.client_id] });
+    assert.equal(delegated.status, 200, JSON.stringify(delegated.body));
+    assert.deepEqual((await call('GET', `/admin/clients/${clientId}`)).body.delegates, [delegate.body.client_id]);
+    assert.equal((await call('PATCH', `/admin/clients/${clientId}`, { delegates: [] })).status, 200);
+    assert.deepEqual((await call('GET', `/admin/clients/${clientId}`)).body.delegates, []);
 
     const user = { username: `alice-${randomBytes(3).toString('hex')}`, password: randomBytes(12).toString('base64url') };
     const made = await call('POST', '/admin/users', user);
@@ -144,8 +156,9 @@ describe('the admin API', () => {
     const cases: [string, string, unknown, number, string, RegExp?][] = [
       ['POST', '/admin/scopes', { name: 'has space', description: 'x' }, 400, 'invalid_request', /name/],
       ['POST', '/admin/scopes', { name: 'a' }, 400, 'invalid_request', /description/],
-      ['POST', '/admin/clients', { name: 'Bad redirect', public: true, redirectUris: ['http://evil.example/cb'] }, 400, 'invalid_request', /redirect URI/],
-      ['POST', '/admin/clients', { name: 'No keys', redirectUris: [REDIRECT_URI] }, 400, 'invalid_request', /exactly one of/],
+      ['POST', '/admin/clients', { name: 'Bad redirect', public: true, redirectUris: ['http://evil.example/cb'] }, 400, 'invalid_redirect_uri', /redirect URI/],
+      // Registration refusals carry RFC 7591's codes, by the admin API as by dynamic registration.
+      ['POST', '/admin/clients', { name: 'No keys', redirectUris: [REDIRECT_URI] }, 400, 'invalid_client_metadata', /exactly one of/],
       ['GET', '/admin/clients/agt_nope', undefined, 404, 'not_found', /no client agt_nope/],
       ['PATCH', '/admin/clients/agt_nope', { name: 'x' }, 404, 'not_found'],
       ['GET', '/admin/users/nobody/grants', undefined, 404, 'not_found', /no user nobody/],

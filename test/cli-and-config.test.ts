@@ -79,7 +79,7 @@ describe('the agentauth command against a running server', () => {
   it('reports a bad input as one JSON object on stdout with --json', async () => {
     const r = await server.cli(['clients', 'show', 'agt_nope', '--json']);
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.stdout), { error: 'no client agt_nope' });
+    assert.deepEqual(JSON.parse(r.stdout), { error: 'not_found', error_description: 'no client agt_nope' });
   });
 
   it('makes a new scope, user and client usable at once, without a restart', async () => {
@@ -121,7 +121,10 @@ describe('the agentauth command against a running server', () => {
       assert.equal(m.issuer, server.issuer);
       assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
       assert.deepEqual(m.response_types_supported, ['code']);
-      assert.deepEqual(new Set(m.grant_types_supported as string[]), new Set(['authorization_code', 'refresh_token', 'client_credentials']));
+      assert.deepEqual(
+        new Set(m.grant_types_supported as string[]),
+        new Set(['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange']),
+      );
       assert.deepEqual(new Set(m.token_endpoint_auth_methods_supported as string[]), new Set(['private_key_jwt', 'none']));
       assert.equal(m.authorization_response_iss_parameter_supported, true);
       assert.ok(m.introspection_endpoint && m.revocation_endpoint && m.jwks_uri);

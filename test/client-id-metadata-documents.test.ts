@@ -5,6 +5,7 @@
  * redirect, never a 500); an admin can disable such a client.
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -129,6 +130,31 @@ describe('Client ID Metadata Documents', { skip: testHostsUnavailable }, () => {
     };
     assert.equal((await ask('admin:all')).searchParams.get('error'), 'invalid_scope');
     assert.match((await ask('notes:read')).pathname, /^\/interaction\//);
+  });
+
+  it('issue-17: a document may say dpop_bound_access_tokens, and its code is then redeemed only with a DPoP proof', async () => {
+    served['/bound.json'] = () => ({ status: 200, body: { ...publicClient(`${origin}/bound.json`), dpop_bound_access_tokens: true } });
+    const verifier = randomBytes(32).toString('base64url');
+    const url = new URL(`${server.issuer}/auth`);
+    url.search = new URLSearchParams({
+      client_id: `${origin}/bound.json`,
+      response_type: 'code',
+      redirect_uri: MCP_REDIRECT_URL,
+      scope: 'notes:read',
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    }).toString();
+    const { callback } = await authorize(server.issuer, url, user);
+    const res = await postToken(server.issuer, {
+      grant_type: 'authorization_code',
+      code: callback.searchParams.get('code')!,
+      redirect_uri: MCP_REDIRECT_URL,
+      code_verifier: verifier,
+      client_id: `${origin}/bound.json`,
+    });
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { error: string };
+    assert.equal(body.error, 'invalid_dpop_proof', JSON.stringify(body));
   });
 
   it('refuses a disabled document client at once, cached document or not', async () => {

@@ -6,29 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1/cb';
-
-/** Opens /account and signs in through the ordinary login page; returns the jar and the page. */
-async function signInToAccount(server: TestServer, user: TestUser, jar = new CookieJar()): Promise<{ jar: CookieJar; html: string }> {
-  let res = await followOnIssuer(jar, server.issuer, await browse(jar, `${server.issuer}/account`));
-  let html = await res.text();
-  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-  if (login) {
-    res = await followOnIssuer(
-      jar,
-      server.issuer,
-      await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
-    );
-    html = await res.text();
-  }
-  assert.equal(res.status, 200, html);
-  assert.match(html, /Your connected agents/);
-  return { jar, html };
-}
 
 describe('connected agents page', () => {
   let server: TestServer;

@@ -2,7 +2,9 @@
  * The `agentauth/resource-server` helper, imported as a user would (the package's built JavaScript),
  * protecting a real node:http API: JWTs verified locally, opaque tokens introspected and cached,
  * audience and scope checked, RFC 6750 answers, RFC 9728 metadata, and a pushed revocation event
- * emptying the cache at once.
+ * emptying the cache at once. DPoP (RFC 9449 §7, issue 17): bound tokens with their proofs through
+ * openid-client and oauth4webapi; a stolen bound token refused without its key, with another key,
+ * with a replayed proof, or with a proof for another URL or method; nonce challenges.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -11,9 +13,10 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createResourceServer, type ResourceServer } from '../src/resource-server/index.ts';
 import * as client from 'openid-client';
+import * as oauth from 'oauth4webapi';
 import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
-import { generateTestKey, signJwt } from './helpers/jwt.ts';
+import { dpopProof, generateTestKey, signJwt } from './helpers/jwt.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from './helpers/test-host.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 import { waitFor } from './helpers/wait.ts';
@@ -29,6 +32,8 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
   let calendar: ResourceServer;
   let notesApi: string;
   let calendarApi: string;
+  let strict: ResourceServer;
+  let strictApi: string;
   let user: TestUser;
   const revoked: string[] = [];
 
@@ -47,9 +52,10 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
       '/notes/list': { rs: () => notes, scopes: ['notes:read'] },
       '/notes/write': { rs: () => notes, scopes: ['notes:write'] },
       '/calendar/today': { rs: () => calendar, scopes: ['calendar:read'] },
+      '/strict/list': { rs: () => strict, scopes: ['notes:read'] },
     };
     const handler: http.RequestListener = async (req, res) => {
-      for (const rs of [notes, calendar]) if (await rs.handle(req, res)) return;
+      for (const rs of [notes, calendar, strict]) if (await rs.handle(req, res)) return;
       const route = routes[URL.parse(req.url!, 'http://x')?.pathname ?? ''];
       if (!route) return void res.writeHead(404).end();
       const token = await route.rs().authenticate(req, res, { scopes: route.scopes });
@@ -65,6 +71,7 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     base = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
     notesApi = `${base}/notes`;
     calendarApi = `${base}/calendar`;
+    strictApi = `${base}/strict`;
 
     const notesIntrospector = await createAgent(server, { name: 'Notes API', grantTypes: ['client_credentials'] });
     for (const args of [
@@ -80,6 +87,7 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
         `${events.origin}/notes/events`,
       ],
       ['resources', 'create', calendarApi, '--scopes', 'calendar:read', '--token-format', 'jwt', '--event-uri', `${events.origin}/calendar/events`],
+      ['resources', 'create', strictApi, '--scopes', 'notes:read', '--token-format', 'jwt'],
     ]) {
       const made = await server.cli(args);
       assert.equal(made.code, 0, made.stderr);
@@ -101,6 +109,8 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
       eventsPath: '/calendar/events',
       onRevocation,
     });
+    // An API that takes DPoP-bound tokens only, each proof with a nonce it issued.
+    strict = createResourceServer({ issuer: server.issuer, resource: strictApi, dpop: { required: true, nonces: true } });
   });
   after(async () => {
     await events?.close();
@@ -142,6 +152,7 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
       resource: notesApi,
       authorization_servers: [server.issuer],
       bearer_methods_supported: ['header'],
+      dpop_signing_alg_values_supported: ['ES256', 'EdDSA', 'Ed25519', 'PS256'],
       scopes_supported: ['notes:read', 'notes:write'],
       resource_name: 'Notes',
     });
@@ -310,5 +321,138 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
     assert.equal((await post('not a jwt')).status, 400);
     assert.equal((await post(forged, 'application/json')).status, 400);
     assert.equal((await fetch(`${base}/notes/events`)).status, 405);
+  });
+  const dpopKeyPair = () => crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']) as Promise<client.CryptoKeyPair>;
+
+  /** A client_credentials token bound to a new key, through openid-client's DPoP handle. */
+  async function boundMachineToken(resource: string, scope: string) {
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope });
+    const config = await clientFor(server, agent);
+    const DPoP = client.getDPoPHandle(config, await dpopKeyPair());
+    const tokens = await client.clientCredentialsGrant(config, { scope, resource }, { DPoP });
+    assert.equal(tokens.token_type, 'dpop');
+    return { config, DPoP, token: tokens.access_token };
+  }
+
+  const withProof = (path: string, token: string, proof?: string, method = 'GET') =>
+    fetch(`${base}${path}`, { method, headers: { authorization: `DPoP ${token}`, ...(proof ? { dpop: proof } : {}) } });
+
+  async function refusal(res: Response): Promise<{ status: number; error: string; challenge: string }> {
+    return { status: res.status, error: ((await res.json()) as { error: string }).error, challenge: res.headers.get('www-authenticate') ?? '' };
+  }
+
+  it('serves DPoP-bound tokens, JWT and opaque, with their proofs (openid-client)', async () => {
+    for (const [resource, path, scope] of [
+      [calendarApi, '/calendar/today', 'calendar:read'],
+      [notesApi, '/notes/list', 'notes:read'],
+    ] as const) {
+      const { config, DPoP, token } = await boundMachineToken(resource, scope);
+      const res = await client.fetchProtectedResource(config, token, new URL(`${base}${path}`), 'GET', undefined, undefined, { DPoP });
+      assert.equal(res.status, 200, path);
+      // Two requests, two proofs: each is fresh, so both pass.
+      const again = await client.fetchProtectedResource(config, token, new URL(`${base}${path}`), 'GET', undefined, undefined, { DPoP });
+      assert.equal(again.status, 200, path);
+    }
+  });
+
+  it('refuses a stolen DPoP-bound token without its key, with another key, a replayed proof, or a proof for another URL or method', async () => {
+    const { config, DPoP, token } = await boundMachineToken(calendarApi, 'calendar:read');
+    const url = `${base}/calendar/today`;
+    // The thief has the token, and a key of its own.
+    const thief = generateTestKey('ES256');
+
+    const asBearer = await refusal(await call('/calendar/today', token));
+    assert.equal(asBearer.status, 401);
+    assert.equal(asBearer.error, 'invalid_token');
+    assert.match(asBearer.challenge, /^DPoP error="invalid_token"/);
+    assert.match(asBearer.challenge, /algs="ES256 EdDSA Ed25519 PS256"/);
+
+    const cases: [string, string | undefined, string?][] = [
+      ['no proof', undefined],
+      ['another key', dpopProof(thief, 'GET', url, { accessToken: token })],
+      ['another URL', dpopProof(thief, 'GET', `${base}/notes/list`, { accessToken: token })],
+      ['another method', dpopProof(thief, 'POST', url, { accessToken: token })],
+      ['no ath', dpopProof(thief, 'GET', url)],
+      ['an old iat', dpopProof(thief, 'GET', url, { accessToken: token, claims: { iat: Math.floor(Date.now() / 1000) - 3600 } })],
+      ['RS256', dpopProof(generateTestKey('RS256'), 'GET', url, { accessToken: token })],
+      ['a private key in the header', dpopProof(thief, 'GET', url, { accessToken: token, header: { jwk: thief.privateKey.export({ format: 'jwk' }) } })],
+    ];
+    for (const [what, proof] of cases) {
+      const refused = await refusal(await withProof('/calendar/today', token, proof));
+      assert.equal(refused.status, 401, what);
+      assert.equal(refused.error, 'invalid_dpop_proof', what);
+      assert.match(refused.challenge, /^DPoP error="invalid_dpop_proof"/, what);
+    }
+    // A proof made by the agent for this request, seen in transit and sent again.
+    const seen: string[] = [];
+    const res = await client.fetchProtectedResource(config, token, new URL(url), 'GET', undefined, undefined, {
+      DPoP,
+      [client.customFetch]: (input: string, init: RequestInit) => {
+        seen.push(new Headers(init.headers).get('dpop')!);
+        return fetch(input, init);
+      },
+    } as client.DPoPOptions);
+    assert.equal(res.status, 200);
+    const replayed = await refusal(await withProof('/calendar/today', token, seen[0]));
+    assert.equal(replayed.error, 'invalid_dpop_proof');
+    assert.equal((await withProof('/calendar/today', token, `${seen[0]}, ${seen[0]}`)).status, 401, 'two DPoP headers');
+  });
+
+  it('answers insufficient_scope in the DPoP scheme, and refuses an unbound token sent as DPoP', async () => {
+    const { config, DPoP, token } = await boundMachineToken(notesApi, 'notes:read');
+    await assert.rejects(
+      client.fetchProtectedResource(config, token, new URL(`${base}/notes/write`), 'GET', undefined, undefined, { DPoP }),
+      (err: client.WWWAuthenticateChallengeError) =>
+        err.status === 403 && err.cause[0]?.scheme === 'dpop' && err.cause[0].parameters.error === 'insufficient_scope',
+    );
+    const unbound = (await machineToken(notesApi, 'notes:read')).token;
+    const key = generateTestKey('ES256');
+    const refused = await refusal(await withProof('/notes/list', unbound, dpopProof(key, 'GET', `${base}/notes/list`, { accessToken: unbound })));
+    assert.equal(refused.error, 'invalid_token');
+  });
+
+  it('an API that requires DPoP says so, refuses Bearer, and challenges for its nonce (oauth4webapi)', async () => {
+    const metadata = (await (await fetch(`${base}/.well-known/oauth-protected-resource/strict`)).json()) as Record<string, unknown>;
+    assert.equal(metadata.dpop_bound_access_tokens_required, true);
+    const none = await fetch(`${base}/strict/list`);
+    assert.equal(none.status, 401);
+    assert.match(none.headers.get('www-authenticate')!, /^DPoP /);
+    const bearer = await refusal(await call('/strict/list', (await machineToken(strictApi, 'notes:read')).token));
+    assert.equal(bearer.error, 'invalid_token');
+    assert.match(bearer.challenge, /^DPoP /);
+
+    // oauth4webapi end to end: client credentials with DPoP, then the API's nonce challenge.
+    const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read' });
+    const insecure = { [oauth.allowInsecureRequests]: true };
+    const as = await oauth.processDiscoveryResponse(
+      new URL(server.issuer),
+      await oauth.discoveryRequest(new URL(server.issuer), { ...insecure, algorithm: 'oauth2' }),
+    );
+    const oauthClient: oauth.Client = { client_id: agent.clientId };
+    const auth = oauth.PrivateKeyJwt(agent.privateKey!, { [oauth.modifyAssertion]: (header) => void (header.kid = agent.kid) });
+    const DPoP = oauth.DPoP(oauthClient, await dpopKeyPair());
+    const tokens = await oauth.processClientCredentialsResponse(
+      as,
+      oauthClient,
+      await oauth.clientCredentialsGrantRequest(as, oauthClient, auth, { scope: 'notes:read', resource: strictApi }, { ...insecure, DPoP }),
+    );
+    assert.equal(tokens.token_type, 'dpop');
+    const url = new URL(`${base}/strict/list`);
+    await assert.rejects(oauth.protectedResourceRequest(tokens.access_token, 'GET', url, undefined, undefined, { ...insecure, DPoP }), (err: unknown) =>
+      oauth.isDPoPNonceError(err),
+    );
+    const ok = await oauth.protectedResourceRequest(tokens.access_token, 'GET', url, undefined, undefined, { ...insecure, DPoP });
+    assert.equal(ok.status, 200);
+    assert.ok(ok.headers.get('dpop-nonce'), 'a fresh nonce for the next proof');
+    // A nonce the API never issued is challenged again.
+    const key = generateTestKey('ES256');
+    const forged = await withProof(
+      '/strict/list',
+      tokens.access_token,
+      dpopProof(key, 'GET', url.href, { accessToken: tokens.access_token, nonce: 'made-up' }),
+    );
+    assert.equal(forged.status, 401);
+    assert.match(forged.headers.get('www-authenticate')!, /error="use_dpop_nonce"/);
+    assert.ok(forged.headers.get('dpop-nonce'));
   });
 });

@@ -29,6 +29,8 @@ export interface PostLoad {
   urls: string[];
   path: string;
   body: BodySource;
+  /** Headers made per request for the URL it goes to (a DPoP proof names it). */
+  headers?: (url: string) => Record<string, string>;
   connections: number;
   seconds: number;
 }
@@ -51,7 +53,11 @@ export async function postWithAutocannon(load: PostLoad): Promise<Measurement> {
             method: 'POST',
             path: load.path,
             headers: { 'content-type': 'application/x-www-form-urlencoded' },
-            setupRequest: (request) => ({ ...request, body: load.body() }),
+            setupRequest: (request) => ({
+              ...request,
+              body: load.body(),
+              ...(load.headers ? { headers: { ...request.headers, ...load.headers(url) } } : {}),
+            }),
           },
         ],
       }),

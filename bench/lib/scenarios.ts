@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { dpopProofSource } from './dpop.ts';
 import { loop, postWithAutocannon, type BodySource, type Measurement } from './load.ts';
 import { cpuMs, peakRssMb, resetPeakRss } from './machine.ts';
 import {
@@ -24,7 +25,7 @@ import {
 } from './oauth.ts';
 import type { Target } from './targets.ts';
 
-export const SCENARIOS = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection', 'code-flow', 'revocation'] as const;
+export const SCENARIOS = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection', 'code-flow', 'revocation', 'cc-opaque-dpop', 'refresh-dpop'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const UNITS: Record<ScenarioName, string> = {
@@ -34,6 +35,8 @@ export const UNITS: Record<ScenarioName, string> = {
   introspection: 'req/s',
   'code-flow': 'flows/s',
   revocation: 'revocations/s',
+  'cc-opaque-dpop': 'req/s',
+  'refresh-dpop': 'req/s',
 };
 
 export interface RunSettings {
@@ -67,16 +70,30 @@ const cycle = (bodies: string[]): BodySource => {
 /** Shape-only assertions for node:http (its own issuer; nothing checks them). */
 const shapeAssertions = (fx: OAuthFixture | undefined, clientId: string) => (fx ? Array.from({ length: 64 }, assertionSource(fx, clientId, 64)) : []);
 
-export async function runScenario(name: ScenarioName, target: Target, s: RunSettings, memory: RunMemory, shape: OAuthFixture): Promise<Measurement> {
+export async function runScenario(
+  name: ScenarioName,
+  target: Target,
+  s: RunSettings,
+  memory: RunMemory,
+  shape: OAuthFixture,
+  withHeaders?: (url: string) => Record<string, string>,
+): Promise<Measurement> {
   const fx = target.fixture;
   const seconds = s.seconds;
   const expectedRequests = (perSecond: number) => Math.ceil(perSecond * (s.seconds + s.warmupSeconds) * 1.5) + 500;
+  // The DPoP variants (RFC 9449): the same requests, each with a fresh proof for its process's /token.
+  const dpop = name.endsWith('-dpop') ? dpopProofSource(expectedRequests(memory.tokenRate ?? 1500)) : undefined;
+  const headers = withHeaders ?? (dpop && ((url: string) => ({ dpop: dpop(`${url}/token`) })));
   const autocannonRun = async (path: string, body: BodySource, warm = true) => {
-    if (warm) await postWithAutocannon({ urls: target.urls, path, body, connections: s.connections, seconds: s.warmupSeconds });
-    return measured(target, () => postWithAutocannon({ urls: target.urls, path, body, connections: s.connections, seconds }));
+    if (warm) await postWithAutocannon({ urls: target.urls, path, body, headers, connections: s.connections, seconds: s.warmupSeconds });
+    return measured(target, () => postWithAutocannon({ urls: target.urls, path, body, headers, connections: s.connections, seconds }));
   };
 
   switch (name) {
+    case 'cc-opaque-dpop':
+      return runScenario('cc-opaque', target, s, { ...memory }, shape, headers);
+    case 'refresh-dpop':
+      return runScenario('refresh', target, s, { ...memory }, shape, headers);
     case 'cc-opaque':
     case 'cc-jwt': {
       const f = fx ?? shape;

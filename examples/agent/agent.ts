@@ -2,7 +2,9 @@
  * An agent: a confidential client (private_key_jwt) that asks a user, through agentauth's login
  * and consent pages, for access to the example notes API; redeems the code with PKCE; calls the
  * API, refreshing (with rotation) when its access token runs out; and forgets everything the
- * moment agentauth pushes a signed event saying the user revoked it.
+ * moment agentauth pushes a signed event saying the user revoked it. Its tokens are DPoP-bound
+ * (RFC 9449): every token request and API call carries a proof signed with a key that never leaves
+ * this process, so a token copied out of a log or a prompt is useless to anyone else.
  *
  *   npm run example:agent      then open http://127.0.0.1:4300/
  */
@@ -75,6 +77,9 @@ export async function startAgentExample(options: AgentExampleOptions) {
     keys: createRemoteJWKSet(new URL(config.serverMetadata().jwks_uri!)),
   });
   const session: Session = { pending: new Map() };
+  // The DPoP key: made at start, not extractable; a new process connects again with a new one.
+  const dpopKey = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify'])) as oidc.CryptoKeyPair;
+  const DPoP = oidc.getDPoPHandle(config, dpopKey);
 
   async function startLogin(res: http.ServerResponse): Promise<void> {
     const verifier = oidc.randomPKCECodeVerifier();
@@ -87,6 +92,8 @@ export async function startAgentExample(options: AgentExampleOptions) {
       state,
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
+      // The code is bound to the key too (RFC 9449 §10): only this agent can redeem it.
+      dpop_jkt: await DPoP.calculateThumbprint(),
     });
     res.writeHead(302, { location: url.href }).end();
   }
@@ -97,7 +104,7 @@ export async function startAgentExample(options: AgentExampleOptions) {
     const verifier = session.pending.get(state);
     session.pending.delete(state);
     if (!verifier) return void res.writeHead(400).end('unknown or used state');
-    session.tokens = await oidc.authorizationCodeGrant(config, current, { pkceCodeVerifier: verifier, expectedState: state }, { resource });
+    session.tokens = await oidc.authorizationCodeGrant(config, current, { pkceCodeVerifier: verifier, expectedState: state }, { resource }, { DPoP });
     session.revoked = undefined;
     log(`connected: scopes ${session.tokens.scope}, access token for ${session.tokens.expiresIn()} s`);
     res.writeHead(303, { location: '/' }).end();
@@ -106,7 +113,7 @@ export async function startAgentExample(options: AgentExampleOptions) {
   async function refresh(): Promise<boolean> {
     if (!session.tokens?.refresh_token) return false;
     try {
-      session.tokens = await oidc.refreshTokenGrant(config, session.tokens.refresh_token, { resource });
+      session.tokens = await oidc.refreshTokenGrant(config, session.tokens.refresh_token, { resource }, { DPoP });
       log('refreshed: new access token and a new (rotated) refresh token');
       return true;
     } catch (error) {
@@ -120,7 +127,15 @@ export async function startAgentExample(options: AgentExampleOptions) {
   async function callApi(method: 'GET' | 'POST', body?: string): Promise<{ status: number; body: unknown }> {
     if (!session.tokens) return { status: 0, body: null };
     if ((session.tokens.expiresIn() ?? 0) < (options.refreshBeforeSeconds ?? 15)) await refresh();
-    const call = () => fetch(new URL('notes', resource), { method, body, headers: { authorization: `Bearer ${session.tokens!.access_token}` } });
+    // Authorization: DPoP plus a fresh proof for this method and URL (openid-client makes both,
+    // and answers an API's nonce challenge once by itself).
+    const call = () =>
+      oidc
+        .fetchProtectedResource(config, session.tokens!.access_token, new URL('notes', resource), method, body, undefined, { DPoP })
+        .catch((error: unknown) => {
+          if (error instanceof oidc.WWWAuthenticateChallengeError) return error.response;
+          throw error;
+        });
     let res = await call();
     if (res.status === 401 && (await refresh())) res = await call();
     return { status: res.status, body: await res.json().catch(() => null) };

@@ -7,6 +7,8 @@
  *
  * On start it registers itself with agentauth (scope notes:read, JWT access tokens), so MCP
  * clients need nothing but its URL: they register through open registration (OPEN_REGISTRATION).
+ * It accepts Bearer tokens and DPoP-bound ones (RFC 9449, `Authorization: DPoP` with a proof), as
+ * the helper does by default; a DPoP-bound token is never accepted as Bearer.
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -1,7 +1,9 @@
 /**
  * A notes API protected by agentauth: opaque access tokens, introspected by the helper as the
  * API's own client (private_key_jwt) and cached for 30 s, dropped at once when agentauth pushes a
- * revocation event. On first start it registers its scopes, its client and itself.
+ * revocation event. It takes DPoP-bound tokens only (RFC 9449): each call must prove the key the
+ * token is bound to, so a leaked token is refused. On first start it registers its scopes, its
+ * client and itself.
  *
  *   npm run example:resource-server          (agentauth running with ALLOW_PRIVATE_FETCH=true)
  */
@@ -76,6 +78,8 @@ async function registerAndServe(server: http.Server, url: string, cli: Cli, log:
     scopesSupported: ['notes:read', 'notes:write'],
     resourceName: 'Example notes API',
     introspection: { clientId, privateKey: key.privateJwk },
+    // Bearer tokens refused; the RFC 9728 metadata says dpop_bound_access_tokens_required.
+    dpop: { required: true },
     onRevocation: (event, dropped) =>
       log(`revocation event: grant ${event.grantId} of ${event.clientId} (${event.reason}); ${dropped} cached token(s) dropped`),
   });

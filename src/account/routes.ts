@@ -12,7 +12,7 @@ import { findAccountById } from '../users/store.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { isSelfRegistered } from '../clients/store.ts';
 import { revokeGrant } from '../revocation/revoke.ts';
-import { AppError } from '../http/errors.ts';
+import { AgentauthError, Forbidden, InvalidRequest, NotFound } from '../errors.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import type { Views } from '../http/views.ts';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../oauth/provider.ts';
@@ -20,6 +20,8 @@ import { timeWords } from '../http/time-words.ts';
 import { describePermission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import type { Db } from '../storage/db.ts';
+import { connectionsView, mountConnectionRoutes } from '../connections/account-routes.ts';
+import type { VaultDeps } from '../connections/vault.ts';
 import { connectedAgentsFor, ownerOfLiveGrant, recentActivity, type ConnectedAgent } from './store.ts';
 
 const STATE_COOKIE = 'agentauth.account_state';
@@ -35,6 +37,7 @@ const EVENT_WORDS: Record<string, string> = {
   'token.revoked': 'Gave a token back',
   'token.introspected': 'Had a token checked',
   'grant.revoked': 'Access revoked',
+  'token_exchange.refused': 'Was refused a delegated token',
 };
 
 export interface AccountDeps {
@@ -44,9 +47,11 @@ export interface AccountDeps {
   views: Views;
   audit: AuditLog;
   forms: FormGuard;
+  /** Connected accounts: sealing, the upstream calls, the audit trail. */
+  vault: VaultDeps;
 }
 
-export function accountRoutes({ provider, issuer, db, views, audit, forms }: AccountDeps): Router {
+export function accountRoutes({ provider, issuer, db, views, audit, forms, vault }: AccountDeps): Router {
   const router = new Router();
   const csrfFor = (sessionId: string) => forms.tokenFor(`account:${sessionId}`);
 
@@ -94,7 +99,7 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
   async function ownGrant(ctx: Context, who: SignedIn): Promise<string> {
     const grantId = ctx.params.grantId ?? '';
     if (!GRANT_ID.test(grantId) || (await ownerOfLiveGrant(db, grantId)) !== who.accountId) {
-      throw new AppError(404, 'not_found', 'There is no such connected agent.');
+      throw new NotFound('There is no such connected agent.');
     }
     return grantId;
   }
@@ -120,23 +125,38 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
       lastUsedAt: a.lastUsedAt ? timeWords(a.lastUsedAt) : undefined,
       liveTokens: a.liveTokens,
       activity: (activity.get(a.grantId) ?? []).map((e) => ({ what: EVENT_WORDS[e.eventType] ?? e.eventType, when: timeWords(e.occurredAt), ip: e.ip })),
+      parentGrantId: a.parentGrantId,
     }));
+  }
+
+  /** The agents the user allowed, each with the agents it handed parts of that to, nested. */
+  async function agentTree(accountId: string) {
+    type View = Awaited<ReturnType<typeof viewOf>>[number] & { delegates: View[] };
+    const views = (await viewOf(await connectedAgentsFor(db, accountId, ACCOUNT_CLIENT_ID), accountId)).map((v): View => ({ ...v, delegates: [] }));
+    const byGrant = new Map(views.map((v) => [v.grantId, v]));
+    const roots: View[] = [];
+    for (const view of views) {
+      const parent = view.parentGrantId ? byGrant.get(view.parentGrantId) : undefined;
+      if (parent) parent.delegates.push(view);
+      else if (!view.parentGrantId) roots.push(view);
+    }
+    return { roots, all: views };
   }
 
   router.get('/account', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const account = await findAccountById(db, who.accountId);
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
-    ctx.body = views.render('account', { username: account?.username, agents, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
+    const agents = (await agentTree(who.accountId)).roots;
+    const connections = await connectionsView(vault, who.accountId);
+    ctx.body = views.render('account', { username: account?.username, agents, connections, csrf: csrfFor(who.sessionId), notice: noticeOf(ctx.query.done) });
   });
 
   router.get(ACCOUNT_CALLBACK_PATH, async (ctx) => {
     const expected = ctx.cookies.get(STATE_COOKIE, { signed: true });
     ctx.cookies.set(STATE_COOKIE, null, { path: ACCOUNT_CALLBACK_PATH });
-    if (!expected || ctx.query.state !== expected)
-      throw new AppError(400, 'invalid_request', 'This sign-in link has expired. Open your connected agents again.');
-    if (typeof ctx.query.error === 'string') throw new AppError(400, 'access_denied', 'Signing in was cancelled.');
+    if (!expected || ctx.query.state !== expected) throw new InvalidRequest('This sign-in link has expired. Open your connected agents again.');
+    if (typeof ctx.query.error === 'string') throw new AgentauthError(400, 'access_denied', 'Signing in was cancelled.');
     seeOther(ctx, '/account');
   });
 
@@ -144,13 +164,13 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
     const grantId = await ownGrant(ctx, who);
-    const agent = (await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId)).find((a) => a.grantId === grantId);
+    const agent = (await agentTree(who.accountId)).all.find((a) => a.grantId === grantId);
     ctx.body = views.render('confirm', { action: `/account/agents/${grantId}/revoke`, csrf: csrfFor(who.sessionId), agents: agent ? [agent] : [], all: false });
   });
 
   router.post('/account/agents/:grantId/revoke', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
     const grantId = await ownGrant(ctx, who);
     await revokeGrant(db, audit, grantId, { type: 'user', id: who.accountId }, 'user_revoked');
@@ -160,14 +180,15 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
   router.get('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
     if (!who) return startSignIn(ctx);
-    const agents = await viewOf(await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID), who.accountId);
+    const agents = (await agentTree(who.accountId)).roots;
     ctx.body = views.render('confirm', { action: '/account/revoke-all', csrf: csrfFor(who.sessionId), agents, all: true });
   });
 
   router.post('/account/revoke-all', async (ctx) => {
     const who = await signedIn(ctx);
-    if (!who) throw new AppError(403, 'invalid_request', 'Sign in again to manage your connected agents.');
+    if (!who) throw new Forbidden('invalid_request', 'Sign in again to manage your connected agents.');
     await checkedForm(ctx, who);
+    // Delegations first die with their parents (revocation/revoke.ts); revoking them again is a no-op.
     for (const agent of await connectedAgentsFor(db, who.accountId, ACCOUNT_CLIENT_ID)) {
       await revokeGrant(db, audit, agent.grantId, { type: 'user', id: who.accountId }, 'user_revoked_all');
     }
@@ -183,6 +204,8 @@ export function accountRoutes({ provider, issuer, db, views, audit, forms }: Acc
     ctx.cookies.set(provider.cookieName('session'), null);
     seeOther(ctx, '/account/signed-out');
   });
+
+  mountConnectionRoutes(router, { signedIn, startSignIn, checkedForm }, vault, issuer);
 
   router.get('/account/signed-out', (ctx) => {
     ctx.body = views.render('signed-out', {});
@@ -203,5 +226,7 @@ function httpsOnly(uri: unknown): string | undefined {
 function noticeOf(done: unknown): string | undefined {
   if (done === 'revoked') return 'Access revoked. Every token of that agent has stopped working.';
   if (done === 'revoked-all') return 'Access revoked for every agent. All their tokens have stopped working.';
+  if (done === 'connected') return 'Connected. Agents you allow can now act there for you, without ever seeing your password.';
+  if (done === 'disconnected') return 'Disconnected. agentauth revoked its access there and forgot its tokens.';
   return undefined;
 }

@@ -13,6 +13,8 @@ export interface ConnectedAgent {
   grantedAt: Date;
   lastUsedAt: Date | null;
   liveTokens: number;
+  /** Set for a delegation: the grant whose tokens were exchanged for this one's (RFC 8693). */
+  parentGrantId: string | null;
 }
 
 export interface ActivityEntry {
@@ -31,12 +33,16 @@ interface Row {
   registration: RegistrationKind | null;
   live_tokens: number;
   last_used: Date | null;
+  parent_grant_id: string | null;
 }
 
-/** Live grants of an account, newest first, leaving out agentauth's own account-page client. */
+/**
+ * Live grants of an account, newest first, leaving out agentauth's own account-page client.
+ * Delegations (grants made by token exchange) are among them, each naming its parent grant.
+ */
 export async function connectedAgentsFor(db: Db, accountId: string, internalClientId: string): Promise<ConnectedAgent[]> {
   const r = await db.query<Row>(
-    `SELECT g.id, g.client_id, g.payload, g.created_at, c.metadata, c.registration,
+    `SELECT g.id, g.client_id, g.payload, g.created_at, g.parent_grant_id, c.metadata, c.registration,
        (SELECT count(*)::int FROM oidc_artifacts a WHERE a.grant_id = g.id AND a.consumed_at IS NULL AND a.expires_at > now()) AS live_tokens,
        (SELECT max(e.occurred_at) FROM audit_events e
           WHERE e.account_id = g.account_id AND e.grant_id = g.id AND e.event_type IN ('token.issued', 'refresh_token.rotated')) AS last_used
@@ -54,6 +60,7 @@ export async function connectedAgentsFor(db: Db, accountId: string, internalClie
     grantedAt: row.created_at,
     lastUsedAt: row.last_used,
     liveTokens: row.live_tokens,
+    parentGrantId: row.parent_grant_id,
   }));
 }
 

@@ -8,7 +8,7 @@
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { findAccountByUsername } from '../users/store.ts';
-import { AppError } from '../http/errors.ts';
+import { AgentauthError, InvalidRequest } from '../errors.ts';
 import { nameRoute } from '../metrics/http.ts';
 import type { Db } from '../storage/db.ts';
 import type { AuditLog } from '../audit/log.ts';
@@ -26,13 +26,13 @@ export function adminAuditRoute(db: Db, audit: AuditLog, adminTokenName: (author
   return async function adminAudit(ctx: Context, next: Next): Promise<void> {
     if (!enabled || ctx.path !== '/admin/audit') return next();
     nameRoute(ctx, 'admin_audit');
-    if (ctx.method !== 'GET') throw new AppError(405, 'invalid_request', 'Use GET.');
+    if (ctx.method !== 'GET') throw new AgentauthError(405, 'invalid_request', 'Use GET.');
     if (!adminTokenName(ctx.get('authorization') || undefined)) {
       ctx.set('WWW-Authenticate', 'Bearer realm="agentauth-admin"');
-      throw new AppError(401, 'invalid_token', 'A valid admin token is required.');
+      throw new AgentauthError(401, 'invalid_token', 'A valid admin token is required.');
     }
     const query = querySchema.safeParse(ctx.query);
-    if (!query.success) throw new AppError(400, 'invalid_request', `Bad query: ${query.error.issues[0]!.path.join('.')}`);
+    if (!query.success) throw new InvalidRequest(`Bad query: ${query.error.issues[0]!.path.join('.')}`);
     const { since, user, client, after, limit } = query.data;
     const accountId = user ? ((await findAccountByUsername(db, user))?.id ?? user) : undefined;
     const events = await audit.find({ since: since ? new Date(since) : undefined, accountId, clientId: client }, after, limit);

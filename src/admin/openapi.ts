@@ -3,7 +3,7 @@
  * own input schemas (zod → JSON Schema), so what is documented is what is validated.
  */
 import { z } from 'zod';
-import { operations } from '../cli/operations.ts';
+import { operations } from '../operations/operations.ts';
 import type { AdminRoute } from './routes.ts';
 
 const ERROR = { $ref: '#/components/schemas/Error' };

@@ -1,6 +1,6 @@
 /**
  * The admin HTTP API: everything the CLI does, as JSON over HTTP, running the same operations
- * (src/cli/operations.ts) with the same input schemas. One table below is both the router and
+ * (src/operations/operations.ts) with the same input schemas. One table below is both the router and
  * the OpenAPI 3.1 document (served at /admin/openapi.json), so the two cannot drift. Every route
  * needs `Authorization: Bearer <admin token>`; the token's name is the audit actor. Without a
  * configured admin token the API does not exist (404).
@@ -10,11 +10,12 @@
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { AppError } from '../http/errors.ts';
+import { AgentauthError, NotFound } from '../errors.ts';
 import { readJsonObject } from '../http/forms.ts';
-import { NotFoundError, OperationError, runOperation, type OperationContext, type OperationName } from '../cli/operations.ts';
+import { runOperation, type OperationContext, type OperationName } from '../operations/operations.ts';
 import { openApiDocument } from './openapi.ts';
-import { adminTokenVerifier, type AdminToken } from './tokens.ts';
+import type { AdminToken } from '../config.ts';
+import { adminTokenVerifier } from './tokens.ts';
 
 type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
 
@@ -65,6 +66,17 @@ export const ADMIN_ROUTES: AdminRoute[] = [
   { method: 'POST', path: '/admin/resources', operation: 'resources.create', summary: 'Register a resource server (RFC 8707)', status: 201, body: true },
   { method: 'GET', path: '/admin/resources/{identifier}', operation: 'resources.show', summary: 'Show a resource server (the identifier URL-encoded)' },
   { method: 'DELETE', path: '/admin/resources/{identifier}', operation: 'resources.delete', summary: 'Delete a resource server' },
+  { method: 'GET', path: '/admin/connections', operation: 'connections.list', summary: 'List upstream connections (connected accounts)' },
+  {
+    method: 'POST',
+    path: '/admin/connections',
+    operation: 'connections.create',
+    summary: 'Register an upstream provider users can connect; the client secret is stored sealed and never returned',
+    status: 201,
+    body: true,
+  },
+  { method: 'PATCH', path: '/admin/connections/{id}', operation: 'connections.update', summary: 'Set the agents that may use a connection', body: true },
+  { method: 'DELETE', path: '/admin/connections/{id}', operation: 'connections.delete', summary: "Delete a connection and every user's tokens for it" },
   {
     method: 'POST',
     path: '/admin/registration-tokens',
@@ -104,23 +116,17 @@ function authenticate(verify: (authorization: string | undefined) => string | un
   const name = verify(ctx.get('authorization') || undefined);
   if (name) return name;
   ctx.set('WWW-Authenticate', 'Bearer realm="agentauth-admin"');
-  throw new AppError(401, 'invalid_token', 'A valid admin token is required.');
+  throw new AgentauthError(401, 'invalid_token', 'A valid admin token is required.');
 }
 
-/** Runs one route's operation as the token's named actor, mapping operator errors to HTTP. */
+/** Runs one route's operation as the token's named actor; its refusals carry their own status. */
 async function handle(ops: OperationContext, route: AdminRoute, ctx: Context, actorName: string): Promise<void> {
   const params = (ctx as Context & { params: Record<string, string> }).params;
   const query = Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v]));
   const body = route.body ? await readJsonObject(ctx) : {};
   const input = route.input ? route.input({ params, query, body }) : { ...body, ...params };
-  try {
-    ctx.body = await runOperation({ ...ops, actor: { type: 'admin', id: actorName } }, route.operation, input);
-    ctx.status = route.status ?? 200;
-  } catch (err) {
-    if (err instanceof NotFoundError) throw new AppError(404, 'not_found', err.message);
-    if (err instanceof OperationError) throw new AppError(400, 'invalid_request', err.message);
-    throw err;
-  }
+  ctx.body = await runOperation({ ...ops, actor: { type: 'admin', id: actorName } }, route.operation, input);
+  ctx.status = route.status ?? 200;
 }
 
 /** Template → matcher for the fallback's Allow header. */
@@ -131,9 +137,9 @@ export function adminFallback(enabled: boolean) {
   return async function adminNotFound(ctx: Context, next: () => Promise<void>): Promise<void> {
     if (!enabled || !ctx.path.startsWith('/admin/')) return next();
     const allowed = ROUTE_PATTERNS.filter((r) => r.pattern.test(ctx.path)).map((r) => r.method);
-    if (allowed.length === 0) throw new AppError(404, 'not_found', 'No such admin API route; see /admin/openapi.json.');
+    if (allowed.length === 0) throw new NotFound('No such admin API route; see /admin/openapi.json.');
     ctx.set('Allow', [...new Set(allowed)].join(', '));
-    throw new AppError(405, 'invalid_request', `Use ${[...new Set(allowed)].join(' or ')}.`);
+    throw new AgentauthError(405, 'invalid_request', `Use ${[...new Set(allowed)].join(' or ')}.`);
   };
 }
 

@@ -4,16 +4,10 @@
  * against every configured token, so neither the length nor which token matched shows in timing.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-
-export interface AdminToken {
-  name: string;
-  token: string;
-}
+import type { AdminToken } from '../config.ts';
+import { bearerOf } from '../http/authorization.ts';
 
 const digest = (v: string) => createHash('sha256').update(v).digest();
-
-/** The credential of an `Authorization: Bearer …` header (the scheme is case-insensitive, RFC 7235 §2.1). */
-export const bearerOf = (authorization: string | undefined): string | undefined => /^Bearer +([\x21-\x7e]+) *$/i.exec(authorization ?? '')?.[1];
 
 /** Returns the name of the admin token in an `Authorization: Bearer …` header, if any. */
 export function adminTokenVerifier(tokens: readonly AdminToken[]): (authorization: string | undefined) => string | undefined {

@@ -31,9 +31,11 @@ export type AuditEventType =
   | 'authorization_code.issued'
   | 'authorization_code.reuse_detected'
   | 'token.issued'
+  | 'token_exchange.refused'
   | 'refresh_token.rotated'
   | 'refresh_token.retried'
   | 'refresh_token.reuse_detected'
+  | 'refresh_token.key_mismatch'
   | 'token.revoked'
   | 'grant.revoked'
   | 'token.introspected'
@@ -49,6 +51,12 @@ export type AuditEventType =
   | 'registration_token.issued'
   | 'resource_server.registered'
   | 'resource_server.deleted'
+  | 'connection.registered'
+  | 'connection.deleted'
+  | 'connection.connected'
+  | 'connection.disconnected'
+  | 'connection.token_issued'
+  | 'connection.broken'
   | 'audit.purged';
 
 export interface AuditInput {

@@ -237,18 +237,41 @@ const NAME_COLUMNS = `(SELECT username FROM accounts a WHERE a.id = e.account_id
       ORDER BY h.id DESC LIMIT 1),
     (SELECT c.metadata->>'client_name' FROM clients c WHERE c.client_id = e.client_id)) AS client_name`;
 
-/** "alice via Notes agent: token.issued", "admin deploy-bot: client.disabled (Notes agent)": a row read aloud. */
-export function summaryOf(row: AuditRow): string {
+/**
+ * "alice via Notes agent: token.issued", "admin deploy-bot: client.disabled (Notes agent)": a row
+ * read aloud. A row naming a delegation chain (RFC 8693) reads every link: "alice via Reporting
+ * Agent via Coding Agent: token.issued" (`chainNames`: client names by id).
+ */
+export function summaryOf(row: AuditRow, chainNames: ReadonlyMap<string, string> = new Map()): string {
   const agent = row.client_name ?? row.client_id;
   if (row.actor_type === 'admin' || row.actor_type === 'system') {
     return `${row.actor_type}${row.actor_id ? ` ${row.actor_id}` : ''}: ${row.event_type}${agent ? ` (${agent}${row.account_name ? `, ${row.account_name}` : ''})` : row.account_name ? ` (${row.account_name})` : ''}`;
   }
   const user = row.account_name ?? row.account_id;
-  if (user && agent) return `${user} via ${agent}: ${row.event_type}`;
-  return `${user ?? agent ?? row.actor_type}: ${row.event_type}`;
+  const chain = chainOf(row);
+  const via = chain.length > 1 ? chain.map((id) => chainNames.get(id) ?? id).join(' via ') : agent;
+  if (user && via) return `${user} via ${via}: ${row.event_type}`;
+  return `${user ?? via ?? row.actor_type}: ${row.event_type}`;
 }
 
-const withSummary = (row: AuditRow): AuditRow & { summary: string } => ({ ...row, summary: summaryOf(row) });
+const chainOf = (row: AuditRow): string[] => {
+  const chain = row.details.chain;
+  return Array.isArray(chain) ? chain.filter((c): c is string => typeof c === 'string') : [];
+};
+
+/** Rows with their summaries; the names of chain links read in one query for the page. */
+async function withSummaries(db: Db, rows: AuditRow[]): Promise<(AuditRow & { summary: string })[]> {
+  const ids = [...new Set(rows.flatMap(chainOf))];
+  const names = new Map<string, string>();
+  if (ids.length) {
+    const r = await db.query<{ client_id: string; name: string | null }>(
+      "SELECT client_id, metadata->>'client_name' AS name FROM clients WHERE client_id = ANY($1::text[])",
+      [ids],
+    );
+    for (const row of r.rows) if (row.name) names.set(row.client_id, row.name);
+  }
+  return rows.map((row) => ({ ...row, summary: summaryOf(row, names) }));
+}
 
 /** The largest page an export or the admin route reads at once. */
 export const MAX_AUDIT_PAGE = 10_000;
@@ -262,12 +285,16 @@ export async function findEvents(db: Db, filter: AuditFilter, after: number, lim
   const where = ['id > $1'];
   if (filter.since) where.push(`occurred_at >= $${params.push(filter.since)}`);
   if (filter.accountId) where.push(`account_id = $${params.push(filter.accountId)}`);
-  if (filter.clientId) where.push(`client_id = $${params.push(filter.clientId)}`);
+  // A client is found as the row's client or as any link of the delegation chain it names.
+  if (filter.clientId) {
+    const n = params.push(filter.clientId);
+    where.push(`(client_id = $${n} OR (details ? 'chain' AND details -> 'chain' ? $${n}))`);
+  }
   const r = await db.query<RawRow>(
     `SELECT ${COLUMNS}, ${NAME_COLUMNS} FROM audit_events e WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${params.push(Math.min(limit, MAX_AUDIT_PAGE))}`,
     params,
   );
-  return r.rows.map((raw) => withSummary(toRow(raw)));
+  return withSummaries(db, r.rows.map(toRow));
 }
 
 /**

@@ -4,16 +4,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { AgentauthError, exitCodeOf, oauthErrorBody, operatorLine, UsageError } from '../errors.ts';
 import { openRuntime } from '../runtime.ts';
-import { DataDirLockedError, lockHolder } from '../storage/data-dir-lock.ts';
-import { callAdminSocket } from './admin-socket.ts';
+import { lockHolder } from '../storage/data-dir-lock.ts';
+import { callAdminSocket } from '../operations/admin-socket.ts';
 import type { VerifyResult } from '../audit/log.ts';
-import { OperationError, runOperation, type OperationName } from './operations.ts';
+import { runOperation, type OperationName } from '../operations/operations.ts';
 import { writeEnvSecrets } from './env-file.ts';
 import { AGENT_KEY_ALGS, generateAgentKeyPair, reservePrivateKeyFile, type AgentKeyAlg } from '../keys/agent-keys.ts';
-
-class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -49,6 +48,7 @@ const CLIENT_OPTIONS: Options = {
   'refresh-retry-window': { type: 'string' },
   'event-uri': { type: 'string' },
   'backchannel-logout-uri': { type: 'string' },
+  dpop: { type: 'string' },
 };
 
 /** Undone if the command fails after its input was prepared (a key file made for a client that was not registered). */
@@ -80,6 +80,13 @@ function parseRetryWindow(value: unknown): number | null | undefined {
   return n;
 }
 
+/** --dpop required|optional: whether every token request must carry a DPoP proof (RFC 9449 §5.2). */
+function parseDpop(value: unknown): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'required' && value !== 'optional') throw new UsageError('--dpop must be required or optional');
+  return value === 'required';
+}
+
 function parseRateLimit(value: unknown): number | null | undefined {
   if (value === undefined) return undefined;
   if (value === 'default') return null;
@@ -109,10 +116,22 @@ async function clientOptions(values: Values) {
     refreshRetryWindow: parseRetryWindow(values['refresh-retry-window']),
     eventUri: values['event-uri'] as string | undefined,
     backchannelLogoutUri: values['backchannel-logout-uri'] as string | undefined,
+    dpopBoundAccessTokens: parseDpop(values.dpop),
   };
 }
 
 const json = (v: unknown) => JSON.stringify(v, null, 2);
+
+/** `--delegate-to a --delegate-to b` replaces the list; `--delegate-to none` empties it. */
+function delegatesOption(value: unknown): string[] | undefined {
+  if (value === undefined) return undefined;
+  const given = value as string[];
+  if (given.includes('none')) {
+    if (given.length > 1) throw new UsageError('--delegate-to none clears the list: give it alone');
+    return [];
+  }
+  return given;
+}
 
 const COMMANDS: Record<string, Command> = {
   migrate: {
@@ -199,7 +218,7 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients create --name <name> [--redirect-uri <uri>]... [--generate-key <file> | --jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>]\n' +
       '                         [--refresh-retry-window <seconds>] [--event-uri <https uri>]\n' +
-      '                         [--backchannel-logout-uri <https uri>] [--json]',
+      '                         [--backchannel-logout-uri <https uri>] [--dpop required|optional] [--json]',
     summary:
       'Register an agent. Prints the client, client_id included. --generate-key writes a new private JWK to <file> (mode 0600) and registers its public half.',
     options: { ...CLIENT_OPTIONS, 'generate-key': { type: 'string' }, alg: { type: 'string' } },
@@ -221,9 +240,10 @@ const COMMANDS: Record<string, Command> = {
       'agentauth clients update <client_id> [--name <name>] [--redirect-uri <uri>]... [--jwks-file <path> | --jwks-uri <uri> | --public]\n' +
       '                         [--grant-types <a,b>] [--scope "<a b>"] [--rate-limit <per minute>|default]\n' +
       '                         [--refresh-retry-window <seconds>|default] [--event-uri <https uri>]\n' +
-      '                         [--backchannel-logout-uri <https uri>] [--json]',
-    summary: 'Change a client. Given options replace the current values; the resulting client must pass registration.',
-    options: CLIENT_OPTIONS,
+      '                         [--backchannel-logout-uri <https uri>] [--delegate-to <client_id>|none]... [--dpop required|optional] [--json]',
+    summary:
+      'Change a client. Given options replace the current values; the resulting client must pass registration. --delegate-to (repeatable): the clients it may hand its users\' tokens to by token exchange (RFC 8693); "none" clears the list.',
+    options: { ...CLIENT_OPTIONS, 'delegate-to': { type: 'string', multiple: true } },
     positionals: ['client_id'],
     operation: 'clients.update',
     async input(values, [clientId]) {
@@ -241,6 +261,8 @@ const COMMANDS: Record<string, Command> = {
         refreshRetryWindow: given.refreshRetryWindow,
         eventUri: given.eventUri,
         backchannelLogoutUri: given.backchannelLogoutUri,
+        dpopBoundAccessTokens: given.dpopBoundAccessTokens,
+        delegates: delegatesOption(values['delegate-to']),
       };
     },
     print: json,
@@ -354,6 +376,70 @@ const COMMANDS: Record<string, Command> = {
     operation: 'resources.delete',
     input: async (_values, [identifier]) => ({ identifier }),
     print: (r) => `deleted ${(r as { identifier: string }).identifier}`,
+  },
+  'connections create': {
+    usage:
+      'agentauth connections create <id> --name "<shown to users>" (--issuer <https uri> | --authorization-endpoint <uri> --token-endpoint <uri> [--revocation-endpoint <uri>]) --client-id <id> --client-secret-stdin [--scope <s>]... [--agent <client_id>]... [--json]',
+    summary:
+      'Register an upstream provider users can connect at /account (docs/connected-accounts.md). Endpoints are discovered from --issuer; the client secret is read from standard input and stored sealed.',
+    options: {
+      name: { type: 'string' },
+      issuer: { type: 'string' },
+      'authorization-endpoint': { type: 'string' },
+      'token-endpoint': { type: 'string' },
+      'revocation-endpoint': { type: 'string' },
+      'client-id': { type: 'string' },
+      'client-secret-stdin': { type: 'boolean' },
+      scope: { type: 'string', multiple: true },
+      agent: { type: 'string', multiple: true },
+    },
+    positionals: ['id'],
+    operation: 'connections.create',
+    async input(values, [id]) {
+      if (typeof values.name !== 'string') throw new UsageError('--name is required');
+      if (typeof values['client-id'] !== 'string') throw new UsageError('--client-id is required');
+      if (!values['client-secret-stdin']) throw new UsageError('--client-secret-stdin is required (secrets never go on the command line)');
+      return {
+        id,
+        name: values.name,
+        issuer: values.issuer,
+        authorizationEndpoint: values['authorization-endpoint'],
+        tokenEndpoint: values['token-endpoint'],
+        revocationEndpoint: values['revocation-endpoint'],
+        clientId: values['client-id'],
+        clientSecret: await readPasswordFromStdin(),
+        scopes: (values.scope as string[] | undefined)?.flatMap((s) => s.split(' ').filter(Boolean)) ?? [],
+        agents: (values.agent as string[] | undefined) ?? [],
+      };
+    },
+    print: json,
+  },
+  'connections list': {
+    usage: 'agentauth connections list [--json]',
+    summary: 'List upstream connections and the agents allowed to use each.',
+    operation: 'connections.list',
+    input: async () => ({}),
+    print: (r) => {
+      const list = (r as { connections: { id: string; name: string; agents: string[] }[] }).connections;
+      return list.length ? list.map((c) => `${c.id}\t${c.name}\t${c.agents.join(' ') || '(no agent allowed)'}`).join('\n') : 'no connections yet';
+    },
+  },
+  'connections allow': {
+    usage: 'agentauth connections allow <id> --agent <client_id>... [--json]',
+    summary: 'Set which agents may obtain tokens of this connection (replaces the list; none: no agent).',
+    options: { agent: { type: 'string', multiple: true } },
+    positionals: ['id'],
+    operation: 'connections.update',
+    input: async (values, [id]) => ({ id, agents: (values.agent as string[] | undefined) ?? [] }),
+    print: json,
+  },
+  'connections delete': {
+    usage: 'agentauth connections delete <id> [--json]',
+    summary: "Delete a connection and every user's tokens for it.",
+    positionals: ['id'],
+    operation: 'connections.delete',
+    input: async (_values, [id]) => ({ id }),
+    print: (r) => `deleted ${(r as { id: string }).id}`,
   },
   'events list': {
     usage: 'agentauth events list [--pending] [--json]',
@@ -474,7 +560,7 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'grants'];
+const GROUPS = ['users', 'scopes', 'clients', 'keys', 'audit', 'registration-tokens', 'events', 'resources', 'connections', 'grants'];
 
 const DURATION = /^(\d+)([smhd]?)$/;
 const UNIT_SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
@@ -579,9 +665,10 @@ function resolveCommand(args: string[]): { name: string; command: Command; rest:
 
 export async function main(argv: string[]): Promise<number> {
   const wantsJson = argv.includes('--json');
-  const report = (message: string) => {
-    process.stderr.write(`agentauth: ${message}\n`);
-    if (wantsJson) process.stdout.write(`${JSON.stringify({ error: message })}\n`);
+  /** One line on stderr; with --json, the same refusal as the admin API's body on stdout. */
+  const report = (err: AgentauthError) => {
+    process.stderr.write(`agentauth: ${operatorLine(err)}\n`);
+    if (wantsJson) process.stdout.write(`${JSON.stringify(oauthErrorBody(err))}\n`);
   };
   try {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
@@ -630,11 +717,11 @@ export async function main(argv: string[]): Promise<number> {
     return command.failed?.(result) ? 1 : 0;
   } catch (err) {
     for (const undo of undoOnFailure.splice(0)) await undo();
-    if (err instanceof UsageError || err instanceof OperationError || err instanceof ConfigError || err instanceof DataDirLockedError) {
-      report(err.message);
-      return err instanceof UsageError ? 2 : 1;
+    if (err instanceof AgentauthError && err.expose) {
+      report(err);
+      return exitCodeOf(err);
     }
-    report(`failed: ${(err as Error).message}`);
+    report(new AgentauthError(500, 'server_error', `failed: ${(err as Error).message}`, { expose: true }));
     return 1;
   }
 }

@@ -9,7 +9,7 @@
  *   authenticates with cannot change through RFC 7592 (register a new client instead).
  */
 import type { Context, Next } from 'koa';
-import Provider, { errors } from 'oidc-provider';
+import Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { AuditLog } from '../audit/log.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
@@ -17,7 +17,8 @@ import { revokeClientAccess } from '../revocation/revoke.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
-import { checkClientMetadata, RegistrationError, type ClientPolicy } from './policy.ts';
+import { checkClientMetadata, type ClientPolicy } from './policy.ts';
+import { InvalidClientMetadata, InvalidRequest } from '../errors.ts';
 import { lockRegistrationToken, spendRegistrationToken } from './registration-tokens.ts';
 import { storeNewClient } from './registration.ts';
 import { deleteClient, findClient, updateClientMetadata, type ClientMetadata, type RegistrationKind } from './store.ts';
@@ -62,20 +63,6 @@ export function registrationGate(db: Db, openRegistration: boolean, limiter: Rat
 
 const currentContext = () => Provider.ctx as (KoaContextWithOIDC & { state: RegistrationState }) | undefined;
 
-/** The policy's verdict in the error oidc-provider renders for it (RFC 7591 §3.2.2). */
-export async function checked(db: Db, metadata: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
-  try {
-    await checkClientMetadata(db, metadata, kind, policy);
-  } catch (err) {
-    if (!(err instanceof RegistrationError)) throw err;
-    if (err.code === 'invalid_client_metadata') throw new errors.InvalidClientMetadata(err.message);
-    // oidc-provider's InvalidRedirectUri carries a fixed description; say which URI and why.
-    const redirectError = new errors.InvalidRedirectUri();
-    redirectError.error_description = err.message;
-    throw redirectError;
-  }
-}
-
 /**
  * `changed` is called when an existing client is updated or deleted (RFC 7592), inside the
  * request's transaction: instances cache active clients per configuration generation, so it
@@ -87,9 +74,9 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
     const existing = await findClient(db, clientId);
     if (existing) {
       if (metadata.token_endpoint_auth_method !== existing.metadata.token_endpoint_auth_method) {
-        throw new errors.InvalidClientMetadata('token_endpoint_auth_method cannot change; register a new client instead');
+        throw new InvalidClientMetadata('token_endpoint_auth_method cannot change; register a new client instead');
       }
-      await checked(db, metadata, existing.registration, policy);
+      await checkClientMetadata(db, metadata, existing.registration, policy);
       await updateClientMetadata(db, metadata);
       await changed();
       const changedKeys = Object.keys({ ...metadata, ...existing.metadata }).filter(
@@ -99,8 +86,8 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
       return;
     }
     const kind = currentContext()?.state.registrationKind;
-    if (!kind) throw new errors.InvalidRequest('registration is not allowed here');
-    await checked(db, metadata, kind, policy);
+    if (!kind) throw new InvalidRequest('registration is not allowed here');
+    await checkClientMetadata(db, metadata, kind, policy);
     // oidc-provider drew a fresh client_id: it cannot exist already.
     await storeNewClient(db, audit, metadata, kind, actor);
   };

@@ -17,8 +17,7 @@ import type { AuditLog } from '../audit/log.ts';
 import type { RateLimiter, Window } from '../limits/rate-limit.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { Db } from '../storage/db.ts';
-import { checked } from './dynamic-registration.ts';
-import type { ClientPolicy } from './policy.ts';
+import { checkClientMetadata, type ClientPolicy } from './policy.ts';
 import { storeNewClient } from './registration.ts';
 import { findClient, updateClientMetadata, type ClientMetadata } from './store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
@@ -58,7 +57,7 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
       const clientId = metadata.client_id;
       let existing = await findClient(db, clientId);
       if (!existing) {
-        await checked(db, metadata, 'metadata_document', policy);
+        await checkClientMetadata(db, metadata, 'metadata_document', policy);
         // Two first uses at once (two instances, or two requests): one inserts, the other finds
         // the row and goes on as for a known document.
         if (await storeNewClient(db, deps.audit, metadata, 'metadata_document', { type: 'client', id: clientId })) {
@@ -74,7 +73,7 @@ export function metadataDocumentHooks(deps: MetadataDocumentDeps): MetadataDocum
       // when the document changed, as for any other client's update.
       const changed = changedFields(existing.metadata, metadata);
       if (changed.length) {
-        await checked(db, metadata, 'metadata_document', policy);
+        await checkClientMetadata(db, metadata, 'metadata_document', policy);
         await updateClientMetadata(db, metadata);
         await deps.audit.record({
           type: 'client.updated',

@@ -4,6 +4,7 @@
  * whole, not the fields a request touched, is what stops partial updates reaching a client that
  * registration would refuse (Keycloak CVE-2026-18573 and kin).
  */
+import { InvalidClientMetadata, InvalidRedirectUri } from '../errors.ts';
 import { ipLiteral, addressKind } from '../net/addresses.ts';
 import type { Outbound } from '../net/outbound.ts';
 import { findScopes } from '../scopes/store.ts';
@@ -12,16 +13,17 @@ import { isSelfRegistered, type ClientMetadata, type RegistrationKind } from './
 
 export const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/u;
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+/** The token exchange grant (RFC 8693): for agents an operator names as delegates, and resource servers. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', TOKEN_EXCHANGE_GRANT] as const;
 export const NAME_MAX_LENGTH = 100;
 const DISPLAY_URI_FIELDS = ['logo_uri', 'client_uri', 'policy_uri', 'tos_uri'] as const;
 
-export class RegistrationError extends Error {
-  readonly code: 'invalid_redirect_uri' | 'invalid_client_metadata';
-  constructor(code: RegistrationError['code'], message: string) {
-    super(message);
-    this.code = code;
-  }
+type RegistrationCode = 'invalid_redirect_uri' | 'invalid_client_metadata';
+
+/** A refusal in the RFC 7591 §3.2.2 code it is, whichever path registers the client. */
+export function registrationError(code: RegistrationCode, message: string): InvalidRedirectUri | InvalidClientMetadata {
+  return code === 'invalid_redirect_uri' ? new InvalidRedirectUri(message) : new InvalidClientMetadata(message);
 }
 
 /** What registration allows beyond the fixed rules. */
@@ -34,21 +36,21 @@ export interface ClientPolicy {
 
 export type { RegistrationKind } from './store.ts';
 
-const metadataError = (field: string, why: string) => new RegistrationError('invalid_client_metadata', `${field} ${why}`);
+const metadataError = (field: string, why: string) => registrationError('invalid_client_metadata', `${field} ${why}`);
 
-function parseUrl(raw: unknown, field: string, code: RegistrationError['code']): URL {
-  if (typeof raw !== 'string') throw new RegistrationError(code, `${field} must be a string`);
+function parseUrl(raw: unknown, field: string, code: RegistrationCode): URL {
+  if (typeof raw !== 'string') throw registrationError(code, `${field} must be a string`);
   try {
     return new URL(raw);
   } catch {
-    throw new RegistrationError(code, `${field} ${JSON.stringify(raw)} is not an absolute URI`);
+    throw registrationError(code, `${field} ${JSON.stringify(raw)} is not an absolute URI`);
   }
 }
 
 /** Exact-match redirect URIs: https, or http on a loopback host (native apps only). */
 export function checkRedirectUri(raw: string): { loopback: boolean } {
   const url = parseUrl(raw, 'redirect URI', 'invalid_redirect_uri');
-  const problem = (why: string) => new RegistrationError('invalid_redirect_uri', `redirect URI ${JSON.stringify(raw)} ${why}`);
+  const problem = (why: string) => registrationError('invalid_redirect_uri', `redirect URI ${JSON.stringify(raw)} ${why}`);
   if (url.hash || raw.includes('#')) throw problem('must not have a fragment');
   if (url.username || url.password || raw.includes('@')) throw problem('must not contain userinfo');
   if (raw.includes('*')) throw problem('must not contain wildcards');
@@ -113,7 +115,7 @@ const stringList = (value: unknown, field: string): string[] => {
   return value as string[];
 };
 
-/** Checks a client's resulting metadata as a whole; throws RegistrationError naming the field. */
+/** Checks a client's resulting metadata as a whole; throws InvalidClientMetadata or InvalidRedirectUri naming the field. */
 export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: RegistrationKind, policy: ClientPolicy): Promise<void> {
   checkClientName(m.client_name);
 
@@ -140,11 +142,11 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   const redirectUris = stringList(m.redirect_uris, 'redirect_uris');
   const loopbacks = redirectUris.map((uri) => checkRedirectUri(uri).loopback);
   if (grantTypes.includes('authorization_code') && redirectUris.length === 0)
-    throw new RegistrationError('invalid_redirect_uri', 'the authorization_code grant needs at least one redirect URI');
+    throw registrationError('invalid_redirect_uri', 'the authorization_code grant needs at least one redirect URI');
   if (!grantTypes.includes('authorization_code') && redirectUris.length > 0)
     throw metadataError('redirect_uris', 'are only for clients with the authorization_code grant');
   if (m.application_type !== 'native' && loopbacks.some(Boolean))
-    throw new RegistrationError('invalid_redirect_uri', 'http loopback redirect URIs are for native clients only');
+    throw registrationError('invalid_redirect_uri', 'http loopback redirect URIs are for native clients only');
 
   const hasJwks = m.jwks !== undefined;
   const hasJwksUri = m.jwks_uri !== undefined;
@@ -154,6 +156,9 @@ export async function checkClientMetadata(db: Db, m: ClientMetadata, kind: Regis
   if (m.token_endpoint_auth_signing_alg !== undefined && !policy.signingAlgs.includes(String(m.token_endpoint_auth_signing_alg))) {
     throw metadataError('token_endpoint_auth_signing_alg', `must be one of ${policy.signingAlgs.join(', ')}`);
   }
+
+  if (m.dpop_bound_access_tokens !== undefined && typeof m.dpop_bound_access_tokens !== 'boolean')
+    throw metadataError('dpop_bound_access_tokens', 'must be a boolean');
 
   for (const field of DISPLAY_URI_FIELDS) if (m[field] !== undefined) checkDisplayUri(m[field], field);
   if (m.event_delivery_uri !== undefined) checkFetchedUri(m.event_delivery_uri, 'event_delivery_uri', policy);

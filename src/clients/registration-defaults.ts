@@ -11,7 +11,7 @@
  * Runs as part of oidc-provider's extraClientMetadata validator, which it calls on the metadata
  * (defaults applied) before its own checks, so a value set here is what those checks see.
  */
-import { errors } from 'oidc-provider';
+import { InvalidClientMetadata } from '../errors.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { RegistrationKind } from './store.ts';
 
@@ -25,11 +25,11 @@ export function applyRegistrationDefaults(ctx: KoaContextWithOIDC | undefined, m
       metadata.token_endpoint_auth_method = 'none';
       return;
     }
-    if (method !== 'none') throw new errors.InvalidClientMetadata('token_endpoint_auth_method must be none: self-registered clients are public clients only');
+    if (method !== 'none') throw new InvalidClientMetadata('token_endpoint_auth_method must be none: self-registered clients are public clients only');
     return;
   }
   if (method === undefined && sent.jwks === undefined && sent.jwks_uri === undefined) {
-    throw new errors.InvalidClientMetadata(
+    throw new InvalidClientMetadata(
       'token_endpoint_auth_method was not sent, so it is private_key_jwt, which needs jwks or jwks_uri; send one, or token_endpoint_auth_method=none for a public client',
     );
   }

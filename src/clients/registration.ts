@@ -9,10 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import type { Db } from '../storage/db.ts';
-import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, RegistrationError, type ClientPolicy } from './policy.ts';
+import { checkClientMetadata, checkClientName, checkRedirectUri, GRANT_TYPES, NAME_MAX_LENGTH, type ClientPolicy } from './policy.ts';
+import { InvalidClientMetadata } from '../errors.ts';
 import { insertClientIfAbsent, setRefreshRetryWindow, setTokenRateLimit, type ClientMetadata, type RegistrationKind } from './store.ts';
 
-export { RegistrationError, type ClientPolicy } from './policy.ts';
+export type { ClientPolicy } from './policy.ts';
 
 const publicJwk = z
   .object({ kty: z.enum(['EC', 'OKP', 'RSA']), kid: z.string().max(200).optional() })
@@ -46,6 +47,8 @@ export const clientInputSchema = z.object({
   backchannelLogoutUri: z.string().max(2000).optional(),
   /** Seconds the previous refresh token still gets the same successor; 0 strict; null default. */
   refreshRetryWindow: z.number().int().min(0).max(300).nullable().optional(),
+  /** RFC 9449 §5.2: every token request of this client must carry a DPoP proof. */
+  dpopBoundAccessTokens: z.boolean().optional(),
 });
 export type ClientInput = z.infer<typeof clientInputSchema>;
 
@@ -63,6 +66,9 @@ export const clientUpdateSchema = z.object({
   eventUri: clientInputSchema.shape.eventUri,
   backchannelLogoutUri: clientInputSchema.shape.backchannelLogoutUri,
   refreshRetryWindow: clientInputSchema.shape.refreshRetryWindow,
+  dpopBoundAccessTokens: clientInputSchema.shape.dpopBoundAccessTokens,
+  /** The clients this one may hand its users' tokens to (RFC 8693), replacing the current list. */
+  delegates: z.array(z.string().min(1).max(200)).max(20).optional(),
 });
 
 /** The input that would register this client as it is: the base for an update. */
@@ -78,6 +84,7 @@ export function inputOf(metadata: ClientMetadata): ClientInput {
     scope: metadata.scope as string | undefined,
     eventUri: metadata.event_delivery_uri as string | undefined,
     backchannelLogoutUri: metadata.backchannel_logout_uri as string | undefined,
+    dpopBoundAccessTokens: metadata.dpop_bound_access_tokens === true,
   };
 }
 
@@ -95,7 +102,7 @@ export interface ExistingClient {
 export async function buildClientMetadata(db: Db, input: ClientInput, policy: ClientPolicy, existing?: ExistingClient): Promise<ClientMetadata> {
   const authChoices = [input.jwks !== undefined, input.jwksUri !== undefined, input.public].filter(Boolean).length;
   if (authChoices !== 1) {
-    throw new RegistrationError('invalid_client_metadata', 'choose exactly one of --jwks-file, --jwks-uri or --public');
+    throw new InvalidClientMetadata('choose exactly one of --jwks-file, --jwks-uri or --public');
   }
   const loopbacks = input.redirectUris.map((uri) => checkRedirectUri(uri).loopback);
   const grantTypes = [...new Set(input.grantTypes ?? (input.redirectUris.length ? ['authorization_code', 'refresh_token'] : ['client_credentials']))];
@@ -107,10 +114,12 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     scope: _scope,
     event_delivery_uri: currentEventUri,
     backchannel_logout_uri: currentLogoutUri,
+    dpop_bound_access_tokens: currentDpop,
     ...carried
   }: Record<string, unknown> = existing?.metadata ?? {};
   const eventUri = input.eventUri ?? (typeof currentEventUri === 'string' ? currentEventUri : undefined);
   const logoutUri = input.backchannelLogoutUri ?? (typeof currentLogoutUri === 'string' ? currentLogoutUri : undefined);
+  const dpopBound = input.dpopBoundAccessTokens ?? currentDpop === true;
   const metadata: ClientMetadata = {
     ...carried,
     client_id: existing?.metadata.client_id ?? `agt_${randomBytes(16).toString('base64url')}`,
@@ -126,6 +135,7 @@ export async function buildClientMetadata(db: Db, input: ClientInput, policy: Cl
     ...(scopes.length ? { scope: scopes.join(' ') } : {}),
     ...(eventUri ? { event_delivery_uri: eventUri } : {}),
     ...(logoutUri ? { backchannel_logout_uri: logoutUri } : {}),
+    ...(dpopBound ? { dpop_bound_access_tokens: true } : {}),
   };
   await checkClientMetadata(db, metadata, existing?.registration ?? 'admin', policy);
   return metadata;

@@ -105,3 +105,63 @@ export async function liveGrantIdsOfClient(db: Db, clientId: string): Promise<st
   const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL ORDER BY id', [clientId]);
   return r.rows.map((row) => row.id);
 }
+
+/** One link of a delegation chain: a grant and the client it was made to. */
+export interface ChainLink {
+  grantId: string;
+  clientId: string;
+}
+
+/**
+ * The chain a grant belongs to: from the root grant (a user's consent to the first agent) down to
+ * this grant, one link per token exchange (RFC 8693). A grant nobody delegated is a chain of one.
+ */
+export async function grantChain(db: Db, id: string): Promise<ChainLink[]> {
+  const r = await db.query<{ id: string; client_id: string; depth: number }>(
+    `WITH RECURSIVE up AS (
+       SELECT id, client_id, parent_grant_id, 0 AS depth FROM grants WHERE id = $1
+       UNION ALL
+       SELECT g.id, g.client_id, g.parent_grant_id, up.depth + 1 FROM grants g JOIN up ON g.id = up.parent_grant_id WHERE up.depth < 16
+     ) SELECT id, client_id, depth FROM up ORDER BY depth DESC`,
+    [id],
+  );
+  return r.rows.map((row) => ({ grantId: row.id, clientId: row.client_id }));
+}
+
+/** The grant made when `clientId` was handed tokens of grant `parentId`, revoked or not. */
+export async function findChildGrant(db: Db, parentId: string, clientId: string): Promise<{ id: string; revoked: boolean } | undefined> {
+  const r = await db.query<{ id: string; revoked_at: Date | null }>('SELECT id, revoked_at FROM grants WHERE parent_grant_id = $1 AND client_id = $2', [
+    parentId,
+    clientId,
+  ]);
+  const row = r.rows[0];
+  return row && { id: row.id, revoked: row.revoked_at !== null };
+}
+
+/**
+ * Inserts the child grant of a token exchange, unless a concurrent exchange made it first; the
+ * caller holds the parent's row lock, so a revocation of the parent waits for this transaction.
+ */
+export async function insertChildGrant(db: Db, grant: GrantRow & { parent_grant_id: string }, expiresAt: Date | null): Promise<void> {
+  await db.query(
+    `INSERT INTO grants (id, account_id, client_id, payload, expires_at, parent_grant_id) VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (parent_grant_id, client_id) WHERE parent_grant_id IS NOT NULL DO NOTHING`,
+    [grant.id, grant.account_id, grant.client_id, grant.payload, expiresAt, grant.parent_grant_id],
+  );
+}
+
+/** The stored payload and expiry of a live grant (for a child grant's scopes to grow). */
+export async function liveGrantRow(db: Db, id: string): Promise<{ payload: Record<string, unknown>; expiresAt: Date | null } | undefined> {
+  const r = await db.query<{ payload: Record<string, unknown>; expires_at: Date | null }>(
+    'SELECT payload, expires_at FROM grants WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())',
+    [id],
+  );
+  const row = r.rows[0];
+  return row && { payload: row.payload, expiresAt: row.expires_at };
+}
+
+/** Ids of the live grants made by exchanging tokens of this grant (its children, not deeper). */
+export async function liveChildGrantIds(db: Db, parentId: string): Promise<string[]> {
+  const r = await db.query<{ id: string }>('SELECT id FROM grants WHERE parent_grant_id = $1 AND revoked_at IS NULL ORDER BY id', [parentId]);
+  return r.rows.map((row) => row.id);
+}

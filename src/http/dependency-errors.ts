@@ -28,10 +28,11 @@ export function isDependencyError(err: unknown): boolean {
       (code.startsWith('08') || code.startsWith('57') || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT')
     )
       return true;
-    const message = (e as { message?: unknown }).message;
-    if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
+    // A DbError keeps the driver's message as its detail (src/storage/db.ts).
+    const { message, error_detail: detail } = e as { message?: unknown; error_detail?: unknown };
+    for (const text of [message, detail]) {
+      if (typeof text === 'string' && CONNECTION_MESSAGES.some((m) => text.includes(m))) return true;
+    }
   }
   return false;
 }
-
-export const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again shortly' };

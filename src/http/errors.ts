@@ -1,24 +1,14 @@
 /**
- * One error type for our own routes and one middleware that renders it: an HTML page for
- * browsers, RFC 6749 JSON for everyone else. A 5xx is logged with its stack and never shown.
+ * The one renderer of errors (src/errors.ts): an HTML page for browsers, RFC 6749 JSON for
+ * everyone else, for our routes, the admin API and oidc-provider's own (its renderError). A
+ * 5xx we did not mean is logged with its stack and never shown.
  */
 import type { Context, Next } from 'koa';
+import { errors } from 'oidc-provider';
+import { AgentauthError, oauthErrorBody, TemporarilyUnavailable } from '../errors.ts';
 import type { Views } from './views.ts';
 import { isDependencyError } from './dependency-errors.ts';
 import { requestContext } from './request-context.ts';
-
-export class AppError extends Error {
-  readonly status: number;
-  readonly code: string;
-  /** Whether the message may be shown to the caller. */
-  readonly expose: boolean;
-  constructor(status: number, code: string, message: string, expose = status < 500) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.expose = expose;
-  }
-}
 
 const HEADINGS: Record<number, string> = {
   400: 'That request did not work',
@@ -33,18 +23,34 @@ export function wantsHtml(ctx: Context): boolean {
   return ctx.accepts('json', 'html') === 'html';
 }
 
-export function renderErrorPage(ctx: Context, views: Views, status: number, code: string, message: string): void {
-  ctx.status = status;
+/**
+ * Any thrown value as one of ours: our own as it is, oidc-provider's with its code and
+ * description, an unreachable PostgreSQL or Redis as 503, anything else as a hidden 500.
+ */
+export function asAgentauthError(err: unknown): AgentauthError {
+  if (err instanceof AgentauthError && err.expose) return err;
+  if (isDependencyError(err)) return new TemporarilyUnavailable(undefined, { cause: err });
+  if (err instanceof AgentauthError) return err;
+  if (err instanceof errors.OIDCProviderError) {
+    return new AgentauthError(err.status, err.error, err.error_description ?? 'The request could not be completed.', { expose: err.expose });
+  }
+  return new AgentauthError(500, 'server_error', 'An unexpected error occurred.', { expose: false, cause: err });
+}
+
+export function renderError(ctx: Context, views: Views, err: AgentauthError): void {
+  ctx.status = err.status;
+  if (err.retryAfter !== undefined) ctx.set('Retry-After', String(err.retryAfter));
+  const body = oauthErrorBody(err);
   if (wantsHtml(ctx)) {
     ctx.type = 'html';
     ctx.body = views.render('error', {
-      heading: HEADINGS[status] ?? 'Something went wrong',
-      message,
-      code,
+      heading: HEADINGS[err.status] ?? 'Something went wrong',
+      message: body.error_description,
+      code: body.error,
       requestId: requestContext()?.requestId,
     });
   } else {
-    ctx.body = { error: code, error_description: message };
+    ctx.body = body;
   }
 }
 
@@ -52,21 +58,11 @@ export function errorHandler(views: Views) {
   return async function handleErrors(ctx: Context, next: Next): Promise<void> {
     try {
       await next();
-    } catch (err) {
-      if (err instanceof AppError && err.expose) {
-        renderErrorPage(ctx, views, err.status, err.code, err.message);
-        return;
-      }
-      const status = err instanceof AppError ? err.status : isDependencyError(err) ? 503 : 500;
-      if (status === 503) ctx.set('Retry-After', '1');
-      requestContext()?.log.error({ err }, 'request failed');
-      renderErrorPage(
-        ctx,
-        views,
-        status,
-        status === 503 ? 'temporarily_unavailable' : 'server_error',
-        status === 503 ? 'The service is temporarily unavailable; try again shortly.' : 'An unexpected error occurred.',
-      );
+    } catch (thrown) {
+      const err = asAgentauthError(thrown);
+      // Our own refusals are answers, not failures; anything else is logged with its stack.
+      if (!(thrown instanceof AgentauthError && thrown.expose)) requestContext()?.log.error({ err: thrown }, 'request failed');
+      renderError(ctx, views, err);
     }
   };
 }

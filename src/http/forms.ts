@@ -4,7 +4,7 @@
  */
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
-import { AppError } from './errors.ts';
+import { AgentauthError, Forbidden, InvalidRequest } from '../errors.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
 
 const FORM_LIMIT_BYTES = 16 * 1024;
@@ -12,12 +12,12 @@ const JSON_LIMIT_BYTES = 256 * 1024;
 
 async function readBody(ctx: Context, limit: number, what: string): Promise<string> {
   const declared = ctx.request.length;
-  if (declared !== undefined && declared > limit) throw new AppError(413, 'invalid_request', `The ${what} is too large.`);
+  if (declared !== undefined && declared > limit) throw new AgentauthError(413, 'invalid_request', `The ${what} is too large.`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of ctx.req) {
     size += (chunk as Buffer).length;
-    if (size > limit) throw new AppError(413, 'invalid_request', `The ${what} is too large.`);
+    if (size > limit) throw new AgentauthError(413, 'invalid_request', `The ${what} is too large.`);
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');
@@ -25,10 +25,10 @@ async function readBody(ctx: Context, limit: number, what: string): Promise<stri
 
 export async function readForm(ctx: Context): Promise<URLSearchParams> {
   if (!ctx.is('application/x-www-form-urlencoded')) {
-    throw new AppError(415, 'invalid_request', 'The form must be sent as application/x-www-form-urlencoded.');
+    throw new AgentauthError(415, 'invalid_request', 'The form must be sent as application/x-www-form-urlencoded.');
   }
   const form = new URLSearchParams(await readBody(ctx, FORM_LIMIT_BYTES, 'form'));
-  if (containsNul([...form])) throw new AppError(400, 'invalid_request', NUL_REFUSED);
+  if (containsNul([...form])) throw new InvalidRequest(NUL_REFUSED);
   return form;
 }
 
@@ -36,15 +36,15 @@ export async function readForm(ctx: Context): Promise<URLSearchParams> {
 export async function readJsonObject(ctx: Context): Promise<Record<string, unknown>> {
   const text = await readBody(ctx, JSON_LIMIT_BYTES, 'body');
   if (text.trim() === '') return {};
-  if (!ctx.is('application/json')) throw new AppError(415, 'invalid_request', 'The body must be sent as application/json.');
+  if (!ctx.is('application/json')) throw new AgentauthError(415, 'invalid_request', 'The body must be sent as application/json.');
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    throw new AppError(400, 'invalid_request', 'The body is not JSON.');
+    throw new InvalidRequest('The body is not JSON.');
   }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new AppError(400, 'invalid_request', 'The body must be a JSON object.');
-  if (containsNul(value)) throw new AppError(400, 'invalid_request', NUL_REFUSED);
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new InvalidRequest('The body must be a JSON object.');
+  if (containsNul(value)) throw new InvalidRequest(NUL_REFUSED);
   return value as Record<string, unknown>;
 }
 
@@ -68,12 +68,12 @@ export function createFormGuard(cookieKey: string): FormGuard {
     tokenFor,
     async checkedForm(ctx, bindTo) {
       // Fetch metadata first: a browser says when a form comes from another site.
-      if (ctx.get('sec-fetch-site') === 'cross-site') throw new AppError(403, 'invalid_request', 'Cross-site form posts are refused.');
+      if (ctx.get('sec-fetch-site') === 'cross-site') throw new Forbidden('invalid_request', 'Cross-site form posts are refused.');
       const form = await readForm(ctx);
       const expected = Buffer.from(tokenFor(bindTo));
       const actual = Buffer.from(form.get('csrf') ?? '');
       if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
-        throw new AppError(403, 'invalid_request', 'The form was missing its security token. Go back and try again.');
+        throw new Forbidden('invalid_request', 'The form was missing its security token. Go back and try again.');
       }
       return form;
     },

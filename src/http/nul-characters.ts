@@ -7,10 +7,10 @@
  */
 import type { Context, Next } from 'koa';
 import { NUL_REFUSED } from '../storage/nul.ts';
-import { AppError } from './errors.ts';
+import { InvalidRequest } from '../errors.ts';
 
 export async function refuseNulInQuery(ctx: Context, next: Next): Promise<void> {
   // %00 is how a NUL travels in a URL; a raw one cannot, but is refused the same.
-  if (/%00|\u0000/.test(ctx.querystring)) throw new AppError(400, 'invalid_request', NUL_REFUSED);
+  if (/%00|\u0000/.test(ctx.querystring)) throw new InvalidRequest(NUL_REFUSED);
   await next();
 }

@@ -6,7 +6,10 @@
  * Retry-After until `ready` is called.
  */
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { oauthErrorBody, TemporarilyUnavailable } from '../errors.ts';
 import { SECURITY_HEADERS } from './security-headers.ts';
+
+const STARTING = new TemporarilyUnavailable('agentauth is starting; try again shortly.');
 
 export interface StartingGate {
   /** The server's one 'request' listener, attached before listen. */
@@ -18,12 +21,12 @@ export interface StartingGate {
 function answerWhileStarting(req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '').split('?')[0];
   const alive = (req.method === 'GET' || req.method === 'HEAD') && path === '/healthz';
-  const body = JSON.stringify(alive ? { status: 'ok' } : { error: 'temporarily_unavailable', error_description: 'agentauth is starting; try again shortly' });
+  const body = JSON.stringify(alive ? { status: 'ok' } : oauthErrorBody(STARTING));
   res.writeHead(alive ? 200 : 503, {
     ...SECURITY_HEADERS,
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': Buffer.byteLength(body),
-    ...(alive ? {} : { 'Retry-After': '1' }),
+    ...(alive ? {} : { 'Retry-After': String(STARTING.retryAfter) }),
   });
   res.end(req.method === 'HEAD' ? undefined : body);
 }

@@ -6,10 +6,13 @@
  * `db.keepOnRollback()` (docs/architecture.md).
  */
 import type { Context, Next } from 'koa';
-import { CommitFailedError, type Db } from '../storage/db.ts';
+import { CommitFailed } from '../errors.ts';
+import type { Db } from '../storage/db.ts';
 import { requestContext } from './request-context.ts';
+import { renderError } from './errors.ts';
+import type { Views } from './views.ts';
 
-export function requestTransaction(db: Db) {
+export function requestTransaction(db: Db, views: Views) {
   return async function inTransaction(ctx: Context, next: Next): Promise<void> {
     try {
       await db.unitOfWork(
@@ -20,12 +23,11 @@ export function requestTransaction(db: Db) {
         (status) => status < 400,
       );
     } catch (err) {
-      if (!(err instanceof CommitFailedError)) throw err;
+      if (!(err instanceof CommitFailed)) throw err;
       requestContext()?.log.error({ err: err.cause }, 'commit failed');
+      // What the handler answered did not happen: neither its redirect nor its body may go out.
       ctx.remove('Location');
-      ctx.status = 503;
-      ctx.set('Retry-After', '1');
-      ctx.body = { error: 'temporarily_unavailable', error_description: 'the request could not be completed; try again' };
+      renderError(ctx, views, err);
     }
   };
 }

@@ -6,12 +6,13 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
-import { HashQueueFull, type HashQueue } from '../users/hash-queue.ts';
+import type { HashQueue } from '../users/hash-queue.ts';
 import { accountNamed, passwordOpens } from '../users/login.ts';
 import type { SignInGuard } from '../users/sign-in-guard.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../users/store.ts';
-import { AppError } from '../http/errors.ts';
+import { InvalidRequest, TooManyRequests } from '../errors.ts';
+import { clientNames, delegatesOf } from '../delegation/store.ts';
 import { seeOther, type FormGuard } from '../http/forms.ts';
 import { requestContext } from '../http/request-context.ts';
 import type { Views } from '../http/views.ts';
@@ -39,8 +40,7 @@ export interface InteractionDeps {
   hashQueue: HashQueue;
 }
 
-const expired = () =>
-  new AppError(400, 'invalid_request', 'This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
+const expired = () => new InvalidRequest('This sign-in request has expired or was opened in another browser. Go back to the app and start again.');
 
 export function interactionRoutes({ provider, db, views, audit, forms, signInGuard, hashQueue }: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
@@ -89,10 +89,20 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
       const scopes = asked.map((p) => ({ name: permissionLabel(p), description: describePermission(p, describe) }));
       // An agent that registered itself (open registration, a metadata document) is flagged, with where it will send you.
       const unverified = isSelfRegistered((await findClient(db, clientId))?.registration);
-      ctx.body = views.render('consent', { ...common, username: account.username, scopes, unverified, redirectHost: hostOf(details.params.redirect_uri) });
+      // Who this agent may hand parts of it to (RFC 8693 delegation, an operator's setting).
+      const names = await clientNames(db, await delegatesOf(db, clientId));
+      const delegates = [...names.values()];
+      ctx.body = views.render('consent', {
+        ...common,
+        username: account.username,
+        scopes,
+        unverified,
+        delegates,
+        redirectHost: hostOf(details.params.redirect_uri),
+      });
       return;
     }
-    throw new AppError(400, 'invalid_request', 'This sign-in step is not supported.');
+    throw new InvalidRequest('This sign-in step is not supported.');
   });
 
   router.post('/login', async (ctx) => {
@@ -107,18 +117,15 @@ export function interactionRoutes({ provider, db, views, audit, forms, signInGua
     const admission = await signInGuard.admit(subject, ctx.ip);
     if (!admission.allowed) {
       metrics.rateLimitRefused('login_failure');
-      ctx.set('Retry-After', String(admission.retryAfter));
-      throw new AppError(429, 'too_many_requests', `Too many failed sign-ins. Try again in ${Math.ceil(admission.retryAfter / 60)} minutes.`);
+      throw new TooManyRequests(`Too many failed sign-ins. Try again in ${Math.ceil(admission.retryAfter / 60)} minutes.`, admission.retryAfter);
     }
     const account = await accountNamed(db, username);
     let opened: boolean;
     try {
       opened = await passwordOpens(db, hashQueue, account, form.get('password') ?? '');
     } catch (err) {
-      await admission.release(); // not checked: not a failed guess
-      if (!(err instanceof HashQueueFull)) throw err;
-      ctx.set('Retry-After', '1');
-      throw new AppError(503, 'temporarily_unavailable', 'Too many sign-ins are in progress. Try again in a moment.', true);
+      await admission.release(); // not checked (the hash queue was full, say): not a failed guess
+      throw err;
     }
     if (!opened || !account) {
       requestContext()?.log.info({ interaction: details.uid }, 'login failed');

@@ -4,21 +4,13 @@
  * the count is taken back when the request ends without a token: requests that fail to
  * authenticate as a client cannot spend that client's allowance.
  */
-import Provider, { errors } from 'oidc-provider';
+import Provider from 'oidc-provider';
+import { TooManyRequests } from '../errors.ts';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { metrics } from '../metrics/metrics.ts';
 import type { RateLimiter, Reservation } from './rate-limit.ts';
 
 const MINUTE = 60;
-
-/** 429 in the shape oidc-provider renders its errors. */
-class TooManyRequests extends errors.OIDCProviderError {
-  constructor(description: string) {
-    super(429, 'too_many_requests');
-    this.error_description = description;
-    this.expose = true;
-  }
-}
 
 interface Counted {
   reservation: Reservation;
@@ -37,7 +29,10 @@ export function tokenEndpointLimit(limiter: RateLimiter, defaultPerMinute: numbe
       if (!reservation.allowed) {
         metrics.rateLimitRefused('token');
         ctx.set('Retry-After', String(reservation.retryAfter));
-        throw new TooManyRequests(`this client may make ${windowFor(own).limit} token requests a minute; retry after ${reservation.retryAfter} s`);
+        throw new TooManyRequests(
+          `this client may make ${windowFor(own).limit} token requests a minute; retry after ${reservation.retryAfter} s`,
+          reservation.retryAfter,
+        );
       }
       const entry: Counted = { reservation, issued: false };
       counted.set(ctx, entry);

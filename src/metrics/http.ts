@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Context, Next } from 'koa';
-import { bearerOf } from '../admin/tokens.ts';
+import { bearerOf } from '../http/authorization.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { SECURITY_HEADERS } from '../http/security-headers.ts';
 import { countWithinRequest, metrics, renderMetrics } from './metrics.ts';

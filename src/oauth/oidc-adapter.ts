@@ -132,7 +132,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         throw this.model === 'Client' ? new errors.InvalidClientMetadata(NUL_REFUSED) : new errors.InvalidRequest(NUL_REFUSED);
       }
       if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
-      if (this.model === 'ReplayDetection') return replayUpsert(db, id, expiresIn);
+      if (this.model === 'ReplayDetection') return; // claimed atomically by find (see claimReplay)
       if (this.model === 'Client') return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
@@ -160,7 +160,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         return client.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);
-      if (this.model === 'ReplayDetection') return undefined; // decided atomically in upsert
+      if (this.model === 'ReplayDetection') return claimReplay(db, id);
       const reads = readsOf(db);
       const key = readKey(this.model, id);
       let stored = reads?.get(key);
@@ -248,10 +248,21 @@ async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresI
   if (!stored) throw new errors.InvalidGrant('grant is no longer valid');
 }
 
-async function replayUpsert(db: Db, id: string, expiresIn: number): Promise<void> {
-  // A spent assertion stays spent even when the request it authenticated is then refused
-  // (recordOnce keeps its marker on rollback, without keeping the rest of the request).
-  if (!(await artifacts.recordOnce(db, id, expiryDate(expiresIn)))) {
-    throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
-  }
+/**
+ * Longest a single-use marker must be remembered: a client assertion lives at most
+ * CLIENT_ASSERTION_MAX_LIFETIME (≤ 3600 s) plus oidc-provider's clock tolerance; a DPoP proof's
+ * iat window is 300 s. Kept this long, whatever the caller, so no marker expires early.
+ */
+const REPLAY_HORIZON_SECONDS = 3600 + 15;
+
+/**
+ * ReplayDetection.unique() (client assertion jti, DPoP proof jti) is find-then-save. The claim is
+ * made here, in find, as one atomic insert: found means already used, and each caller answers a
+ * replay with its own error (invalid_client for an assertion, invalid_dpop_proof for a proof). A
+ * spent marker stays spent even when the request it came with is then refused (recordOnce keeps
+ * it on rollback, without keeping the rest of the request). It lives in PostgreSQL, so neither a
+ * Redis flush nor a restart reopens a replay window, on any instance.
+ */
+async function claimReplay(db: Db, id: string): Promise<AdapterPayload | undefined> {
+  return (await artifacts.recordOnce(db, id, expiryDate(REPLAY_HORIZON_SECONDS))) ? undefined : { jti: id };
 }

@@ -11,6 +11,7 @@ import type { RevokedGrant } from '../grants/store.ts';
 import { providerRouteOf } from '../http/provider-route.ts';
 import { metrics } from '../metrics/metrics.ts';
 import type { AuditInput, AuditLog } from '../audit/log.ts';
+import { answeredFromVault, exchangeOf } from './token-exchange.ts';
 
 /** SHA-256 of a token value: the key it is stored under, never the value itself. */
 const tokenHash = (value: unknown) => (typeof value === 'string' ? createHash('sha256').update(value).digest('hex') : undefined);
@@ -70,10 +71,21 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
       resource: asResource(params?.resource),
     };
     metrics.tokenIssued(grantType);
+    if (answeredFromVault(ctx)) return; // an upstream token: the vault audits it (connection.token_issued)
+    // A token exchange names its whole chain, first agent first (RFC 8693 delegation).
+    const exchange = exchangeOf(ctx);
+    const delegation = exchange
+      ? { chain: exchange.chain, basis: exchange.basis, subject_grant_id: exchange.subjectGrantId, subject_token_sha256: exchange.subjectTokenSha256 }
+      : {};
     record({
       ...common,
       type: 'token.issued',
-      details: { grant_type: grantType, access_token_sha256: tokenHash(body.access_token), refresh_token_sha256: tokenHash(body.refresh_token) },
+      details: {
+        grant_type: grantType,
+        access_token_sha256: tokenHash(body.access_token),
+        refresh_token_sha256: tokenHash(body.refresh_token),
+        ...delegation,
+      },
     });
     if (grantType === 'refresh_token' && body.refresh_token) {
       metrics.refreshRotated();
@@ -121,7 +133,7 @@ export function auditProviderEvents(provider: Provider, audit: AuditLog, log: Lo
 /** Audits a grant killed inside an oidc-provider request, with the reason read from the request. */
 export function auditGrantRevocation(audit: AuditLog) {
   /** `reason` is oauth/revocation-reason.ts's reading of the request, the one the events carry. */
-  return async (grant: RevokedGrant, reason: string): Promise<void> => {
+  return async (grant: RevokedGrant & { delegations?: string[] }, reason: string): Promise<void> => {
     const oidc = currentOidc();
     const actor = { type: 'client' as const, id: oidc?.client?.clientId };
     const common = { actor, clientId: grant.clientId, accountId: grant.accountId, grantId: grant.grantId };
@@ -137,7 +149,9 @@ export function auditGrantRevocation(audit: AuditLog) {
       metrics.reuseDetected('authorization_code');
       await audit.record({ ...common, type: 'authorization_code.reuse_detected', outcome: 'failure', details: { code_sha256: tokenHash(oidc?.params?.code) } });
     }
-    await audit.record({ ...common, type: 'grant.revoked', details: { reason } });
+    // The delegations that died with it (RFC 8693 token exchange), named in the same row.
+    const delegations = grant.delegations?.length ? { delegations: grant.delegations } : {};
+    await audit.record({ ...common, type: 'grant.revoked', details: { reason, ...delegations } });
     metrics.grantRevoked(reason);
   };
 }

@@ -13,12 +13,14 @@ import type { ClientMetadata } from '../clients/store.ts';
 import type { ResourceServer } from '../resource-servers/store.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
+import { DPOP_ALGS, dpopFeature, installNonceRotation, requireDpopOfPublicClient, type DpopSettings } from './dpop.ts';
 
 /**
  * What the protocol behaviour depends on: the part of agentauth's configuration that is pure
  * OAuth (grants, client authentication, tokens, resource indicators, introspection policy), with
- * no storage, registration or outbound fetching of its own. The benchmark's reference servers
- * (bench/servers/) are built on exactly this, so they cannot drift from what agentauth runs.
+ * no storage, registration, DPoP nonces or outbound fetching of its own. The benchmark's
+ * reference servers (bench/servers/) are built on exactly this, so they cannot drift from what
+ * agentauth runs.
  */
 export interface BaseSettings {
   adapter: AdapterConstructor;
@@ -32,6 +34,8 @@ export interface BaseSettings {
   findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
   /** Whether a client introspects for a resource server that is one of these audiences. */
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
+  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts); none when absent. */
+  delegationClaims?(token: object): Promise<Record<string, unknown> | undefined>;
 }
 
 export interface ProviderSettings extends BaseSettings {
@@ -42,6 +46,9 @@ export interface ProviderSettings extends BaseSettings {
   outbound: Outbound;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
+  /** DPoP (RFC 9449): nonce secrets and who must send proofs. */
+  dpop: DpopSettings;
+  delegationClaims(token: object): Promise<Record<string, unknown> | undefined>;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
 }
@@ -162,7 +169,7 @@ export const ACCOUNT_CALLBACK_PATH = '/account/callback';
 /**
  * The protocol configuration, with no I/O of its own: what agentauth and the benchmark's
  * reference servers share. buildProvider adds what is agentauth's alone (its account client,
- * registration, metadata documents, back-channel logout, outbound fetching).
+ * registration, metadata documents, DPoP, back-channel logout, outbound fetching).
  */
 export function baseConfiguration(s: BaseSettings): Configuration {
   return {
@@ -209,7 +216,7 @@ export function baseConfiguration(s: BaseSettings): Configuration {
         // else is told only active: false.
         allowedPolicy: introspectionPolicy(s.introspectsFor),
       },
-      // DPoP is on by default in v9; we do not offer it yet, so we do not expose its surface.
+      // DPoP (RFC 9449) is agentauth's own (nonces, durable proof replay): buildProvider turns it on.
       dPoP: { enabled: false },
       // RFC 8707: a request naming a registered resource server gets a token for it alone (its
       // identifier as audience, its scopes only, its format and lifetime); without one, a token
@@ -255,9 +262,12 @@ export function baseConfiguration(s: BaseSettings): Configuration {
     },
     // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
     // what it cached when the grant's revocation event, which names the same grant_id, arrives.
+    // Exchanged tokens carry their chain (act) and tokens a delegate may be handed say so
+    // (may_act), in the JWT and in introspection alike (RFC 8693 §4.1, §4.4).
     extraTokenClaims: async (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      return grantId ? { grant_id: grantId } : undefined;
+      const delegation = await s.delegationClaims?.(token);
+      return grantId || delegation ? { ...delegation, ...(grantId ? { grant_id: grantId } : {}) } : undefined;
     },
     interactions: {
       url: async (_ctx, interaction) => `/interaction/${interaction.uid}`,
@@ -302,8 +312,15 @@ export function buildProvider(s: ProviderSettings): Provider {
       return grant;
     },
     renderError: s.renderError,
+    enabledJWA: {
+      ...base.enabledJWA,
+      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
+      dPoPSigningAlgValues: [...DPOP_ALGS],
+    },
     features: {
       ...base.features,
+      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
+      dPoP: dpopFeature(s.dpop),
       // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
       // grant of theirs is revoked (from the revocation outbox, with retries).
       backchannelLogout: { enabled: true },
@@ -335,7 +352,15 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
-    extraClientMetadata: { properties: ['event_delivery_uri'], validator: nativeWhenLoopbackOnly },
+    // Also where DPOP_REQUIRED_FOR_PUBLIC_CLIENTS holds public clients to DPoP (see oauth/dpop.ts).
+    extraClientMetadata: {
+      properties: ['event_delivery_uri'],
+      validator: (ctx, key, value, metadata) => {
+        nativeWhenLoopbackOnly(ctx, key, value, metadata);
+        if (key !== 'event_delivery_uri' || !s.dpop.requiredForPublicClients) return;
+        requireDpopOfPublicClient(metadata, ACCOUNT_CLIENT_ID, ctx !== undefined && ['registration', 'client_update'].includes(String(ctx.oidc?.route)));
+      },
+    },
     // Every request the provider sends goes through our outbound module: https, the address
     // policy checked on the dialled socket, no redirects, 64 KiB. oidc-provider's own dispatcher
     // (its socket check) is replaced by ours, with its 2.5 s deadline kept through `signal`.
@@ -349,5 +374,6 @@ export function buildProvider(s: ProviderSettings): Provider {
   configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
+  installNonceRotation(provider, s.dpop.nonceSecrets);
   return provider;
 }

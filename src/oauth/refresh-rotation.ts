@@ -13,6 +13,9 @@
  * - any other used token is reuse: the whole grant is revoked and the answer is invalid_grant.
  * A refresh that will be refused for its resource (RFC 8707: never granted, unknown, deleted, or
  * ambiguous) is refused before the token is consumed, so the grant and the token live on.
+ * DPoP (RFC 9449): the proof's key is part of the request a retry must repeat (its kept access
+ * token is bound to that key), a retry's proof is checked and spent like any other, and a refresh
+ * token bound to a key (a public client's) answers a retry only with that key.
  * See docs/refresh-tokens.md.
  */
 import { hkdfSync } from 'node:crypto';
@@ -20,6 +23,7 @@ import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { lockGrant } from '../grants/store.ts';
 import { seal, unseal } from '../keys/sealed.ts';
@@ -41,8 +45,12 @@ interface TokenResponse {
   [key: string]: unknown;
 }
 
-/** The parameters that shape a refresh's response (RFC 8707 resource, scope), as one string. */
-const shapingParams = (ctx: KoaContextWithOIDC): string => JSON.stringify([ctx.oidc.params?.resource ?? null, ctx.oidc.params?.scope ?? null]);
+/**
+ * What shapes a refresh's response (RFC 8707 resource, scope, and the DPoP key its access token is
+ * bound to), as one string. Without DPoP, the string responses were kept under before it.
+ */
+const shapingParams = (ctx: KoaContextWithOIDC, dpopKey: string | undefined): string =>
+  JSON.stringify([ctx.oidc.params?.resource ?? null, ctx.oidc.params?.scope ?? null, ...(dpopKey ? [dpopKey] : [])]);
 
 const retryKey = (presented: string) => Buffer.from(hkdfSync('sha256', presented, 'agentauth', 'refresh-retry', 32));
 
@@ -77,6 +85,8 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     const state = await refreshState(deps.db, presented, true);
     if (!state) throw new errors.InvalidGrant('refresh token not found');
 
+    // The proof, verified once per request (oidc-provider keeps the result for its handler).
+    const dPoP = await validateDpop(provider, ctx);
     if (!state.consumed) {
       await checkTarget(ctx, presented);
       await builtIn(ctx);
@@ -85,17 +95,24 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
       const window = state.clientRetryWindow ?? deps.defaultRetryWindow;
       const sealed =
         window > 0
-          ? seal(retryKey(presented), JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx) }), hashId(presented).toString('hex'))
+          ? seal(
+              retryKey(presented),
+              JSON.stringify({ issuedAt: Date.now(), body, request: shapingParams(ctx, dPoP?.thumbprint) }),
+              hashId(presented).toString('hex'),
+            )
           : null;
       await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
       return;
     }
 
-    const replay = await sameSuccessor(state, presented, shapingParams(ctx));
+    await checkRetryProof(ctx, presented, dPoP);
+    const replay = await sameSuccessor(state, presented, shapingParams(ctx, dPoP?.thumbprint));
     // Inside the window but asking for something else (another resource or scope): the answer
     // kept is not for this request. Not reuse either: the successor is still the live one.
     if (replay === 'another request') throw new errors.InvalidGrant('a refresh token already used can only repeat the request it was used for');
     if (replay) {
+      // A retry's proof is spent like any other (the built-in handler, which would, does not run).
+      await checkDpopReplay(provider, ctx, dPoP, ctx.oidc.client!.clientId, errors.InvalidGrant);
       ctx.body = replay;
       // Nothing was issued: the audit records a retry, not a new token (see provider-events).
       (ctx.state as { refreshRetry?: boolean }).refreshRetry = true;
@@ -103,6 +120,20 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     }
     await deps.revokeGrant(state.grantId!);
     throw new errors.InvalidGrant('refresh token already used');
+  }
+
+  /**
+   * What the built-in handler checks of a proof before anything else, for a retry it will not see:
+   * a client bound to DPoP sends one, and a refresh token bound to a key is answered only with it.
+   * Both refusals are oidc-provider's own errors (said and audited in oauth/dpop.ts).
+   */
+  async function checkRetryProof(ctx: KoaContextWithOIDC, presented: string, dPoP: { thumbprint: string } | undefined): Promise<void> {
+    if (!dPoP && (ctx.oidc.client as { dpopBoundAccessTokens?: boolean } | undefined)?.dpopBoundAccessTokens) {
+      throw new errors.InvalidGrant('DPoP proof JWT not provided');
+    }
+    const token = await provider.RefreshToken.find(presented, { ignoreExpiration: true });
+    const jkt = (token as { jkt?: string } | undefined)?.jkt;
+    if (jkt && jkt !== dPoP?.thumbprint) throw new errors.InvalidGrant('failed jkt verification');
   }
 
   /** The successor response again, if this is the immediate predecessor inside its window. */

@@ -15,6 +15,8 @@ export interface GrantRevoked {
   subject: string;
   reason: string;
   revokedAt: number;
+  /** For a delegation (RFC 8693 token exchange): its agents, the first one first; else empty. */
+  delegationChain: string[];
 }
 
 /** RFC 8935 §2.3 error codes. */
@@ -90,5 +92,6 @@ function readGrantRevoked(claims: Record<string, unknown>): GrantRevoked {
     subject,
     reason: text(body?.reason) ?? 'unspecified',
     revokedAt: typeof body?.revoked_at === 'number' ? body.revoked_at : 0,
+    delegationChain: Array.isArray(body?.delegation_chain) ? body.delegation_chain.filter((c): c is string => text(c) !== undefined).slice(0, 16) : [],
   };
 }

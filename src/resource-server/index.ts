@@ -13,15 +13,21 @@
  * ones are introspected (RFC 7662, private_key_jwt) and the answer cached briefly. Either way the
  * token must be meant for this resource (its audience) and carry the scopes asked for. A pushed
  * revocation event drops the grant's cached answers and refuses its tokens from then on.
+ *
+ * DPoP (RFC 9449): a token bound to a key (cnf.jkt) is accepted only as `Authorization: DPoP`
+ * with a proof of that key for this method and URL (see dpop.ts); sent as Bearer it is refused.
+ * `dpop: { required: true }` refuses Bearer tokens altogether and says so in the metadata.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRemoteJWKSet, errors as joseErrors, importJWK, jwtVerify, SignJWT, type JWK, type JWTVerifyGetKey, type CryptoKey, type KeyObject } from 'jose';
-import { BearerError, bearerToken } from './bearer.ts';
+import { authorizationToken, BearerError, type ChallengeOptions } from './bearer.ts';
+import { createDpopVerifier, DPOP_PROOF_ALGS, DpopProofError, type DpopOptions } from './dpop.ts';
 import { createRevocationEventVerifier, EventError, type GrantRevoked } from './events.ts';
 import { TokenCache } from './token-cache.ts';
 
-export { BearerError, bearerToken } from './bearer.ts';
+export { authorizationToken, BearerError, bearerToken } from './bearer.ts';
+export { createDpopVerifier, DPOP_PROOF_ALGS, DpopProofError, type DpopOptions } from './dpop.ts';
 export { createRevocationEventVerifier, EventError, GRANT_REVOKED_EVENT, type GrantRevoked } from './events.ts';
 
 /** A verified access token. Shaped so that it also serves as the MCP SDK's `AuthInfo` (`req.auth`). */
@@ -35,8 +41,17 @@ export interface AccessToken {
   /** The user the agent acts for; absent for a client_credentials token. */
   subject: string | undefined;
   grantId: string | undefined;
+  /**
+   * RFC 8693 delegation, read from the nested `act` claim: the agents that acted for the user,
+   * the agent the user consented to first and `clientId` (the current actor) last. Empty for a
+   * token that was not exchanged: "alice, via Reporting Agent, via Coding Agent" is
+   * `subject: alice, delegationChain: [reporting, coding]`.
+   */
+  delegationChain: string[];
   /** Every claim of the JWT or member of the introspection answer. */
   claims: Record<string, unknown>;
+  /** The thumbprint of the DPoP key the token is bound to (cnf.jkt), if it is. */
+  dpopJkt: string | undefined;
   extra: { subject: string | undefined; grantId: string | undefined };
 }
 
@@ -66,8 +81,24 @@ export interface ResourceServerOptions {
   cacheSeconds?: number;
   maxCacheEntries?: number;
   clockToleranceSeconds?: number;
+  /** DPoP-bound tokens are always accepted (with their proof); here: require them, nonces, limits. */
+  dpop?: DpopOptions;
+  /**
+   * The URL a request was sent to, as the client saw it (a proof's htu names it). Default: the
+   * request's path on the resource identifier's origin; behind a proxy that rewrites paths, say so.
+   */
+  requestUrl?: (req: IncomingMessage) => URL;
   /** Called after a revocation event was applied. */
   onRevocation?: (event: GrantRevoked, droppedFromCache: number) => void;
+}
+
+/** What of an HTTP request a token check needs. */
+export interface TokenRequest {
+  authorization: string | string[] | undefined;
+  /** The DPoP header(s). */
+  dpop?: string | string[] | undefined;
+  method: string;
+  url: URL;
 }
 
 export interface AuthenticateOptions {
@@ -96,6 +127,10 @@ export function createResourceServer(options: ResourceServerOptions) {
   const clockTolerance = options.clockToleranceSeconds ?? 5;
   // Remembered longer than any cached answer or JWT access token can live.
   const cache = new TokenCache<AccessToken>({ maxEntries: options.maxCacheEntries ?? 10_000, rememberRevokedSeconds: 24 * 3600 });
+  const dpop = createDpopVerifier(options.dpop, clockTolerance);
+  const dpopRequired = options.dpop?.required === true;
+  const challengeOptions: ChallengeOptions = { dpopAlgs: DPOP_PROOF_ALGS, bearer: !dpopRequired };
+  const requestUrl = options.requestUrl ?? ((req: IncomingMessage) => new URL(req.url ?? '/', resource.origin));
 
   const serverMetadata = memoize(async (): Promise<ServerMetadata> => {
     const res = await fetch(`${issuer}/.well-known/oauth-authorization-server`, { headers: { accept: 'application/json' }, redirect: 'error' });
@@ -112,8 +147,67 @@ export function createResourceServer(options: ResourceServerOptions) {
     createRevocationEventVerifier({ issuer: (await serverMetadata()).issuer, audience: options.resource, keys: await keys() }),
   );
 
-  /** Verifies a token for this resource with the scopes asked for, or throws a BearerError. */
+  /**
+   * Verifies a Bearer token for this resource with the scopes asked for, or throws a BearerError.
+   * A DPoP-bound token is refused here: it needs its proof (verifyRequest).
+   */
   async function verify(token: string, required: readonly string[] = []): Promise<AccessToken> {
+    return checkPresented('bearer', token, undefined, required);
+  }
+
+  /** Verifies the token of a request, Bearer or DPoP with its proof, or throws a BearerError. */
+  async function verifyRequest(request: TokenRequest, required: readonly string[] = []): Promise<AccessToken> {
+    const { scheme, token } = authorizationToken(request.authorization, required);
+    return checkPresented(scheme, token, request, required);
+  }
+
+  async function checkPresented(
+    scheme: 'bearer' | 'dpop',
+    token: string,
+    request: TokenRequest | undefined,
+    required: readonly string[],
+  ): Promise<AccessToken> {
+    const refuse = (
+      code: ConstructorParameters<typeof BearerError>[0],
+      why: string,
+      asScheme: BearerError['scheme'] = scheme === 'dpop' ? 'DPoP' : 'Bearer',
+    ) => {
+      const error = new BearerError(code, why, required);
+      error.scheme = asScheme;
+      return error;
+    };
+    if (scheme === 'bearer' && dpopRequired) throw refuse('invalid_token', 'this resource accepts DPoP-bound access tokens only (Authorization: DPoP)', 'DPoP');
+    let verified: AccessToken;
+    try {
+      verified = await verifyToken(token, required);
+    } catch (error) {
+      if (error instanceof BearerError) error.scheme = scheme === 'dpop' ? 'DPoP' : 'Bearer';
+      throw error;
+    }
+    if (scheme === 'bearer' && verified.dpopJkt) {
+      // RFC 9449 §7.2: a bound token is useless without its key, whoever copied it.
+      throw refuse('invalid_token', 'this access token is bound to a DPoP key: send it as Authorization: DPoP with a proof', 'DPoP');
+    }
+    if (scheme === 'dpop') {
+      if (!verified.dpopJkt) throw refuse('invalid_token', 'this access token is not DPoP-bound: send it as Authorization: Bearer');
+      let jkt: string;
+      try {
+        ({ jkt } = await dpop.check(request?.dpop, { method: request!.method, url: request!.url, accessToken: token }));
+      } catch (error) {
+        if (!(error instanceof DpopProofError)) throw error;
+        const refused = refuse(error.code, error.message);
+        refused.dpopNonce = error.nonce;
+        throw refused;
+      }
+      if (jkt !== verified.dpopJkt) throw refuse('invalid_dpop_proof', 'the DPoP proof is signed with another key than the access token is bound to');
+    }
+    const missing = required.filter((s) => !verified.scopes.includes(s));
+    if (missing.length > 0) throw refuse('insufficient_scope', `this request needs the scope ${missing.join(' ')}`);
+    return verified;
+  }
+
+  /** The token itself: signature or introspection, audience, expiry, revocation (not scopes, not binding). */
+  async function verifyToken(token: string, required: readonly string[]): Promise<AccessToken> {
     let verified = cache.get(token);
     if (!verified) {
       verified = looksLikeJwt(token) ? await verifyJwt(token, required) : await introspect(token, required);
@@ -124,8 +218,6 @@ export function createResourceServer(options: ResourceServerOptions) {
     }
     if (verified.expiresAt * 1000 <= Date.now() - clockTolerance * 1000) throw new BearerError('invalid_token', 'the access token has expired', required);
     if (cache.isRevoked(verified.grantId)) throw new BearerError('invalid_token', 'the access token was revoked', required);
-    const missing = required.filter((s) => !verified.scopes.includes(s));
-    if (missing.length > 0) throw new BearerError('insufficient_scope', `this request needs the scope ${missing.join(' ')}`, required);
     return verified;
   }
 
@@ -193,23 +285,39 @@ export function createResourceServer(options: ResourceServerOptions) {
     resource: options.resource,
     authorization_servers: [issuer],
     bearer_methods_supported: ['header'],
+    // RFC 9728 §2: the proof algorithms taken, and whether only DPoP-bound tokens are.
+    dpop_signing_alg_values_supported: [...DPOP_PROOF_ALGS],
+    ...(dpopRequired ? { dpop_bound_access_tokens_required: true } : {}),
     ...(options.scopesSupported ? { scopes_supported: options.scopesSupported } : {}),
     ...(options.resourceName ? { resource_name: options.resourceName } : {}),
     ...(options.resourceDocumentation ? { resource_documentation: options.resourceDocumentation } : {}),
   });
 
-  /** Checks the request's bearer token; on refusal answers it (RFC 6750) and returns undefined. */
+  /**
+   * Checks the request's access token (Bearer, or DPoP with its proof); on refusal answers it
+   * (RFC 6750, RFC 9449 §7.1) and returns undefined.
+   */
   async function authenticate(req: IncomingMessage, res: ServerResponse, auth: AuthenticateOptions = {}): Promise<AccessToken | undefined> {
     const required = auth.scopes ?? [];
     try {
-      return await verify(bearerToken(req.headers.authorization, required), required);
+      const token = await verifyRequest(
+        { authorization: req.headers.authorization, dpop: req.headers.dpop, method: req.method ?? 'GET', url: requestUrl(req) },
+        required,
+      );
+      // A fresh nonce for the next proof, when this server asks for them (§9).
+      const nonce = token.dpopJkt ? dpop.nextNonce() : undefined;
+      if (nonce) res.setHeader('dpop-nonce', nonce);
+      return token;
     } catch (error) {
       if (!(error instanceof BearerError)) {
         // agentauth unreachable or misconfigured: the token may be fine, so not a 401.
         sendJson(res, 503, { error: 'temporarily_unavailable', error_description: 'the authorization server could not be reached' }, { 'retry-after': '5' });
         return undefined;
       }
-      sendJson(res, error.status, error.body(), { 'www-authenticate': error.challenge(metadataUrl) });
+      sendJson(res, error.status, error.body(), {
+        'www-authenticate': error.challenge(metadataUrl, challengeOptions),
+        ...(error.dpopNonce ? { 'dpop-nonce': error.dpopNonce } : {}),
+      });
       return undefined;
     }
   }
@@ -264,7 +372,19 @@ export function createResourceServer(options: ResourceServerOptions) {
       }, next);
     };
 
-  return { verify, authenticate, handle, middleware, receiveEvent, metadata, metadataPath, metadataUrl, eventsPath, cacheSize: () => cache.size };
+  return {
+    verify,
+    verifyRequest,
+    authenticate,
+    handle,
+    middleware,
+    receiveEvent,
+    metadata,
+    metadataPath,
+    metadataUrl,
+    eventsPath,
+    cacheSize: () => cache.size,
+  };
 }
 
 /** RFC 9728 §3.1: the well-known path is inserted between the host and the resource's path. */
@@ -279,7 +399,9 @@ function accessToken(token: string, claims: Record<string, unknown>, resource: U
   if (!clientId || typeof claims.exp !== 'number') throw new BearerError('invalid_token', 'the access token lacks client_id or exp');
   const subject = text(claims.sub);
   const grantId = text(claims.grant_id);
+  const cnf = claims.cnf as { jkt?: unknown } | undefined;
   return {
+    dpopJkt: text(cnf?.jkt),
     token,
     clientId,
     subject,
@@ -288,8 +410,22 @@ function accessToken(token: string, claims: Record<string, unknown>, resource: U
     resource,
     scopes: (text(claims.scope) ?? '').split(' ').filter(Boolean),
     expiresAt: claims.exp,
+    delegationChain: chainOfAct(claims.act),
     extra: { subject, grantId },
   };
+}
+
+/** The actors named by a nested `act` claim (RFC 8693 §4.1: the outermost is the current one), first one first. */
+function chainOfAct(act: unknown): string[] {
+  const chain: string[] = [];
+  let current = act;
+  for (let depth = 0; depth < 16 && current !== null && typeof current === 'object'; depth++) {
+    const { sub, act: prior } = current as { sub?: unknown; act?: unknown };
+    if (typeof sub !== 'string') return [];
+    chain.unshift(sub);
+    current = prior;
+  }
+  return chain;
 }
 
 const looksLikeJwt = (token: string) => token.split('.').length === 3;

@@ -12,6 +12,7 @@ import { loadSigningKeys } from '../keys/signing-keys.ts';
 import type { Outbound } from '../net/outbound.ts';
 // Our event type is defined once, by the resource-server helper that receives it (docs/connected-agents.md).
 import { GRANT_REVOKED_EVENT } from '../resource-server/events.ts';
+import { grantChain } from '../grants/store.ts';
 import type { Db } from '../storage/db.ts';
 import { leaseDueEvents, markDelivered, markFailed, type PendingEvent } from './outbox.ts';
 
@@ -32,8 +33,16 @@ export interface DeliveryDeps {
 /** Seconds before retry n (1-based): 1, 2, 4 … up to 5 minutes, with jitter. */
 export const backoffSeconds = (attempt: number) => Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.max(0, attempt - 1)) * (0.8 + Math.random() * 0.4);
 
-/** The Security Event Token (RFC 8417) for one event, signed with the current signing key by jose. */
-export async function buildSecurityEventToken(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): Promise<string> {
+/**
+ * The Security Event Token (RFC 8417) for one event, signed with the current signing key by jose.
+ * A delegation's event names its chain (RFC 8693: the first agent first, the event's client last).
+ */
+export async function buildSecurityEventToken(
+  event: PendingEvent,
+  issuer: string,
+  key: { kid: string; privateJwk: Record<string, unknown> },
+  chain: string[] = [],
+): Promise<string> {
   const claims = {
     events: {
       [GRANT_REVOKED_EVENT]: {
@@ -42,6 +51,7 @@ export async function buildSecurityEventToken(event: PendingEvent, issuer: strin
         sub: event.accountId,
         reason: event.reason,
         revoked_at: Math.floor(event.revokedAt.getTime() / 1000),
+        ...(chain.length > 1 ? { delegation_chain: chain } : {}),
       },
     },
   };
@@ -85,7 +95,9 @@ export async function deliverDueEvents(deps: DeliveryDeps, limit = 20): Promise<
         delivered += 1;
         continue;
       }
-      const status = await post(deps.outbound, event.subscriberUri, await buildSecurityEventToken(event, deps.issuer, key));
+      // The grant's tombstone still names its parent (it outlives every retry of its events).
+      const chain = (await grantChain(deps.db, event.grantId)).map((link) => link.clientId);
+      const status = await post(deps.outbound, event.subscriberUri, await buildSecurityEventToken(event, deps.issuer, key, chain));
       if (status >= 200 && status < 300) {
         await markDelivered(deps.db, event.jti);
         metrics.delivered(subscriberOf(event));

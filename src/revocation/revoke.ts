@@ -5,20 +5,36 @@
  * someone's behalf (the user, an admin), everything a client holds (disabled or deleted client),
  * everything a user granted (disabled user), each audited with its reason; tokens that belong to
  * no grant (client credentials) are deleted too.
+ *
+ * A grant's delegations (grants made by token exchange from its tokens, RFC 8693) die with it,
+ * each the same way, so every party of the chain hears of it and no exchanged token survives.
  */
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import { metrics } from '../metrics/metrics.ts';
 import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
-import { liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant, type RevokedGrant } from '../grants/store.ts';
+import { liveChildGrantIds, liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant, type RevokedGrant } from '../grants/store.ts';
 import { enqueueRevocationEvents } from './outbox.ts';
 
-/** Kills the grant and queues its revocation events; the grant only from the call that revoked it. */
-export async function tombstoneAndNotify(db: Db, grantId: string, reason: string): Promise<RevokedGrant | undefined> {
+/** Grants revoked because the grant they were delegated from was: they name it as the cause. */
+export const PARENT_REVOKED = 'delegating_grant_revoked';
+
+/**
+ * Kills the grant and queues its revocation events, then its delegations, depth first; returns
+ * the grant (with the delegations it took along) only from the call that revoked it.
+ */
+export async function tombstoneAndNotify(db: Db, grantId: string, reason: string): Promise<(RevokedGrant & { delegations: string[] }) | undefined> {
   return db.tx(async () => {
     const revoked = await tombstoneGrant(db, grantId);
-    if (revoked) await enqueueRevocationEvents(db, revoked, reason);
-    return revoked;
+    if (!revoked) return undefined;
+    await enqueueRevocationEvents(db, revoked, reason);
+    // Read after the parent's row lock: an exchange that made a child first has committed it.
+    const delegations: string[] = [];
+    for (const child of await liveChildGrantIds(db, grantId)) {
+      const gone = await tombstoneAndNotify(db, child, PARENT_REVOKED);
+      if (gone) delegations.push(child, ...gone.delegations);
+    }
+    return { ...revoked, delegations };
   });
 }
 
@@ -64,7 +80,14 @@ export async function revokeGrant(db: Db, audit: AuditLog, grantId: string, acto
   return db.tx(async () => {
     const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (!revoked) return false;
-    await audit.record({ type: 'grant.revoked', actor, clientId: revoked.clientId, accountId: revoked.accountId, grantId, details: { reason } });
+    await audit.record({
+      type: 'grant.revoked',
+      actor,
+      clientId: revoked.clientId,
+      accountId: revoked.accountId,
+      grantId,
+      details: { reason, ...(revoked.delegations.length ? { delegations: revoked.delegations } : {}) },
+    });
     metrics.grantRevoked(reason);
     return true;
   });

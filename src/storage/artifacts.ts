@@ -111,8 +111,16 @@ export const purgeBatches = {
   /** Expired single-use markers (replay_detection_expiry_idx). */
   replay_detection: (db: Db, limit: number) => deleteBatch(db, 'replay_detection', 'expires_at < now()', limit),
   /** Tombstones, once every token of their grant could have expired (grants_revoked_idx). */
+  // A revoked delegation stays while its parent lives: it is what refuses handing that parent's
+  // tokens to the same client again (RFC 8693 token exchange, migration 040).
   revoked_grants: (db: Db, limit: number, graceSeconds: number) =>
-    deleteBatch(db, 'grants', `revoked_at < now() - make_interval(secs => ${Math.floor(graceSeconds)})`, limit),
+    deleteBatch(
+      db,
+      'grants',
+      `revoked_at < now() - make_interval(secs => ${Math.floor(graceSeconds)})
+       AND (parent_grant_id IS NULL OR NOT EXISTS (SELECT 1 FROM grants p WHERE p.id = grants.parent_grant_id AND p.revoked_at IS NULL))`,
+      limit,
+    ),
   /** Grants past their absolute lifetime that nobody revoked (`/account` makes one per session; grants_expiry_idx). */
   expired_grants: (db: Db, limit: number) => deleteBatch(db, 'grants', 'revoked_at IS NULL AND expires_at < now()', limit),
 };

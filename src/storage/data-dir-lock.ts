@@ -4,11 +4,14 @@
  */
 import { mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync } from 'node:fs';
 import path from 'node:path';
+import { AgentauthError } from '../errors.ts';
 
-export class DataDirLockedError extends Error {
+export class DataDirLockedError extends AgentauthError {
   readonly pid: number;
   constructor(dir: string, pid: number) {
-    super(`${dir} is in use by another agentauth process (pid ${pid}); only one process may open the embedded database`);
+    super(503, 'data_directory_locked', `${dir} is in use by another agentauth process (pid ${pid}); only one process may open the embedded database`, {
+      expose: true,
+    });
     this.pid = pid;
   }
 }

@@ -8,6 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { AgentauthError, CommitFailed } from '../errors.ts';
 import { unobserved, type PoolStats, type StorageErrorKind, type StorageObserver } from './observer.ts';
 
 export interface QueryResult<T> {
@@ -124,13 +125,6 @@ interface Work {
 
 const currentWork = new AsyncLocalStorage<Work>();
 
-/** Thrown by a unit of work whose COMMIT failed: the response must not claim success. */
-export class CommitFailedError extends Error {
-  constructor(cause: unknown) {
-    super('commit failed', { cause });
-  }
-}
-
 function createDb(driver: Driver): Db {
   const heldLocally = new Set<string>();
   async function connectionFor(work: Work): Promise<Connection> {
@@ -162,7 +156,7 @@ function createDb(driver: Driver): Db {
         if (statements) await connectionFor(work);
       } catch (err) {
         await finishWork(work, false);
-        throw new CommitFailedError(err);
+        throw new CommitFailed(err);
       }
     }
     work.ended = true;
@@ -186,7 +180,7 @@ function createDb(driver: Driver): Db {
       connection.release(false);
     } catch (err) {
       connection.release(true);
-      if (commit) throw new CommitFailedError(err);
+      if (commit) throw new CommitFailed(err);
     }
   }
 
@@ -203,7 +197,7 @@ function createDb(driver: Driver): Db {
       connection.release(false);
     } catch (err) {
       connection.release(true);
-      throw new CommitFailedError(err);
+      throw new CommitFailed(err);
     }
   }
 
@@ -341,12 +335,14 @@ function createDb(driver: Driver): Db {
  * A database error reduced to what may be logged: some drivers attach the query's parameters,
  * which can hold hashes, sealed keys or user input.
  */
-export class DbError extends Error {
+export class DbError extends AgentauthError {
+  /** The SQLSTATE, by which a lost connection is told from a bug (src/http/dependency-errors.ts). */
   readonly code: string | undefined;
   constructor(err: unknown) {
     const source = err as { message?: unknown; code?: unknown };
-    super(typeof source?.message === 'string' ? source.message : 'database error');
+    super(500, 'server_error', 'An unexpected error occurred.', { expose: false });
     this.name = 'DbError';
+    this.error_detail = typeof source?.message === 'string' ? source.message : 'database error';
     this.code = typeof source?.code === 'string' ? source.code : undefined;
   }
 }

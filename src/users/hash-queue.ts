@@ -4,10 +4,11 @@
  * request that needs one. At most `concurrency` hashes run at once, at most `maxWaiting` wait;
  * past that the caller is told to come back (503 with Retry-After) instead of queueing forever.
  */
+import { TemporarilyUnavailable } from '../errors.ts';
 
-export class HashQueueFull extends Error {
+export class HashQueueFull extends TemporarilyUnavailable {
   constructor() {
-    super('too many password checks in progress');
+    super('Too many sign-ins are in progress. Try again in a moment.');
   }
 }
 

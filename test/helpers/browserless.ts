@@ -2,8 +2,10 @@
  * Drives our login and consent pages over plain HTTP with a cookie jar, the way a browser
  * would, for flows that need no JavaScript. (The Chromium suite covers the real browser.)
  */
+import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import type { TestUser } from './factories.ts';
+import type { TestServer } from './server.ts';
 
 export class CookieJar {
   readonly cookies = new Map<string, string>();
@@ -155,4 +157,22 @@ export async function codeFlowTokens(
     { pkceCodeVerifier: verifier },
     options.extra?.resource ? { resource: options.extra.resource } : undefined,
   );
+}
+
+/** Opens /account and signs in through the ordinary login page; returns the jar and the page. */
+export async function signInToAccount(server: Pick<TestServer, 'issuer'>, user: TestUser, jar = new CookieJar()): Promise<{ jar: CookieJar; html: string }> {
+  let res = await followOnIssuer(jar, server.issuer, await browse(jar, `${server.issuer}/account`));
+  let html = await res.text();
+  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
+  if (login) {
+    res = await followOnIssuer(
+      jar,
+      server.issuer,
+      await postForm(jar, `${server.issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }),
+    );
+    html = await res.text();
+  }
+  assert.equal(res.status, 200, html);
+  assert.match(html, /Your connected agents/);
+  return { jar, html };
 }

@@ -31,11 +31,11 @@ function roundRobinProxy(port: number, backends: number[]): Promise<http.Server>
   return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
 }
 
-export async function startCluster(size: number): Promise<TestCluster> {
+export async function startCluster(size: number, extraEnv: NodeJS.ProcessEnv = {}): Promise<TestCluster> {
   const deployment = await newDeployment();
   const proxyPort = await freePort();
   const issuer = `http://localhost:${proxyPort}`;
-  const env = { ...deployment.env, ISSUER: issuer };
+  const env = { ...deployment.env, ISSUER: issuer, ...extraEnv };
   const children: ChildProcess[] = [];
   const ports: number[] = [];
   for (let i = 0; i < size; i++) {

@@ -2,7 +2,7 @@
  * Hand-made JWTs for attacking the client-assertion checks: any header, any claims, any
  * algorithm, including the ones a correct library would refuse to produce.
  */
-import { constants, createHmac, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { constants, createHash, createHmac, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 
 const b64 = (v: string | Buffer) => Buffer.from(v).toString('base64url');
 
@@ -55,4 +55,43 @@ export function clientAssertion(
     { iss: clientId, sub: clientId, aud: audience, jti: randomBytes(12).toString('base64url'), iat: now, exp: now + 120, ...claims },
     key.privateKey,
   );
+}
+
+/**
+ * A DPoP proof (RFC 9449 §4.2) signed by `key`, its public JWK in the header; `ath` is computed
+ * from `accessToken` when given. Overrides are applied last, so a test can break any part.
+ */
+export function dpopProof(
+  key: TestKey,
+  htm: string,
+  htu: string,
+  options: { accessToken?: string; nonce?: string; claims?: Record<string, unknown>; header?: Record<string, unknown> } = {},
+): string {
+  const { kid: _kid, alg: _alg, use: _use, ...jwk } = key.publicJwk;
+  const ath = options.accessToken ? createHash('sha256').update(options.accessToken).digest('base64url') : undefined;
+  return signJwt(
+    { alg: key.alg, typ: 'dpop+jwt', jwk, ...options.header },
+    {
+      htm,
+      htu,
+      jti: randomBytes(12).toString('base64url'),
+      iat: Math.floor(Date.now() / 1000),
+      ...(ath ? { ath } : {}),
+      ...(options.nonce ? { nonce: options.nonce } : {}),
+      ...options.claims,
+    },
+    key.privateKey,
+  );
+}
+
+/** The RFC 7638 thumbprint of a test key's public JWK (what cnf.jkt holds). */
+export function thumbprintOf(key: TestKey): string {
+  const jwk = key.publicJwk;
+  const members =
+    jwk.kty === 'EC'
+      ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
+      : jwk.kty === 'OKP'
+        ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+        : { e: jwk.e, kty: jwk.kty, n: jwk.n };
+  return createHash('sha256').update(JSON.stringify(members)).digest('base64url');
 }

@@ -7,13 +7,18 @@ import { chmodSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { OperationError, runOperation, type OperationContext } from './operations.ts';
+import { AgentauthError, oauthErrorBody } from '../errors.ts';
+import { runOperation, type OperationContext } from './operations.ts';
 
 const MAX_REQUEST_BYTES = 256 * 1024;
 
 export const adminSocketPath = (dataDir: string) => path.join(dataDir, 'agentauth.sock');
 
-type Reply = { ok: true; result: unknown } | { ok: false; error: string };
+type Reply = { ok: true; result: unknown } | { ok: false; status: number; error: string; error_description: string };
+
+/** The refusal as it crosses the socket: the same class of error on both sides. */
+const refusal = (err: AgentauthError): Reply => ({ ok: false, status: err.status, ...oauthErrorBody(err) });
+const unreachable = (description: string) => new AgentauthError(503, 'temporarily_unavailable', description, { expose: true });
 
 export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Logger, afterChange: () => Promise<unknown>): Promise<net.Server> {
   const file = adminSocketPath(dataDir);
@@ -35,15 +40,15 @@ export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Lo
   async function handle(line: string): Promise<Reply> {
     try {
       const request = JSON.parse(line) as { operation?: unknown; input?: unknown };
-      if (typeof request.operation !== 'string') return { ok: false, error: 'malformed request' };
+      if (typeof request.operation !== 'string') return refusal(new AgentauthError(400, 'invalid_request', 'malformed request'));
       const result = await runOperation(ctx, request.operation, request.input);
       await afterChange();
       log.info({ operation: request.operation }, 'admin operation');
       return { ok: true, result };
     } catch (err) {
-      if (err instanceof OperationError) return { ok: false, error: err.message };
+      if (err instanceof AgentauthError && err.expose) return refusal(err);
       log.error({ err }, 'admin operation failed');
-      return { ok: false, error: 'the operation failed; see the server log' };
+      return refusal(new AgentauthError(500, 'server_error', 'the operation failed; see the server log', { expose: true }));
     }
   }
 
@@ -65,14 +70,14 @@ export function callAdminSocket(dataDir: string, operation: string, input: unkno
     socket.on('data', (chunk: string) => {
       response += chunk;
     });
-    socket.on('error', (err) => reject(new OperationError(`cannot reach the running server's admin socket: ${err.message}`)));
+    socket.on('error', (err) => reject(unreachable(`cannot reach the running server's admin socket: ${err.message}`)));
     socket.on('end', () => {
       try {
         const reply = JSON.parse(response) as Reply;
         if (reply.ok) resolve(reply.result);
-        else reject(new OperationError(reply.error));
+        else reject(new AgentauthError(reply.status, reply.error, reply.error_description, { expose: true }));
       } catch {
-        reject(new OperationError('the running server gave no answer'));
+        reject(unreachable('the running server gave no answer'));
       }
     });
   });

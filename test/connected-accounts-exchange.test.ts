@@ -14,26 +14,13 @@ import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
 import { testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { startUpstream, type Upstream } from './helpers/upstream-provider.ts';
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, tokenExchange } from './helpers/token-exchange.ts';
 
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const DRIVE = 'urn:agentauth:connection:drive';
 const REDIRECT_URI = 'http://127.0.0.1/cb';
 
-interface Answer {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-async function exchange(config: client.Configuration, subjectToken: string, resource = DRIVE): Promise<Answer> {
-  try {
-    const body = await client.genericGrantRequest(config, TOKEN_EXCHANGE, { subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, resource });
-    return { status: 200, body: body as unknown as Record<string, unknown> };
-  } catch (err) {
-    if (err instanceof client.ResponseBodyError) return { status: err.status, body: err.cause as Record<string, unknown> };
-    throw err;
-  }
-}
+const exchange = (config: client.Configuration, subjectToken: string, resource = DRIVE) =>
+  tokenExchange(config, { subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE, resource });
 
 type Deployment = Pick<TestServer, 'issuer' | 'cli'>;
 

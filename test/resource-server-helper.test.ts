@@ -429,7 +429,11 @@ describe('the resource-server helper', { skip: testHostsUnavailable }, () => {
       await oauth.discoveryRequest(new URL(server.issuer), { ...insecure, algorithm: 'oauth2' }),
     );
     const oauthClient: oauth.Client = { client_id: agent.clientId };
-    const auth = oauth.PrivateKeyJwt(agent.privateKey!, { [oauth.modifyAssertion]: (header) => void (header.kid = agent.kid) });
+    const auth = oauth.PrivateKeyJwt(agent.privateKey!, {
+      [oauth.modifyAssertion]: (header) => {
+        header.kid = agent.kid;
+      },
+    });
     const DPoP = oauth.DPoP(oauthClient, await dpopKeyPair());
     const tokens = await oauth.processClientCredentialsResponse(
       as,

@@ -17,30 +17,16 @@ import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { waitFor } from './helpers/wait.ts';
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, tokenExchange, type Exchanged } from './helpers/token-exchange.ts';
 
-const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+const ACCESS_TOKEN = ACCESS_TOKEN_TYPE;
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 const NOTES_API = 'https://notes.example.com/';
 const CALENDAR_API = 'https://calendar.example.com/';
 const MCP_SERVER = 'https://mcp.example.com/';
 const SEARCH_API = 'https://search.example.com/';
 
-interface Exchanged {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-/** One token exchange request as `config`'s client; the answer whatever it is. */
-async function exchange(config: client.Configuration, params: Record<string, string>): Promise<Exchanged> {
-  try {
-    const body = await client.genericGrantRequest(config, TOKEN_EXCHANGE, params);
-    return { status: 200, body: body as unknown as Record<string, unknown> };
-  } catch (err) {
-    if (err instanceof client.ResponseBodyError) return { status: err.status, body: err.cause as Record<string, unknown> };
-    throw err;
-  }
-}
+const exchange = (config: client.Configuration, params: Record<string, string>) => tokenExchange(config, params);
 
 const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 

@@ -4,16 +4,15 @@
  * by name over https), comes back to the account page with the service listed, and disconnects.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { createAgent, createUser } from '../helpers/factories.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { chromiumUnavailable, launchChromium } from '../helpers/chromium.ts';
 import { testHostEnv, testHostsUnavailable } from '../helpers/test-host.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream-provider.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? testHostsUnavailable : `needs Debian's Chromium at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)`;
+const skip = chromiumUnavailable || testHostsUnavailable;
 
 describe('connected accounts in Chromium', { skip }, () => {
   let server: TestServer;
@@ -31,18 +30,7 @@ describe('connected accounts in Chromium', { skip }, () => {
       upstream.secret,
     );
     assert.equal(made.code, 0, made.stderr);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();

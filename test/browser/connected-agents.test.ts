@@ -5,17 +5,16 @@
  * and the pages refuse to be framed.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from '../helpers/factories.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
+import { chromiumUnavailable, launchChromium } from '../helpers/chromium.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? false : `needs Debian's Chromium at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)`;
+const skip = chromiumUnavailable;
 
 describe('pages in Chromium', { skip }, () => {
   let server: TestServer;
@@ -28,18 +27,7 @@ describe('pages in Chromium', { skip }, () => {
     server = await startServer();
     await createScope(server, 'photos:read', 'See your photos');
     await createScope(server, 'photos:delete', 'Delete your photos');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     // The agent's redirect URI: a loopback page that only has to exist.
     callback = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('agent callback'));
     await new Promise<void>((resolve) => callback.listen(0, '127.0.0.1', resolve));

@@ -117,7 +117,7 @@ export async function runScenario(
         );
       // A refresh costs up to a client_credentials request (the peer: about one); preparing
       // tokens is slow (two requests each), so the pool is sized from that, with a margin.
-      const wanted = Math.ceil(Math.min(memory.tokenRate ?? 1500, 3000) * 1.0 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
+      const wanted = Math.ceil(Math.min(memory.tokenRate ?? 900, 3000) * 1.0 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
       const started = performance.now();
       const tokens = await prepareRefreshTokens(fx, wanted, s.refreshSessions, 16);
       s.log(`    prepared ${tokens.length} refresh tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`);

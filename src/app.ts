@@ -40,7 +40,7 @@ import { auditProviderEvents } from './oauth/provider-events.ts';
 import { createFormGuard, type FormGuard } from './http/forms.ts';
 import { explainClientAuthFailures } from './clients/authentication-failures.ts';
 import { correctTokenErrors } from './oauth/error-corrections.ts';
-import { dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
+import { DPOP_PROOF_WINDOW_SECONDS, dpopNonceSecrets, explainDpopFailures } from './oauth/dpop.ts';
 import { interactionRoutes } from './interactions/routes.ts';
 import { measureRequests, metricsRoute, nameRoute } from './metrics/http.ts';
 import { createHashQueue, type HashQueue } from './users/hash-queue.ts';
@@ -109,12 +109,18 @@ export function buildApp(deps: AppDeps): App {
     await bumpConfigGeneration(db);
     await db.afterCommit(() => announceConfigChange(db, kv).catch((err: unknown) => log.error({ err }, 'client change not announced')));
   };
-  const Adapter = createAdapterClass(db, kv, {
-    clientFound: tokenLimit.clientFound,
-    revokeGrant: revokeGrantNow,
-    storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy, clientChanged),
-    deleteClient: deleteRegisteredClient(db, audit, clientChanged),
-  });
+  const Adapter = createAdapterClass(
+    db,
+    kv,
+    {
+      clientFound: tokenLimit.clientFound,
+      revokeGrant: revokeGrantNow,
+      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy, clientChanged),
+      deleteClient: deleteRegisteredClient(db, audit, clientChanged),
+    },
+    // Assertions live at most CLIENT_ASSERTION_MAX_LIFETIME (+15 s tolerance), DPoP proofs 300 s.
+    { replayHorizonSeconds: Math.max(config.clientAuth.maxAssertionLifetime + 15, DPOP_PROOF_WINDOW_SECONDS) },
+  );
   const metadataDocuments = metadataDocumentHooks({
     db,
     audit,

@@ -416,6 +416,58 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     const row = (await auditRows(server, planner.clientId)).find((e) => e.event_type === 'grant.revoked' && e.grant_id === grantId);
     assert.equal((row?.details.delegations as string[] | undefined)?.length, 2, 'the revocation names both delegations');
   });
+  it("exchanges a DPoP-bound subject token, and binds the new token to the actor's own proof (RFC 9449)", async () => {
+    const keyPair = () => crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']) as Promise<client.CryptoKeyPair>;
+    const fresh = await createUser(server);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(plannerConfig, {
+      redirect_uri: 'http://127.0.0.1/cb',
+      scope: 'notes:read',
+      resource: NOTES_API,
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    const { callback } = await authorize(server.issuer, url, fresh);
+    const plannerKey = client.getDPoPHandle(plannerConfig, await keyPair());
+    const bound = await client.authorizationCodeGrant(plannerConfig, callback, { pkceCodeVerifier: verifier }, { resource: NOTES_API }, { DPoP: plannerKey });
+    assert.equal(bound.token_type.toLowerCase(), 'dpop');
+    const subjectJkt = ((await client.tokenIntrospection(plannerConfig, bound.access_token)).cnf as { jkt: string }).jkt;
+    // The Coding Agent cannot prove the Reporting Agent's key, and need not: its own proof binds what it gets.
+    const coderKey = client.getDPoPHandle(coderConfig, await keyPair());
+    const r = await client.genericGrantRequest(
+      coderConfig,
+      TOKEN_EXCHANGE,
+      { subject_token: bound.access_token, subject_token_type: ACCESS_TOKEN },
+      { DPoP: coderKey },
+    );
+    assert.equal(r.token_type.toLowerCase(), 'dpop');
+    const info = await client.tokenIntrospection(coderConfig, r.access_token);
+    assert.equal(info.active, true);
+    const jkt = (info.cnf as { jkt: string }).jkt;
+    assert.ok(jkt && jkt !== subjectJkt, "bound to the Coding Agent's key, not the subject token's");
+    assert.deepEqual(info.act, { sub: coder.clientId, act: { sub: planner.clientId } });
+    // The next link exchanges the bound token in turn; without a proof of its own it gets a Bearer token.
+    const next = await exchange(reviewerConfig, { subject_token: r.access_token, subject_token_type: ACCESS_TOKEN });
+    assert.equal(next.status, 200, JSON.stringify(next.body));
+    assert.equal(String(next.body.token_type).toLowerCase(), 'bearer');
+  });
+
+  it('refuses a delegate at once when the operator takes it off the list, whatever the token says', async () => {
+    const fresh = await createUser(server);
+    const { tokens } = await userToken(server, plannerConfig, fresh, 'notes:read', NOTES_API);
+    assert.deepEqual((await client.tokenIntrospection(plannerConfig, tokens.access_token)).may_act, { sub: coder.clientId });
+    const cleared = await server.cli(['clients', 'update', planner.clientId, '--delegate-to', 'none', '--json']);
+    assert.equal(cleared.code, 0, cleared.stderr);
+    assert.deepEqual(JSON.parse(cleared.stdout).delegates, []);
+    // The token still names the Coding Agent in may_act; the policy, not the token, decides (Keycloak #50690).
+    const r = await exchange(coderConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'invalid_request');
+    assert.match(String(r.body.error_description), /not allowed to act/);
+    const later = await userToken(server, plannerConfig, fresh, 'notes:read', NOTES_API);
+    assert.equal((await client.tokenIntrospection(plannerConfig, later.tokens.access_token)).may_act, undefined);
+    assert.equal((await server.cli(['clients', 'update', planner.clientId, '--delegate-to', coder.clientId])).code, 0);
+  });
 });
 
 describe('revocation events along a delegation chain', { skip: testHostsUnavailable }, () => {

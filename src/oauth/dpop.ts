@@ -23,6 +23,12 @@ import type { Db } from '../storage/db.ts';
 /** Algorithms a DPoP proof may be signed with (Ed25519 is EdDSA's fully-specified name, RFC 9864). */
 export const DPOP_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
 
+/**
+ * How long oidc-provider keeps a proof's jti (its CHALLENGE_OK_WINDOW): the iat window without a
+ * nonce, and longer than a nonce stays good.
+ */
+export const DPOP_PROOF_WINDOW_SECONDS = 300;
+
 export interface DpopSettings {
   /** The first makes nonces; every one is accepted. Each 32 bytes. */
   nonceSecrets: Buffer[];

@@ -102,8 +102,18 @@ function clientCache() {
   };
 }
 
-export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): AdapterConstructor {
+export interface AdapterOptions {
+  /**
+   * Seconds a client assertion or DPoP proof jti is remembered: at least the longest an assertion
+   * may be valid (its lifetime plus the clock tolerance) and a proof's 300 s window. The marker
+   * is claimed before its own expiry is known (see claimReplay), so one bound serves both.
+   */
+  replayHorizonSeconds?: number;
+}
+
+export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options: AdapterOptions = {}): AdapterConstructor {
   const { revokeGrant } = hooks;
+  const replayHorizon = options.replayHorizonSeconds ?? DEFAULT_REPLAY_HORIZON_SECONDS;
   const clients = clientCache();
 
   /** The client from PostgreSQL, as the adapter serves it; undefined when it may not authenticate. */
@@ -160,7 +170,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks): Adapter
         return client.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);
-      if (this.model === 'ReplayDetection') return claimReplay(db, id);
+      if (this.model === 'ReplayDetection') return claimReplay(db, id, replayHorizon);
       const reads = readsOf(db);
       const key = readKey(this.model, id);
       let stored = reads?.get(key);
@@ -249,11 +259,10 @@ async function grantUpsert(db: Db, id: string, payload: AdapterPayload, expiresI
 }
 
 /**
- * Longest a single-use marker must be remembered: a client assertion lives at most
- * CLIENT_ASSERTION_MAX_LIFETIME (≤ 3600 s) plus oidc-provider's clock tolerance; a DPoP proof's
- * iat window is 300 s. Kept this long, whatever the caller, so no marker expires early.
+ * How long a single-use marker is kept when nobody says (see replayHorizonSeconds): the longest
+ * client assertion CLIENT_ASSERTION_MAX_LIFETIME allows, plus oidc-provider's clock tolerance.
  */
-const REPLAY_HORIZON_SECONDS = 3600 + 15;
+const DEFAULT_REPLAY_HORIZON_SECONDS = 3600 + 15;
 
 /**
  * ReplayDetection.unique() (client assertion jti, DPoP proof jti) is find-then-save. The claim is
@@ -263,6 +272,6 @@ const REPLAY_HORIZON_SECONDS = 3600 + 15;
  * it on rollback, without keeping the rest of the request). It lives in PostgreSQL, so neither a
  * Redis flush nor a restart reopens a replay window, on any instance.
  */
-async function claimReplay(db: Db, id: string): Promise<AdapterPayload | undefined> {
-  return (await artifacts.recordOnce(db, id, expiryDate(REPLAY_HORIZON_SECONDS))) ? undefined : { jti: id };
+async function claimReplay(db: Db, id: string, horizonSeconds: number): Promise<AdapterPayload | undefined> {
+  return (await artifacts.recordOnce(db, id, expiryDate(horizonSeconds))) ? undefined : { jti: id };
 }

@@ -97,7 +97,15 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
         const clientId = payload.client_id;
         const user = payload.sub !== clientId;
         if (model === 'AccessToken' && !user) return undefined;
-        return { clientId, accountId: user ? payload.sub : undefined, grantId: payload.grant_id, scope: payload.scope, aud: payload.aud, exp: payload.exp };
+        return {
+          clientId,
+          accountId: user ? payload.sub : undefined,
+          grantId: payload.grant_id,
+          scope: payload.scope,
+          aud: payload.aud,
+          exp: payload.exp,
+          cnf: payload.cnf,
+        };
       } catch {
         return undefined;
       }
@@ -115,6 +123,10 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
     const token = await activeToken(value, 'AccessToken');
     const { grantId, accountId, clientId } = (token ?? {}) as { grantId?: unknown; accountId?: unknown; clientId?: unknown };
     if (!token || typeof grantId !== 'string' || typeof accountId !== 'string' || typeof clientId !== 'string') return 'the subject token is not active';
+    // A DPoP-bound subject token is accepted without a proof of its key: in a delegation the actor
+    // never holds the previous link's key, and what gates the exchange is the actor's own
+    // authentication and the policy, not possession of the token. The issued token is bound to
+    // the actor's proof, when it sends one (below).
     // The grant row first (lock order); a revoked or expired grant leaves no token acceptable.
     if ((await lockGrant(db, grantId)) !== 'live') return 'the subject token is not active';
     const grant = await liveGrantRow(db, grantId);

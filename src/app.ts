@@ -23,6 +23,8 @@ import { deleteRegisteredClient, registrationGate, storeRegisteredClient } from 
 import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { auditGrantRevocation } from './oauth/provider-events.ts';
 import { createAdapterClass } from './oauth/oidc-adapter.ts';
+import { announceConfigChange } from './oauth/live-provider.ts';
+import { bumpConfigGeneration } from './storage/generation.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { installTokenExchange } from './oauth/token-exchange.ts';
@@ -102,14 +104,19 @@ export function buildApp(deps: AppDeps): App {
     const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (revoked) await onGrantRevoked(revoked, reason);
   };
+  /** An RFC 7592 update or delete: every instance drops its cached clients before its next request. */
+  const clientChanged = async () => {
+    await bumpConfigGeneration(db);
+    await db.afterCommit(() => announceConfigChange(db, kv).catch((err: unknown) => log.error({ err }, 'client change not announced')));
+  };
   const Adapter = createAdapterClass(
     db,
     kv,
     {
       clientFound: tokenLimit.clientFound,
       revokeGrant: revokeGrantNow,
-      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy),
-      deleteClient: deleteRegisteredClient(db, audit),
+      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy, clientChanged),
+      deleteClient: deleteRegisteredClient(db, audit, clientChanged),
     },
     // Assertions live at most CLIENT_ASSERTION_MAX_LIFETIME (+15 s tolerance), DPoP proofs 300 s.
     { replayHorizonSeconds: Math.max(config.clientAuth.maxAssertionLifetime + 15, DPOP_PROOF_WINDOW_SECONDS) },

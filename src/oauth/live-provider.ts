@@ -7,6 +7,7 @@
  * each request that depends on keys or scopes; a pub/sub nudge; and a timer reading Postgres,
  * which also covers a store that lost its data.
  */
+import type { IncomingMessage } from 'node:http';
 import type { JsonWebKey } from '../keys/signing-keys.ts';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
@@ -22,8 +23,14 @@ const BUILT_IN_SCOPES = ['openid'];
 
 export interface LiveProvider {
   current(): Provider;
-  /** Reloads if another process changed keys or scopes since this one last looked. */
-  ensureFresh(): Promise<void>;
+  /**
+   * Reloads if another process changed keys, scopes, resource servers or clients since this one
+   * last looked. Resolves to the generation the shared store confirmed current (read after the
+   * call, and equal to the one loaded), or undefined when that could not be confirmed (the store
+   * is unreachable, lost the key, or lags the database): then nothing cached per generation may
+   * be trusted.
+   */
+  ensureFresh(): Promise<string | undefined>;
   reload(): Promise<void>;
   close(): void;
 }
@@ -36,6 +43,10 @@ export interface LiveProviderDeps {
   pollIntervalSeconds: number;
   build(signingKeys: JsonWebKey[], scopes: string[]): Provider;
 }
+
+/** Generations are counters as text; anything else counts as newer, so it is reloaded and replaced. */
+const isNewer = (generation: string, than: string): boolean =>
+  /^\d+$/.test(generation) && /^\d+$/.test(than) ? BigInt(generation) > BigInt(than) : generation !== than;
 
 /** Tells every instance that keys or scopes changed; call after the change committed. */
 export async function announceConfigChange(db: Db, kv: Kv): Promise<void> {
@@ -74,6 +85,12 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   }
 
   await reload();
+  // A store that lost the key (or a new one) gets the database's generation, so requests can be
+  // confirmed again; a change announced meanwhile is never overwritten by an older value here.
+  await kv
+    .get(GENERATION_KEY)
+    .then((stored) => (stored === null ? kv.set(GENERATION_KEY, loadedGeneration, 365 * 24 * 3600) : undefined))
+    .catch((err: unknown) => log.warn({ err }, 'config generation not stored'));
   await kv.subscribe(CONFIG_CHANNEL, (generation) => {
     if (generation !== loadedGeneration) reload().catch((err: unknown) => log.error({ err }, 'config reload failed'));
   });
@@ -84,15 +101,18 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   }, deps.pollIntervalSeconds * 1000);
   timer.unref();
 
-  async function checkGeneration(): Promise<void> {
-    if (keysDue()) return reload();
+  async function checkGeneration(): Promise<string | undefined> {
+    if (keysDue()) await reload();
     let generation: string | null;
     try {
       generation = await kv.get(GENERATION_KEY);
     } catch {
-      return; // freshness is best effort here; the timer catches up
+      return undefined; // freshness is best effort here; the timer catches up
     }
-    if (generation && generation !== loadedGeneration) await reload();
+    // Only a newer one: a store behind the database (an announcement that failed) must not make
+    // every request reload; the poll already loaded what the database holds.
+    if (generation && isNewer(generation, loadedGeneration)) await reload();
+    return generation !== null && generation === loadedGeneration ? generation : undefined;
   }
 
   return {
@@ -109,10 +129,10 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
  * callers that arrive while a run is under way share the next one. Under load that is one
  * Redis read per round trip instead of one per request.
  */
-export function sharedAfterArrival(check: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  let next: Promise<void> | undefined;
-  const start = (): Promise<void> => {
+export function sharedAfterArrival<T>(check: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined;
+  let next: Promise<T> | undefined;
+  const start = (): Promise<T> => {
     running = check().finally(() => {
       running = undefined;
     });
@@ -129,4 +149,21 @@ export function sharedAfterArrival(check: () => Promise<void>): () => Promise<vo
       });
     return next;
   };
+}
+
+/** The generation confirmed current after each request arrived (see ensureFresh), by request. */
+const confirmedAtArrival = new WeakMap<IncomingMessage, string>();
+
+/** Remembers that this request was dispatched after `generation` was confirmed current. */
+export function markConfirmed(req: IncomingMessage, generation: string): void {
+  confirmedAtArrival.set(req, generation);
+}
+
+/**
+ * The generation confirmed current after this request arrived, if one was: what a cache keyed
+ * by generation may be trusted under for this request. Undefined for requests to endpoints that
+ * do not check (or whose check failed): they read the database.
+ */
+export function confirmedGenerationOf(req: IncomingMessage | undefined): string | undefined {
+  return req ? confirmedAtArrival.get(req) : undefined;
 }

@@ -15,28 +15,39 @@ import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
 import { DPOP_ALGS, dpopFeature, installNonceRotation, requireDpopOfPublicClient, type DpopSettings } from './dpop.ts';
 
-export interface ProviderSettings {
-  issuer: string;
+/**
+ * What the protocol behaviour depends on: the part of agentauth's configuration that is pure
+ * OAuth (grants, client authentication, tokens, resource indicators, introspection policy), with
+ * no storage, registration, DPoP nonces or outbound fetching of its own. The benchmark's
+ * reference servers (bench/servers/) are built on exactly this, so they cannot drift from what
+ * agentauth runs.
+ */
+export interface BaseSettings {
   adapter: AdapterConstructor;
   signingKeys: JsonWebKey[];
   cookieKeys: string[];
   scopes: string[];
   ttl: { accessToken: number; refreshToken: number; refreshChain: number; authorizationCode: number; session: number };
-  trustProxy: boolean;
   findAccount: FindAccount;
-  renderError: NonNullable<Configuration['renderError']>;
   clientAuth: { maxAssertionLifetime: number; allowRs256: boolean };
-  /** Every request the provider sends (jwks_uri, metadata documents, back-channel logout). */
-  outbound: Outbound;
   /** The registered resource server for an RFC 8707 resource indicator, if any. */
   findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
   /** Whether a client introspects for a resource server that is one of these audiences. */
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
+  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts); none when absent. */
+  delegationClaims?(token: object): Promise<Record<string, unknown> | undefined>;
+}
+
+export interface ProviderSettings extends BaseSettings {
+  issuer: string;
+  trustProxy: boolean;
+  renderError: NonNullable<Configuration['renderError']>;
+  /** Every request the provider sends (jwks_uri, metadata documents, back-channel logout). */
+  outbound: Outbound;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
   /** DPoP (RFC 9449): nonce secrets and who must send proofs. */
   dpop: DpopSettings;
-  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts). */
   delegationClaims(token: object): Promise<Record<string, unknown> | undefined>;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
@@ -155,33 +166,16 @@ export function introspectionPolicy(introspectsFor: ProviderSettings['introspect
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
 
-export function buildProvider(s: ProviderSettings): Provider {
-  const configuration: Configuration = {
+/**
+ * The protocol configuration, with no I/O of its own: what agentauth and the benchmark's
+ * reference servers share. buildProvider adds what is agentauth's alone (its account client,
+ * registration, metadata documents, DPoP, back-channel logout, outbound fetching).
+ */
+export function baseConfiguration(s: BaseSettings): Configuration {
+  return {
     adapter: s.adapter,
-    clients: [
-      {
-        client_id: ACCOUNT_CLIENT_ID,
-        client_name: 'Your connected agents',
-        application_type: 'web',
-        redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      },
-    ],
-    // The default, plus: the account page's own client needs no consent to learn who you are.
-    loadExistingGrant: async (ctx) => {
-      const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
-      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
-      if (ctx.oidc.client?.clientId !== ACCOUNT_CLIENT_ID || !ctx.oidc.session?.accountId) return undefined;
-      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CLIENT_ID, accountId: ctx.oidc.session.accountId });
-      grant.addOIDCScope('openid');
-      await grant.save();
-      return grant;
-    },
     jwks: { keys: s.signingKeys as unknown as NonNullable<Configuration['jwks']>['keys'] },
     findAccount: s.findAccount,
-    renderError: s.renderError,
     scopes: s.scopes,
     claims: { openid: ['sub'] },
     // OAuth 2.1: the authorization code flow only; no implicit or hybrid response types.
@@ -204,8 +198,6 @@ export function buildProvider(s: ProviderSettings): Provider {
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],
       authorizationSigningAlgValues: ['ES256'],
-      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
-      dPoPSigningAlgValues: [...DPOP_ALGS],
     },
     cookies: {
       keys: s.cookieKeys,
@@ -224,8 +216,8 @@ export function buildProvider(s: ProviderSettings): Provider {
         // else is told only active: false.
         allowedPolicy: introspectionPolicy(s.introspectsFor),
       },
-      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
-      dPoP: dpopFeature(s.dpop),
+      // DPoP (RFC 9449) is agentauth's own (nonces, durable proof replay): buildProvider turns it on.
+      dPoP: { enabled: false },
       // RFC 8707: a request naming a registered resource server gets a token for it alone (its
       // identifier as audience, its scopes only, its format and lifetime); without one, a token
       // carries the granted scopes as before. Unknown resources are invalid_target.
@@ -247,35 +239,7 @@ export function buildProvider(s: ProviderSettings): Provider {
       },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
-      // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
-      // grant of theirs is revoked (from the revocation outbox, with retries).
-      backchannelLogout: { enabled: true },
       userinfo: { enabled: false },
-      // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
-      // initial access token, or open registration for public clients); every resulting client
-      // is checked against our policy when the adapter stores it.
-      registration: {
-        enabled: true,
-        initialAccessToken: false,
-        issueRegistrationAccessToken: true,
-        idFactory: () => `agt_${randomBytes(16).toString('base64url')}`,
-      },
-      // The registration access token is replaced on every update (RFC 7592 §3).
-      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
-      // A client_id that is the https URL of the client's metadata (what MCP clients prefer), when
-      // enabled: fetches are budgeted per IP, clients held to the open registration policy.
-      clientIdMetadataDocument: {
-        enabled: Boolean(s.metadataDocuments),
-        ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
-        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
-        allowClient: async (_ctx, client) => {
-          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
-          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
-          return true;
-        },
-        // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
-        cacheDuration: { min: 60, max: 3600 },
-      },
     },
     // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
     // tied neither to offline_access nor to the browser session.
@@ -302,7 +266,7 @@ export function buildProvider(s: ProviderSettings): Provider {
     // (may_act), in the JWT and in introspection alike (RFC 8693 §4.1, §4.4).
     extraTokenClaims: async (_ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      const delegation = await s.delegationClaims(token);
+      const delegation = await s.delegationClaims?.(token);
       return grantId || delegation ? { ...delegation, ...(grantId ? { grant_id: grantId } : {}) } : undefined;
     },
     interactions: {
@@ -317,6 +281,75 @@ export function buildProvider(s: ProviderSettings): Provider {
       revocation_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
       revocation_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
     },
+    // Not a new parameter: a default for `scope` (see defaultScope).
+    extraParams: { scope: defaultScope(s.findResourceServer) },
+  };
+}
+
+export function buildProvider(s: ProviderSettings): Provider {
+  const base = baseConfiguration(s);
+  const configuration: Configuration = {
+    ...base,
+    clients: [
+      {
+        client_id: ACCOUNT_CLIENT_ID,
+        client_name: 'Your connected agents',
+        application_type: 'web',
+        redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      },
+    ],
+    // The default, plus: the account page's own client needs no consent to learn who you are.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client?.clientId !== ACCOUNT_CLIENT_ID || !ctx.oidc.session?.accountId) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CLIENT_ID, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid');
+      await grant.save();
+      return grant;
+    },
+    renderError: s.renderError,
+    enabledJWA: {
+      ...base.enabledJWA,
+      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
+      dPoPSigningAlgValues: [...DPOP_ALGS],
+    },
+    features: {
+      ...base.features,
+      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
+      dPoP: dpopFeature(s.dpop),
+      // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
+      // grant of theirs is revoked (from the revocation outbox, with retries).
+      backchannelLogout: { enabled: true },
+      // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
+      // initial access token, or open registration for public clients); every resulting client
+      // is checked against our policy when the adapter stores it.
+      registration: {
+        enabled: true,
+        initialAccessToken: false,
+        issueRegistrationAccessToken: true,
+        idFactory: () => `agt_${randomBytes(16).toString('base64url')}`,
+      },
+      // The registration access token is replaced on every update (RFC 7592 §3).
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
+      // A client_id that is the https URL of the client's metadata (what MCP clients prefer), when
+      // enabled: fetches are budgeted per IP, clients held to the open registration policy.
+      clientIdMetadataDocument: {
+        enabled: Boolean(s.metadataDocuments),
+        ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
+        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
+        allowClient: async (_ctx, client) => {
+          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
+          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
+          return true;
+        },
+        // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
+        cacheDuration: { min: 60, max: 3600 },
+      },
+    },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     // Also where DPOP_REQUIRED_FOR_PUBLIC_CLIENTS holds public clients to DPoP (see oauth/dpop.ts).
@@ -328,8 +361,6 @@ export function buildProvider(s: ProviderSettings): Provider {
         requireDpopOfPublicClient(metadata, ACCOUNT_CLIENT_ID, ctx !== undefined && ['registration', 'client_update'].includes(String(ctx.oidc?.route)));
       },
     },
-    // Not a new parameter: a default for `scope` (see defaultScope).
-    extraParams: { scope: defaultScope(s.findResourceServer) },
     // Every request the provider sends goes through our outbound module: https, the address
     // policy checked on the dialled socket, no redirects, 64 KiB. oidc-provider's own dispatcher
     // (its socket check) is replaced by ours, with its 2.5 s deadline kept through `signal`.

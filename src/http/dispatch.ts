@@ -8,7 +8,7 @@
 import type { RequestListener } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
-import { markConfirmed } from '../oauth/live-provider.ts';
+import { markConfirmed } from './confirmed-generation.ts';
 import { routeOfRequest, type ProviderRoute } from './provider-route.ts';
 
 /** Endpoints whose answers depend on the current signing keys, scopes or resource servers. */

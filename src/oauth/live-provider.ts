@@ -7,7 +7,6 @@
  * each request that depends on keys or scopes; a pub/sub nudge; and a timer reading Postgres,
  * which also covers a store that lost its data.
  */
-import type { IncomingMessage } from 'node:http';
 import type { JsonWebKey } from '../keys/signing-keys.ts';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
@@ -149,21 +148,4 @@ export function sharedAfterArrival<T>(check: () => Promise<T>): () => Promise<T>
       });
     return next;
   };
-}
-
-/** The generation confirmed current after each request arrived (see ensureFresh), by request. */
-const confirmedAtArrival = new WeakMap<IncomingMessage, string>();
-
-/** Remembers that this request was dispatched after `generation` was confirmed current. */
-export function markConfirmed(req: IncomingMessage, generation: string): void {
-  confirmedAtArrival.set(req, generation);
-}
-
-/**
- * The generation confirmed current after this request arrived, if one was: what a cache keyed
- * by generation may be trusted under for this request. Undefined for requests to endpoints that
- * do not check (or whose check failed): they read the database.
- */
-export function confirmedGenerationOf(req: IncomingMessage | undefined): string | undefined {
-  return req ? confirmedAtArrival.get(req) : undefined;
 }

@@ -14,7 +14,7 @@ import * as artifacts from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
-import { confirmedGenerationOf } from './live-provider.ts';
+import { confirmedGenerationOf } from '../http/confirmed-generation.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;

@@ -1,16 +1,20 @@
 /**
- * `npm run bench`: agentauth on PostgreSQL and Redis against a bare oidc-provider (the library's
- * ceiling) and a node:http server answering a fixed body (the machine's ceiling), scenario by
+ * `npm run bench`: agentauth on PostgreSQL and Redis against its peer (the same oidc-provider
+ * configuration over a plain one-table PostgreSQL adapter and Redis, as community adapters do
+ * it), a bare oidc-provider in memory (the library's ceiling) and a node:http server answering a
+ * fixed body (the machine's ceiling), scenario by
  * scenario, at fixed connections and duration, after a warm-up. Servers and the load generator
  * are pinned to different cores where the machine allows. Results go to bench/results/ (JSON
  * and Markdown); see docs/performance.md for what bounds each number.
  *
  *   npm run bench -- [--quick] [--seconds 12] [--warmup 3] [--connections 16]
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
- *     [--targets agentauth,bare,plain] [--processes 2] [--data-size large]
- *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>]
+ *     [--targets agentauth,peer,bare,plain] [--processes 2] [--data-size large]
+ *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>] [--ab-dir <checkout>] [--rounds N]
  *
- * --server-dir runs agentauth from another checkout with the same load (before/after).
+ * --server-dir runs agentauth from another checkout with the same load (before/after);
+ * --ab-dir adds agentauth from another checkout as a server of its own ("before") in the same
+ * run, scenario by scenario beside this one's (an A/B within one run).
  *
  * DATABASE_URL and REDIS_URL default to postgres://postgres@127.0.0.1:5432/test and
  * redis://127.0.0.1:6379; each run creates (and drops) a database of its own.
@@ -29,7 +33,7 @@ const { values } = parseArgs({
     warmup: { type: 'string' },
     connections: { type: 'string', default: '16' },
     scenarios: { type: 'string' },
-    targets: { type: 'string', default: 'agentauth,bare,plain' },
+    targets: { type: 'string', default: 'agentauth,peer,bare,plain' },
     processes: { type: 'string', default: '1' },
     'data-size': { type: 'string', default: 'small' },
     tokens: { type: 'string', default: '1000000' },
@@ -37,6 +41,8 @@ const { values } = parseArgs({
     'cpu-prof-dir': { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
     'server-dir': { type: 'string' },
+    'ab-dir': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
     out: { type: 'string' },
   },
 });
@@ -47,11 +53,12 @@ process.env.REDIS_URL ??= 'redis://127.0.0.1:6379';
 // The test helpers read DATABASE_URL when loaded: import them only now.
 const { describeMachine, pin, planPinning } = await import('./lib/machine.ts');
 const { SCENARIOS, UNITS, runScenario } = await import('./lib/scenarios.ts');
-const { startAgentauth, startBareProvider, startPlainHttp } = await import('./lib/targets.ts');
+const { startAgentauth, startBareProvider, startPeerProvider, startPlainHttp } = await import('./lib/targets.ts');
 const { markdown } = await import('./lib/report.ts');
 const { seedStoredData } = await import('./lib/seed.ts');
 type ScenarioName = import('./lib/scenarios.ts').ScenarioName;
 type Target = import('./lib/targets.ts').Target;
+type TargetName = import('./lib/targets.ts').TargetName;
 type ResultRow = import('./lib/report.ts').ResultRow;
 type Results = import('./lib/report.ts').Results;
 type RunSettings = import('./lib/scenarios.ts').RunSettings;
@@ -95,17 +102,32 @@ const startOptions = {
   serverDir: values['server-dir'] && path.resolve(values['server-dir']),
 };
 
-async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
-  const memory: RunMemory = { requestsPerFlow: shared.requestsPerFlow };
-  for (const scenario of list) {
-    log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
-    const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
-    rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
-    log(
-      `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
-    );
-  }
+/** What each target's earlier scenarios learned (to size later preparations). */
+const memories = new Map<Target, RunMemory>();
+
+async function measure(name: string, target: Target, scenario: ScenarioName): Promise<void> {
+  const memory = memories.get(target) ?? {};
+  memories.set(target, memory);
+  memory.requestsPerFlow ??= shared.requestsPerFlow;
+  log(`  ${name} / ${scenario} / ${target.name} (${target.urls.length} process${target.urls.length > 1 ? 'es' : ''})`);
+  const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
+  rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
+  log(
+    `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
+  );
   shared.requestsPerFlow ??= memory.requestsPerFlow;
+}
+
+/** The round with the median rate, with every round's rate in its notes. */
+function medianRound(list: ResultRow[]): ResultRow {
+  if (list.length === 1) return list[0]!;
+  const sorted = [...list].sort((a, b) => a.measurement.rate - b.measurement.rate);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  return { ...median, measurement: { ...median.measurement, notes: { ...median.measurement.notes, round_rates: list.map((r) => r.measurement.rate) } } };
+}
+
+async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
+  for (const scenario of list) await measure(name, target, scenario);
 }
 
 /** Bodies of the right size for node:http, which reads but never checks them. */
@@ -130,46 +152,59 @@ function withoutLog({ log: _log, ...rest }: RunSettings): Omit<RunSettings, 'log
 /** Scenarios a second process can share: one request each, split over both instances. */
 const SPLITTABLE: ScenarioName[] = ['cc-opaque', 'cc-jwt', 'refresh', 'introspection'];
 
-if (targets.includes('agentauth')) {
-  log('starting agentauth');
-  const target = await startAgentauth(startOptions);
-  try {
-    await series('baseline', target, scenarios);
-    if (processes > 1) {
-      const list = scenarios.filter((s) => SPLITTABLE.includes(s));
-      target.pinTo(allCores);
-      await series('processes-1', target, list);
-      for (let i = 1; i < processes; i++) await target.addProcess!();
-      target.pinTo(allCores);
-      await series(`processes-${processes}`, target, list);
-      await target.dropExtraProcesses!();
-      target.pinTo(pinning.serverCores);
-    }
-    if (largeData) {
-      const tokens = Number(values.tokens);
-      const grants = Number(values.grants);
-      log(`seeding ${tokens} tokens and ${grants} grants`);
-      seeding = { tokens, grants, seconds: await seedStoredData(target.env!.DATABASE_URL!, tokens, grants) };
-      log(`  seeded in ${seeding.seconds} s`);
-      await series('large-data', target, scenarios);
-    }
-  } finally {
-    await target.stop();
+// Every server is started first; then each scenario runs on each server in turn, so a change in
+// the shared machine's load falls on all of them alike (idle servers cost next to nothing).
+const starters: [TargetName, string, () => Promise<Target>][] = [
+  ['agentauth', 'agentauth', () => startAgentauth(startOptions)],
+  [
+    'before',
+    `agentauth from ${values['ab-dir']}`,
+    async () => ({ ...(await startAgentauth({ ...startOptions, serverDir: path.resolve(values['ab-dir']!) })), name: 'before' }),
+  ],
+  ['peer', 'plain-adapter peer', () => startPeerProvider(startOptions)],
+  ['bare', 'bare oidc-provider', () => startBareProvider(startOptions)],
+  ['plain', 'node:http', () => startPlainHttp(startOptions)],
+];
+const running: Target[] = [];
+try {
+  for (const [name, label, start] of starters) {
+    if (name === 'before' ? !values['ab-dir'] : !targets.includes(name)) continue;
+    log(`starting ${label}`);
+    running.push(await start());
   }
-}
-// The two ceilings, each through the same scenarios once.
-for (const [name, label, start] of [
-  ['bare', 'bare oidc-provider', startBareProvider],
-  ['plain', 'node:http', startPlainHttp],
-] as const) {
-  if (!targets.includes(name)) continue;
-  log(`starting ${label}`);
-  const target = await start(startOptions);
-  try {
-    await series('baseline', target, scenarios);
-  } finally {
-    await target.stop();
+  // With --rounds N, the scenario runs N times on each server in turn (A, B, C, A, B, C, …) and
+  // each server's median round is kept: a burst of load from elsewhere then spoils one round.
+  for (const scenario of scenarios) {
+    const rounds = new Map<Target, ResultRow[]>();
+    for (let round = 0; round < Number(values.rounds); round++) {
+      for (const target of running) {
+        await measure('baseline', target, scenario);
+        rounds.set(target, [...(rounds.get(target) ?? []), rows.pop()!]);
+      }
+    }
+    for (const [, list] of rounds) rows.push(medianRound(list));
   }
+  const target = running.find((t) => t.name === 'agentauth');
+  if (target && processes > 1) {
+    const list = scenarios.filter((s) => SPLITTABLE.includes(s));
+    target.pinTo(allCores);
+    await series('processes-1', target, list);
+    for (let i = 1; i < processes; i++) await target.addProcess!();
+    target.pinTo(allCores);
+    await series(`processes-${processes}`, target, list);
+    await target.dropExtraProcesses!();
+    target.pinTo(pinning.serverCores);
+  }
+  if (target && largeData) {
+    const tokens = Number(values.tokens);
+    const grants = Number(values.grants);
+    log(`seeding ${tokens} tokens and ${grants} grants`);
+    seeding = { tokens, grants, seconds: await seedStoredData(target.env!.DATABASE_URL!, tokens, grants) };
+    log(`  seeded in ${seeding.seconds} s`);
+    await series('large-data', target, scenarios);
+  }
+} finally {
+  await Promise.all(running.map((t) => t.stop()));
 }
 
 const results: Results = {

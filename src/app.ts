@@ -23,6 +23,8 @@ import { deleteRegisteredClient, registrationGate, storeRegisteredClient } from 
 import { metadataDocumentHooks } from './clients/metadata-documents.ts';
 import { auditGrantRevocation } from './oauth/provider-events.ts';
 import { createAdapterClass } from './oauth/oidc-adapter.ts';
+import { announceConfigChange } from './oauth/live-provider.ts';
+import { bumpConfigGeneration } from './storage/generation.ts';
 import { buildProvider } from './oauth/provider.ts';
 import { installRefreshRotation } from './oauth/refresh-rotation.ts';
 import { installTokenExchange } from './oauth/token-exchange.ts';
@@ -111,14 +113,19 @@ export function buildApp(deps: AppDeps): App {
     const revoked = await tombstoneAndNotify(db, grantId, reason);
     if (revoked) await onGrantRevoked(revoked, reason);
   };
+  /** An RFC 7592 update or delete: every instance drops its cached clients before its next request. */
+  const clientChanged = async () => {
+    await bumpConfigGeneration(db);
+    await db.afterCommit(() => announceConfigChange(db, kv).catch((err: unknown) => log.error({ err }, 'client change not announced')));
+  };
   const Adapter = createAdapterClass(
     db,
     kv,
     {
       clientFound: tokenLimit.clientFound,
       revokeGrant: revokeGrantNow,
-      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy),
-      deleteClient: deleteRegisteredClient(db, audit),
+      storeClient: storeRegisteredClient(db, audit, runtime.clientPolicy, clientChanged),
+      deleteClient: deleteRegisteredClient(db, audit, clientChanged),
       sealDeviceCode: (id) => seal(runtime.keyEncryptionKey, id, 'device-code'),
       unsealDeviceCode: (sealed) => unseal(runtime.keyEncryptionKey, sealed, 'device-code'),
     },

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, postToken } from './helpers/browserless.ts';
+import { authorize, codeFlowTokens, postToken, signInToAccount } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -26,19 +26,6 @@ async function multiResourceTokens(issuer: string, config: client.Configuration,
   for (const resource of resources) url.searchParams.append('resource', resource);
   const { callback } = await authorize(issuer, url, user);
   return client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: resources[0]! });
-}
-
-/** The connected agents page, signed in as the user through the ordinary login page. */
-async function accountPage(issuer: string, user: TestUser): Promise<string> {
-  const jar = new CookieJar();
-  let html = await (await followOnIssuer(jar, issuer, await browse(jar, `${issuer}/account`))).text();
-  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-  if (login)
-    html = await (
-      await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))
-    ).text();
-  assert.match(html, /Your connected agents/);
-  return html;
 }
 
 const auditTypes = async (server: TestServer, clientId: string) =>
@@ -264,7 +251,7 @@ describe('resource servers', () => {
     assert.equal(consentHtml.match(/Change your notes/g)?.length, 1, 'asked once');
     const tokens = await client.authorizationCodeGrant(config, callback, { pkceCodeVerifier: verifier }, { resource: NOTES_API });
     assert.equal((await client.tokenIntrospection(notesClient, tokens.access_token)).scope, 'notes:read');
-    const page = await accountPage(server.issuer, user);
+    const page = (await signInToAccount(server, user)).html;
     assert.match(page, /Read your notes \(at notes\.example\.com\)/);
     assert.doesNotMatch(page, /Change your notes/, 'the account page lists only what the user left ticked');
   });

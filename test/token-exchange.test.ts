@@ -11,13 +11,13 @@ import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import * as client from 'openid-client';
 import { createResourceServer, GRANT_REVOKED_EVENT } from '../src/resource-server/index.ts';
-import { authorize, browse, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { authorize, browse, csrfOf, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { waitFor } from './helpers/wait.ts';
-import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, tokenExchange, type Exchanged } from './helpers/token-exchange.ts';
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, tokenExchange } from './helpers/token-exchange.ts';
 
 const ACCESS_TOKEN = ACCESS_TOKEN_TYPE;
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
@@ -42,18 +42,6 @@ async function userToken(server: TestServer, config: client.Configuration, user:
   const result = await authorize(server.issuer, url, user);
   const tokens = await client.authorizationCodeGrant(config, result.callback, { pkceCodeVerifier: verifier }, { resource });
   return { tokens, consentHtml: result.consentHtml };
-}
-
-/** The connected agents page as the user (signed in through the ordinary login page). */
-async function accountPage(issuer: string, user: TestUser, jar = new CookieJar()): Promise<{ html: string; jar: CookieJar }> {
-  let html = await (await followOnIssuer(jar, issuer, await browse(jar, `${issuer}/account`))).text();
-  const login = /action="(\/interaction\/[^"]+\/login)"/.exec(html)?.[1];
-  if (login)
-    html = await (
-      await followOnIssuer(jar, issuer, await postForm(jar, `${issuer}${login}`, { csrf: csrfOf(html), username: user.username, password: user.password }))
-    ).text();
-  assert.match(html, /Your connected agents/);
-  return { html, jar };
 }
 
 const auditRows = async (server: TestServer, clientId: string) =>
@@ -381,7 +369,7 @@ describe('token exchange and delegation chains (RFC 8693)', () => {
     const { tokens } = await userToken(server, plannerConfig, fresh, 'notes:read notes:write', NOTES_API);
     const handed = await exchange(coderConfig, { subject_token: tokens.access_token, subject_token_type: ACCESS_TOKEN, scope: 'notes:read' });
     assert.equal(handed.status, 200);
-    const { html, jar } = await accountPage(server.issuer, fresh);
+    const { html, jar } = await signInToAccount(server, fresh);
     assert.match(html, /It handed parts of this to/);
     const delegate = /<h4>Coding Agent<\/h4>[\s\S]*?href="\/account\/agents\/([^"/]+)\/revoke">Revoke only this agent/.exec(html);
     assert.ok(delegate, 'the Coding Agent is listed under the Reporting Agent');

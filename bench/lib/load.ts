@@ -17,6 +17,8 @@ export interface Measurement {
   errors: number;
   /** Peak RSS of the server process(es) during the run, MiB (summed over processes). */
   rssPeakMb?: number;
+  /** Server CPU time (user + system, summed over processes) per completed unit, ms: robust to a busy machine. */
+  cpuMsPerUnit?: number;
   notes?: Record<string, unknown>;
 }
 

@@ -56,6 +56,17 @@ export function resetPeakRss(pid: number): void {
   }
 }
 
+/** CPU time the process has used (user + system, all threads), ms; 0 where /proc is not readable. */
+export function cpuMs(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return 0;
+  }
+}
+
 /** Peak resident set size in MiB since start or the last reset. */
 export function peakRssMb(pid: number): number {
   try {

@@ -137,7 +137,17 @@ export async function prepareRefreshTokens(fx: OAuthFixture, count: number, sess
   const more = await mapConcurrently(
     Array.from({ length: Math.max(0, count - grants.length) }, (_, i) => grants[i % grants.length]!),
     concurrency,
-    ({ jar, set }) => codeFlow(fx, set.clientId, jar),
+    // Concurrent flows share a session's cookies; one that lost its interaction cookie to another
+    // (a 400 at the login form) is simply run again.
+    async ({ jar, set }) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await codeFlow(fx, set.clientId, jar);
+        } catch (err) {
+          if (attempt === 3) throw err;
+        }
+      }
+    },
   );
   return [...grants.map((g) => g.set), ...more];
 }

@@ -25,6 +25,8 @@ export interface Results {
 
 const TARGET_LABEL: Record<TargetName, string> = {
   agentauth: 'agentauth (Postgres + Redis)',
+  before: 'agentauth, --ab-dir checkout',
+  peer: 'plain-adapter peer (Postgres + Redis)',
   bare: 'bare oidc-provider (memory)',
   plain: 'node:http fixed body',
 };
@@ -37,7 +39,7 @@ function find(rows: ResultRow[], series: string, scenario: ScenarioName, target:
 
 function line(r: ResultRow, extra: string[]): string {
   const m = r.measurement;
-  return `| ${r.scenario} | ${TARGET_LABEL[r.target]} | ${m.rate} ${r.unit} | ${m.p50Ms} | ${m.p99Ms} | ${m.errors} | ${m.rssPeakMb ?? '–'} | ${extra.join(' | ')} |`;
+  return `| ${r.scenario} | ${TARGET_LABEL[r.target]} | ${m.rate} ${r.unit} | ${m.p50Ms} | ${m.p99Ms} | ${m.errors} | ${m.cpuMsPerUnit ?? '–'} | ${m.rssPeakMb ?? '–'} | ${extra.join(' | ')} |`;
 }
 
 export function markdown(results: Results): string {
@@ -62,21 +64,33 @@ export function markdown(results: Results): string {
   const baseline = rows.filter((r) => r.series === 'baseline');
   if (baseline.length) {
     out.push(
-      '## Three servers, same scenarios',
+      '## The servers, same scenarios',
       '',
       "p50/p99 in ms (per flow for code-flow, per revocation for revocation); errors are failed requests or flows (non-2xx where 200 was expected); RSS is the server's peak during the measured run, MiB.",
       '',
-      '| scenario | server | rate | p50 | p99 | errors | peak RSS | agentauth / bare | agentauth / node:http |',
-      '|---|---|---|---|---|---|---|---|---|',
+      'The peer is the same oidc-provider configuration over one PostgreSQL table and Redis, with no transaction, audit or rate limit; its replay check and refresh rotation are find-then-write, not race-safe.',
+      '',
+      "CPU ms is the server process's CPU time (user + system) per unit: unlike the rate, it hardly moves with the machine's load.",
+      '',
+      '| scenario | server | rate | p50 | p99 | errors | CPU ms | peak RSS | agentauth / peer | agentauth / bare | agentauth / node:http |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const scenario of scenarios) {
       const ours = find(rows, 'baseline', scenario, 'agentauth');
+      const before = find(rows, 'baseline', scenario, 'before');
+      const peer = find(rows, 'baseline', scenario, 'peer');
       const bare = find(rows, 'baseline', scenario, 'bare');
       const plain = find(rows, 'baseline', scenario, 'plain');
-      for (const r of [ours, bare, plain]) {
+      for (const r of [ours, before, peer, bare, plain]) {
         if (!r) continue;
         const ratios =
-          r.target === 'agentauth' ? [pct(r.measurement.rate, bare?.measurement.rate), pct(r.measurement.rate, plain?.measurement.rate)] : ['', ''];
+          r.target === 'agentauth' || r.target === 'before'
+            ? [
+                pct(r.measurement.rate, peer?.measurement.rate),
+                pct(r.measurement.rate, bare?.measurement.rate),
+                pct(r.measurement.rate, plain?.measurement.rate),
+              ]
+            : ['', '', ''];
         out.push(line(r, ratios));
       }
     }

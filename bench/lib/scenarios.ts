@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { dpopProofSource } from './dpop.ts';
 import { loop, postWithAutocannon, type BodySource, type Measurement } from './load.ts';
-import { peakRssMb, resetPeakRss } from './machine.ts';
+import { cpuMs, peakRssMb, resetPeakRss } from './machine.ts';
 import {
   assertionSource,
   clientAuth,
@@ -115,9 +115,9 @@ export async function runScenario(
             ),
           ),
         );
-      // A refresh costs about twice a client_credentials request on both servers; preparing
+      // A refresh costs up to a client_credentials request (the peer: about one); preparing
       // tokens is slow (two requests each), so the pool is sized from that, with a margin.
-      const wanted = Math.ceil(Math.min(memory.tokenRate ?? 1500, 3000) * 0.6 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
+      const wanted = Math.ceil(Math.min(memory.tokenRate ?? 900, 3000) * 1.0 * (s.seconds + s.warmupSeconds) * 1.3) + 500;
       const started = performance.now();
       const tokens = await prepareRefreshTokens(fx, wanted, s.refreshSessions, 16);
       s.log(`    prepared ${tokens.length} refresh tokens in ${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -188,8 +188,11 @@ export async function runScenario(
 /** Resets the servers' peak RSS, runs, and adds the peak (summed over processes) to the result. */
 async function measured(target: Target, run: () => Promise<Measurement>): Promise<Measurement> {
   for (const pid of target.pids()) resetPeakRss(pid);
+  const cpu = () => target.pids().reduce((n, pid) => n + cpuMs(pid), 0);
+  const cpuBefore = cpu();
   const result = await run();
-  return { ...result, rssPeakMb: target.pids().reduce((n, pid) => n + peakRssMb(pid), 0) };
+  const cpuMsPerUnit = result.completed ? Math.round(((cpu() - cpuBefore) / result.completed) * 1000) / 1000 : undefined;
+  return { ...result, rssPeakMb: target.pids().reduce((n, pid) => n + peakRssMb(pid), 0), cpuMsPerUnit };
 }
 
 /**

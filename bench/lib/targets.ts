@@ -1,5 +1,6 @@
 /**
- * The three servers the benchmark compares, each started on loopback and set up alike: one
+ * The servers the benchmark compares (agentauth, the plain-adapter peer, the in-memory ceiling,
+ * node:http), each started on loopback and set up alike: one
  * ES256 client key shared by every client, a client_credentials client, a resource server
  * introspecting as its own client, opaque and JWT resource servers, code-flow clients, one user.
  *
@@ -12,12 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ClientMetadata } from 'oidc-provider';
 import { freePort, newDeployment, ROOT, runCli, spawnServer } from '../../test/helpers/server.ts';
-import type { BareProviderConfig } from '../servers/bare-provider.ts';
+import type { ReferenceProviderConfig } from '../servers/reference-provider.ts';
 import { mapConcurrently } from './load.ts';
 import { pin } from './machine.ts';
 import { REDIRECT_URI, SCOPE, type OAuthFixture } from './oauth.ts';
 
-export type TargetName = 'agentauth' | 'bare' | 'plain';
+/** 'before': agentauth from another checkout (--ab-dir), beside this one in the same run. */
+export type TargetName = 'agentauth' | 'before' | 'peer' | 'bare' | 'plain';
 
 export interface Target {
   name: TargetName;
@@ -28,6 +30,8 @@ export interface Target {
   fixture?: OAuthFixture;
   /** agentauth only: its deployment's environment (the database the bench seeds). */
   env?: NodeJS.ProcessEnv;
+  /** agentauth and the peer: the database and Redis key prefix it stores under (for per-request counts). */
+  storage?: { databaseUrl: string; redisKeyPrefix: string };
   /** agentauth only: starts another process on the same Postgres and Redis. */
   addProcess?(): Promise<void>;
   /** agentauth only: stops every process but the first. */
@@ -122,6 +126,7 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
     },
     pids: () => processes.map((p) => p.child.pid!),
     env,
+    storage: env.DATABASE_URL ? { databaseUrl: env.DATABASE_URL, redisKeyPrefix: env.REDIS_KEY_PREFIX ?? '' } : undefined,
     fixture: {
       issuer,
       get urls() {
@@ -180,7 +185,16 @@ function scriptTarget(name: TargetName, child: ChildProcess, url: string, fixtur
   };
 }
 
-export async function startBareProvider(options: StartOptions): Promise<Target> {
+/**
+ * A reference server (bench/servers/reference-provider.ts) with the same clients, keys, resource
+ * servers and user as agentauth's: the in-memory ceiling or the plain-adapter peer.
+ */
+async function startReferenceProvider(
+  name: 'bare' | 'peer',
+  script: string,
+  options: StartOptions,
+  storage: Pick<ReferenceProviderConfig, 'databaseUrl' | 'redisUrl' | 'redisKeyPrefix'> = {},
+): Promise<{ target: Target; child: ChildProcess }> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const key = clientKey();
@@ -200,23 +214,29 @@ export async function startBareProvider(options: StartOptions): Promise<Target> 
     })),
   ];
   const user = { id: 'bench-user', username: 'bench-user', password: randomBytes(12).toString('base64url') };
-  const config: BareProviderConfig = {
+  const resourceServer = (identifier: string, tokenFormat: 'opaque' | 'jwt', accessTokenTtl: number) => ({
+    identifier,
+    scopes: [SCOPE],
+    tokenFormat,
+    accessTokenTtl,
+    introspectorClient: 'bench-rs',
+    eventDeliveryUri: null,
+  });
+  const config: ReferenceProviderConfig = {
     issuer,
     port,
-    signingJwk: { ...signing, kid: 'bare-signing', alg: 'ES256', use: 'sig' },
+    signingJwk: { ...signing, kid: `${name}-signing`, alg: 'ES256', use: 'sig' },
     clients,
     scopes: [SCOPE],
-    resources: [
-      { identifier: OPAQUE_RS, scopes: [SCOPE], format: 'opaque', ttl: OPAQUE_TTL, introspector: 'bench-rs' },
-      { identifier: JWT_RS, scopes: [SCOPE], format: 'jwt', ttl: JWT_TTL, introspector: 'bench-rs' },
-    ],
+    resources: [resourceServer(OPAQUE_RS, 'opaque', OPAQUE_TTL), resourceServer(JWT_RS, 'jwt', JWT_TTL)],
     user: { username: user.username, password: user.password },
+    ...storage,
   };
-  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'bare-provider-')), 'config.json');
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), `${name}-provider-`)), 'config.json');
   writeFileSync(file, JSON.stringify(config));
-  const { child } = await spawnScript('bench/servers/bare-provider.ts', { BENCH_BARE_CONFIG: file, ...profileOptions(options.cpuProfDir) });
+  const { child } = await spawnScript(script, { BENCH_REFERENCE_CONFIG: file, ...profileOptions(options.cpuProfDir) });
   pin(child.pid!, options.serverCores);
-  return scriptTarget('bare', child, issuer, {
+  const target = scriptTarget(name, child, issuer, {
     issuer,
     urls: [issuer],
     key,
@@ -226,6 +246,36 @@ export async function startBareProvider(options: StartOptions): Promise<Target> 
     user,
     resources: { opaque: OPAQUE_RS, jwt: JWT_RS },
   });
+  return { target, child };
+}
+
+/** The in-memory ceiling: oidc-provider with agentauth's configuration and the MemoryAdapter. */
+export async function startBareProvider(options: StartOptions): Promise<Target> {
+  return (await startReferenceProvider('bare', 'bench/servers/bare-provider.ts', options)).target;
+}
+
+/** The peer: the same configuration over one PostgreSQL table and Redis, in a database of its own. */
+export async function startPeerProvider(options: StartOptions): Promise<Target> {
+  const deployment = await newDeployment();
+  try {
+    const { target } = await startReferenceProvider('peer', 'bench/servers/plain-adapter-provider.ts', options, {
+      databaseUrl: deployment.env.DATABASE_URL,
+      redisUrl: deployment.env.REDIS_URL,
+      redisKeyPrefix: deployment.env.REDIS_KEY_PREFIX,
+    });
+    const stop = target.stop;
+    return {
+      ...target,
+      storage: { databaseUrl: deployment.env.DATABASE_URL!, redisKeyPrefix: deployment.env.REDIS_KEY_PREFIX ?? '' },
+      async stop() {
+        await stop();
+        await deployment.cleanup();
+      },
+    };
+  } catch (err) {
+    await deployment.cleanup();
+    throw err;
+  }
 }
 
 export async function startPlainHttp(options: StartOptions): Promise<Target> {

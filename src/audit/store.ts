@@ -139,6 +139,25 @@ async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: st
   return row ? { seq: Number(row.seq), lastId: Number(row.last_id), hash: row.hash } : readAnchor(db);
 }
 
+/** Tries for the gate this many times, GATE_RETRY_MS apart, before it waits in line for it. */
+const GATE_TRIES = 40;
+const GATE_RETRY_MS = 5;
+
+/**
+ * An exclusive request waiting for a lock makes every later shared request wait behind it
+ * (PostgreSQL grants locks in order): a sealer waiting in line would stall every request's
+ * COMMIT for as long as it waits. So it tries without waiting, between the requests' short
+ * holds, and queues only after GATE_TRIES misses, so sealing cannot starve under constant load.
+ */
+async function takeGateExclusively(db: Db): Promise<void> {
+  for (let i = 0; i < GATE_TRIES; i++) {
+    const r = await db.query<{ ok: boolean }>(`SELECT pg_try_advisory_xact_lock(${GATE}) AS ok`);
+    if (r.rows[0]?.ok) return;
+    await new Promise((resolve) => setTimeout(resolve, GATE_RETRY_MS));
+  }
+  await db.query(`SELECT pg_advisory_xact_lock(${GATE})`);
+}
+
 /**
  * The highest event id below which every row is final: taking the gate exclusively waits for
  * the transactions inserting events to end, and any that starts later draws a higher id. Its own
@@ -148,7 +167,7 @@ async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: st
 async function settledMaxId(db: Db): Promise<number> {
   return db.detached(() =>
     db.tx(async () => {
-      if (db.kind === 'postgres') await db.query(`SELECT pg_advisory_xact_lock(${GATE})`);
+      if (db.kind === 'postgres') await takeGateExclusively(db);
       const r = await db.query<{ max: string | null }>('SELECT max(id)::text AS max FROM audit_events');
       return Number(r.rows[0]?.max ?? 0);
     }),

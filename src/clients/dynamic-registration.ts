@@ -63,7 +63,12 @@ export function registrationGate(db: Db, openRegistration: boolean, limiter: Rat
 
 const currentContext = () => Provider.ctx as (KoaContextWithOIDC & { state: RegistrationState }) | undefined;
 
-export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPolicy) {
+/**
+ * `changed` is called when an existing client is updated or deleted (RFC 7592), inside the
+ * request's transaction: instances cache active clients per configuration generation, so it
+ * bumps the generation and announces it once committed.
+ */
+export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPolicy, changed: () => Promise<void>) {
   return async (clientId: string, metadata: ClientMetadata): Promise<void> => {
     const actor = { type: 'client' as const, id: clientId };
     const existing = await findClient(db, clientId);
@@ -73,8 +78,11 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
       }
       await checkClientMetadata(db, metadata, existing.registration, policy);
       await updateClientMetadata(db, metadata);
-      const changed = Object.keys({ ...metadata, ...existing.metadata }).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(existing.metadata[k]));
-      await audit.record({ type: 'client.updated', actor, clientId, details: { changed, via: 'rfc7592', client_name: metadata.client_name } });
+      await changed();
+      const changedKeys = Object.keys({ ...metadata, ...existing.metadata }).filter(
+        (k) => JSON.stringify(metadata[k]) !== JSON.stringify(existing.metadata[k]),
+      );
+      await audit.record({ type: 'client.updated', actor, clientId, details: { changed: changedKeys, via: 'rfc7592', client_name: metadata.client_name } });
       return;
     }
     const kind = currentContext()?.state.registrationKind;
@@ -85,10 +93,12 @@ export function storeRegisteredClient(db: Db, audit: AuditLog, policy: ClientPol
   };
 }
 
-export function deleteRegisteredClient(db: Db, audit: AuditLog) {
+export function deleteRegisteredClient(db: Db, audit: AuditLog, changed: () => Promise<void>) {
   return async (clientId: string): Promise<void> => {
     const actor = { type: 'client' as const, id: clientId };
     const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
-    if (await deleteClient(db, clientId)) await audit.record({ type: 'client.deleted', actor, clientId, details: { ...revoked, via: 'rfc7592' } });
+    const deleted = await deleteClient(db, clientId);
+    await changed();
+    if (deleted) await audit.record({ type: 'client.deleted', actor, clientId, details: { ...revoked, via: 'rfc7592' } });
   };
 }

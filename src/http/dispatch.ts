@@ -8,6 +8,7 @@
 import type { RequestListener } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
+import { markConfirmed } from './confirmed-generation.ts';
 import { routeOfRequest, type ProviderRoute } from './provider-route.ts';
 
 /** Endpoints whose answers depend on the current signing keys, scopes or resource servers. */
@@ -29,8 +30,8 @@ const CONFIG_DEPENDENT = new Set<ProviderRoute>([
 
 export interface LiveProviderView {
   current(): Provider;
-  /** Reloads if another process changed keys, scopes or resource servers. */
-  ensureFresh(): Promise<void>;
+  /** Reloads if another process changed keys, scopes, resource servers or clients; the generation confirmed current, if any. */
+  ensureFresh(): Promise<string | undefined>;
 }
 
 export function dispatchToProvider(live: LiveProviderView, log: Logger): RequestListener {
@@ -48,6 +49,10 @@ export function dispatchToProvider(live: LiveProviderView, log: Logger): Request
     if (!route || !CONFIG_DEPENDENT.has(route)) return void handlerOf(live.current())(req, res);
     live
       .ensureFresh()
+      .then((generation) => {
+        // What is cached per generation (clients) may serve this request: see confirmedGenerationOf.
+        if (generation) markConfirmed(req, generation);
+      })
       // A reload that fails (the database is down) leaves the provider as it was: answer with it.
       .catch((err: unknown) => log.warn({ err }, 'configuration freshness check failed'))
       .then(() => handlerOf(live.current())(req, res));

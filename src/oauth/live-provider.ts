@@ -23,8 +23,14 @@ const BUILT_IN_SCOPES = ['openid'];
 
 export interface LiveProvider {
   current(): Provider;
-  /** Reloads if another process changed keys or scopes since this one last looked. */
-  ensureFresh(): Promise<void>;
+  /**
+   * Reloads if another process changed keys, scopes, resource servers or clients since this one
+   * last looked. Resolves to the generation the shared store confirmed current (read after the
+   * call, and equal to the one loaded), or undefined when that could not be confirmed (the store
+   * is unreachable, lost the key, or lags the database): then nothing cached per generation may
+   * be trusted.
+   */
+  ensureFresh(): Promise<string | undefined>;
   reload(): Promise<void>;
   close(): void;
 }
@@ -38,6 +44,10 @@ export interface LiveProviderDeps {
   /** `detailsTypes`: the registered authorization details types (RFC 9396). */
   build(signingKeys: JsonWebKey[], scopes: string[], detailsTypes: DetailsType[]): Provider;
 }
+
+/** Generations are counters as text; anything else counts as newer, so it is reloaded and replaced. */
+const isNewer = (generation: string, than: string): boolean =>
+  /^\d+$/.test(generation) && /^\d+$/.test(than) ? BigInt(generation) > BigInt(than) : generation !== than;
 
 /** Tells every instance that keys or scopes changed; call after the change committed. */
 export async function announceConfigChange(db: Db, kv: Kv): Promise<void> {
@@ -77,6 +87,12 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   }
 
   await reload();
+  // A store that lost the key (or a new one) gets the database's generation, so requests can be
+  // confirmed again; a change announced meanwhile is never overwritten by an older value here.
+  await kv
+    .get(GENERATION_KEY)
+    .then((stored) => (stored === null ? kv.set(GENERATION_KEY, loadedGeneration, 365 * 24 * 3600) : undefined))
+    .catch((err: unknown) => log.warn({ err }, 'config generation not stored'));
   await kv.subscribe(CONFIG_CHANNEL, (generation) => {
     if (generation !== loadedGeneration) reload().catch((err: unknown) => log.error({ err }, 'config reload failed'));
   });
@@ -87,15 +103,18 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
   }, deps.pollIntervalSeconds * 1000);
   timer.unref();
 
-  async function checkGeneration(): Promise<void> {
-    if (keysDue()) return reload();
+  async function checkGeneration(): Promise<string | undefined> {
+    if (keysDue()) await reload();
     let generation: string | null;
     try {
       generation = await kv.get(GENERATION_KEY);
     } catch {
-      return; // freshness is best effort here; the timer catches up
+      return undefined; // freshness is best effort here; the timer catches up
     }
-    if (generation && generation !== loadedGeneration) await reload();
+    // Only a newer one: a store behind the database (an announcement that failed) must not make
+    // every request reload; the poll already loaded what the database holds.
+    if (generation && isNewer(generation, loadedGeneration)) await reload();
+    return generation !== null && generation === loadedGeneration ? generation : undefined;
   }
 
   return {
@@ -112,10 +131,10 @@ export async function startLiveProvider(deps: LiveProviderDeps): Promise<LivePro
  * callers that arrive while a run is under way share the next one. Under load that is one
  * Redis read per round trip instead of one per request.
  */
-export function sharedAfterArrival(check: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  let next: Promise<void> | undefined;
-  const start = (): Promise<void> => {
+export function sharedAfterArrival<T>(check: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined;
+  let next: Promise<T> | undefined;
+  const start = (): Promise<T> => {
     running = check().finally(() => {
       running = undefined;
     });

@@ -5,8 +5,8 @@
  * oidc-provider checks `consumed` and later calls `consume()`; its replay check is find-then-save.
  * Both are made atomic here, so concurrency cannot turn a single-use artifact into two wins.
  */
-import { errors } from 'oidc-provider';
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+import type { Adapter, AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
@@ -14,11 +14,16 @@ import * as artifacts from '../storage/artifacts.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
+import { confirmedGenerationOf } from '../http/confirmed-generation.ts';
 
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
 const DEFAULT_TTL_SECONDS = 24 * 3600;
 const KV_MODELS = new Set(['Session', 'Interaction']);
+/** Credentials nothing reads back in the request that issues them: stored with its COMMIT. */
+const DEFERRED_MODELS = new Set(['AccessToken', 'ClientCredentials']);
+/** workState key: set only inside a unit of work, where a COMMIT will come. */
+const DEFERRABLE = Symbol('deferrable artifact writes');
 
 const expiryDate = (expiresIn: number | undefined) => new Date(Date.now() + ((expiresIn ?? DEFAULT_TTL_SECONDS) + STORAGE_GRACE_SECONDS) * 1000);
 
@@ -51,6 +56,60 @@ export interface AdapterHooks {
   unsealDeviceCode(sealed: string): string;
 }
 
+/** workState key: the artifacts this unit of work has read (null: not found), by model and id. */
+const ARTIFACT_READS = Symbol('artifact reads');
+const readsOf = (db: Db) => db.workState(ARTIFACT_READS, () => new Map<string, artifacts.StoredArtifact | null>());
+const readKey = (model: string, id: string) => `${model}\u0000${id}`;
+
+/** An active client as the adapter answers it: metadata as served, and its own token rate limit. */
+interface ServedClient {
+  metadata: AdapterPayload;
+  tokenRateLimit: number | null;
+}
+
+/** Entries kept at most; past that the cache starts over (made-up ids are never kept). */
+const CLIENT_CACHE_SIZE = 10_000;
+
+/**
+ * Active clients by configuration generation. Every change to a client (update, disable, delete,
+ * its rate limit or retry window) bumps the generation and announces it before the operation
+ * returns, and a request may use an entry only under the generation confirmed current after it
+ * arrived (ensureFresh, one shared Redis read it makes anyway), so a disabled or deleted client
+ * is refused on every instance from the next request on. A request with no confirmed generation
+ * (an endpoint that does not check, Redis away) reads PostgreSQL as before. Unknown and disabled
+ * clients are not kept, and a generation older than one already seen is never trusted (a store
+ * restored from an old copy).
+ */
+function clientCache() {
+  const entries = new Map<string, { generation: string; client: ServedClient }>();
+  let newest = -1n;
+  const trusted = (generation: string | undefined): generation is string => {
+    if (generation === undefined || !/^\d+$/.test(generation)) return false;
+    const n = BigInt(generation);
+    if (n < newest) return false;
+    if (n > newest) {
+      newest = n;
+      entries.clear();
+    }
+    return true;
+  };
+  return {
+    get(id: string, generation: string | undefined): ServedClient | undefined {
+      if (!trusted(generation)) return undefined;
+      const entry = entries.get(id);
+      return entry?.generation === generation ? entry.client : undefined;
+    },
+    put(id: string, generation: string | undefined, client: ServedClient | undefined): ServedClient | undefined {
+      // Read under this generation: if a newer one came meanwhile, trusted() has refused it.
+      if (client && trusted(generation) && BigInt(generation) === newest) {
+        if (entries.size >= CLIENT_CACHE_SIZE) entries.clear();
+        entries.set(id, { generation, client });
+      }
+      return client;
+    },
+  };
+}
+
 export interface AdapterOptions {
   /**
    * Seconds a client assertion or DPoP proof jti is remembered: at least the longest an assertion
@@ -63,6 +122,20 @@ export interface AdapterOptions {
 export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options: AdapterOptions = {}): AdapterConstructor {
   const { revokeGrant } = hooks;
   const replayHorizon = options.replayHorizonSeconds ?? DEFAULT_REPLAY_HORIZON_SECONDS;
+  const clients = clientCache();
+
+  /** The client from PostgreSQL, as the adapter serves it; undefined when it may not authenticate. */
+  async function readClient(id: string): Promise<ServedClient | undefined> {
+    const found = await findActiveClient(db, id);
+    // A metadata document's client is read from its document (oidc-provider fetches and caches it).
+    if (!found || found.registration === 'metadata_document') return undefined;
+    // Held to the scopes open to unverified clients as they are now (a scope change bumps the
+    // generation too), not as they were when it registered.
+    const metadata = isSelfRegistered(found.registration)
+      ? { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) }
+      : found.metadata;
+    return { metadata, tokenRateLimit: found.tokenRateLimit };
+  }
 
   return class StorageAdapter implements Adapter {
     readonly model: string;
@@ -82,9 +155,16 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
+      readsOf(db)?.delete(readKey(this.model, id));
       const { jti: _value, ...rest } = payload;
       if (this.model === 'DeviceCode') rest.sealedDeviceCode = hooks.sealDeviceCode(id);
       const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
+      // Access tokens are issued, not read, in the request that makes them: their row travels
+      // with the COMMIT (inside a unit of work; a grant's row lock above is held until then).
+      if (DEFERRED_MODELS.has(this.model) && db.workState(DEFERRABLE, () => true)) {
+        artifacts.upsertArtifactAtCommit(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
+        return;
+      }
       await artifacts.upsertArtifact(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
     }
 
@@ -92,18 +172,21 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
       if (!storableId(id)) return undefined;
       if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
       if (this.model === 'Client') {
-        const found = await findActiveClient(db, id);
-        // A metadata document's client is read from its document (oidc-provider fetches and caches it).
-        if (!found || found.registration === 'metadata_document') return undefined;
-        await hooks.clientFound(id, found.tokenRateLimit);
-        // Held to the scopes open to unverified clients as they are now, not as they were when it registered.
-        if (isSelfRegistered(found.registration))
-          return { ...found.metadata, scope: scopeForUnverified(found.metadata.scope, await scopesOpenToUnverified(db)) };
-        return found.metadata;
+        const generation = confirmedGenerationOf((Provider.ctx as KoaContextWithOIDC | undefined)?.req);
+        const client = clients.get(id, generation) ?? clients.put(id, generation, await readClient(id));
+        if (!client) return undefined;
+        await hooks.clientFound(id, client.tokenRateLimit);
+        return client.metadata;
       }
       if (this.model === 'Grant') return findLiveGrant(db, id);
       if (this.model === 'ReplayDetection') return claimReplay(db, id, replayHorizon);
-      const stored = await artifacts.findArtifact(db, this.model, id);
+      const reads = readsOf(db);
+      const key = readKey(this.model, id);
+      let stored = reads?.get(key);
+      if (stored === undefined) {
+        stored = (await artifacts.findArtifact(db, this.model, id)) ?? null;
+        reads?.set(key, stored);
+      }
       if (!stored) return undefined;
       const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
       const { sealedDeviceCode: _sealed, ...payload } = stored.payload;
@@ -127,7 +210,11 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
 
     async consume(id: string): Promise<void> {
       if (!storableId(id)) throw new errors.InvalidGrant('unknown token');
-      const grantId = await artifacts.grantOfArtifact(db, this.model, id);
+      // The grant an artifact belongs to never changes: the row read earlier in this request says it.
+      const key = readKey(this.model, id);
+      const read = readsOf(db)?.get(key);
+      readsOf(db)?.delete(key);
+      const grantId = read ? read.grantId : await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       if (await artifacts.consumeArtifact(db, this.model, id)) return;
       // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
@@ -142,8 +229,12 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
         if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
         return kv.del(`${this.model}:${id}`);
       }
-      if (this.model === 'Grant') return revokeGrant(id);
+      if (this.model === 'Grant') {
+        readsOf(db)?.clear();
+        return revokeGrant(id);
+      }
       if (this.model === 'Client') return hooks.deleteClient(id);
+      readsOf(db)?.delete(readKey(this.model, id));
       const grantId = await artifacts.grantOfArtifact(db, this.model, id);
       if (grantId) await lockGrant(db, grantId);
       // oidc-provider destroys a credential it refuses (a registration access token presented for
@@ -157,6 +248,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
      * reuse, revocation). The whole grant is tombstoned: no token of it may outlive the call.
      */
     async revokeByGrantId(grantId: string): Promise<void> {
+      readsOf(db)?.clear();
       await revokeGrant(grantId);
     }
   };

@@ -18,42 +18,50 @@ import type { devicePages } from '../interactions/device.ts';
 import { compileSchema, hasOneTimeDetail, parsedDetails, type DetailsType } from '../authorization-details/types.ts';
 import { DPOP_ALGS, dpopFeature, installNonceRotation, requireDpopOfPublicClient, type DpopSettings } from './dpop.ts';
 
-export interface ProviderSettings {
-  issuer: string;
+/**
+ * What the protocol behaviour depends on: the part of agentauth's configuration that is pure
+ * OAuth (grants, client authentication, tokens, resource indicators, introspection policy), with
+ * no storage, registration, DPoP nonces or outbound fetching of its own. The benchmark's
+ * reference servers (bench/servers/) are built on exactly this, so they cannot drift from what
+ * agentauth runs.
+ */
+export interface BaseSettings {
   adapter: AdapterConstructor;
   signingKeys: JsonWebKey[];
   cookieKeys: string[];
   scopes: string[];
   ttl: { accessToken: number; refreshToken: number; refreshChain: number; authorizationCode: number; session: number };
-  trustProxy: boolean;
   findAccount: FindAccount;
-  renderError: NonNullable<Configuration['renderError']>;
   clientAuth: { maxAssertionLifetime: number; allowRs256: boolean };
-  /** Every request the provider sends (jwks_uri, metadata documents, back-channel logout). */
-  outbound: Outbound;
   /** The registered resource server for an RFC 8707 resource indicator, if any. */
   findResourceServer(identifier: string): Promise<ResourceServer | undefined>;
   /** Whether a client introspects for a resource server that is one of these audiences. */
   introspectsFor(clientId: string, audiences: string[]): Promise<boolean>;
+  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts); none when absent. */
+  delegationClaims?(token: object): Promise<Record<string, unknown> | undefined>;
+  /** Authorization details types the product registered (RFC 9396); none for the bench's servers. */
+  detailsTypes?: DetailsType[];
+}
+
+export interface ProviderSettings extends BaseSettings {
+  issuer: string;
+  trustProxy: boolean;
+  renderError: NonNullable<Configuration['renderError']>;
+  /** Every request the provider sends (jwks_uri, metadata documents, back-channel logout). */
+  outbound: Outbound;
   /** Set when Client ID Metadata Documents are accepted (CLIENT_ID_METADATA_DOCUMENTS). */
   metadataDocuments?: MetadataDocumentHooks;
   /** DPoP (RFC 9449): nonce secrets and who must send proofs. */
   dpop: DpopSettings;
-  /** `act` and `may_act` of an access token (RFC 8693 delegation, src/delegation/claims.ts). */
   delegationClaims(token: object): Promise<Record<string, unknown> | undefined>;
   /** Runs a wait on a remote host with no database connection held (Db.withoutConnection). */
   withoutConnection<T>(wait: () => Promise<T>): Promise<T>;
-  /** Authorization details types the product registered (RFC 9396). */
   detailsTypes: DetailsType[];
   /** CIBA's hooks: who login_hint names, and putting the request in front of the user (src/approvals). */
   ciba: ReturnType<typeof cibaHooks>;
   /** The device flow's pages (src/interactions/device.ts). */
   devicePages: ReturnType<typeof devicePages>;
 }
-
-/** CIBA: an agent may ask for up to a day (requested_expiry); without asking, 15 minutes. */
-const APPROVAL_DEFAULT_SECONDS = 15 * 60;
-const APPROVAL_MAX_SECONDS = 24 * 3600;
 
 /** A token for a one-time detail (a payment) is good for that one transaction: minutes, not hours. */
 export const ONE_TIME_TOKEN_TTL_SECONDS = 120;
@@ -105,6 +113,10 @@ function resourcesOfDetails(raw: unknown, types: ReadonlyMap<string, DetailsType
   }
   return [...new Set((details ?? []).flatMap((d) => types.get(String((d as { type?: unknown }).type))?.resource ?? []))];
 }
+
+/** CIBA: an agent may ask for up to a day (requested_expiry); without asking, 15 minutes. */
+const APPROVAL_DEFAULT_SECONDS = 15 * 60;
+const APPROVAL_MAX_SECONDS = 24 * 3600;
 
 /**
  * Algorithms a client may sign its assertion with: asymmetric only, never HMAC or none.
@@ -228,34 +240,17 @@ export const PASSWORD_ACR = 'urn:agentauth:acr:password';
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
 
-export function buildProvider(s: ProviderSettings): Provider {
-  const detailsTypes = new Map(s.detailsTypes.map((t) => [t.name, t]));
-  const configuration: Configuration = {
+/**
+ * The protocol configuration, with no I/O of its own: what agentauth and the benchmark's
+ * reference servers share. buildProvider adds what is agentauth's alone (its account client,
+ * registration, metadata documents, DPoP, back-channel logout, outbound fetching).
+ */
+export function baseConfiguration(s: BaseSettings): Configuration {
+  const detailsTypes = new Map((s.detailsTypes ?? []).map((t) => [t.name, t]));
+  return {
     adapter: s.adapter,
-    clients: [
-      {
-        client_id: ACCOUNT_CLIENT_ID,
-        client_name: 'Your connected agents',
-        application_type: 'web',
-        redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      },
-    ],
-    // The default, plus: the account page's own client needs no consent to learn who you are.
-    loadExistingGrant: async (ctx) => {
-      const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
-      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
-      if (ctx.oidc.client?.clientId !== ACCOUNT_CLIENT_ID || !ctx.oidc.session?.accountId) return undefined;
-      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CLIENT_ID, accountId: ctx.oidc.session.accountId });
-      grant.addOIDCScope('openid');
-      await grant.save();
-      return grant;
-    },
     jwks: { keys: s.signingKeys as unknown as NonNullable<Configuration['jwks']>['keys'] },
     findAccount: s.findAccount,
-    renderError: s.renderError,
     scopes: s.scopes,
     claims: { openid: ['sub'] },
     // RFC 9470 / OIDC acr_values: the one level there is; freshness is max_age's (the login page again).
@@ -273,7 +268,7 @@ export function buildProvider(s: ProviderSettings): Provider {
       id_token_signed_response_alg: 'ES256',
       // Any client may ask for any registered authorization details type unless its own
       // registration names fewer; the user approves each detail anyway.
-      authorization_details_types: s.detailsTypes.map((t) => t.name),
+      authorization_details_types: [...detailsTypes.keys()],
     },
     enabledJWA: {
       clientAuthSigningAlgValues: clientAuthAlgs(s.clientAuth.allowRs256) as NonNullable<
@@ -283,8 +278,6 @@ export function buildProvider(s: ProviderSettings): Provider {
       userinfoSigningAlgValues: ['ES256'],
       introspectionSigningAlgValues: ['ES256'],
       authorizationSigningAlgValues: ['ES256'],
-      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
-      dPoPSigningAlgValues: [...DPOP_ALGS],
     },
     cookies: {
       keys: s.cookieKeys,
@@ -303,8 +296,8 @@ export function buildProvider(s: ProviderSettings): Provider {
         // else is told only active: false.
         allowedPolicy: introspectionPolicy(s.introspectsFor),
       },
-      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
-      dPoP: dpopFeature(s.dpop),
+      // DPoP (RFC 9449) is agentauth's own (nonces, durable proof replay): buildProvider turns it on.
+      dPoP: { enabled: false },
       // RFC 8707: a request naming a registered resource server gets a token for it alone (its
       // identifier as audience, its scopes only, its format and lifetime); without one, a token
       // carries the granted scopes as before. Unknown resources are invalid_target.
@@ -329,45 +322,9 @@ export function buildProvider(s: ProviderSettings): Provider {
           };
         },
       },
-      // The types file ties this feature's shape to introspection's through conditional types it cannot resolve here.
-      richAuthorizationRequests: richAuthorizationRequests(s.detailsTypes) as never,
-      // OpenID CIBA Core 1.0: an agent asks, its user approves on /account (src/approvals), and the
-      // agent polls or is pinged at its registered endpoint. No user codes, no login_hint_token.
-      ciba: { enabled: true, deliveryModes: ['poll', 'ping'], ...s.ciba },
-      // RFC 8628 for agents in a terminal: the user types the code at /device and signs in there
-      // with the same login and consent pages. Codes of 8 letters with no vowels (base-20).
-      deviceFlow: { enabled: true, charset: 'base-20', mask: '****-****', ...s.devicePages },
       // RP-initiated logout renders a page with inline script; we have no OIDC relying parties.
       rpInitiatedLogout: { enabled: false },
-      // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
-      // grant of theirs is revoked (from the revocation outbox, with retries).
-      backchannelLogout: { enabled: true },
       userinfo: { enabled: false },
-      // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
-      // initial access token, or open registration for public clients); every resulting client
-      // is checked against our policy when the adapter stores it.
-      registration: {
-        enabled: true,
-        initialAccessToken: false,
-        issueRegistrationAccessToken: true,
-        idFactory: () => `agt_${randomBytes(16).toString('base64url')}`,
-      },
-      // The registration access token is replaced on every update (RFC 7592 §3).
-      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
-      // A client_id that is the https URL of the client's metadata (what MCP clients prefer), when
-      // enabled: fetches are budgeted per IP, clients held to the open registration policy.
-      clientIdMetadataDocument: {
-        enabled: Boolean(s.metadataDocuments),
-        ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
-        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
-        allowClient: async (_ctx, client) => {
-          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
-          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
-          return true;
-        },
-        // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
-        cacheDuration: { min: 60, max: 3600 },
-      },
     },
     // Refresh tokens for every client allowed the grant: agents run unattended, so refresh is
     // tied neither to offline_access nor to the browser session.
@@ -401,13 +358,13 @@ export function buildProvider(s: ProviderSettings): Provider {
     },
     // Tokens name their grant (JWT claim and introspection member) so a resource server can drop
     // what it cached when the grant's revocation event, which names the same grant_id, arrives.
+    // Exchanged tokens carry their chain (act) and tokens a delegate may be handed say so
+    // (may_act), in the JWT and in introspection alike (RFC 8693 §4.1, §4.4).
     // RFC 9470: acr and auth_time of the sign-in behind the token, so a resource server can ask
-    // for a fresher one (the JWT formatter does not emit them; extra claims reach JWTs and
-    // introspection alike). A refresh keeps the original sign-in's. Exchanged tokens carry their
-    // chain (act) and tokens a delegate may be handed say so (may_act), RFC 8693 §4.1, §4.4.
+    // for a fresher one (the JWT formatter does not emit them). A refresh keeps the original's.
     extraTokenClaims: async (ctx, token) => {
       const grantId = (token as { grantId?: string }).grantId;
-      const delegation = await s.delegationClaims(token);
+      const delegation = await s.delegationClaims?.(token);
       const signIn = signInBehind(ctx);
       const claims = {
         ...delegation,
@@ -429,6 +386,83 @@ export function buildProvider(s: ProviderSettings): Provider {
       revocation_endpoint_auth_methods_supported: ['private_key_jwt', 'none'],
       revocation_endpoint_auth_signing_alg_values_supported: clientAuthAlgs(s.clientAuth.allowRs256),
     },
+    // Not a new parameter: a default for `scope` (see defaultScope).
+    extraParams: { scope: defaultScope(s.findResourceServer) },
+  };
+}
+
+export function buildProvider(s: ProviderSettings): Provider {
+  const base = baseConfiguration(s);
+  const configuration: Configuration = {
+    ...base,
+    clients: [
+      {
+        client_id: ACCOUNT_CLIENT_ID,
+        client_name: 'Your connected agents',
+        application_type: 'web',
+        redirect_uris: [`${s.issuer}${ACCOUNT_CALLBACK_PATH}`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      },
+    ],
+    // The default, plus: the account page's own client needs no consent to learn who you are.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId ?? ctx.oidc.session?.grantIdFor(ctx.oidc.client!.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client?.clientId !== ACCOUNT_CLIENT_ID || !ctx.oidc.session?.accountId) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: ACCOUNT_CLIENT_ID, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid');
+      await grant.save();
+      return grant;
+    },
+    renderError: s.renderError,
+    enabledJWA: {
+      ...base.enabledJWA,
+      // Asymmetric, and what agents' libraries make: ES256, EdDSA (Ed25519), PS256; never RS256 or HMAC.
+      dPoPSigningAlgValues: [...DPOP_ALGS],
+    },
+    features: {
+      ...base.features,
+      // RFC 9449: sender-constrained tokens, with shared nonces and durable jti replay (oauth/dpop.ts).
+      dPoP: dpopFeature(s.dpop),
+      // The types file ties this feature's shape to introspection's through conditional types it cannot resolve here.
+      richAuthorizationRequests: richAuthorizationRequests(s.detailsTypes) as never,
+      // OpenID CIBA Core 1.0: an agent asks, its user approves on /account (src/approvals), and the
+      // agent polls or is pinged at its registered endpoint. No user codes, no login_hint_token.
+      ciba: { enabled: true, deliveryModes: ['poll', 'ping'], ...s.ciba },
+      // RFC 8628 for agents in a terminal: the user types the code at /device and signs in there
+      // with the same login and consent pages. Codes of 8 letters with no vowels (base-20).
+      deviceFlow: { enabled: true, charset: 'base-20', mask: '****-****', ...s.devicePages },
+      // OIDC back-channel logout for clients that register a backchannel_logout_uri: sent when a
+      // grant of theirs is revoked (from the revocation outbox, with retries).
+      backchannelLogout: { enabled: true },
+      // RFC 7591/7592. Who may register is decided before oidc-provider sees the request (an
+      // initial access token, or open registration for public clients); every resulting client
+      // is checked against our policy when the adapter stores it.
+      registration: {
+        enabled: true,
+        initialAccessToken: false,
+        issueRegistrationAccessToken: true,
+        idFactory: () => `agt_${randomBytes(16).toString('base64url')}`,
+      },
+      // The registration access token is replaced on every update (RFC 7592 §3).
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
+      // A client_id that is the https URL of the client's metadata (what MCP clients prefer), when
+      // enabled: fetches are budgeted per IP, clients held to the open registration policy.
+      clientIdMetadataDocument: {
+        enabled: Boolean(s.metadataDocuments),
+        ...(s.metadataDocuments ? { ack: 'draft-02' } : {}),
+        allowFetch: async (ctx, clientId) => s.metadataDocuments!.allowFetch(ctx?.ip ?? 'unknown', clientId),
+        allowClient: async (_ctx, client) => {
+          // Held to the scopes open to unverified clients (oidc-provider builds it anew per request).
+          Object.assign(client, { scope: await s.metadataDocuments!.admitClient(client.metadata() as ClientMetadata) });
+          return true;
+        },
+        // Re-read at least hourly whatever the document's Cache-Control says; at most once a minute.
+        cacheDuration: { min: 60, max: 3600 },
+      },
+    },
     // Where agentauth pushes a signed event when one of the agent's grants is revoked (RFC 8935);
     // checked by the registration policy like every URL agentauth itself calls.
     // Also where DPOP_REQUIRED_FOR_PUBLIC_CLIENTS holds public clients to DPoP (see oauth/dpop.ts).
@@ -440,8 +474,6 @@ export function buildProvider(s: ProviderSettings): Provider {
         requireDpopOfPublicClient(metadata, ACCOUNT_CLIENT_ID, ctx !== undefined && ['registration', 'client_update'].includes(String(ctx.oidc?.route)));
       },
     },
-    // Not a new parameter: a default for `scope` (see defaultScope).
-    extraParams: { scope: defaultScope(s.findResourceServer) },
     // Every request the provider sends goes through our outbound module: https, the address
     // policy checked on the dialled socket, no redirects, 64 KiB. oidc-provider's own dispatcher
     // (its socket check) is replaced by ours, with its 2.5 s deadline kept through `signal`.
@@ -455,6 +487,7 @@ export function buildProvider(s: ProviderSettings): Provider {
   configuration.fetch = (url, options) => s.withoutConnection(() => fetchRemote(url, options));
   const provider = new Provider(s.issuer, configuration);
   provider.proxy = s.trustProxy;
+  installNonceRotation(provider, s.dpop.nonceSecrets);
   // oidc-provider always says user codes are supported on the backchannel endpoint; ours refuses them.
   provider.use(async function truthfulMetadata(ctx, next) {
     await next();
@@ -463,6 +496,5 @@ export function buildProvider(s: ProviderSettings): Provider {
       body.backchannel_user_code_parameter_supported = false;
     }
   });
-  installNonceRotation(provider, s.dpop.nonceSecrets);
   return provider;
 }

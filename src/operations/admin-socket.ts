@@ -20,7 +20,7 @@ type Reply = { ok: true; result: unknown } | { ok: false; status: number; error:
 const refusal = (err: AgentauthError): Reply => ({ ok: false, status: err.status, ...oauthErrorBody(err) });
 const unreachable = (description: string) => new AgentauthError(503, 'temporarily_unavailable', description, { expose: true });
 
-export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Logger, afterChange: () => Promise<void>): Promise<net.Server> {
+export function serveAdminSocket(dataDir: string, ctx: OperationContext, log: Logger, afterChange: () => Promise<unknown>): Promise<net.Server> {
   const file = adminSocketPath(dataDir);
   rmSync(file, { force: true });
   const server = net.createServer((socket) => {

@@ -37,6 +37,7 @@ import { findScopes, listScopes, upsertScope, type Scope } from '../scopes/store
 import { DETAILS_TYPE_NAME, listDetailsTypes, upsertDetailsType, type DetailsType } from '../authorization-details/types.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
+import { bumpConfigGeneration } from '../storage/generation.ts';
 import { migrate } from '../storage/migrate.ts';
 import { deleteConnection, findConnection, insertConnection, listConnections, setConnectionAgents, type Connection } from '../connections/store.ts';
 import { discover, UpstreamError } from '../connections/upstream.ts';
@@ -239,6 +240,8 @@ export const operations = {
       await updateClientMetadata(db, metadata);
       if (tokenRateLimit !== undefined) await setTokenRateLimit(db, clientId, tokenRateLimit);
       if (refreshRetryWindow !== undefined) await setRefreshRetryWindow(db, clientId, refreshRetryWindow);
+      // Instances cache active clients per configuration generation (see clientCache).
+      await bumpConfigGeneration(db);
       const changed = Object.keys(metadata).filter((k) => JSON.stringify(metadata[k]) !== JSON.stringify(current.metadata[k]));
       if (tokenRateLimit !== undefined && tokenRateLimit !== current.tokenRateLimit) changed.push('token_rate_limit');
       if (refreshRetryWindow !== undefined && refreshRetryWindow !== current.refreshRetryWindow) changed.push('refresh_retry_window');
@@ -256,23 +259,34 @@ export const operations = {
       });
       return clientView((await findClient(db, clientId))!, await delegatesOf(db, clientId));
     },
+    { changesConfig: true },
   ),
 
-  'clients.disable': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
-    const disabled = await disableClient(db, clientId);
-    const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_disabled');
-    if (disabled) await audit.record({ type: 'client.disabled', actor, clientId, details: revoked });
-    return { client_id: clientId, disabled: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
-  }),
+  'clients.disable': operation(
+    z.object({ clientId: z.string().min(1).max(200) }),
+    async ({ db, audit, actor }, { clientId }) => {
+      if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
+      const disabled = await disableClient(db, clientId);
+      await bumpConfigGeneration(db);
+      const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_disabled');
+      if (disabled) await audit.record({ type: 'client.disabled', actor, clientId, details: revoked });
+      return { client_id: clientId, disabled: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
+    },
+    { changesConfig: true },
+  ),
 
-  'clients.delete': operation(z.object({ clientId: z.string().min(1).max(200) }), async ({ db, audit, actor }, { clientId }) => {
-    if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
-    const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
-    await deleteClient(db, clientId);
-    await audit.record({ type: 'client.deleted', actor, clientId, details: revoked });
-    return { client_id: clientId, deleted: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
-  }),
+  'clients.delete': operation(
+    z.object({ clientId: z.string().min(1).max(200) }),
+    async ({ db, audit, actor }, { clientId }) => {
+      if (!(await findClient(db, clientId))) throw new NotFound(`no client ${clientId}`);
+      const revoked = await revokeClientAccess(db, audit, clientId, actor, 'client_deleted');
+      await deleteClient(db, clientId);
+      await bumpConfigGeneration(db);
+      await audit.record({ type: 'client.deleted', actor, clientId, details: revoked });
+      return { client_id: clientId, deleted: true, revoked_grants: revoked.grants, deleted_tokens: revoked.tokens };
+    },
+    { changesConfig: true },
+  ),
 
   'registration-tokens.create': operation(
     z.object({
@@ -533,7 +547,7 @@ export const isOperationName = (name: string): name is OperationName => Object.h
 
 /**
  * Validates the input and runs the operation in one transaction; bad input becomes one readable
- * InvalidRequest. A change to keys, scopes or resource servers is announced to every instance once committed.
+ * InvalidRequest. A change to keys, scopes, resource servers or clients is announced to every instance once committed.
  */
 export async function runOperation(ctx: OperationContext, name: string, rawInput: unknown): Promise<unknown> {
   if (!isOperationName(name)) throw new InvalidRequest(`unknown operation ${name}`);

@@ -31,6 +31,20 @@ export async function upsertArtifact(db: Db, model: string, id: string, owners: 
   );
 }
 
+/**
+ * The same upsert, sent with the unit of work's COMMIT (Db.atCommit) instead of on its own: one
+ * round trip less for a credential nothing reads back before the request ends. It is durable
+ * exactly when the rest of the request is (a failed statement fails the commit: no 200).
+ */
+export function upsertArtifactAtCommit(db: Db, model: string, id: string, owners: ArtifactOwners, payload: Payload, expiresAt: Date): void {
+  const hash = `decode(${sqlLiteral(hashId(id).toString('hex'))}, 'hex')`;
+  const values = [sqlLiteral(model), hash, sqlLiteral(owners.grantId), sqlLiteral(owners.clientId), `${sqlLiteral(payload)}::jsonb`, sqlLiteral(expiresAt)];
+  db.atCommit(
+    () => `INSERT INTO oidc_artifacts (model, id_hash, grant_id, client_id, payload, expires_at) VALUES (${values.join(', ')})
+     ON CONFLICT (model, id_hash) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at`,
+  );
+}
+
 export async function countArtifactsOfClient(db: Db, clientId: string): Promise<number> {
   const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_artifacts WHERE client_id = $1', [clientId]);
   return r.rows[0]!.n;

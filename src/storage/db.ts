@@ -55,6 +55,12 @@ export interface Db {
    * parameters, so every value in it must go through sqlLiteral(). If it fails, nothing commits.
    */
   atCommit(build: () => string | undefined): void;
+  /**
+   * Runs fn once the current unit of work has committed, before its response is sent (never if
+   * it rolls back); outside a unit of work, at once. For what must follow the commit and precede
+   * the answer: telling other instances about a change. fn reports its own failure.
+   */
+  afterCommit(fn: () => Promise<void>): Promise<void>;
   /** Connections open, idle and waited for, for the pool gauges (PGlite: its one connection). */
   poolStats(): PoolStats;
   /**
@@ -75,6 +81,11 @@ export interface Db {
 
 /** A connection that stays ours until released: a pg pool client, or PGlite behind a mutex. */
 interface Connection {
+  /**
+   * Begins a transaction. On PostgreSQL BEGIN is not sent alone: it leaves with the next
+   * statement (or COMMIT), in the same write, and both are answered in one round trip.
+   */
+  begin(): Promise<void>;
   query<T>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
   script(sql: string): Promise<void>;
   /**
@@ -108,6 +119,8 @@ interface Work {
   ended: boolean;
   /** How many tx() blocks are open in this work: their statements must stay in one transaction. */
   atomicBlocks: number;
+  /** afterCommit() functions, run once the work committed. */
+  afterCommit: (() => Promise<void>)[];
 }
 
 const currentWork = new AsyncLocalStorage<Work>();
@@ -119,7 +132,7 @@ function createDb(driver: Driver): Db {
       work.connection = (async () => {
         const connection = await driver.acquire();
         try {
-          await connection.query('BEGIN');
+          await connection.begin();
         } catch (err) {
           connection.release(true);
           throw err;
@@ -160,7 +173,7 @@ function createDb(driver: Driver): Db {
       } else {
         await connection.query('ROLLBACK');
         if (work.keepOnRollback.length) {
-          await connection.query('BEGIN');
+          await connection.begin();
           await connection.commit(work.keepOnRollback.join(';\n'));
         }
       }
@@ -195,7 +208,7 @@ function createDb(driver: Driver): Db {
   };
 
   async function runWork<T>(fn: () => Promise<T>, commit: (result: T) => boolean): Promise<T> {
-    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false, atomicBlocks: 0 };
+    const work: Work = { state: new Map(), atCommit: [], mustCommit: false, keepOnRollback: [], ended: false, atomicBlocks: 0, afterCommit: [] };
     let result: T;
     try {
       result = await currentWork.run(work, fn);
@@ -203,7 +216,9 @@ function createDb(driver: Driver): Db {
       await finishWork(work, false);
       throw err;
     }
-    await finishWork(work, work.mustCommit || commit(result));
+    const committing = work.mustCommit || commit(result);
+    await finishWork(work, committing);
+    if (committing) for (const after of work.afterCommit) await after().catch(() => {});
     return result;
   }
 
@@ -299,6 +314,11 @@ function createDb(driver: Driver): Db {
       if (!work) throw new Error('atCommit() outside a unit of work');
       work.atCommit.push(build);
     },
+    async afterCommit(fn) {
+      const work = openWork();
+      if (work) work.afterCommit.push(fn);
+      else await fn();
+    },
     poolStats: () => driver.stats(),
     mustCommit() {
       const work = openWork();
@@ -359,6 +379,11 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 10,
+    // A statement is written without waiting for the answer to the one before: BEGIN travels with
+    // the first statement, and statements a request issues at once (Promise.all) share a trip.
+    // Each still has its own Sync, so an error ends only its own statement (and, inside a
+    // transaction, aborts the transaction as it would have one statement later).
+    pipeline: true,
     connectionTimeoutMillis: 5_000,
     statement_timeout: 5_000,
     idle_in_transaction_session_timeout: 30_000,
@@ -383,20 +408,52 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
         client.on('error', () => {});
         listened.add(client);
       }
+      // BEGIN waits here until the first statement (or COMMIT) goes with it.
+      let beginPending = false;
+      const stream = (client as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream;
+      /**
+       * Writes the statement (after BEGIN if one is pending) in one system call: pg writes each
+       * protocol message (Parse, Bind, Describe, Execute, Sync) on its own, so a corked socket
+       * turns five writes into one writev.
+       */
+      const send = <R>(sql: string, params?: unknown[]): Promise<R> => {
+        stream.cork();
+        try {
+          const begun = beginPending ? client.query('BEGIN') : undefined;
+          beginPending = false;
+          const sent = client.query(sql, params) as unknown as Promise<R>;
+          if (!begun) return sent;
+          // A failed BEGIN fails the statement behind it too (both ride on the same connection).
+          return Promise.allSettled([begun, sent]).then(([b]) => (b.status === 'rejected' ? Promise.reject(b.reason) : sent));
+        } finally {
+          stream.uncork();
+        }
+      };
       return {
+        async begin() {
+          beginPending = true;
+        },
         async query<T>(sql: string, params?: unknown[]) {
-          const r = await sanitized(() => client.query(sql, params));
+          const r = await sanitized(() => send<pg.QueryResult>(sql, params));
           return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
         },
         async script(sql: string) {
-          await sanitized(() => client.query(sql));
+          await sanitized(() => send(sql));
         },
         async commit(statements: string) {
-          const r: pg.QueryResult | pg.QueryResult[] = await sanitized(() => client.query(statements ? `${statements};\nCOMMIT` : 'COMMIT'));
+          // Begun and nothing sent since: there is nothing to commit.
+          if (beginPending && !statements) {
+            beginPending = false;
+            return;
+          }
+          const r: pg.QueryResult | pg.QueryResult[] = await sanitized(() => send(statements ? `${statements};\nCOMMIT` : 'COMMIT'));
           const last = Array.isArray(r) ? r.at(-1) : r;
           if (last?.command === 'ROLLBACK') throw new Error('the transaction had aborted; COMMIT rolled it back');
         },
-        release: (broken) => client.release(broken),
+        release: (broken) => {
+          beginPending = false;
+          client.release(broken);
+        },
       };
     },
     close: () => pool.end(),
@@ -429,6 +486,9 @@ export async function createPgliteDb(dataDir: string, observer: StorageObserver 
       waiting -= 1;
       busy = true;
       return {
+        async begin() {
+          await sanitized(() => db.query('BEGIN'));
+        },
         async query<T>(sql: string, params?: unknown[]) {
           const r = await sanitized(() => db.query<T>(sql, params ?? []));
           return { rows: r.rows, rowCount: r.affectedRows || r.rows.length };

@@ -42,7 +42,14 @@ export async function createRedisKv(url: string, prefix: string, observer: Stora
   const options = { keyPrefix: prefix, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: 2_000 };
   // Commands issued in the same tick by concurrent requests leave in one write: under load, far
   // fewer system calls than one write per command.
-  const redis = new Redis(url, { ...options, enableAutoPipelining: true });
+  const redis = new Redis(url, { ...options, enableAutoPipelining: true }) as Redis & {
+    countWithExpiry(key: string, ttlSeconds: number): Promise<number>;
+  };
+  // INCR, and an expiry where the counter has none (NX: a later increment never extends it).
+  redis.defineCommand('countWithExpiry', {
+    numberOfKeys: 1,
+    lua: "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX') return n",
+  });
   const subscriber = new Redis(url, { ...options, keyPrefix: undefined, enableOfflineQueue: true, commandTimeout: undefined });
   redis.on('error', () => observer.error('connection'));
   subscriber.on('error', () => observer.error('connection'));
@@ -59,18 +66,8 @@ export async function createRedisKv(url: string, prefix: string, observer: Stora
       await counted(redis.del(key));
     },
     async incr(key, ttlSeconds) {
-      const results = await counted(
-        redis
-          .multi()
-          .incr(key)
-          .expire(key, Math.max(1, Math.ceil(ttlSeconds)), 'NX')
-          .exec(),
-      );
-      const [error, count] = results?.[0] ?? [new Error('no reply'), 0];
-      if (error) {
-        observer.error('query');
-        throw error;
-      }
+      // One script (EVALSHA): atomic like MULTI/INCR/EXPIRE/EXEC, one command instead of four.
+      const count = await counted(redis.countWithExpiry(key, Math.max(1, Math.ceil(ttlSeconds))));
       return Number(count);
     },
     async decr(key) {

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/log.ts';
 import { purgeExpiredRegistrationTokens } from '../clients/registration-tokens.ts';
 import { purgeDeliveredEvents } from '../revocation/outbox.ts';
-import { purgeBatches } from '../storage/artifacts.ts';
+import { purgeBatches } from '../artifacts/store.ts';
 import type { Db } from '../storage/db.ts';
 
 const LOCK = 'agentauth:maintenance';

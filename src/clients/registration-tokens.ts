@@ -1,6 +1,6 @@
 /** Initial access tokens (RFC 7591 §3): created by an admin, stored as SHA-256, used up atomically. */
 import { randomBytes } from 'node:crypto';
-import { hashId } from '../storage/artifacts.ts';
+import { hashId } from '../storage/hash-id.ts';
 import type { Db } from '../storage/db.ts';
 import { deleteBatch } from '../storage/delete-batch.ts';
 

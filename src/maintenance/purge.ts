@@ -12,7 +12,7 @@ import type { AuditLog } from '../audit/log.ts';
 import { purgeExpiredRegistrationTokens } from '../clients/registration-tokens.ts';
 import { purgeDeliveredEvents } from '../revocation/outbox.ts';
 import { purgeApprovalRequests } from '../approvals/store.ts';
-import { purgeBatches } from '../storage/artifacts.ts';
+import { purgeBatches } from '../artifacts/store.ts';
 import type { Db } from '../storage/db.ts';
 
 const LOCK = 'agentauth:maintenance';

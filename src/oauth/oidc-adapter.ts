@@ -10,7 +10,7 @@ import type { Adapter, AdapterPayload, KoaContextWithOIDC } from 'oidc-provider'
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
 import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
-import * as artifacts from '../storage/artifacts.ts';
+import * as artifacts from '../artifacts/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
 import { containsNul, NUL_REFUSED } from '../storage/nul.ts';
@@ -19,7 +19,6 @@ import { confirmedGenerationOf } from '../http/confirmed-generation.ts';
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
 const DEFAULT_TTL_SECONDS = 24 * 3600;
-const KV_MODELS = new Set(['Session', 'Interaction']);
 /** Credentials nothing reads back in the request that issues them: stored with its COMMIT. */
 const DEFERRED_MODELS = new Set(['AccessToken', 'ClientCredentials']);
 /** workState key: set only inside a unit of work, where a COMMIT will come. */
@@ -119,11 +118,59 @@ export interface AdapterOptions {
   replayHorizonSeconds?: number;
 }
 
-export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options: AdapterOptions = {}): AdapterConstructor {
-  const { revokeGrant } = hooks;
-  const replayHorizon = options.replayHorizonSeconds ?? DEFAULT_REPLAY_HORIZON_SECONDS;
-  const clients = clientCache();
+/** How one model is stored: the adapter hands each call to its model's store. */
+interface ModelStore {
+  upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void>;
+  find(id: string): Promise<AdapterPayload | undefined>;
+  destroy(id: string): Promise<void>;
+  /** Single-use artifacts only (codes, refresh tokens, device codes). */
+  consume?(id: string): Promise<void>;
+}
 
+/** PostgreSQL stores no NUL: refuse it as the client's error, not a 500 from the driver. */
+function refuseNul(id: string, payload: AdapterPayload, error: () => Error): void {
+  if (containsNul(id) || containsNul(payload)) throw error();
+}
+
+/** Sessions and interactions: in Redis (or in-process), which may lose them. */
+function sessionStore(kv: Kv, model: string): ModelStore {
+  return {
+    upsert: (id, payload, expiresIn) => kvUpsert(kv, model, id, payload, expiresIn),
+    find: (id) => kvFind(kv, model, id),
+    async destroy(id) {
+      const stored = await kvFind(kv, model, id);
+      if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
+      await kv.del(`${model}:${id}`);
+    },
+  };
+}
+
+function grantStore(db: Db, revokeGrant: (grantId: string) => Promise<void>): ModelStore {
+  return {
+    upsert(id, payload, expiresIn) {
+      refuseNul(id, payload, () => new errors.InvalidRequest(NUL_REFUSED));
+      return grantUpsert(db, id, payload, expiresIn);
+    },
+    find: (id) => findLiveGrant(db, id),
+    destroy(id) {
+      readsOf(db)?.clear();
+      return revokeGrant(id);
+    },
+  };
+}
+
+/** Client assertion and DPoP proof jtis: claimed in find (see claimReplay); nothing to save after. */
+function replayStore(db: Db, horizonSeconds: number): ModelStore {
+  return {
+    upsert: async () => {},
+    find: (id) => claimReplay(db, id, horizonSeconds),
+    destroy: async () => {},
+  };
+}
+
+/** Clients: read through the per-generation cache; RFC 7591/7592 writes go through the registration policy. */
+function clientStore(db: Db, hooks: AdapterHooks): ModelStore {
+  const clients = clientCache();
   /** The client from PostgreSQL, as the adapter serves it; undefined when it may not authenticate. */
   async function readClient(id: string): Promise<ServedClient | undefined> {
     const found = await findActiveClient(db, id);
@@ -136,61 +183,104 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
       : found.metadata;
     return { metadata, tokenRateLimit: found.tokenRateLimit };
   }
+  return {
+    upsert(id, payload) {
+      refuseNul(id, payload, () => new errors.InvalidClientMetadata(NUL_REFUSED));
+      return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);
+    },
+    async find(id) {
+      const generation = confirmedGenerationOf((Provider.ctx as KoaContextWithOIDC | undefined)?.req);
+      const client = clients.get(id, generation) ?? clients.put(id, generation, await readClient(id));
+      if (!client) return undefined;
+      await hooks.clientFound(id, client.tokenRateLimit);
+      return client.metadata;
+    },
+    destroy: (id) => hooks.deleteClient(id),
+  };
+}
 
-  return class StorageAdapter implements Adapter {
-    readonly model: string;
-    constructor(model: string) {
-      this.model = model;
-    }
-
-    async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
-      if (KV_MODELS.has(this.model)) return kvUpsert(kv, this.model, id, payload, expiresIn);
-      // PostgreSQL stores no NUL: refuse it as the client's error, not a 500 from the driver.
-      if (containsNul(id) || containsNul(payload)) {
-        throw this.model === 'Client' ? new errors.InvalidClientMetadata(NUL_REFUSED) : new errors.InvalidRequest(NUL_REFUSED);
-      }
-      if (this.model === 'Grant') return grantUpsert(db, id, payload, expiresIn);
-      if (this.model === 'ReplayDetection') return; // claimed atomically by find (see claimReplay)
-      if (this.model === 'Client') return hooks.storeClient(id, { ...payload, client_id: id } as ClientMetadata);
+/** Every other model (codes, tokens, pushed requests…): a row of oidc_artifacts keyed by the value's hash. */
+function artifactStore(db: Db, model: string, hooks: AdapterHooks): ModelStore {
+  const { revokeGrant } = hooks;
+  const key = (id: string) => readKey(model, id);
+  return {
+    async upsert(id, payload, expiresIn) {
+      refuseNul(id, payload, () => new errors.InvalidRequest(NUL_REFUSED));
       const grantId = typeof payload.grantId === 'string' ? payload.grantId : null;
       // A grant-bound credential is stored only while its grant lives (see lockGrant).
       if (grantId && (await lockGrant(db, grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
-      readsOf(db)?.delete(readKey(this.model, id));
+      readsOf(db)?.delete(key(id));
       const { jti: _value, ...rest } = payload;
-      if (this.model === 'DeviceCode') rest.sealedDeviceCode = hooks.sealDeviceCode(id);
+      if (model === 'DeviceCode') rest.sealedDeviceCode = hooks.sealDeviceCode(id);
       const clientId = typeof payload.clientId === 'string' ? payload.clientId : null;
       // Access tokens are issued, not read, in the request that makes them: their row travels
       // with the COMMIT (inside a unit of work; a grant's row lock above is held until then).
-      if (DEFERRED_MODELS.has(this.model) && db.workState(DEFERRABLE, () => true)) {
-        artifacts.upsertArtifactAtCommit(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
+      if (DEFERRED_MODELS.has(model) && db.workState(DEFERRABLE, () => true)) {
+        artifacts.upsertArtifactAtCommit(db, model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
         return;
       }
-      await artifacts.upsertArtifact(db, this.model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
-    }
-
-    async find(id: string): Promise<AdapterPayload | undefined> {
-      if (!storableId(id)) return undefined;
-      if (KV_MODELS.has(this.model)) return kvFind(kv, this.model, id);
-      if (this.model === 'Client') {
-        const generation = confirmedGenerationOf((Provider.ctx as KoaContextWithOIDC | undefined)?.req);
-        const client = clients.get(id, generation) ?? clients.put(id, generation, await readClient(id));
-        if (!client) return undefined;
-        await hooks.clientFound(id, client.tokenRateLimit);
-        return client.metadata;
-      }
-      if (this.model === 'Grant') return findLiveGrant(db, id);
-      if (this.model === 'ReplayDetection') return claimReplay(db, id, replayHorizon);
+      await artifacts.upsertArtifact(db, model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
+    },
+    async find(id) {
       const reads = readsOf(db);
-      const key = readKey(this.model, id);
-      let stored = reads?.get(key);
+      let stored = reads?.get(key(id));
       if (stored === undefined) {
-        stored = (await artifacts.findArtifact(db, this.model, id)) ?? null;
-        reads?.set(key, stored);
+        stored = (await artifacts.findArtifact(db, model, id)) ?? null;
+        reads?.set(key(id), stored);
       }
       if (!stored) return undefined;
       const consumed = stored.consumedAt ? { consumed: Math.floor(stored.consumedAt.getTime() / 1000) } : {};
       const { sealedDeviceCode: _sealed, ...payload } = stored.payload;
       return { ...payload, ...consumed, jti: id };
+    },
+    async consume(id) {
+      // The grant an artifact belongs to never changes: the row read earlier in this request says it.
+      const read = readsOf(db)?.get(key(id));
+      readsOf(db)?.delete(key(id));
+      const grantId = read ? read.grantId : await artifacts.grantOfArtifact(db, model, id);
+      if (grantId) await lockGrant(db, grantId);
+      if (await artifacts.consumeArtifact(db, model, id)) return;
+      // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
+      if (grantId) await revokeGrant(grantId);
+      throw new errors.InvalidGrant(`${model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
+    },
+    async destroy(id) {
+      readsOf(db)?.delete(key(id));
+      const grantId = await artifacts.grantOfArtifact(db, model, id);
+      if (grantId) await lockGrant(db, grantId);
+      // oidc-provider destroys a credential it refuses (a registration access token presented for
+      // another client, a reused one): that must outlast the refusal.
+      db.mustCommit();
+      await artifacts.deleteArtifact(db, model, id);
+    },
+  };
+}
+
+export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options: AdapterOptions = {}): AdapterConstructor {
+  const { revokeGrant } = hooks;
+  const special: Record<string, ModelStore> = {
+    Session: sessionStore(kv, 'Session'),
+    Interaction: sessionStore(kv, 'Interaction'),
+    Grant: grantStore(db, revokeGrant),
+    ReplayDetection: replayStore(db, options.replayHorizonSeconds ?? DEFAULT_REPLAY_HORIZON_SECONDS),
+    Client: clientStore(db, hooks),
+  };
+  const storeOf = (model: string): ModelStore => special[model] ?? artifactStore(db, model, hooks);
+
+  return class StorageAdapter implements Adapter {
+    readonly model: string;
+    readonly #store: ModelStore;
+    constructor(model: string) {
+      this.model = model;
+      this.#store = storeOf(model);
+    }
+
+    upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+      return this.#store.upsert(id, payload, expiresIn);
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      return storableId(id) ? this.#store.find(id) : undefined;
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -199,6 +289,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
       return id ? kvFind(kv, 'Session', id) : undefined;
     }
 
+    /** RFC 8628 §3.3: the device code the user's typed code names (see sealDeviceCode). */
     async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
       if (this.model !== 'DeviceCode' || !storableId(userCode)) return undefined;
       const stored = await artifacts.findDeviceCodeByUserCode(db, userCode);
@@ -209,38 +300,12 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
     }
 
     async consume(id: string): Promise<void> {
-      if (!storableId(id)) throw new errors.InvalidGrant('unknown token');
-      // The grant an artifact belongs to never changes: the row read earlier in this request says it.
-      const key = readKey(this.model, id);
-      const read = readsOf(db)?.get(key);
-      readsOf(db)?.delete(key);
-      const grantId = read ? read.grantId : await artifacts.grantOfArtifact(db, this.model, id);
-      if (grantId) await lockGrant(db, grantId);
-      if (await artifacts.consumeArtifact(db, this.model, id)) return;
-      // Lost the race to a concurrent redemption: treat it as reuse, kill the grant's tokens.
-      if (grantId) await revokeGrant(grantId);
-      throw new errors.InvalidGrant(`${this.model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
+      if (!storableId(id) || !this.#store.consume) throw new errors.InvalidGrant('unknown token');
+      return this.#store.consume(id);
     }
 
     async destroy(id: string): Promise<void> {
-      if (!storableId(id)) return;
-      if (KV_MODELS.has(this.model)) {
-        const stored = await kvFind(kv, this.model, id);
-        if (typeof stored?.uid === 'string') await kv.del(`sessionUid:${stored.uid}`);
-        return kv.del(`${this.model}:${id}`);
-      }
-      if (this.model === 'Grant') {
-        readsOf(db)?.clear();
-        return revokeGrant(id);
-      }
-      if (this.model === 'Client') return hooks.deleteClient(id);
-      readsOf(db)?.delete(readKey(this.model, id));
-      const grantId = await artifacts.grantOfArtifact(db, this.model, id);
-      if (grantId) await lockGrant(db, grantId);
-      // oidc-provider destroys a credential it refuses (a registration access token presented for
-      // another client, a reused one): that must outlast the refusal.
-      db.mustCommit();
-      return artifacts.deleteArtifact(db, this.model, id);
+      if (storableId(id)) await this.#store.destroy(id);
     }
 
     /**

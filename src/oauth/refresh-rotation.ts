@@ -27,7 +27,8 @@ import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validat
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { lockGrant } from '../grants/store.ts';
 import { seal, unseal } from '../keys/sealed.ts';
-import { recordSuccessor, refreshState, refreshTokenIsLive, hashId } from '../storage/artifacts.ts';
+import { recordSuccessor, refreshState, refreshTokenIsLive } from './refresh-state.ts';
+import { hashId } from '../storage/hash-id.ts';
 import type { Db } from '../storage/db.ts';
 
 export interface RefreshRotationDeps {

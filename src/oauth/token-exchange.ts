@@ -29,7 +29,8 @@ import { actClaim, decideExchange, type Basis, type SubjectToken, type TargetSer
 import { isDelegate } from '../delegation/store.ts';
 import { findChildGrant, grantChain, insertChildGrant, liveGrantRow, lockGrant, upsertGrant } from '../grants/store.ts';
 import type { ResourceServer as RegisteredServer } from '../resource-servers/store.ts';
-import { findArtifact, hashId, recordOnce } from '../storage/artifacts.ts';
+import { findArtifact, recordOnce } from '../artifacts/store.ts';
+import { hashId } from '../storage/hash-id.ts';
 import type { Db } from '../storage/db.ts';
 import { connectionOfTarget, exchangeForConnection } from '../connections/exchange.ts';
 import type { VaultDeps } from '../connections/vault.ts';

@@ -11,7 +11,7 @@
  */
 import type { AuditInput, AuditLog } from '../audit/log.ts';
 import { metrics } from '../metrics/metrics.ts';
-import { countArtifactsOfClient, deleteArtifactsOfClient } from '../storage/artifacts.ts';
+import { countArtifactsOfClient, deleteArtifactsOfClient } from '../artifacts/store.ts';
 import type { Db } from '../storage/db.ts';
 import { liveChildGrantIds, liveGrantIdsOfAccount, liveGrantIdsOfClient, tombstoneGrant, type RevokedGrant } from '../grants/store.ts';
 import { enqueueRevocationEvents } from './outbox.ts';

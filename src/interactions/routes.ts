@@ -7,7 +7,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import type { InteractionResults } from 'oidc-provider';
 import type { HashQueue } from '../users/hash-queue.ts';
-import { accountNamed, passwordOpens } from '../users/login.ts';
+import { accountNamed, passwordOpens, PASSWORD_ACR } from '../users/login.ts';
 import type { SignInGuard } from '../users/sign-in-guard.ts';
 import type { AuditLog } from '../audit/log.ts';
 import { findAccountById } from '../users/store.ts';
@@ -20,7 +20,6 @@ import { findClient, isSelfRegistered } from '../clients/store.ts';
 import { describePermission, oidcScopeAllowed, permissionLabel, permissionsOf, type Permission } from '../grants/permissions.ts';
 import { findScopes } from '../scopes/store.ts';
 import { metrics } from '../metrics/metrics.ts';
-import { PASSWORD_ACR } from '../oauth/provider.ts';
 import type { Db } from '../storage/db.ts';
 import { sentencesFor, type DetailsType } from '../authorization-details/types.ts';
 

@@ -15,6 +15,7 @@ import type { Outbound } from '../net/outbound.ts';
 import type { AdapterConstructor } from './oidc-adapter.ts';
 import type { cibaHooks } from '../approvals/ciba.ts';
 import type { devicePages } from '../interactions/device.ts';
+import { PASSWORD_ACR } from '../users/login.ts';
 import { compileSchema, hasOneTimeDetail, parsedDetails, type DetailsType } from '../authorization-details/types.ts';
 import { DPOP_ALGS, dpopFeature, installNonceRotation, requireDpopOfPublicClient, type DpopSettings } from './dpop.ts';
 
@@ -232,9 +233,6 @@ function signInBehind(ctx: KoaContextWithOIDC | undefined): { acr?: string; auth
   const entities = ctx?.oidc?.entities as Record<string, { acr?: string; authTime?: number } | undefined> | undefined;
   return entities?.AuthorizationCode ?? entities?.RefreshToken ?? entities?.BackchannelAuthenticationRequest ?? entities?.DeviceCode;
 }
-
-/** The one authentication context agentauth's sign-in gives: a password, typed at our login page. */
-export const PASSWORD_ACR = 'urn:agentauth:acr:password';
 
 /** agentauth's own client for the connected agents page: signing in there is an authorization request. */
 export const ACCOUNT_CLIENT_ID = 'agentauth-account';

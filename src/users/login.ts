@@ -4,6 +4,9 @@ import type { HashQueue } from './hash-queue.ts';
 import { DECOY_HASH, verifyPassword } from './passwords.ts';
 import { findAccountByUsername, type Account } from './store.ts';
 
+/** The one authentication context agentauth's sign-in gives: a password, typed at our login page (RFC 9470 acr). */
+export const PASSWORD_ACR = 'urn:agentauth:acr:password';
+
 const PLAUSIBLE_USERNAME = /^[^\u0000-\u001f]{1,200}$/u;
 
 /** The account a typed name names, if any (looked up before any limit is counted). */

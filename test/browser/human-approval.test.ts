@@ -6,22 +6,21 @@
  * product's webhook receives a signed event; another user's page shows nothing to approve.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import type http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as client from 'openid-client';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { chromiumUnavailable, launchChromium } from '../helpers/chromium.ts';
 import { payment, registerPaymentType } from '../helpers/details-types.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from '../helpers/factories.ts';
 import { startServer, type TestServer } from '../helpers/server.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable, type TestHost } from '../helpers/test-host.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const CIBA_GRANT = 'urn:openid:params:grant-type:ciba';
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const APPROVAL_REQUESTED_EVENT = 'https://agentauth.dev/secevent/approval-requested';
-const skip = !existsSync(CHROMIUM) ? `needs Debian's Chromium at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)` : (testHostsUnavailable ?? false);
+const skip = chromiumUnavailable || (testHostsUnavailable ?? false);
 
 interface Delivery {
   authorization: string;
@@ -70,18 +69,7 @@ describe('human approval in Chromium', { skip }, () => {
     server = await startServer({ ...testHostEnv(), APPROVAL_POLL_INTERVAL: '1', APPROVAL_WEBHOOK_URL: `${product.host.origin}/approvals` });
     await createScope(server, 'payments:initiate', 'Start payments');
     await registerPaymentType(server);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();

@@ -59,6 +59,13 @@ export async function buildSecurityEventToken(
       },
     },
   };
+  return signSecurityEvent(claims, event, issuer, key);
+}
+
+type SigningKey = { kid: string; privateJwk: Record<string, unknown> };
+
+/** Every event agentauth pushes is one Security Event Token (RFC 8417), signed with jose here. */
+async function signSecurityEvent(claims: { events: Record<string, unknown> }, event: PendingEvent, issuer: string, key: SigningKey): Promise<string> {
   return new SignJWT(claims)
     .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' })
     .setIssuer(issuer)
@@ -69,14 +76,8 @@ export async function buildSecurityEventToken(
 }
 
 /** The signed approval-requested event for the product: what the user is asked, and by whom. */
-export async function buildApprovalEvent(event: PendingEvent, issuer: string, key: { kid: string; privateJwk: Record<string, unknown> }): Promise<string> {
-  return new SignJWT({ events: { [APPROVAL_REQUESTED_EVENT]: event.payload ?? {} } })
-    .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'secevent+jwt' })
-    .setIssuer(issuer)
-    .setJti(event.jti)
-    .setIssuedAt()
-    .setAudience(event.audience)
-    .sign(await importJWK(key.privateJwk as JWK, 'ES256'));
+export function buildApprovalEvent(event: PendingEvent, issuer: string, key: SigningKey): Promise<string> {
+  return signSecurityEvent({ events: { [APPROVAL_REQUESTED_EVENT]: event.payload ?? {} } }, event, issuer, key);
 }
 
 /** CIBA Core §10.2: POST {auth_req_id} with the agent's client_notification_token as bearer. */

@@ -139,7 +139,20 @@ describe('resource servers', () => {
     const config = await clientFor(server, agent);
     const tokens = await codeFlowTokens(server.issuer, config, user, { scope: 'notes:read', extra: { resource: NOTES_API } });
     const info = await client.tokenIntrospection(notesClient, tokens.access_token);
-    assert.deepEqual(Object.keys(info).sort(), ['active', 'aud', 'client_id', 'exp', 'grant_id', 'iat', 'iss', 'scope', 'sub', 'token_type']);
+    assert.deepEqual(Object.keys(info).sort(), [
+      'acr',
+      'active',
+      'aud',
+      'auth_time',
+      'client_id',
+      'exp',
+      'grant_id',
+      'iat',
+      'iss',
+      'scope',
+      'sub',
+      'token_type',
+    ]);
     assert.equal(info.sub, user.id);
     assert.equal(info.token_type, 'Bearer');
     await client.tokenRevocation(config, tokens.access_token);

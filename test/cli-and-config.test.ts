@@ -76,6 +76,14 @@ describe('the agentauth command against a running server', () => {
     }
   });
 
+  it('takes an identifier that begins with "-" as the identifier, not as an option (grant ids are random base64url)', async () => {
+    const dashed = await server.cli(['grants', 'revoke', '-Xk3dDashedGrantId0000000000', '--json']);
+    assert.equal(dashed.code, 1, dashed.stderr);
+    assert.equal(JSON.parse(dashed.stdout).error, 'not_found');
+    const typo = await server.cli(['scopes', 'list', '--jsn']);
+    assert.equal(typo.code, 2, 'an unknown option is still a usage error');
+  });
+
   it('reports a bad input as one JSON object on stdout with --json', async () => {
     const r = await server.cli(['clients', 'show', 'agt_nope', '--json']);
     assert.equal(r.code, 1);

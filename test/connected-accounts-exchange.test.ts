@@ -159,7 +159,8 @@ describe('upstream tokens by token exchange', { skip: testHostsUnavailable }, ()
     const subject = await userToken(agentConfig, user);
     assert.equal((await exchange(agentConfig, subject)).status, 200);
     const grantId = String((await client.tokenIntrospection(agentConfig, subject)).grant_id);
-    assert.equal((await server.cli(['grants', 'revoke', grantId])).code, 0);
+    const revoked = await server.cli(['grants', 'revoke', grantId]);
+    assert.equal(revoked.code, 0, revoked.stderr);
     const after = await exchange(agentConfig, subject);
     assert.equal(after.status, 400);
     assert.equal(after.body.access_token, undefined);

@@ -700,6 +700,24 @@ function resolveCommand(args: string[]): { name: string; command: Command; rest:
   return { name: first, command, rest: args.slice(1) };
 }
 
+/** An identifier agentauth made (a grant id is random base64url) may begin with "-". */
+const DASHED_IDENTIFIER = /^-[A-Za-z0-9_-]{15,}$/;
+
+/**
+ * The command's options and positionals. A long token that begins with "-" and names no option is
+ * an identifier (`grants revoke -Xk3…` as `users grants` printed it), taken as a positional as if
+ * it came after "--"; anything else unknown is a usage error.
+ */
+function parseCommandLine(args: string[], options: NonNullable<ParseArgsConfig['options']>): { values: Values; positionals: string[] } {
+  const identifiers = args.filter((a) => DASHED_IDENTIFIER.test(a) && !Object.hasOwn(options, a.replace(/^-+/, '')));
+  const end = args.indexOf('--');
+  const before = end === -1 ? args : args.slice(0, end);
+  const after = end === -1 ? [] : args.slice(end + 1);
+  const named = before.filter((a) => !identifiers.includes(a));
+  const ids = before.filter((a) => identifiers.includes(a));
+  return parseArgs({ args: [...named, '--', ...ids, ...after], options, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+}
+
 export async function main(argv: string[]): Promise<number> {
   const wantsJson = argv.includes('--json');
   /** One line on stderr; with --json, the same refusal as the admin API's body on stdout. */
@@ -719,12 +737,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     let parsed: { values: Values; positionals: string[] };
     try {
-      parsed = parseArgs({
-        args: rest,
-        options: { ...command.options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-        allowPositionals: true,
-        strict: true,
-      }) as { values: Values; positionals: string[] };
+      parsed = parseCommandLine(rest, { ...command.options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } });
     } catch (err) {
       throw new UsageError((err as Error).message.split('\n')[0]!);
     }

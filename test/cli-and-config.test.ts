@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { authorize } from './helpers/browserless.ts';
 import { clientFor, createAgent, createUser } from './helpers/factories.ts';
-import { newDeployment, REAL_SERVICES, runCli, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { newDeployment, REAL_SERVICES, runCli, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 
 describe('the agentauth command against a running server', () => {
   let server: TestServer;
@@ -230,8 +230,7 @@ describe('start-up refusals', () => {
     }
     const first = await spawnServer({ ...deployment.env, PORT: '0' });
     t.after(async () => {
-      first.child.kill('SIGTERM');
-      await new Promise((resolve) => first.child.once('exit', resolve));
+      await stopProcess(first.child);
       await deployment.cleanup();
     });
     const error = await spawnServer({ ...deployment.env, PORT: '0' }).then(

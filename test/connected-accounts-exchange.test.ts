@@ -11,7 +11,7 @@ import * as client from 'openid-client';
 import { browse, codeFlowTokens, signInToAccount } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
-import { REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { REAL_SERVICES, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 import { testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { startUpstream, type Upstream } from './helpers/upstream-provider.ts';
 import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, tokenExchange } from './helpers/token-exchange.ts';
@@ -77,11 +77,7 @@ describe('upstream tokens by token exchange', { skip: testHostsUnavailable }, ()
   });
 
   after(async () => {
-    if (restarted) {
-      const exited = new Promise((resolve) => restarted!.child.once('exit', resolve));
-      restarted.child.kill('SIGTERM');
-      await exited;
-    }
+    if (restarted) await stopProcess(restarted.child);
     await server?.stop();
     await upstream?.close();
   });

@@ -14,7 +14,7 @@ import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, p
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { clientAssertion, dpopProof, generateTestKey, thumbprintOf, type TestKey } from './helpers/jwt.ts';
-import { REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { REAL_SERVICES, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1/cb';
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -284,8 +284,7 @@ describe('DPoP at the authorization server', () => {
       const replayed = await tokenRequest(server.issuer, ccParams(), proof);
       assert.equal(replayed.body.error, 'invalid_dpop_proof');
     } finally {
-      restarted.child.kill('SIGTERM');
-      await new Promise((resolve) => restarted.child.once('exit', resolve));
+      await stopProcess(restarted.child);
     }
   });
 });
@@ -441,10 +440,7 @@ describe('DPoP nonce secrets rotate like cookie keys', () => {
     const restartWith = async (secrets: string) => {
       await server.halt();
       const next = await spawnServer({ ...server.env, DPOP_NONCE_SECRETS: secrets });
-      return async () => {
-        next.child.kill('SIGTERM');
-        await new Promise((resolve) => next.child.once('exit', resolve));
-      };
+      return () => stopProcess(next.child);
     };
     let stop = await restartWith(`${newSecret},${oldSecret}`);
     try {

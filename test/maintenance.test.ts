@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { openDirect } from './helpers/direct-db.ts';
-import { newDeployment, REAL_SERVICES, runCli, spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { newDeployment, REAL_SERVICES, runCli, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 
 const EXPORTED_ROWS = 100_050;
 
@@ -36,11 +36,7 @@ describe('maintenance at real sizes', () => {
     }
   });
   after(async () => {
-    if (restarted) {
-      const exited = new Promise((resolve) => restarted!.child.once('exit', resolve));
-      restarted.child.kill('SIGTERM');
-      await exited;
-    }
+    if (restarted) await stopProcess(restarted.child);
     await server?.stop();
   });
 

@@ -15,7 +15,7 @@ import { clientAssertion, generateTestKey, type TestKey } from './helpers/jwt.ts
 import { Redis } from 'ioredis';
 import { openDirect } from './helpers/direct-db.ts';
 import { waitFor } from './helpers/wait.ts';
-import { freePort, newDeployment, REAL_SERVICES, ROOT, startServer, type TestServer } from './helpers/server.ts';
+import { freePort, newDeployment, REAL_SERVICES, ROOT, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 
 /** Sends one raw HTTP/1.1 request and returns the status line, headers and body as text. */
 function rawRequest(port: number, head: string, timeoutMs = 5_000): Promise<{ status: number; headers: Record<string, string>; body: string }> {
@@ -193,8 +193,7 @@ describe('a request that arrives while the server starts', () => {
       for (let i = 0; i < 600 && !output.includes('agentauth is running at'); i += 1) await new Promise((resolve) => setTimeout(resolve, 50));
       assert.equal((await rawRequest(port, 'GET /readyz HTTP/1.1')).status, 200);
     } finally {
-      child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await stopProcess(child, 'SIGKILL');
       await deployment.cleanup();
     }
   });

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
 import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
-import { spawnServer, startServer, type TestServer } from './helpers/server.ts';
+import { spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 import { createTestHost, testHostEnv, testHostsUnavailable } from './helpers/test-host.ts';
 import { waitFor } from './helpers/wait.ts';
 
@@ -272,10 +272,7 @@ describe('revocation events survive kill -9', { skip: testHostsUnavailable }, ()
       await waitFor('delivery after the restart', () => (receiver.received.length ? true : undefined), 20_000);
       assert.equal(new Set(receiver.received.map((r) => decode(r.token).claims.jti)).size, 1);
     } finally {
-      if (restarted) {
-        restarted.child.kill('SIGKILL');
-        await new Promise((resolve) => restarted!.child.once('exit', resolve));
-      }
+      if (restarted) await stopProcess(restarted.child, 'SIGKILL');
       await server.stop();
       await receiver.close();
     }

@@ -4,7 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { freePort, newDeployment, runCli, spawnServer, type CliResult } from './server.ts';
+import { freePort, newDeployment, runCli, spawnServer, stopProcess, type CliResult } from './server.ts';
 
 export interface TestCluster {
   issuer: string;
@@ -53,15 +53,7 @@ export async function startCluster(size: number, extraEnv: NodeJS.ProcessEnv = {
     async stop() {
       proxy.closeAllConnections();
       proxy.close();
-      await Promise.all(
-        children.map((child) => {
-          child.removeAllListeners('exit');
-          if (child.exitCode !== null) return undefined;
-          const exited = new Promise((resolve) => child.once('exit', resolve));
-          child.kill('SIGTERM');
-          return exited;
-        }),
-      );
+      await Promise.all(children.map((child) => stopProcess(child)));
       await deployment.cleanup();
     },
   };

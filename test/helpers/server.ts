@@ -108,6 +108,15 @@ export function runCli(env: NodeJS.ProcessEnv, args: string[], stdin?: string): 
   });
 }
 
+/** Stops a server process and waits until it has exited (at once when it already has). */
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  child.removeAllListeners('exit');
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
 /** Spawns `node src/main.ts` and waits until it listens; rejects with its output if it exits. */
 export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
@@ -138,13 +147,7 @@ export async function startServer(
   const baseUrl = `http://localhost:${port}`;
   const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
   const { child, output } = await spawnServer(serverEnv(env));
-  async function halt(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    child.removeAllListeners('exit');
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill(signal);
-    await exited;
-  }
+  const halt = (signal: NodeJS.Signals = 'SIGTERM') => stopProcess(child, signal);
   return {
     issuer: env.ISSUER!,
     baseUrl,

@@ -76,6 +76,34 @@ describe('connected accounts', { skip: testHostsUnavailable }, () => {
     );
     assert.equal(wrongIssuer.code, 1);
     assert.match(wrongIssuer.stderr, /discovery failed/);
+
+    // A provider without metadata: its endpoints named, each checked as a URL agentauth may call.
+    const explicit = await server.cli(
+      ['connections', 'create', 'explicit', '--name', 'Explicit', '--authorization-endpoint', `${upstream.host.origin}/auth`].concat([
+        '--token-endpoint',
+        `${upstream.host.origin}/token`,
+        '--client-id',
+        'x',
+        '--client-secret-stdin',
+        '--json',
+      ]),
+      's',
+    );
+    assert.equal(explicit.code, 0, explicit.stderr);
+    const named = JSON.parse(explicit.stdout) as Record<string, unknown>;
+    assert.deepEqual([named.issuer, named.revocation_endpoint, named.iss_parameter_supported], [null, null, false]);
+    const loopback = await server.cli(
+      ['connections', 'create', 'loopback', '--name', 'Loopback', '--authorization-endpoint', 'https://127.0.0.1/auth'].concat([
+        '--token-endpoint',
+        'https://127.0.0.1/token',
+        '--client-id',
+        'x',
+        '--client-secret-stdin',
+      ]),
+      's',
+    );
+    assert.equal(loopback.code, 1, 'a token endpoint on a refused address is refused at registration');
+    assert.equal((await server.cli(['connections', 'delete', 'explicit'])).code, 0);
   });
 
   it('connects a user account from /account: PKCE, state and iss; the page lists it', async () => {

@@ -4,15 +4,20 @@
  * refresh, and revocation (RFC 7009). The client authenticates with client_secret_basic
  * (RFC 6749 §2.3.1, id and secret form-encoded first).
  */
+import { AgentauthError } from '../errors.ts';
 import type { Outbound } from '../net/outbound.ts';
 import type { UpstreamTokens } from './store.ts';
 
-/** The upstream refused (its OAuth error code) or could not be used (`unreachable`, `bad_response`). */
-export class UpstreamError extends Error {
-  readonly error: string;
-  constructor(error: string, description: string) {
-    super(description);
-    this.error = error;
+/**
+ * The upstream refused (`upstream` is its OAuth error code) or could not be used (`unreachable`,
+ * `bad_response`). One of ours (src/errors.ts); the vault turns it into what the caller is told,
+ * and one that escapes is a hidden 502.
+ */
+export class UpstreamError extends AgentauthError {
+  readonly upstream: string;
+  constructor(upstream: string, description: string) {
+    super(502, 'upstream_error', description, { expose: false });
+    this.upstream = upstream;
   }
 }
 

@@ -98,7 +98,7 @@ export async function finishConnect(
     result = await exchangeCode(deps.outbound, connection.tokenEndpoint, await upstreamClient(deps, connection), params.code, pending.verifier, redirectUri);
   } catch (err) {
     if (!(err instanceof UpstreamError)) throw err;
-    throw new AgentauthError(502, 'upstream_error', `${connection.displayName} refused to connect (${err.error}). Try again.`, { expose: true });
+    throw new AgentauthError(502, 'upstream_error', `${connection.displayName} refused to connect (${err.upstream}). Try again.`, { expose: true });
   }
   const scopes = result.scope ?? connection.scopes;
   await storeConnectedAccount(deps.db, deps.kek, who.accountId, connection.id, result.tokens, scopes);
@@ -202,7 +202,7 @@ export async function upstreamAccessToken(
       refreshed = await refresh(deps.outbound, connection.tokenEndpoint, await upstreamClient(deps, connection), locked.tokens.refreshToken);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
-      if (err.error === 'invalid_grant') throw await broken('the provider refused the refresh token');
+      if (err.upstream === 'invalid_grant') throw await broken('the provider refused the refresh token');
       throw new TemporarilyUnavailable(`${connection.displayName} could not be reached; try again shortly.`, { cause: err });
     }
     await recordRefresh(db, kek, request.accountId, connection.id, refreshed.tokens);

@@ -98,7 +98,7 @@ async function connectionEndpoints(
     try {
       endpoints = await discover(policy.outbound, input.issuer);
     } catch (err) {
-      if (err instanceof UpstreamError) throw new InvalidRequest(`discovery failed: ${err.message}`);
+      if (err instanceof UpstreamError) throw new InvalidRequest(`discovery failed: ${err.error_description}`);
       throw err;
     }
   } else {

@@ -8,13 +8,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import * as client from 'openid-client';
 import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { clientAssertion, dpopProof, generateTestKey, thumbprintOf, type TestKey } from './helpers/jwt.ts';
-import { REAL_SERVICES, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
+import { loseDeploymentRedis, REAL_SERVICES, spawnServer, startServer, stopProcess, type TestServer } from './helpers/server.ts';
 
 const REDIRECT_URI = 'http://127.0.0.1/cb';
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -402,9 +401,7 @@ describe('DPoP across two instances', {
     const proof = dpopProof(generateTestKey('ES256'), 'POST', `${cluster.issuer}/token`);
     assert.equal((await tokenRequest(a, params(), proof)).status, 200);
     assert.equal((await tokenRequest(b, params(), proof)).body.error, 'invalid_dpop_proof');
-    const redis = new Redis(process.env.REDIS_URL!);
-    await redis.flushall();
-    await redis.quit();
+    await loseDeploymentRedis(cluster.env);
     assert.equal((await tokenRequest(a, params(), proof)).body.error, 'invalid_dpop_proof');
     // Twenty at once across both instances with one fresh proof: exactly one is accepted.
     const fresh = dpopProof(generateTestKey('ES256'), 'POST', `${cluster.issuer}/token`);

@@ -94,3 +94,18 @@ describe('the source layout', () => {
     assert.deepEqual([...(graph.get('resource-server')?.keys() ?? [])], []);
   });
 });
+
+/**
+ * Test files run side by side (`--test-concurrency=2`, and the fault run) on one Redis: each
+ * deployment has its own REDIS_KEY_PREFIX, and a suite that flushed the whole Redis wiped the
+ * interactions of whatever ran beside it ("interaction session not found" at a login POST, seen
+ * twice in CI: the DPoP suite's FLUSHALL). A suite that must lose Redis uses loseDeploymentRedis.
+ */
+describe('the test suites', () => {
+  it('interaction session not found: no test flushes the whole Redis that other suites share', () => {
+    const flushing = sourceFiles(path.join(ROOT, 'test'))
+      .filter((file) => /\.flushall\(|\.flushdb\(|['"]flushall['"]|['"]flushdb['"]/i.test(readFileSync(file, 'utf8')))
+      .map((file) => path.relative(ROOT, file));
+    assert.deepEqual(flushing, []);
+  });
+});

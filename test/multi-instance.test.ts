@@ -6,12 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { Redis } from 'ioredis';
 import { codeFlowTokens, postToken } from './helpers/browserless.ts';
 import { clientAssertion, generateTestKey } from './helpers/jwt.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser } from './helpers/factories.ts';
-import { REAL_SERVICES } from './helpers/server.ts';
+import { loseDeploymentRedis, REAL_SERVICES } from './helpers/server.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const skip = REAL_SERVICES ? false : 'needs two server processes on real PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)';
@@ -61,13 +60,7 @@ describe('two instances on one PostgreSQL and Redis', { skip }, () => {
       client_assertion: clientAssertion(key, agent.clientId, cluster.issuer),
     };
     assert.equal((await postToken(cluster.issuer, body)).status, 200);
-    // Everything this deployment keeps in Redis goes (a FLUSHALL limited to our prefix, so the
-    // test files running beside this one keep theirs).
-    const redis = new Redis(cluster.env.REDIS_URL!);
-    const keys = await redis.keys(`${cluster.env.REDIS_KEY_PREFIX}*`);
-    if (keys.length) await redis.del(...keys);
-    assert.equal((await redis.keys(`${cluster.env.REDIS_KEY_PREFIX}*`)).length, 0);
-    redis.disconnect();
+    await loseDeploymentRedis(cluster.env);
     assert.equal((await postToken(cluster.issuer, body)).status, 401);
   });
 

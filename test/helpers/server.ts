@@ -161,3 +161,22 @@ export async function startServer(
     },
   };
 }
+
+/**
+ * Deletes everything one deployment keeps in Redis, as a Redis that lost its data would: only
+ * the keys under its REDIS_KEY_PREFIX. Never FLUSHALL: test files run side by side on one Redis,
+ * and a global flush wipes the sessions and interactions of every other suite's server.
+ */
+export async function loseDeploymentRedis(env: NodeJS.ProcessEnv): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const prefix = env.REDIS_KEY_PREFIX;
+  if (!env.REDIS_URL || !prefix) throw new Error('loseDeploymentRedis needs REDIS_URL and REDIS_KEY_PREFIX');
+  const redis = new Redis(env.REDIS_URL);
+  try {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    if ((await redis.keys(`${prefix}*`)).length) throw new Error(`keys under ${prefix} survived`);
+  } finally {
+    redis.disconnect();
+  }
+}

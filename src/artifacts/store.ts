@@ -34,13 +34,36 @@ export async function upsertArtifact(db: Db, model: string, id: string, owners: 
  * round trip less for a credential nothing reads back before the request ends. It is durable
  * exactly when the rest of the request is (a failed statement fails the commit: no 200).
  */
-export function upsertArtifactAtCommit(db: Db, model: string, id: string, owners: ArtifactOwners, payload: Payload, expiresAt: Date): void {
-  const hash = `decode(${sqlLiteral(hashId(id).toString('hex'))}, 'hex')`;
+export function upsertArtifactAtCommit(
+  db: Db,
+  model: string,
+  id: string,
+  owners: ArtifactOwners,
+  payload: Payload,
+  expiresAt: Date,
+  /** Asked at the COMMIT: false drops the write (destroyed, or its grant revoked, since). */
+  stillWanted: () => boolean = () => true,
+): void {
+  const hash = hashLiteral(id);
   const values = [sqlLiteral(model), hash, sqlLiteral(owners.grantId), sqlLiteral(owners.clientId), `${sqlLiteral(payload)}::jsonb`, sqlLiteral(expiresAt)];
-  db.atCommit(
-    () => `INSERT INTO oidc_artifacts (model, id_hash, grant_id, client_id, payload, expires_at) VALUES (${values.join(', ')})
-     ON CONFLICT (model, id_hash) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at`,
+  db.atCommit(() =>
+    stillWanted()
+      ? `INSERT INTO oidc_artifacts (model, id_hash, grant_id, client_id, payload, expires_at) VALUES (${values.join(', ')})
+     ON CONFLICT (model, id_hash) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at`
+      : undefined,
   );
+}
+
+const hashLiteral = (id: string) => `decode(${sqlLiteral(hashId(id).toString('hex'))}, 'hex')`;
+
+/**
+ * Consumes an artifact whose row this transaction holds locked and read unconsumed, with the
+ * COMMIT: nobody else can consume it meanwhile, and if somehow it was, the commit fails
+ * (consume_held_artifact, migration 065), so the request cannot answer 200.
+ */
+export function consumeHeldArtifactAtCommit(db: Db, model: string, id: string): void {
+  const statement = `SELECT consume_held_artifact(${sqlLiteral(model)}, ${hashLiteral(id)})`;
+  db.atCommit(() => statement);
 }
 
 export async function countArtifactsOfClient(db: Db, clientId: string): Promise<number> {

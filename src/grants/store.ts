@@ -55,6 +55,20 @@ export async function lockGrant(db: Db, id: string): Promise<'live' | 'revoked' 
   return state;
 }
 
+/** A grant row locked in this unit of work by a statement of its own (refresh rotation's, see openRotation). */
+export function rememberGrantLock(db: Db, id: string, state: 'live' | 'revoked'): void {
+  heldGrants(db)?.set(id, state);
+}
+
+/**
+ * Asks later whether this unit of work has tombstoned the grant by then (a write it deferred to
+ * the COMMIT must then not happen). Bound now: at the COMMIT the unit of work is no longer current.
+ */
+export function revokedInThisWork(db: Db, id: string): () => boolean {
+  const held = heldGrants(db);
+  return () => held?.get(id) === 'revoked';
+}
+
 const HELD_GRANTS = Symbol('grant rows locked in this unit of work');
 const heldGrants = (db: Db) => db.workState(HELD_GRANTS, () => new Map<string, 'live' | 'revoked'>());
 const TOMBSTONED = Symbol('grants tombstoned in this unit of work');

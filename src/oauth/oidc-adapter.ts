@@ -9,7 +9,7 @@ import Provider, { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
 import { scopeForUnverified, scopesOpenToUnverified } from '../scopes/store.ts';
-import { findLiveGrant, lockGrant, upsertGrant } from '../grants/store.ts';
+import { findLiveGrant, lockGrant, rememberGrantLock, revokedInThisWork, upsertGrant } from '../grants/store.ts';
 import * as artifacts from '../artifacts/store.ts';
 import type { Db } from '../storage/db.ts';
 import type { Kv } from '../storage/kv.ts';
@@ -19,8 +19,11 @@ import { confirmedGenerationOf } from '../http/confirmed-generation.ts';
 /** Storage expiry lags token expiry so oidc-provider, not the store, decides what has expired. */
 const STORAGE_GRACE_SECONDS = 60;
 const DEFAULT_TTL_SECONDS = 24 * 3600;
-/** Credentials nothing reads back in the request that issues them: stored with its COMMIT. */
-const DEFERRED_MODELS = new Set(['AccessToken', 'ClientCredentials']);
+/**
+ * Credentials nothing reads back from the database in the request that issues them: stored with
+ * its COMMIT (a read in the same unit of work is answered from what was written, see upsert).
+ */
+const DEFERRED_MODELS = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
 /** workState key: set only inside a unit of work, where a COMMIT will come. */
 const DEFERRABLE = Symbol('deferrable artifact writes');
 
@@ -59,6 +62,34 @@ export interface AdapterHooks {
 const ARTIFACT_READS = Symbol('artifact reads');
 const readsOf = (db: Db) => db.workState(ARTIFACT_READS, () => new Map<string, artifacts.StoredArtifact | null>());
 const readKey = (model: string, id: string) => `${model}\u0000${id}`;
+/** workState key: grants this unit of work has read (null: not live), by id. */
+const GRANT_READS = Symbol('grant reads');
+const grantReadsOf = (db: Db) => db.workState(GRANT_READS, () => new Map<string, Record<string, unknown> | null>());
+/** workState key: refresh tokens this unit of work holds locked and read unconsumed (see rememberRotationReads). */
+const HELD_UNCONSUMED = Symbol('refresh tokens held unconsumed');
+const heldUnconsumedOf = (db: Db) => db.workState(HELD_UNCONSUMED, () => new Set<string>());
+
+/** What the refresh rotation read, under row locks, when it opened (see openRotation). */
+export interface RotationReads {
+  grantId: string;
+  /** The grant as Grant.find answers it: its payload, or null when it is not live. */
+  grantPayload: Record<string, unknown> | null;
+  /** The token's row as findArtifact answers it (null when expired). */
+  token: artifacts.StoredArtifact | null;
+}
+
+/**
+ * The rotation of refresh token `id` has locked its grant's row and then its own, in this unit of
+ * work: oidc-provider's reads of the token and the grant that follow are answered from those
+ * rows, and the token's consume, which cannot lose while the lock is held, travels with the
+ * COMMIT (consume_held_artifact fails the commit if it ever finds the row consumed).
+ */
+export function rememberRotationReads(db: Db, id: string, reads: RotationReads): void {
+  rememberGrantLock(db, reads.grantId, 'live');
+  grantReadsOf(db)?.set(reads.grantId, reads.grantPayload);
+  readsOf(db)?.set(readKey('RefreshToken', id), reads.token);
+  if (reads.token && !reads.token.consumedAt) heldUnconsumedOf(db)?.add(id);
+}
 
 /** An active client as the adapter answers it: metadata as served, and its own token rate limit. */
 interface ServedClient {
@@ -149,11 +180,18 @@ function grantStore(db: Db, revokeGrant: (grantId: string) => Promise<void>): Mo
   return {
     upsert(id, payload, expiresIn) {
       refuseNul(id, payload, () => new errors.InvalidRequest(NUL_REFUSED));
+      grantReadsOf(db)?.delete(id);
       return grantUpsert(db, id, payload, expiresIn);
     },
-    find: (id) => findLiveGrant(db, id),
+    async find(id) {
+      const known = grantReadsOf(db)?.get(id);
+      if (known === null) return undefined;
+      if (known) return { ...known, jti: id };
+      return findLiveGrant(db, id);
+    },
     destroy(id) {
       readsOf(db)?.clear();
+      grantReadsOf(db)?.clear();
       return revokeGrant(id);
     },
   };
@@ -216,7 +254,13 @@ function artifactStore(db: Db, model: string, hooks: AdapterHooks): ModelStore {
       // Access tokens are issued, not read, in the request that makes them: their row travels
       // with the COMMIT (inside a unit of work; a grant's row lock above is held until then).
       if (DEFERRED_MODELS.has(model) && db.workState(DEFERRABLE, () => true)) {
-        artifacts.upsertArtifactAtCommit(db, model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
+        // Read back in this unit of work, it is what was written; destroyed (null) or its grant
+        // revoked later in the same unit of work, it is not written at all.
+        // (Checked at the COMMIT, when this unit of work is no longer current: bound here.)
+        const reads = readsOf(db);
+        reads?.set(key(id), { payload: rest, consumedAt: null, grantId });
+        const revoked = grantId ? revokedInThisWork(db, grantId) : () => false;
+        artifacts.upsertArtifactAtCommit(db, model, id, { grantId, clientId }, rest, expiryDate(expiresIn), () => reads?.get(key(id)) !== null && !revoked());
         return;
       }
       await artifacts.upsertArtifact(db, model, id, { grantId, clientId }, rest, expiryDate(expiresIn));
@@ -234,6 +278,11 @@ function artifactStore(db: Db, model: string, hooks: AdapterHooks): ModelStore {
       return { ...payload, ...consumed, jti: id };
     },
     async consume(id) {
+      if (model === 'RefreshToken' && heldUnconsumedOf(db)?.delete(id)) {
+        readsOf(db)?.delete(key(id));
+        artifacts.consumeHeldArtifactAtCommit(db, model, id);
+        return;
+      }
       // The grant an artifact belongs to never changes: the row read earlier in this request says it.
       const read = readsOf(db)?.get(key(id));
       readsOf(db)?.delete(key(id));
@@ -245,13 +294,15 @@ function artifactStore(db: Db, model: string, hooks: AdapterHooks): ModelStore {
       throw new errors.InvalidGrant(`${model === 'AuthorizationCode' ? 'authorization code' : 'token'} already used`);
     },
     async destroy(id) {
-      readsOf(db)?.delete(key(id));
       const grantId = await artifacts.grantOfArtifact(db, model, id);
       if (grantId) await lockGrant(db, grantId);
       // oidc-provider destroys a credential it refuses (a registration access token presented for
       // another client, a reused one): that must outlast the refusal.
       db.mustCommit();
       await artifacts.deleteArtifact(db, model, id);
+      // Gone: a read in this unit of work finds nothing, and a write still waiting for the COMMIT is dropped.
+      readsOf(db)?.set(key(id), null);
+      heldUnconsumedOf(db)?.delete(id);
     },
   };
 }
@@ -314,6 +365,7 @@ export function createAdapterClass(db: Db, kv: Kv, hooks: AdapterHooks, options:
      */
     async revokeByGrantId(grantId: string): Promise<void> {
       readsOf(db)?.clear();
+      grantReadsOf(db)?.clear();
       await revokeGrant(grantId);
     }
   };

@@ -25,9 +25,9 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import resolveResource from 'oidc-provider/lib/helpers/resolve_resource.js';
 import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
-import { lockGrant } from '../grants/store.ts';
 import { seal, unseal } from '../keys/sealed.ts';
-import { recordSuccessor, refreshState, refreshTokenIsLive } from './refresh-state.ts';
+import { rememberRotationReads } from './oidc-adapter.ts';
+import { openRotation, recordSuccessor, refreshTokenIsLive, type RefreshState } from './refresh-state.ts';
 import { hashId } from '../storage/hash-id.ts';
 import type { Db } from '../storage/db.ts';
 
@@ -78,13 +78,18 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
     const presented = ctx.oidc.params?.refresh_token;
     // Anything odd (missing, unknown, another client's): the built-in handler answers it.
     if (typeof presented !== 'string' || presented.length === 0 || presented.length > 1024) return builtIn(ctx);
-    const unlocked = await refreshState(deps.db, presented, false);
-    if (!unlocked?.grantId || unlocked.clientId !== ctx.oidc.client?.clientId) return builtIn(ctx);
-
-    // Grant row first, then the token row: the lock order of every grant write.
-    if ((await lockGrant(deps.db, unlocked.grantId)) !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
-    const state = await refreshState(deps.db, presented, true);
+    // Grant row first, then the token row (the lock order of every grant write), in one trip.
+    const opened = await openRotation(deps.db, presented, ctx.oidc.client?.clientId);
+    if (!opened?.locked) return builtIn(ctx);
+    if (opened.grantState !== 'live') throw new errors.InvalidGrant('grant is no longer valid');
+    const state = opened.state;
     if (!state) throw new errors.InvalidGrant('refresh token not found');
+    // What oidc-provider reads next (the token, its grant) is what was just read under the locks.
+    rememberRotationReads(deps.db, presented, {
+      grantId: opened.grantId,
+      grantPayload: opened.grantPayload,
+      token: state.payload ? { payload: state.payload, consumedAt: state.consumedAt, grantId: opened.grantId } : null,
+    });
 
     // The proof, verified once per request (oidc-provider keeps the result for its handler).
     const dPoP = await validateDpop(provider, ctx);
@@ -102,7 +107,7 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
               hashId(presented).toString('hex'),
             )
           : null;
-      await recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
+      recordSuccessor(deps.db, presented, body.refresh_token, sealed, window > 0 ? new Date(Date.now() + window * 1000) : null);
       return;
     }
 
@@ -138,11 +143,7 @@ export function installRefreshRotation(provider: Provider, deps: RefreshRotation
   }
 
   /** The successor response again, if this is the immediate predecessor inside its window. */
-  async function sameSuccessor(
-    state: Awaited<ReturnType<typeof refreshState>> & object,
-    presented: string,
-    request: string,
-  ): Promise<TokenResponse | 'another request' | undefined> {
+  async function sameSuccessor(state: RefreshState, presented: string, request: string): Promise<TokenResponse | 'another request' | undefined> {
     if (!state.retryResponse || !state.retryUntil || state.retryUntil.getTime() <= Date.now() || !state.successorHash) return undefined;
     // Only the immediate predecessor: its successor must still be unused.
     if (!(await refreshTokenIsLive(deps.db, state.successorHash))) return undefined;

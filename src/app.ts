@@ -49,6 +49,7 @@ import { AgentauthError, InvalidRequest, TemporarilyUnavailable } from './errors
 import { isDependencyError } from './http/dependency-errors.ts';
 import { errorHandler, renderError } from './http/errors.ts';
 import { nameProviderRoute } from './http/provider-route.ts';
+import { onlyUnder } from './http/path-prefix.ts';
 import { pathOf, requestContext, withRequestContext } from './http/request-context.ts';
 import { refuseNulInQuery } from './http/nul-characters.ts';
 import { securityHeaders } from './http/security-headers.ts';
@@ -267,7 +268,7 @@ function mountRoutes(provider: Provider, shared: Shared, detailsTypes: ReadonlyM
   provider.use(metricsRoute(metricsHere ? adminTokenVerifier(adminTokens) : undefined));
   // The admin API runs each operation in its own transaction, as the CLI does.
   const admin = adminApi(runtime, adminTokens);
-  provider.use(admin.routes());
+  provider.use(onlyUnder('/admin/', admin.routes()));
   provider.use(adminAuditRoute(db, audit, adminTokenVerifier(adminTokens), adminTokens.length > 0));
   provider.use(adminFallback(adminTokens.length > 0));
   provider.use(requestTransaction(db, views));
@@ -284,8 +285,8 @@ function mountRoutes(provider: Provider, shared: Shared, detailsTypes: ReadonlyM
     hashQueue: shared.hashQueue,
     detailsTypes,
   });
-  provider.use(interactions.routes());
-  provider.use(interactions.allowedMethods());
+  provider.use(onlyUnder('/interaction/', interactions.routes()));
+  provider.use(onlyUnder('/interaction/', interactions.allowedMethods()));
   const account = accountRoutes({
     provider,
     issuer: provider.issuer,
@@ -297,8 +298,8 @@ function mountRoutes(provider: Provider, shared: Shared, detailsTypes: ReadonlyM
     approvals: shared.approvals,
     detailsTypes,
   });
-  provider.use(account.routes());
-  provider.use(account.allowedMethods());
+  provider.use(onlyUnder('/account', account.routes()));
+  provider.use(onlyUnder('/account', account.allowedMethods()));
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);
   explainClientAuthFailures(provider, { db, audit, log });
   explainDpopFailures(provider, { db, audit, log });

@@ -5,6 +5,7 @@
  * (IP, user agent, request id) is added here.
  */
 import type { Db } from '../storage/db.ts';
+import { containsNul } from '../storage/nul.ts';
 import { rowDigest, sealHash } from './chain.ts';
 import {
   countAfter,
@@ -118,12 +119,16 @@ export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: Request
     });
   }
 
-  /** Postgres text cannot hold NUL; hostile input (a username, say) may. */
+  /** Postgres text cannot hold NUL; hostile input (a username, say) may. Rebuilt only when it does. */
   function withoutNul<T>(value: T): T {
+    return containsNul(value) ? stripNul(value) : value;
+  }
+
+  function stripNul<T>(value: T): T {
     if (typeof value === 'string') return value.replaceAll('\u0000', '') as T;
-    if (Array.isArray(value)) return value.map(withoutNul) as T;
+    if (Array.isArray(value)) return value.map(stripNul) as T;
     if (value && typeof value === 'object' && !(value instanceof Date)) {
-      return Object.fromEntries(Object.entries(value).map(([k, v]) => [withoutNul(k), withoutNul(v)])) as T;
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [stripNul(k), stripNul(v)])) as T;
     }
     return value;
   }

@@ -33,14 +33,31 @@ export function withRequestContext(log: Logger) {
   return async function requestScope(ctx: Context, next: Next): Promise<void> {
     const incoming = ctx.get('x-request-id');
     const requestId = INCOMING_ID.test(incoming) ? incoming : randomUUID();
-    const child = log.child({ requestId });
     ctx.set('X-Request-Id', requestId);
     const started = performance.now();
+    // The child logger is made when something logs: at LOG_LEVEL=warn most requests never do, and
+    // a pino child (its bindings serialised, its redaction set up) is a sizeable part of the
+    // per-request cost we add.
+    let child: Logger | undefined;
+    const context: RequestContext = {
+      requestId,
+      get log() {
+        child ??= log.child({ requestId });
+        return child;
+      },
+      ip: ctx.ip,
+      userAgent: ctx.get('user-agent'),
+    };
     try {
-      await storage.run({ requestId, log: child, ip: ctx.ip, userAgent: ctx.get('user-agent') }, next);
+      await storage.run(context, next);
     } finally {
       // The path only: query strings can carry codes and state.
-      child.info({ method: ctx.method, path: pathOf(ctx) ?? '(malformed)', status: ctx.status, ms: Math.round(performance.now() - started) }, 'request');
+      if (log.isLevelEnabled('info')) {
+        context.log.info(
+          { method: ctx.method, path: pathOf(ctx) ?? '(malformed)', status: ctx.status, ms: Math.round(performance.now() - started) },
+          'request',
+        );
+      }
     }
   };
 }

@@ -10,6 +10,12 @@ export interface RequestContext {
   /** The client's address (from X-Forwarded-For only when TRUST_PROXY is set). */
   ip: string;
   userAgent: string;
+  /**
+   * Counts waiting for the request's answer (src/metrics/metrics.ts, countWithinRequest): kept
+   * here rather than in an AsyncLocalStorage of their own, since every store adds its cost to
+   * every promise the request creates.
+   */
+  deferredCounts?: { counts: (() => void)[]; ended: boolean };
 }
 
 const storage = new AsyncLocalStorage<RequestContext>();

@@ -20,6 +20,7 @@ export type SubscriberKind = 'client' | 'resource_server' | 'product';
 export type ReuseArtifact = 'refresh_token' | 'authorization_code';
 /** connection: unreachable, lost or refused; timeout: a statement or command ran out of time; query: any other error. */
 import type { PoolStats, StorageErrorKind } from '../storage/observer.ts';
+import { requestContext } from '../http/request-context.ts';
 
 export type { PoolStats, StorageErrorKind };
 
@@ -133,10 +134,11 @@ interface Deferred {
   counts: (() => void)[];
   ended: boolean;
 }
+/** Outside a request context (a test calling countWithinRequest directly): a store of its own. */
 const deferred = new AsyncLocalStorage<Deferred>();
 
 function count(apply: () => void): void {
-  const open = deferred.getStore();
+  const open = requestContext()?.deferredCounts ?? deferred.getStore();
   if (open && !open.ended) open.counts.push(apply);
   else apply();
 }
@@ -144,9 +146,15 @@ function count(apply: () => void): void {
 /** Runs one request; its counts apply only if it returned and `succeeded()` (no 5xx). */
 export async function countWithinRequest(run: () => Promise<void>, succeeded: () => boolean): Promise<void> {
   const scope: Deferred = { counts: [], ended: false };
+  const request = requestContext();
   let returned = false;
   try {
-    await deferred.run(scope, run);
+    if (request) {
+      request.deferredCounts = scope;
+      await run();
+    } else {
+      await deferred.run(scope, run);
+    }
     returned = true;
   } finally {
     scope.ended = true;

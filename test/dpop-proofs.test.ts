@@ -240,7 +240,7 @@ function mutatedJws(key: TestKey, header: Record<string, unknown>, payload: Reco
 }
 
 /** fast-check runs with a fixed seed: CI sees the same cases every time; a failure names its case. */
-const RUNS = { numRuns: 120, seed: 20261201, endOnFailure: true };
+const RUNS = { numRuns: 120, seed: 20261201, endOnFailure: true, includeErrorInReport: true };
 
 describe('malformed JOSE at the token endpoint is an OAuth error, never a 5xx or a token (SECURITY-TESTS Z-04)', () => {
   let server: TestServer;

@@ -240,7 +240,7 @@ describe('refresh rotation and revocation against a model (SECURITY-TESTS Z-05)'
         const model: Model = { families: [await newFamily(), await newFamily()] };
         await fc.asyncModelRun(() => ({ model, real: { server, config } }), sequence);
       }),
-      { numRuns: 10, seed: 20261201, endOnFailure: true },
+      { numRuns: 10, seed: 20261201, endOnFailure: true, includeErrorInReport: true },
     );
   });
 });

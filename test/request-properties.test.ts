@@ -17,7 +17,7 @@ import * as client from 'openid-client';
 import { clientFor, createAgent, createScope, type TestAgent } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
-const RUNS = { numRuns: 150, seed: 20261201, endOnFailure: true };
+const RUNS = { numRuns: 150, seed: 20261201, endOnFailure: true, includeErrorInReport: true };
 
 const WEB_URI = 'https://agent.example/callback';
 const LOOPBACK_URI = 'http://127.0.0.1:8765/callback';

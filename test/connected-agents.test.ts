@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
+import { browse, codeFlowTokens, csrfOf, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 

@@ -16,8 +16,8 @@ const tracked = (...dirs: string[]) =>
     .filter(Boolean)
     .filter((f) => existsSync(path.join(ROOT, f)));
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
-/** Catalogue ids look like R-47, W-21, F-3, INV-1 (and not like P-256 or SHA-256). */
-const ID = /\b(?:R|W|F|INV)-\d{1,3}\b/g;
+/** Catalogue ids look like R-47, W-21, F-3, INV-1, Z-04 (and not like P-256 or SHA-256). */
+const ID = /\b(?:R|W|F|INV|Z)-\d{1,3}\b/g;
 
 describe('references', () => {
   it('every security test id named in test/ or src/ is explained in docs/security-tests.md', () => {

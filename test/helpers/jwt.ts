@@ -26,7 +26,12 @@ export function generateTestKey(alg: 'ES256' | 'EdDSA' | 'PS256' | 'RS256', kid 
 }
 
 export function signJwt(header: Record<string, unknown>, payload: Record<string, unknown>, key?: KeyObject | Buffer): string {
-  const input = `${b64(JSON.stringify(header))}.${b64(JSON.stringify(payload))}`;
+  return signJws(header, JSON.stringify(payload), key);
+}
+
+/** Signs a payload given as text, so a test can send JSON that JSON.stringify cannot write (1e400). */
+export function signJws(header: Record<string, unknown>, payloadText: string, key?: KeyObject | Buffer): string {
+  const input = `${b64(JSON.stringify(header))}.${b64(payloadText)}`;
   const alg = header.alg;
   let signature: Buffer;
   if (alg === 'none') signature = Buffer.alloc(0);

@@ -414,6 +414,8 @@ const DEFAULT_REPLAY_HORIZON_SECONDS = 3600 + 15;
  * is kept on rollback only once its check has come; a request refused before then (a bad proof,
  * a replayed assertion) takes it back with its rollback, as if it had never been claimed, and one
  * that commits without the check (a route that did not make it) takes it back with its COMMIT.
+ * (A wait that commits the work early, Db.withoutConnection, makes it durable sooner: at worst
+ * one of the client's own jtis is spent by a proof refused later, never a window reopened.)
  * A proof whose jti is the assertion's shares the assertion's marker: this request's own.
  */
 async function claimReplay(db: Db, id: string, horizonSeconds: number): Promise<AdapterPayload | undefined> {

@@ -10,7 +10,7 @@
  *   npm run bench -- [--quick] [--seconds 12] [--warmup 3] [--connections 16]
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
  *     [--targets agentauth,peer,bare,plain] [--processes 2] [--data-size large]
- *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>] [--ab-dir <checkout>] [--rounds N]
+ *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>] [--ab-dir <checkout>] [--rounds N] [--alternate]
  *
  * --server-dir runs agentauth from another checkout with the same load (before/after);
  * --ab-dir adds agentauth from another checkout as a server of its own ("before") in the same
@@ -43,6 +43,7 @@ const { values } = parseArgs({
     'server-dir': { type: 'string' },
     'ab-dir': { type: 'string' },
     rounds: { type: 'string', default: '1' },
+    alternate: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
 });
@@ -113,7 +114,7 @@ async function measure(name: string, target: Target, scenario: ScenarioName): Pr
   const measurement = await runScenario(scenario, target, settings, memory, shapeFixture(target.urls[0]!));
   rows.push({ scenario, target: target.name, series: name, unit: UNITS[scenario], measurement });
   log(
-    `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, RSS ${measurement.rssPeakMb} MiB`,
+    `    ${measurement.rate} ${UNITS[scenario]}, p50 ${measurement.p50Ms} ms, p99 ${measurement.p99Ms} ms, errors ${measurement.errors}, CPU ${measurement.cpuMsPerUnit} ms, RSS ${measurement.rssPeakMb} MiB`,
   );
   shared.requestsPerFlow ??= memory.requestsPerFlow;
 }
@@ -123,7 +124,13 @@ function medianRound(list: ResultRow[]): ResultRow {
   if (list.length === 1) return list[0]!;
   const sorted = [...list].sort((a, b) => a.measurement.rate - b.measurement.rate);
   const median = sorted[Math.floor(sorted.length / 2)]!;
-  return { ...median, measurement: { ...median.measurement, notes: { ...median.measurement.notes, round_rates: list.map((r) => r.measurement.rate) } } };
+  return {
+    ...median,
+    measurement: {
+      ...median.measurement,
+      notes: { ...median.measurement.notes, round_rates: list.map((r) => r.measurement.rate), round_cpu_ms: list.map((r) => r.measurement.cpuMsPerUnit) },
+    },
+  };
 }
 
 async function series(name: string, target: Target, list: ScenarioName[]): Promise<void> {
@@ -174,12 +181,18 @@ try {
   }
   // With --rounds N, the scenario runs N times on each server in turn (A, B, C, A, B, C, …) and
   // each server's median round is kept: a burst of load from elsewhere then spoils one round.
-  for (const scenario of scenarios) {
-    const rounds = new Map<Target, ResultRow[]>();
+  // With --alternate the scenarios take turns too (round 1: A/x, A/y, round 2: A/x, A/y, …), for
+  // a ratio between two scenarios (cc-opaque and cc-opaque-dpop) under the same load.
+  const turns = values.alternate ? [scenarios] : scenarios.map((scenario) => [scenario]);
+  for (const turn of turns) {
+    const rounds = new Map<string, ResultRow[]>();
     for (let round = 0; round < Number(values.rounds); round++) {
-      for (const target of running) {
-        await measure('baseline', target, scenario);
-        rounds.set(target, [...(rounds.get(target) ?? []), rows.pop()!]);
+      for (const scenario of turn) {
+        for (const target of running) {
+          await measure('baseline', target, scenario);
+          const key = `${scenario}\u0000${target.name}`;
+          rounds.set(key, [...(rounds.get(key) ?? []), rows.pop()!]);
+        }
       }
     }
     for (const [, list] of rounds) rows.push(medianRound(list));

@@ -191,6 +191,44 @@ describe('DPoP at the authorization server', () => {
     }
   });
 
+  // The proof's jti is claimed in the client assertion's statement, ahead of oidc-provider's check.
+  it('spends a proof’s jti only when its check comes: not with a refused assertion, not for a proof refused before it', async () => {
+    const key = generateTestKey('ES256');
+    const jti = randomBytes(12).toString('base64url');
+    const proof = dpopProof(key, 'POST', `${server.issuer}/token`, { claims: { jti } });
+    // A replayed assertion ends the request before the proof is looked at: the proof stays good.
+    const assertion = clientAssertion(confidentialKey, machine.clientId, server.issuer);
+    assert.equal((await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }))).status, 200);
+    const refused = await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), proof);
+    assert.equal(refused.body.error, 'invalid_client');
+    // A proof for another URL with the same jti is refused before its jti is checked: not spent either.
+    const elsewhere = await tokenRequest(server.issuer, ccParams(), dpopProof(key, 'POST', `${server.issuer}/elsewhere`, { claims: { jti } }));
+    assert.equal(elsewhere.body.error, 'invalid_dpop_proof');
+    const accepted = await tokenRequest(server.issuer, ccParams(), proof);
+    assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
+  });
+
+  it('takes a proof whose jti is its assertion’s as one request’s own marker; neither can be used again', async () => {
+    const key = generateTestKey('ES256');
+    const jti = randomBytes(12).toString('base64url');
+    const assertion = clientAssertion(confidentialKey, machine.clientId, server.issuer, { jti });
+    const proof = dpopProof(key, 'POST', `${server.issuer}/token`, { claims: { jti } });
+    const answer = await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), proof);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(answer.body.token_type, 'DPoP');
+    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
+    const fresh = dpopProof(key, 'POST', `${server.issuer}/token`);
+    assert.equal((await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), fresh)).body.error, 'invalid_client');
+  });
+
+  it('accepts exactly one of many concurrent requests with one proof (each with its own assertion)', async () => {
+    const proof = dpopProof(generateTestKey('ES256'), 'POST', `${server.issuer}/token`);
+    const answers = await Promise.all(Array.from({ length: 12 }, () => tokenRequest(server.issuer, ccParams(), proof)));
+    assert.equal(answers.filter((r) => r.status === 200).length, 1, answers.map((r) => r.status).join(','));
+    for (const refused of answers.filter((r) => r.status !== 200)) assert.equal(refused.body.error, 'invalid_dpop_proof');
+  });
+
   it('holds a client registered with --dpop required to proofs (RFC 9449 §5.2), and can be set back', async () => {
     const key = generateTestKey('ES256');
     const made = await server.cli([

@@ -128,12 +128,39 @@ const RECORD_ONCE = (hash: string, expiresAt: string) =>
  * statement is idempotent, so running it again alone is safe.
  */
 export async function recordOnce(db: Db, id: string, expiresAt: Date): Promise<boolean> {
-  const hash = hashId(id);
-  const r = await db.query(RECORD_ONCE('$1', '$2'), [hash, expiresAt]);
+  const r = await db.query(RECORD_ONCE('$1', '$2'), [hashId(id), expiresAt]);
   if (r.rowCount !== 1) return false;
-  db.keepOnRollback(RECORD_ONCE(`decode(${sqlLiteral(hash.toString('hex'))}, 'hex')`, sqlLiteral(expiresAt)));
+  keepRecorded(db, id, expiresAt);
   return true;
 }
+
+const hashLiteral = (id: string) => `decode(${sqlLiteral(hashId(id).toString('hex'))}, 'hex')`;
+
+/**
+ * Records two different single-use markers in one statement (one round trip); for each, true
+ * when this call recorded it, false when it was already recorded. Unlike recordOnce, neither is
+ * kept on rollback yet: the caller keeps each with keepRecorded once it is used (a marker
+ * recorded ahead for a check that may never come must roll back with its request).
+ */
+export async function recordPair(db: Db, first: string, second: string, expiresAt: Date): Promise<[boolean, boolean]> {
+  if (first === second) throw new TypeError('recordPair takes two different markers');
+  // RETURNING lists only the rows this statement inserted (or took over once expired).
+  const r = await db.query<{ first: boolean }>(
+    `INSERT INTO replay_detection (id_hash, expires_at) VALUES ($1, $3), ($2, $3)
+       ON CONFLICT (id_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay_detection.expires_at <= now()
+       RETURNING id_hash = $1 AS first`,
+    [hashId(first), hashId(second), expiresAt],
+  );
+  return [r.rows.some((row) => row.first), r.rows.some((row) => !row.first)];
+}
+
+/** A marker recorded in this unit of work stays recorded if the work rolls back (Db.keepOnRollback). */
+export function keepRecorded(db: Db, id: string, expiresAt: Date): void {
+  db.keepOnRollback(RECORD_ONCE(hashLiteral(id), sqlLiteral(expiresAt)));
+}
+
+/** The statement that takes back a marker this unit of work recorded (for Db.atCommit). */
+export const unrecordStatement = (id: string): string => `DELETE FROM replay_detection WHERE id_hash = ${hashLiteral(id)}`;
 
 /**
  * One bounded batch of each purge: at most `limit` rows, picked by an index and deleted by ctid,

@@ -5,6 +5,7 @@
  * oidc-provider checks `consumed` and later calls `consume()`; its replay check is find-then-save.
  * Both are made atomic here, so concurrency cannot turn a single-use artifact into two wins.
  */
+import { createHash } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import type { Adapter, AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 import { findActiveClient, isSelfRegistered, type ClientMetadata } from '../clients/store.ts';
@@ -206,6 +207,59 @@ function replayStore(db: Db, horizonSeconds: number): ModelStore {
   };
 }
 
+/**
+ * A DPoP proof's marker recorded ahead, in the client assertion's statement (see claimReplay):
+ * `recorded` says whether that statement recorded it (false: already spent), `sameAsAssertion`
+ * that the proof's jti is the assertion's, so the one marker is this request's own.
+ */
+interface ProofClaimedAhead {
+  id: string;
+  recorded: boolean;
+  sameAsAssertion: boolean;
+  /** Set once oidc-provider's replay check of the proof has asked for it. */
+  used: boolean;
+}
+
+/** workState key: the proof claim made ahead in this unit of work, once the first marker is claimed. */
+const PROOF_AHEAD = Symbol('DPoP proof jti claimed ahead');
+
+/** oidc-provider's ReplayDetection id for a jti (models/replay_detection.js: unique(iss, jti)). */
+const replayId = (iss: string, jti: string) => createHash('sha256').update(`${iss}${jti}`).digest('base64url');
+
+/** The routes whose handler checks a DPoP proof's jti after client authentication. */
+const PROOF_CHECKING_ROUTES = new Set(['token', 'pushed_authorization_request']);
+
+/** A compact JWT's payload, unverified (oidc-provider has verified the assertion before it asks). */
+function unverifiedPayload(jwt: unknown): Record<string, unknown> | undefined {
+  if (typeof jwt !== 'string' || jwt.length > 8192) return undefined;
+  const part = jwt.split('.')[1];
+  if (!part) return undefined;
+  try {
+    const payload: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return payload && typeof payload === 'object' && !Array.isArray(payload) ? (payload as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When `id` is this request's client assertion marker and the request carries one DPoP proof, the
+ * id oidc-provider will ask for when it checks that proof's jti (after verifying it, in the grant
+ * handler): claimReplay then records both in one statement.
+ */
+function proofToClaimAhead(id: string): string | undefined {
+  const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
+  const oidc = ctx?.oidc;
+  if (!ctx || !oidc?.route || !PROOF_CHECKING_ROUTES.has(oidc.route)) return undefined;
+  const proof = ctx.get('DPoP');
+  const clientId = oidc.client?.clientId;
+  if (!proof || !clientId) return undefined;
+  const assertion = unverifiedPayload(oidc.params?.client_assertion);
+  if (typeof assertion?.iss !== 'string' || typeof assertion.jti !== 'string' || replayId(assertion.iss, assertion.jti) !== id) return undefined;
+  const jti = unverifiedPayload(proof)?.jti;
+  return typeof jti === 'string' && jti.length > 0 ? replayId(clientId, jti) : undefined;
+}
+
 /** Clients: read through the per-generation cache; RFC 7591/7592 writes go through the registration policy. */
 function clientStore(db: Db, hooks: AdapterHooks): ModelStore {
   const clients = clientCache();
@@ -400,10 +454,45 @@ const DEFAULT_REPLAY_HORIZON_SECONDS = 3600 + 15;
  * ReplayDetection.unique() (client assertion jti, DPoP proof jti) is find-then-save. The claim is
  * made here, in find, as one atomic insert: found means already used, and each caller answers a
  * replay with its own error (invalid_client for an assertion, invalid_dpop_proof for a proof). A
- * spent marker stays spent even when the request it came with is then refused (recordOnce keeps
+ * spent marker stays spent even when the request it came with is then refused (keepRecorded keeps
  * it on rollback, without keeping the rest of the request). It lives in PostgreSQL, so neither a
  * Redis flush nor a restart reopens a replay window, on any instance.
+ *
+ * A token request with a client assertion and a DPoP proof claims both markers in the
+ * assertion's statement, the first of the request (it travels with BEGIN): the proof's check,
+ * which oidc-provider makes later, after verifying the proof, then costs no round trip of its
+ * own. The rule stays the same: the insert is atomic, so of concurrent requests with one proof
+ * exactly one records it (the others wait for its transaction, then find it). The proof's marker
+ * is kept on rollback only once its check has come; a request refused before then (a bad proof,
+ * a replayed assertion) takes it back with its rollback, as if it had never been claimed, and one
+ * that commits without the check (a route that did not make it) takes it back with its COMMIT.
+ * (A wait that commits the work early, Db.withoutConnection, makes it durable sooner: at worst
+ * one of the client's own jtis is spent by a proof refused later, never a window reopened.)
+ * A proof whose jti is the assertion's shares the assertion's marker: this request's own.
  */
 async function claimReplay(db: Db, id: string, horizonSeconds: number): Promise<AdapterPayload | undefined> {
-  return (await artifacts.recordOnce(db, id, expiryDate(horizonSeconds))) ? undefined : { jti: id };
+  const expiresAt = expiryDate(horizonSeconds);
+  const ahead = db.workState<{ proof?: ProofClaimedAhead; first: boolean }>(PROOF_AHEAD, () => ({ first: true }));
+  const proof = ahead?.proof;
+  if (proof && !proof.used && proof.id === id) {
+    proof.used = true;
+    if (proof.sameAsAssertion) return undefined;
+    if (!proof.recorded) return { jti: id };
+    artifacts.keepRecorded(db, id, expiresAt);
+    return undefined;
+  }
+  const proofId = ahead?.first ? proofToClaimAhead(id) : undefined;
+  if (ahead) ahead.first = false;
+  if (!ahead || proofId === undefined) return (await artifacts.recordOnce(db, id, expiresAt)) ? undefined : { jti: id };
+  if (proofId === id) {
+    ahead.proof = { id, recorded: true, sameAsAssertion: true, used: false };
+    return (await artifacts.recordOnce(db, id, expiresAt)) ? undefined : { jti: id };
+  }
+  const [assertionRecorded, proofRecorded] = await artifacts.recordPair(db, id, proofId, expiresAt);
+  const claimed: ProofClaimedAhead = { id: proofId, recorded: proofRecorded, sameAsAssertion: false, used: false };
+  ahead.proof = claimed;
+  if (proofRecorded) db.atCommit(() => (claimed.used ? undefined : artifacts.unrecordStatement(proofId)));
+  if (!assertionRecorded) return { jti: id };
+  artifacts.keepRecorded(db, id, expiresAt);
+  return undefined;
 }

@@ -10,7 +10,7 @@
  * that matters.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify, type JWK } from 'jose';
+import { decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify, type JWK } from 'jose';
 
 /** What a proof may be signed with: asymmetric only (Ed25519 is EdDSA's fully-specified name). */
 export const DPOP_PROOF_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
@@ -63,7 +63,17 @@ export function createDpopVerifier(options: DpopOptions = {}, clockToleranceSeco
   const replay = new ProofMemory(options.maxProofs ?? 100_000, (2 * maxAge + clockToleranceSeconds) * 1000);
   const nonceSecret = options.nonces ? (options.nonces === true ? randomBytes(32) : Buffer.from(options.nonces.secret)) : undefined;
 
-  const nonceAt = (step: number) => createHmac('sha256', nonceSecret!).update(`dpop-nonce:${step}`).digest('base64url');
+  // A nonce is the same for a whole step: made once per step, not per request.
+  const nonces = new Map<number, string>();
+  const nonceAt = (step: number) => {
+    let nonce = nonces.get(step);
+    if (nonce === undefined) {
+      if (nonces.size >= 4) nonces.clear();
+      nonce = createHmac('sha256', nonceSecret!).update(`dpop-nonce:${step}`).digest('base64url');
+      nonces.set(step, nonce);
+    }
+    return nonce;
+  };
   const currentStep = () => Math.floor(Date.now() / 1000 / NONCE_STEP_SECONDS);
   /** The nonce to hand out now, if nonces are on. */
   const nextNonce = (): string | undefined => (nonceSecret ? nonceAt(currentStep()) : undefined);
@@ -113,7 +123,7 @@ export function createDpopVerifier(options: DpopOptions = {}, clockToleranceSeco
     if (typeof iat !== 'number' || Math.abs(now - iat) > maxAge + clockToleranceSeconds) {
       throw new DpopProofError('invalid_dpop_proof', `the DPoP proof's iat must be within ${maxAge} seconds of now`);
     }
-    const jkt = await calculateJwkThumbprint(jwk, 'sha256');
+    const jkt = thumbprintOf(jwk);
     const remembered = replay.remember(`${jkt}:${jti}`);
     if (remembered === 'full') throw new DpopProofError('invalid_dpop_proof', 'too many DPoP proofs at once: try again shortly');
     if (remembered === 'seen') throw new DpopProofError('invalid_dpop_proof', 'this DPoP proof was already used: make a new one for every request');
@@ -132,6 +142,25 @@ const withoutQuery = (url: string): string | undefined => {
   parsed.hash = '';
   return parsed.href;
 };
+
+/** RFC 7638 §3.2: a key's required members, in lexicographic order. */
+const THUMBPRINT_MEMBERS: Record<string, readonly string[]> = { EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'], RSA: ['e', 'kty', 'n'] };
+
+/**
+ * The JWK SHA-256 thumbprint (RFC 7638), as jose's calculateJwkThumbprint makes it, with
+ * node:crypto's hash: jose's goes through WebCrypto's asynchronous digest, ten times the cost.
+ */
+function thumbprintOf(jwk: JWK): string {
+  const members = typeof jwk.kty === 'string' ? THUMBPRINT_MEMBERS[jwk.kty] : undefined;
+  if (!members) throw new DpopProofError('invalid_dpop_proof', 'the DPoP proof key has an unknown kty');
+  const canonical: Record<string, string> = {};
+  for (const member of members) {
+    const value = (jwk as Record<string, unknown>)[member];
+    if (typeof value !== 'string' || value.length === 0) throw new DpopProofError('invalid_dpop_proof', 'the DPoP proof key lacks a required member');
+    canonical[member] = value;
+  }
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('base64url');
+}
 
 const safeEqual = (a: string, b: string) => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 

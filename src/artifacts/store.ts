@@ -134,8 +134,6 @@ export async function recordOnce(db: Db, id: string, expiresAt: Date): Promise<b
   return true;
 }
 
-const hashLiteral = (id: string) => `decode(${sqlLiteral(hashId(id).toString('hex'))}, 'hex')`;
-
 /**
  * Records two different single-use markers in one statement (one round trip); for each, true
  * when this call recorded it, false when it was already recorded. Unlike recordOnce, neither is

@@ -64,21 +64,39 @@ async function assertDead(real: Real, f: Family): Promise<void> {
 /** Which token of a family a command presents: the live one, its predecessor, or an older one. */
 type Which = 'live' | 'predecessor' | 'older';
 
-class Refresh implements fc.AsyncCommand<Model, Real> {
+/** A command on one of the model's families (chosen by index, whatever their number). */
+abstract class FamilyCommand implements fc.AsyncCommand<Model, Real> {
   readonly family: number;
+  constructor(family: number) {
+    this.family = family;
+  }
+  check(_m: Readonly<Model>): boolean {
+    return true;
+  }
+  protected familyOf(m: Readonly<Model>): Family {
+    return m.families[this.family % m.families.length]!;
+  }
+  abstract run(m: Model, real: Real): Promise<void>;
+  /** How fast-check prints the command in a failing sequence: Refresh(0, live). */
+  toString(): string {
+    return `${this.constructor.name}(${Object.values(this).join(', ')})`;
+  }
+}
+
+class Refresh extends FamilyCommand {
   readonly which: Which;
   constructor(family: number, which: Which) {
-    this.family = family;
+    super(family);
     this.which = which;
   }
-  check(m: Readonly<Model>) {
-    const f = m.families[this.family % m.families.length]!;
+  override check(m: Readonly<Model>) {
+    const f = this.familyOf(m);
     if (this.which === 'predecessor') return f.refreshTokens.length >= 2;
     if (this.which === 'older') return f.refreshTokens.length >= 3;
     return true;
   }
-  async run(m: Model, real: Real) {
-    const f = m.families[this.family % m.families.length]!;
+  override async run(m: Model, real: Real) {
+    const f = this.familyOf(m);
     const index = { live: f.refreshTokens.length - 1, predecessor: f.refreshTokens.length - 2, older: 0 }[this.which];
     const answer = await refresh(real.config, f.refreshTokens[index]!);
     if (!f.alive) {
@@ -102,21 +120,11 @@ class Refresh implements fc.AsyncCommand<Model, Real> {
     f.refreshTokens.push(tokens.refresh_token);
     f.accessTokens.push(tokens.access_token);
   }
-  toString() {
-    return `refresh(${this.family}, ${this.which})`;
-  }
 }
 
-class ConcurrentRefresh implements fc.AsyncCommand<Model, Real> {
-  readonly family: number;
-  constructor(family: number) {
-    this.family = family;
-  }
-  check() {
-    return true;
-  }
-  async run(m: Model, real: Real) {
-    const f = m.families[this.family % m.families.length]!;
+class ConcurrentRefresh extends FamilyCommand {
+  override async run(m: Model, real: Real) {
+    const f = this.familyOf(m);
     const answers = await Promise.all(Array.from({ length: 10 }, () => refresh(real.config, live(f))));
     if (!f.alive) {
       assert.ok(
@@ -132,23 +140,16 @@ class ConcurrentRefresh implements fc.AsyncCommand<Model, Real> {
     f.refreshTokens.push(successor);
     f.accessTokens.push((answers[0] as client.TokenEndpointResponse).access_token);
   }
-  toString() {
-    return `concurrentRefresh(${this.family})`;
-  }
 }
 
-class Revoke implements fc.AsyncCommand<Model, Real> {
-  readonly family: number;
+class Revoke extends FamilyCommand {
   readonly what: 'refresh token' | 'access token' | 'by the user';
   constructor(family: number, what: 'refresh token' | 'access token' | 'by the user') {
-    this.family = family;
+    super(family);
     this.what = what;
   }
-  check() {
-    return true;
-  }
-  async run(m: Model, real: Real) {
-    const f = m.families[this.family % m.families.length]!;
+  override async run(m: Model, real: Real) {
+    const f = this.familyOf(m);
     if (this.what === 'by the user') {
       const { grants } = (await admin(real.server, 'GET', `/admin/users/${f.user.username}/grants`)) as { grants: { grant_id: string }[] };
       assert.equal(grants.length, f.alive ? 1 : 0, 'the user sees the grant while it lives, and not after');
@@ -160,29 +161,19 @@ class Revoke implements fc.AsyncCommand<Model, Real> {
     f.alive = false;
     await assertDead(real, f);
   }
-  toString() {
-    return `revoke(${this.family}, ${this.what})`;
-  }
 }
 
-class Introspect implements fc.AsyncCommand<Model, Real> {
-  readonly family: number;
+class Introspect extends FamilyCommand {
   readonly index: number;
   constructor(family: number, index: number) {
-    this.family = family;
+    super(family);
     this.index = index;
   }
-  check() {
-    return true;
-  }
-  async run(m: Model, real: Real) {
-    const f = m.families[this.family % m.families.length]!;
+  override async run(m: Model, real: Real) {
+    const f = this.familyOf(m);
     const token = f.accessTokens[this.index % f.accessTokens.length]!;
     // Rotation does not end an access token early; the grant's death does.
     assert.equal(await active(real.config, token), f.alive);
-  }
-  toString() {
-    return `introspect(${this.family}, ${this.index})`;
   }
 }
 

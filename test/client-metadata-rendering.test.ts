@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import * as client from 'openid-client';
-import { browse, type CookieJar, csrfOf, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
+import { browse, type CookieJar, csrfOf, decodeHtml, followOnIssuer, postForm, signInToAccount } from './helpers/browserless.ts';
 import { createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
@@ -62,21 +62,11 @@ const displayUri = fc.oneof(
 const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction', 'srcset', 'poster', 'data', 'xlink:href']);
 const TAG = /<([a-zA-Z][\w:-]*)((?:\s+[^\s=>/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*\/?>/g;
 const ATTRIBUTE = /([^\s=>/]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
-const decode = (s: string) =>
-  s
-    .replace(/&#x([0-9a-f]+);/gi, (_m, h: string) => String.fromCodePoint(Number.parseInt(h, 16)))
-    .replace(/&#(\d+);/g, (_m, d: string) => String.fromCodePoint(Number(d)))
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
-
 /** The page's elements as a browser's tokenizer sees them: tag name, attribute names and decoded values. */
 function elementsOf(html: string): { tag: string; attributes: [string, string][] }[] {
   return [...html.matchAll(TAG)].map((m) => ({
     tag: m[1]!.toLowerCase(),
-    attributes: [...(m[2] ?? '').matchAll(ATTRIBUTE)].map((a) => [a[1]!.toLowerCase(), decode((a[2] ?? '').replace(/^["']|["']$/g, ''))]),
+    attributes: [...(m[2] ?? '').matchAll(ATTRIBUTE)].map((a) => [a[1]!.toLowerCase(), decodeHtml((a[2] ?? '').replace(/^["']|["']$/g, ''))]),
   }));
 }
 
@@ -151,7 +141,7 @@ describe('client metadata is shown to users as text only (SECURITY-TESTS Z-03)',
     const answered = await followOnIssuer(
       jar,
       server.issuer,
-      await postForm(jar, new URL(decode(action), server.issuer), { csrf: csrfOf(consent), scope: 'notes:read', decision: 'allow' }),
+      await postForm(jar, new URL(decodeHtml(action), server.issuer), { csrf: csrfOf(consent), scope: 'notes:read', decision: 'allow' }),
     );
     assert.match(answered.headers.get('location') ?? '', /^http:\/\/127\.0\.0\.1\/cb\?code=/);
     const account = await browse(jar, `${server.issuer}/account`);

@@ -9,33 +9,13 @@ import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
+import { tokenAnswer, type TokenAnswer } from './helpers/browserless.ts';
 import { createAgent, createScope, type TestAgent } from './helpers/factories.ts';
 import { clientAssertion, dpopProof, generateTestKey, signJws, signJwt, type TestKey } from './helpers/jwt.ts';
 import { startServer, type TestServer } from './helpers/server.ts';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const now = () => Math.floor(Date.now() / 1000);
-
-interface Answer {
-  status: number;
-  body: Record<string, unknown>;
-  cacheControl: string | null;
-  nonce: string | null;
-}
-
-async function tokenRequest(issuer: string, params: Record<string, string>, proof?: string): Promise<Answer> {
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
-  if (proof !== undefined) headers.dpop = proof;
-  const res = await fetch(`${issuer}/token`, { method: 'POST', headers, body: new URLSearchParams(params) });
-  const text = await res.text();
-  let body: Record<string, unknown>;
-  try {
-    body = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    body = { unparsable: text };
-  }
-  return { status: res.status, body, cacheControl: res.headers.get('cache-control'), nonce: res.headers.get('dpop-nonce') };
-}
 
 /** fetch joins repeated headers; two DPoP header fields need a request written by hand. */
 function tokenRequestWithTwoProofs(issuer: string, params: Record<string, string>, proofs: [string, string]): Promise<{ status: number; body: string }> {
@@ -66,6 +46,15 @@ function tokenRequestWithTwoProofs(issuer: string, params: Record<string, string
   });
 }
 
+/** A deployment with one client-credentials agent authenticating with an ES256 key (private_key_jwt). */
+async function machineAgentDeployment(): Promise<{ server: TestServer; clientKey: TestKey; agent: TestAgent }> {
+  const server = await startServer();
+  await createScope(server, 'notes:read', 'Read your notes');
+  const clientKey = generateTestKey('ES256');
+  const agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read', jwks: { keys: [clientKey.publicJwk] } });
+  return { server, clientKey, agent };
+}
+
 const b64 = (value: string) => Buffer.from(value).toString('base64url');
 
 /** The public JWK a proof embeds (no kid, alg or use: the proof's header says the algorithm). */
@@ -81,10 +70,7 @@ describe('DPoP proofs at the token endpoint (RFC 9449 §4.3; FAPI 2 DPoP negativ
   let htu: string;
 
   before(async () => {
-    server = await startServer();
-    await createScope(server, 'notes:read', 'Read your notes');
-    clientKey = generateTestKey('ES256');
-    agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read', jwks: { keys: [clientKey.publicJwk] } });
+    ({ server, clientKey, agent } = await machineAgentDeployment());
     htu = `${server.issuer}/token`;
   });
   after(() => server?.stop());
@@ -135,7 +121,7 @@ describe('DPoP proofs at the token endpoint (RFC 9449 §4.3; FAPI 2 DPoP negativ
       ['a nonce that is not a string', claims({ nonce: 7 })],
     ];
     for (const [what, proof] of cases) {
-      const answer = await tokenRequest(server.issuer, params(), proof);
+      const answer = await tokenAnswer(server.issuer, params(), proof);
       assert.equal(answer.status, 400, `${what}: ${JSON.stringify(answer.body)}`);
       assert.equal(answer.body.error, 'invalid_dpop_proof', `${what}: ${JSON.stringify(answer.body)}`);
       assert.equal(answer.body.access_token, undefined, what);
@@ -145,7 +131,7 @@ describe('DPoP proofs at the token endpoint (RFC 9449 §4.3; FAPI 2 DPoP negativ
   it('answers a proof whose iat is more than 300 s off either way with use_dpop_nonce and a nonce to use (§8)', async () => {
     const key = generateTestKey('ES256');
     for (const offset of [-3600, 3600, -301, 301]) {
-      const answer = await tokenRequest(server.issuer, params(), dpopProof(key, 'POST', htu, { claims: { iat: now() + offset } }));
+      const answer = await tokenAnswer(server.issuer, params(), dpopProof(key, 'POST', htu, { claims: { iat: now() + offset } }));
       assert.equal(answer.status, 400, `iat ${offset}: ${JSON.stringify(answer.body)}`);
       assert.equal(answer.body.error, 'use_dpop_nonce', `iat ${offset}`);
       assert.ok(answer.nonce, `iat ${offset}: a DPoP-Nonce header`);
@@ -162,7 +148,7 @@ describe('DPoP proofs at the token endpoint (RFC 9449 §4.3; FAPI 2 DPoP negativ
       dpopProof(key, 'POST', `${htu}#part`),
     ];
     for (const proof of proofs) {
-      const answer = await tokenRequest(server.issuer, params(), proof);
+      const answer = await tokenAnswer(server.issuer, params(), proof);
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
       assert.equal(answer.body.token_type, 'DPoP');
     }
@@ -178,10 +164,10 @@ describe('DPoP proofs at the token endpoint (RFC 9449 §4.3; FAPI 2 DPoP negativ
   it('refuses the same proof twice, and exactly one of ten concurrent uses of one proof wins', async () => {
     const key = generateTestKey('ES256');
     const proof = dpopProof(key, 'POST', htu);
-    assert.equal((await tokenRequest(server.issuer, params(), proof)).status, 200);
-    assert.equal((await tokenRequest(server.issuer, params(), proof)).body.error, 'invalid_dpop_proof');
+    assert.equal((await tokenAnswer(server.issuer, params(), proof)).status, 200);
+    assert.equal((await tokenAnswer(server.issuer, params(), proof)).body.error, 'invalid_dpop_proof');
     const fresh = dpopProof(key, 'POST', htu);
-    const answers = await Promise.all(Array.from({ length: 10 }, () => tokenRequest(server.issuer, params(), fresh)));
+    const answers = await Promise.all(Array.from({ length: 10 }, () => tokenAnswer(server.issuer, params(), fresh)));
     assert.deepEqual(answers.map((a) => a.status).sort(), [200, ...Array(9).fill(400)]);
     assert.ok(answers.filter((a) => a.status === 400).every((a) => a.body.error === 'invalid_dpop_proof'));
   });
@@ -248,10 +234,7 @@ describe('malformed JOSE at the token endpoint is an OAuth error, never a 5xx or
   let agent: TestAgent;
 
   before(async () => {
-    server = await startServer();
-    await createScope(server, 'notes:read', 'Read your notes');
-    clientKey = generateTestKey('ES256');
-    agent = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'notes:read', jwks: { keys: [clientKey.publicJwk] } });
+    ({ server, clientKey, agent } = await machineAgentDeployment());
   });
   after(() => server?.stop());
 
@@ -263,7 +246,7 @@ describe('malformed JOSE at the token endpoint is an OAuth error, never a 5xx or
   });
 
   /** What every answer is, whatever it says: RFC 6749 §5.2 JSON, not cached, never a server error. */
-  const assertWellFormed = (answer: Answer, what: string) => {
+  const assertWellFormed = (answer: TokenAnswer, what: string) => {
     assert.ok(answer.status === 200 || answer.status === 400 || answer.status === 401, `${what}: ${answer.status} ${JSON.stringify(answer.body)}`);
     assert.match(answer.cacheControl ?? '', /no-store/, what);
     if (answer.status !== 200) assert.match(String(answer.body.error), /^[\x20-\x21\x23-\x5B\x5D-\x7E]+$/, what);
@@ -295,7 +278,7 @@ describe('malformed JOSE at the token endpoint is an OAuth error, never a 5xx or
         const { kid: _k, alg: _a, use: _u, ...jwk } = key.publicJwk;
         const header = { alg: 'ES256', typ: 'dpop+jwt', jwk };
         const payload = { htm: 'POST', htu, jti: randomUUID(), iat: now() };
-        const answer = await tokenRequest(server.issuer, params(), mutatedJws(key, header, payload, m));
+        const answer = await tokenAnswer(server.issuer, params(), mutatedJws(key, header, payload, m));
         const what = JSON.stringify(m);
         assertWellFormed(answer, what);
         if (harmless(m)) assert.equal(answer.status, 200, `${what}: ${JSON.stringify(answer.body)}`);
@@ -329,7 +312,7 @@ describe('malformed JOSE at the token endpoint is an OAuth error, never a 5xx or
         const t = now();
         const header = { alg: 'ES256', kid: clientKey.kid, typ: 'JWT' };
         const payload = { iss: agent.clientId, sub: agent.clientId, aud: server.issuer, jti: randomUUID(), iat: t, exp: t + 120 };
-        const answer = await tokenRequest(server.issuer, params(mutatedJws(clientKey, header, payload, m)));
+        const answer = await tokenAnswer(server.issuer, params(mutatedJws(clientKey, header, payload, m)));
         const what = JSON.stringify(m);
         assertWellFormed(answer, what);
         if (harmless(m)) assert.equal(answer.status, 200, `${what}: ${JSON.stringify(answer.body)}`);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
-import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm } from './helpers/browserless.ts';
+import { authorize, browse, codeFlowTokens, CookieJar, csrfOf, followOnIssuer, postForm, tokenAnswer } from './helpers/browserless.ts';
 import { startCluster, type TestCluster } from './helpers/cluster.ts';
 import { clientFor, createAgent, createScope, createUser, type TestAgent, type TestUser } from './helpers/factories.ts';
 import { clientAssertion, dpopProof, generateTestKey, thumbprintOf, type TestKey } from './helpers/jwt.ts';
@@ -19,18 +19,6 @@ const REDIRECT_URI = 'http://127.0.0.1/cb';
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 const dpopKeyPair = () => crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']) as Promise<client.CryptoKeyPair>;
-
-/** A token request by hand, with a DPoP header when given. */
-async function tokenRequest(
-  issuer: string,
-  params: Record<string, string>,
-  proof?: string,
-): Promise<{ status: number; body: Record<string, unknown>; nonce: string | null }> {
-  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
-  if (proof) headers.dpop = proof;
-  const res = await fetch(`${issuer}/token`, { method: 'POST', headers, body: new URLSearchParams(params) });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown>, nonce: res.headers.get('dpop-nonce') };
-}
 
 /** The whole code flow with PKCE and a DPoP handle (dpop_jkt sent when asked). */
 async function dpopCodeFlow(
@@ -139,7 +127,7 @@ describe('DPoP at the authorization server', () => {
   it('binds client credentials tokens; introspection shows cnf.jkt', async () => {
     const key = generateTestKey('ES256');
     const proof = dpopProof(key, 'POST', `${server.issuer}/token`);
-    const answer = await tokenRequest(server.issuer, ccParams(), proof);
+    const answer = await tokenAnswer(server.issuer, ccParams(), proof);
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(answer.body.token_type, 'DPoP');
     const config = await clientFor(server, { ...machine, privateKey: undefined });
@@ -171,8 +159,8 @@ describe('DPoP at the authorization server', () => {
   it('refuses a replayed proof, a proof for another URL or method, and a symmetric or RS256 proof: invalid_dpop_proof', async () => {
     const key = generateTestKey('ES256');
     const proof = dpopProof(key, 'POST', `${server.issuer}/token`);
-    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).status, 200);
-    const replayed = await tokenRequest(server.issuer, ccParams(), proof);
+    assert.equal((await tokenAnswer(server.issuer, ccParams(), proof)).status, 200);
+    const replayed = await tokenAnswer(server.issuer, ccParams(), proof);
     assert.equal(replayed.status, 400);
     assert.equal(replayed.body.error, 'invalid_dpop_proof');
     assert.match(String(replayed.body.error_description), /already used/);
@@ -185,7 +173,7 @@ describe('DPoP at the authorization server', () => {
       ['typ JWT', dpopProof(key, 'POST', `${server.issuer}/token`, { header: { typ: 'JWT' } })],
     ];
     for (const [what, bad] of cases) {
-      const answer = await tokenRequest(server.issuer, ccParams(), bad);
+      const answer = await tokenAnswer(server.issuer, ccParams(), bad);
       assert.equal(answer.status, 400, what);
       assert.ok(['invalid_dpop_proof', 'use_dpop_nonce'].includes(String(answer.body.error)), `${what}: ${JSON.stringify(answer.body)}`);
     }
@@ -198,15 +186,15 @@ describe('DPoP at the authorization server', () => {
     const proof = dpopProof(key, 'POST', `${server.issuer}/token`, { claims: { jti } });
     // A replayed assertion ends the request before the proof is looked at: the proof stays good.
     const assertion = clientAssertion(confidentialKey, machine.clientId, server.issuer);
-    assert.equal((await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }))).status, 200);
-    const refused = await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), proof);
+    assert.equal((await tokenAnswer(server.issuer, ccParams({ client_assertion: assertion }))).status, 200);
+    const refused = await tokenAnswer(server.issuer, ccParams({ client_assertion: assertion }), proof);
     assert.equal(refused.body.error, 'invalid_client');
     // A proof for another URL with the same jti is refused before its jti is checked: not spent either.
-    const elsewhere = await tokenRequest(server.issuer, ccParams(), dpopProof(key, 'POST', `${server.issuer}/elsewhere`, { claims: { jti } }));
+    const elsewhere = await tokenAnswer(server.issuer, ccParams(), dpopProof(key, 'POST', `${server.issuer}/elsewhere`, { claims: { jti } }));
     assert.equal(elsewhere.body.error, 'invalid_dpop_proof');
-    const accepted = await tokenRequest(server.issuer, ccParams(), proof);
+    const accepted = await tokenAnswer(server.issuer, ccParams(), proof);
     assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
-    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
+    assert.equal((await tokenAnswer(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
   });
 
   it('takes a proof whose jti is its assertion’s as one request’s own marker; neither can be used again', async () => {
@@ -214,17 +202,17 @@ describe('DPoP at the authorization server', () => {
     const jti = randomBytes(12).toString('base64url');
     const assertion = clientAssertion(confidentialKey, machine.clientId, server.issuer, { jti });
     const proof = dpopProof(key, 'POST', `${server.issuer}/token`, { claims: { jti } });
-    const answer = await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), proof);
+    const answer = await tokenAnswer(server.issuer, ccParams({ client_assertion: assertion }), proof);
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
     assert.equal(answer.body.token_type, 'DPoP');
-    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
+    assert.equal((await tokenAnswer(server.issuer, ccParams(), proof)).body.error, 'invalid_dpop_proof');
     const fresh = dpopProof(key, 'POST', `${server.issuer}/token`);
-    assert.equal((await tokenRequest(server.issuer, ccParams({ client_assertion: assertion }), fresh)).body.error, 'invalid_client');
+    assert.equal((await tokenAnswer(server.issuer, ccParams({ client_assertion: assertion }), fresh)).body.error, 'invalid_client');
   });
 
   it('accepts exactly one of many concurrent requests with one proof (each with its own assertion)', async () => {
     const proof = dpopProof(generateTestKey('ES256'), 'POST', `${server.issuer}/token`);
-    const answers = await Promise.all(Array.from({ length: 12 }, () => tokenRequest(server.issuer, ccParams(), proof)));
+    const answers = await Promise.all(Array.from({ length: 12 }, () => tokenAnswer(server.issuer, ccParams(), proof)));
     assert.equal(answers.filter((r) => r.status === 200).length, 1, answers.map((r) => r.status).join(','));
     for (const refused of answers.filter((r) => r.status !== 200)) assert.equal(refused.body.error, 'invalid_dpop_proof');
   });
@@ -254,15 +242,15 @@ describe('DPoP at the authorization server', () => {
       client_assertion_type: JWT_BEARER,
       client_assertion: clientAssertion(key, agent.client_id, server.issuer),
     });
-    const without = await tokenRequest(server.issuer, params());
+    const without = await tokenAnswer(server.issuer, params());
     assert.equal(without.status, 400);
     assert.equal(without.body.error, 'invalid_dpop_proof');
     const proofKey = generateTestKey('EdDSA');
-    assert.equal((await tokenRequest(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`))).status, 200);
+    assert.equal((await tokenAnswer(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`))).status, 200);
     const updated = await server.cli(['clients', 'update', agent.client_id, '--dpop', 'optional', '--json']);
     assert.equal(updated.code, 0, updated.stderr);
     assert.equal((JSON.parse(updated.stdout) as { dpop_bound_access_tokens?: boolean }).dpop_bound_access_tokens, undefined);
-    assert.equal((await tokenRequest(server.issuer, params())).status, 200);
+    assert.equal((await tokenAnswer(server.issuer, params())).status, 200);
     const bad = await server.cli(['clients', 'update', agent.client_id, '--dpop', 'maybe']);
     assert.notEqual(bad.code, 0);
   });
@@ -314,11 +302,11 @@ describe('DPoP at the authorization server', () => {
   it('keeps a spent proof spent across a restart', async () => {
     const key = generateTestKey('ES256');
     const proof = dpopProof(key, 'POST', `${server.issuer}/token`);
-    assert.equal((await tokenRequest(server.issuer, ccParams(), proof)).status, 200);
+    assert.equal((await tokenAnswer(server.issuer, ccParams(), proof)).status, 200);
     await server.halt();
     const restarted = await spawnServer(server.env);
     try {
-      const replayed = await tokenRequest(server.issuer, ccParams(), proof);
+      const replayed = await tokenAnswer(server.issuer, ccParams(), proof);
       assert.equal(replayed.body.error, 'invalid_dpop_proof');
     } finally {
       await stopProcess(restarted.child);
@@ -382,20 +370,20 @@ describe('a deployment that requires DPoP nonces and DPoP of public clients', ()
       client_assertion: clientAssertion(key, confidential.clientId, server.issuer),
     });
     const proofKey = generateTestKey('ES256');
-    const first = await tokenRequest(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`));
+    const first = await tokenAnswer(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`));
     assert.equal(first.status, 400);
     assert.equal(first.body.error, 'use_dpop_nonce');
     assert.ok(first.nonce);
-    const second = await tokenRequest(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`, { nonce: first.nonce }));
+    const second = await tokenAnswer(server.issuer, params(), dpopProof(proofKey, 'POST', `${server.issuer}/token`, { nonce: first.nonce }));
     assert.equal(second.status, 200, JSON.stringify(second.body));
-    const forged = await tokenRequest(
+    const forged = await tokenAnswer(
       server.issuer,
       params(),
       dpopProof(proofKey, 'POST', `${server.issuer}/token`, { nonce: randomBytes(32).toString('base64url') }),
     );
     assert.equal(forged.body.error, 'use_dpop_nonce');
     // Confidential clients are not held to DPoP by the public-client switch.
-    assert.equal((await tokenRequest(server.issuer, params())).status, 200);
+    assert.equal((await tokenAnswer(server.issuer, params())).status, 200);
   });
 });
 
@@ -426,10 +414,10 @@ describe('DPoP across two instances', {
     const b = cluster.issuer;
     const proofKey = generateTestKey('ES256');
     const old = { claims: { iat: Math.floor(Date.now() / 1000) - 3600 } };
-    const challenged = await tokenRequest(a, params(), dpopProof(proofKey, 'POST', `${cluster.issuer}/token`, old));
+    const challenged = await tokenAnswer(a, params(), dpopProof(proofKey, 'POST', `${cluster.issuer}/token`, old));
     assert.equal(challenged.body.error, 'use_dpop_nonce');
     const nonce = challenged.nonce!;
-    const answered = await tokenRequest(b, params(), dpopProof(proofKey, 'POST', `${cluster.issuer}/token`, { ...old, nonce }));
+    const answered = await tokenAnswer(b, params(), dpopProof(proofKey, 'POST', `${cluster.issuer}/token`, { ...old, nonce }));
     assert.equal(answered.status, 200, JSON.stringify(answered.body));
   });
 
@@ -437,13 +425,13 @@ describe('DPoP across two instances', {
     const a = cluster.issuer;
     const b = cluster.issuer;
     const proof = dpopProof(generateTestKey('ES256'), 'POST', `${cluster.issuer}/token`);
-    assert.equal((await tokenRequest(a, params(), proof)).status, 200);
-    assert.equal((await tokenRequest(b, params(), proof)).body.error, 'invalid_dpop_proof');
+    assert.equal((await tokenAnswer(a, params(), proof)).status, 200);
+    assert.equal((await tokenAnswer(b, params(), proof)).body.error, 'invalid_dpop_proof');
     await loseDeploymentRedis(cluster.env);
-    assert.equal((await tokenRequest(a, params(), proof)).body.error, 'invalid_dpop_proof');
+    assert.equal((await tokenAnswer(a, params(), proof)).body.error, 'invalid_dpop_proof');
     // Twenty at once across both instances with one fresh proof: exactly one is accepted.
     const fresh = dpopProof(generateTestKey('ES256'), 'POST', `${cluster.issuer}/token`);
-    const answers = await Promise.all(Array.from({ length: 20 }, () => tokenRequest(cluster.issuer, params(), fresh)));
+    const answers = await Promise.all(Array.from({ length: 20 }, () => tokenAnswer(cluster.issuer, params(), fresh)));
     assert.equal(answers.filter((r) => r.status === 200).length, 1, answers.map((r) => r.status).join(','));
   });
 });
@@ -469,7 +457,7 @@ describe('DPoP nonce secrets rotate like cookie keys', () => {
     });
     const proofKey = generateTestKey('ES256');
     const proof = (nonce?: string) => dpopProof(proofKey, 'POST', `${server.issuer}/token`, nonce ? { nonce } : {});
-    const nonce = (await tokenRequest(server.issuer, params(), proof())).nonce!;
+    const nonce = (await tokenAnswer(server.issuer, params(), proof())).nonce!;
     assert.ok(nonce);
 
     const restartWith = async (secrets: string) => {
@@ -479,7 +467,7 @@ describe('DPoP nonce secrets rotate like cookie keys', () => {
     };
     let stop = await restartWith(`${newSecret},${oldSecret}`);
     try {
-      const answer = await tokenRequest(server.issuer, params(), proof(nonce));
+      const answer = await tokenAnswer(server.issuer, params(), proof(nonce));
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
       assert.notEqual(answer.nonce, nonce, 'new nonces come from the new secret');
     } finally {
@@ -487,7 +475,7 @@ describe('DPoP nonce secrets rotate like cookie keys', () => {
     }
     stop = await restartWith(newSecret);
     try {
-      const answer = await tokenRequest(server.issuer, params(), proof(nonce));
+      const answer = await tokenAnswer(server.issuer, params(), proof(nonce));
       assert.equal(answer.body.error, 'use_dpop_nonce');
     } finally {
       await stop();

@@ -42,16 +42,19 @@ export function postForm(jar: CookieJar, url: string | URL, form: Record<string,
   return browse(jar, url, { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
 }
 
-const decode = (s: string) =>
+/** Text of an HTML attribute or element as a browser reads it (the entities our templates write, and numeric ones). */
+export const decodeHtml = (s: string) =>
   s
+    .replace(/&#x([0-9a-f]+);/gi, (_m, h: string) => String.fromCodePoint(Number.parseInt(h, 16)))
+    .replace(/&#(\d+);/g, (_m, d: string) => String.fromCodePoint(Number(d)))
     .replace(/&#39;/g, "'")
     .replace(/&quot;/g, '"')
     .replace(/&lt;/g, '<')
     .replace(/&gt;/g, '>')
     .replace(/&amp;/g, '&');
 
-export const csrfOf = (html: string): string => decode(/name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? '');
-export const scopesOnPage = (html: string): string[] => [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => decode(m[1]!));
+export const csrfOf = (html: string): string => decodeHtml(/name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? '');
+export const scopesOnPage = (html: string): string[] => [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => decodeHtml(m[1]!));
 
 /** Follows redirects on the AS until one leaves it; returns that response. */
 export async function followOnIssuer(jar: CookieJar, issuer: string, res: Response): Promise<Response> {
@@ -99,7 +102,7 @@ export async function authorize(
     const html = await res.text();
     const action = /<form method="post" action="([^"]+)"/.exec(html)?.[1];
     if (!action) throw new Error(`no form on page:\n${html}`);
-    const target = new URL(decode(action), issuer);
+    const target = new URL(decodeHtml(action), issuer);
     if (target.pathname.endsWith('/login')) {
       res = await postForm(jar, target, { csrf: csrfOf(html), username: user.username, password: user.password });
     } else {
@@ -124,12 +127,34 @@ export async function openLoginPage(issuer: string, authorizationUrl: URL): Prom
 }
 
 /** POSTs a form to the token endpoint without any client library, as an attacker would. */
-export function postToken(issuer: string, params: Record<string, string> | URLSearchParams): Promise<Response> {
+export function postToken(issuer: string, params: Record<string, string> | URLSearchParams, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${issuer}/token`, {
     method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
     body: new URLSearchParams(params),
   });
+}
+
+export interface TokenAnswer {
+  status: number;
+  /** The JSON body, or `{ unparsable: text }` when it is not JSON. */
+  body: Record<string, unknown>;
+  cacheControl: string | null;
+  /** RFC 9449 §8: the nonce the server asks a DPoP proof to carry. */
+  nonce: string | null;
+}
+
+/** postToken with a DPoP proof when given, its answer read. */
+export async function tokenAnswer(issuer: string, params: Record<string, string>, proof?: string): Promise<TokenAnswer> {
+  const res = await postToken(issuer, params, proof === undefined ? {} : { dpop: proof });
+  const text = await res.text();
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    body = { unparsable: text };
+  }
+  return { status: res.status, body, cacheControl: res.headers.get('cache-control'), nonce: res.headers.get('dpop-nonce') };
 }
 
 /**

@@ -135,6 +135,9 @@ export function postToken(issuer: string, params: Record<string, string> | URLSe
   });
 }
 
+/** RFC 6749 §5.2: the characters an error code may use (%x20-21 / %x23-5B / %x5D-7E). */
+export const OAUTH_ERROR_CODE = /^[\x20-\x21\x23-\x5B\x5D-\x7E]+$/;
+
 export interface TokenAnswer {
   status: number;
   /** The JSON body, or `{ unparsable: text }` when it is not JSON. */

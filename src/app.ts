@@ -275,29 +275,12 @@ function mountRoutes(provider: Provider, shared: Shared, detailsTypes: ReadonlyM
   provider.use(correctTokenErrors);
   provider.use(registrationGate(db, config.openRegistration, shared.limiter, { limit: config.limits.registrationPerHour, seconds: 3600 }));
   provider.use(userCodeGuessLimit(shared.limiter));
-  const interactions = interactionRoutes({
-    provider,
-    db,
-    views,
-    audit,
-    forms: shared.forms,
-    signInGuard: shared.signInGuard,
-    hashQueue: shared.hashQueue,
-    detailsTypes,
-  });
+  // What every page of ours needs: the sign-in and consent pages and the account page.
+  const pages = { provider, db, views, audit, forms: shared.forms, detailsTypes };
+  const interactions = interactionRoutes({ ...pages, signInGuard: shared.signInGuard, hashQueue: shared.hashQueue });
   provider.use(onlyUnder('/interaction/', interactions.routes()));
   provider.use(onlyUnder('/interaction/', interactions.allowedMethods()));
-  const account = accountRoutes({
-    provider,
-    issuer: provider.issuer,
-    db,
-    views,
-    audit,
-    forms: shared.forms,
-    vault: shared.vault,
-    approvals: shared.approvals,
-    detailsTypes,
-  });
+  const account = accountRoutes({ ...pages, issuer: provider.issuer, vault: shared.vault, approvals: shared.approvals });
   provider.use(onlyUnder('/account', account.routes()));
   provider.use(onlyUnder('/account', account.allowedMethods()));
   auditProviderEvents(provider, audit, log, config.audit.introspectionSampleRate);

@@ -11,10 +11,13 @@
  *     [--scenarios cc-opaque,cc-jwt,refresh,introspection,code-flow,revocation]
  *     [--targets agentauth,peer,bare,plain] [--processes 2] [--data-size large]
  *     [--cpu-prof-dir <dir>] [--no-pin] [--out <dir>] [--server-dir <checkout>] [--ab-dir <checkout>] [--rounds N] [--alternate]
+ *     [--node-options <flags>] [--ab-node-options <flags>]
  *
  * --server-dir runs agentauth from another checkout with the same load (before/after);
  * --ab-dir adds agentauth from another checkout as a server of its own ("before") in the same
  * run, scenario by scenario beside this one's (an A/B within one run).
+ * --node-options starts every server process with these Node flags, --ab-node-options the
+ * "before" server's instead: `--ab-dir . --node-options=--flag` A/Bs a flag (the = form: it starts with a dash).
  *
  * DATABASE_URL and REDIS_URL default to postgres://postgres@127.0.0.1:5432/test and
  * redis://127.0.0.1:6379; each run creates (and drops) a database of its own.
@@ -42,6 +45,8 @@ const { values } = parseArgs({
     'no-pin': { type: 'boolean', default: false },
     'server-dir': { type: 'string' },
     'ab-dir': { type: 'string' },
+    'node-options': { type: 'string' },
+    'ab-node-options': { type: 'string' },
     rounds: { type: 'string', default: '1' },
     alternate: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -101,6 +106,7 @@ const startOptions = {
   flowClients,
   cpuProfDir: values['cpu-prof-dir'],
   serverDir: values['server-dir'] && path.resolve(values['server-dir']),
+  nodeOptions: values['node-options'],
 };
 
 /** What each target's earlier scenarios learned (to size later preparations). */
@@ -166,7 +172,10 @@ const starters: [TargetName, string, () => Promise<Target>][] = [
   [
     'before',
     `agentauth from ${values['ab-dir']}`,
-    async () => ({ ...(await startAgentauth({ ...startOptions, serverDir: path.resolve(values['ab-dir']!) })), name: 'before' }),
+    async () => ({
+      ...(await startAgentauth({ ...startOptions, serverDir: path.resolve(values['ab-dir']!), nodeOptions: values['ab-node-options'] })),
+      name: 'before',
+    }),
   ],
   ['peer', 'plain-adapter peer', () => startPeerProvider(startOptions)],
   ['bare', 'bare oidc-provider', () => startBareProvider(startOptions)],

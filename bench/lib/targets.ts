@@ -48,6 +48,8 @@ export interface StartOptions {
   cpuProfDir?: string;
   /** Runs agentauth from another checkout (before/after comparisons); this one by default. */
   serverDir?: string;
+  /** Node flags for the server processes (agentauth, peer, bare; `before` takes its own). */
+  nodeOptions?: string;
 }
 
 interface ClientKey {
@@ -76,7 +78,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-const profileOptions = (dir: string | undefined) => (dir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${path.resolve(dir)}` } : {});
+const profileOptions = (dir: string | undefined, nodeOptions = '') => ({
+  NODE_OPTIONS: [nodeOptions, dir ? `--cpu-prof --cpu-prof-dir=${path.resolve(dir)}` : ''].filter(Boolean).join(' '),
+});
 
 export async function startAgentauth(options: StartOptions): Promise<Target> {
   const deployment = await newDeployment();
@@ -91,7 +95,10 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
   };
   const processes: { child: ChildProcess; url: string }[] = [];
   const startProcess = async (listenPort: number) => {
-    const { child } = await spawnServer({ ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir) }, options.serverDir ?? ROOT);
+    const { child } = await spawnServer(
+      { ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir, options.nodeOptions) },
+      options.serverDir ?? ROOT,
+    );
     pin(child.pid!, options.serverCores);
     processes.push({ child, url: `http://127.0.0.1:${listenPort}` });
   };
@@ -234,7 +241,7 @@ async function startReferenceProvider(
   };
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), `${name}-provider-`)), 'config.json');
   writeFileSync(file, JSON.stringify(config));
-  const { child } = await spawnScript(script, { BENCH_REFERENCE_CONFIG: file, ...profileOptions(options.cpuProfDir) });
+  const { child } = await spawnScript(script, { BENCH_REFERENCE_CONFIG: file, ...profileOptions(options.cpuProfDir, options.nodeOptions) });
   pin(child.pid!, options.serverCores);
   const target = scriptTarget(name, child, issuer, {
     issuer,

@@ -14,4 +14,5 @@ ENV HOST=0.0.0.0 PORT=3000 DATA_DIR=/app/data
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:3000/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "bin/start.js"]
+# Node 22: AsyncLocalStorage on AsyncContextFrame (Node 24's default), ~10 % less CPU per request (src/node-flags.ts).
+CMD ["node", "--experimental-async-context-frame", "bin/start.js"]

@@ -16,8 +16,10 @@
  * --server-dir runs agentauth from another checkout with the same load (before/after);
  * --ab-dir adds agentauth from another checkout as a server of its own ("before") in the same
  * run, scenario by scenario beside this one's (an A/B within one run).
- * --node-options starts every server process with these Node flags, --ab-node-options the
- * "before" server's instead: `--ab-dir . --node-options=--flag` A/Bs a flag (the = form: it starts with a dash).
+ * --node-options starts every server with these Node flags (agentauth's in place of the ones it
+ * runs with, src/node-flags.ts), --ab-node-options the "before" server: `--ab-dir .
+ * --ab-node-options=` A/Bs agentauth with its flags against none (the = form for an empty value
+ * or one that starts with a dash).
  *
  * DATABASE_URL and REDIS_URL default to postgres://postgres@127.0.0.1:5432/test and
  * redis://127.0.0.1:6379; each run creates (and drops) a database of its own.

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config.ts';
+import { ASYNC_CONTEXT_FRAME, serverNodeFlags } from '../src/node-flags.ts';
 import { ROOT, runCli } from './helpers/server.ts';
 
 /** The `x-agentauth-env` block's `NAME: value` lines. */
@@ -86,6 +87,15 @@ describe('docker compose', () => {
     const text = readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8');
     assert.equal(text.match(/environment: \*agentauth-env/g)?.length, 2);
     assert.match(text, /command: \["node", "bin\/agentauth\.js", "migrate"\]/);
-    assert.match(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'), /CMD \["node", "bin\/start\.js"\]/);
+    assert.match(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'), /CMD \["node", "--experimental-async-context-frame", "bin\/start\.js"\]/);
+  });
+
+  it('starts the server in the image with the Node flags the tests and the benchmark start it with', () => {
+    const cmd = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').match(/^CMD (\[.*\])$/m)?.[1];
+    assert.ok(cmd, 'the Dockerfile has a CMD');
+    assert.match(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'), /^FROM node:22[-@]/m);
+    // The image is Node 22: the flags are the ones serverNodeFlags() gives there.
+    assert.deepEqual(JSON.parse(cmd), ['node', ASYNC_CONTEXT_FRAME, 'bin/start.js']);
+    if (process.versions.node.startsWith('22.')) assert.deepEqual(serverNodeFlags(), [ASYNC_CONTEXT_FRAME]);
   });
 });

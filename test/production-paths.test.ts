@@ -16,6 +16,7 @@ import { Redis } from 'ioredis';
 import { openDirect } from './helpers/direct-db.ts';
 import { waitFor } from './helpers/wait.ts';
 import { freePort, newDeployment, REAL_SERVICES, ROOT, startServer, stopProcess, type TestServer } from './helpers/server.ts';
+import { serverNodeFlags } from '../src/node-flags.ts';
 
 /** Sends one raw HTTP/1.1 request and returns the status line, headers and body as text. */
 function rawRequest(port: number, head: string, timeoutMs = 5_000): Promise<{ status: number; headers: Record<string, string>; body: string }> {
@@ -159,7 +160,7 @@ describe('a request that arrives while the server starts', () => {
   it('issue 12: is answered at once: /healthz 200, /readyz and the rest 503 with Retry-After, until ready', async () => {
     const deployment = await newDeployment();
     const port = await freePort();
-    const child = spawn(process.execPath, [path.join(ROOT, 'src/main.ts')], {
+    const child = spawn(process.execPath, [...serverNodeFlags(), path.join(ROOT, 'src/main.ts')], {
       env: { ...deployment.env, PORT: String(port), ISSUER: `http://localhost:${port}` },
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

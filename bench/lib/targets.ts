@@ -48,7 +48,10 @@ export interface StartOptions {
   cpuProfDir?: string;
   /** Runs agentauth from another checkout (before/after comparisons); this one by default. */
   serverDir?: string;
-  /** Node flags for the server processes (agentauth, peer, bare; `before` takes its own). */
+  /**
+   * Node flags for the server processes, in place of the ones agentauth runs with
+   * (`serverNodeFlags()`, src/node-flags.ts); `''` starts agentauth with none.
+   */
   nodeOptions?: string;
 }
 
@@ -81,6 +84,8 @@ async function stopChild(child: ChildProcess): Promise<void> {
 const profileOptions = (dir: string | undefined, nodeOptions = '') => ({
   NODE_OPTIONS: [nodeOptions, dir ? `--cpu-prof --cpu-prof-dir=${path.resolve(dir)}` : ''].filter(Boolean).join(' '),
 });
+/** agentauth's Node flags: the ones it runs with, or the run's own. */
+const agentauthFlags = (nodeOptions: string | undefined) => (nodeOptions === undefined ? undefined : nodeOptions.split(/\s+/).filter(Boolean));
 
 export async function startAgentauth(options: StartOptions): Promise<Target> {
   const deployment = await newDeployment();
@@ -96,8 +101,9 @@ export async function startAgentauth(options: StartOptions): Promise<Target> {
   const processes: { child: ChildProcess; url: string }[] = [];
   const startProcess = async (listenPort: number) => {
     const { child } = await spawnServer(
-      { ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir, options.nodeOptions) },
+      { ...env, PORT: String(listenPort), ...profileOptions(options.cpuProfDir) },
       options.serverDir ?? ROOT,
+      agentauthFlags(options.nodeOptions),
     );
     pin(child.pid!, options.serverCores);
     processes.push({ child, url: `http://127.0.0.1:${listenPort}` });

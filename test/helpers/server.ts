@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { serverNodeFlags } from '../../src/node-flags.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const REAL_SERVICES = Boolean(process.env.DATABASE_URL);
@@ -117,10 +118,14 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   await exited;
 }
 
-/** Spawns `node src/main.ts` and waits until it listens; rejects with its output if it exits. */
-export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT): Promise<{ child: ChildProcess; output: () => string }> {
+/** Spawns `node src/main.ts`, with the flags the Dockerfile gives, and waits until it listens; rejects with its output if it exits. */
+export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT, nodeFlags = serverNodeFlags()): Promise<{ child: ChildProcess; output: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(checkout, 'src/main.ts')], { env, cwd: checkout, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeFlags, path.join(checkout, 'src/main.ts')], {
+      env,
+      cwd: checkout,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     const collect = (d: Buffer) => {
       out += d;

@@ -3,8 +3,8 @@
  * promise a request creates runs an init hook and copies each store, and a token request creates
  * hundreds (oidc-provider's context, our request context and unit of work all live there).
  * `--experimental-async-context-frame` keeps the stores in V8's continuation data instead; it is
- * Node 24's default, and Node 24 refuses the flag as an unknown option, so it is given on Node 22
- * only. Measured: 10–14 % less CPU per token request (docs/performance.md, "AsyncContextFrame").
+ * Node 24's default, and Node 24 refuses the flag as an unknown option, so it is given before
+ * Node 24 only. Measured: 10–14 % less CPU per token request (docs/performance.md, "AsyncContextFrame").
  * The Dockerfile starts the server with these flags, and so do the tests and the benchmark.
  */
 export const ASYNC_CONTEXT_FRAME = '--experimental-async-context-frame';

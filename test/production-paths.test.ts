@@ -199,3 +199,42 @@ describe('a request that arrives while the server starts', () => {
     }
   });
 });
+
+describe("a server started without the Dockerfile's Node flags (`npm start` on Node 22)", () => {
+  it('issues and introspects a token as the image does, and its banner says what the flag saves', async (t) => {
+    if (serverNodeFlags().length === 0) return t.skip('this Node keeps AsyncLocalStorage on AsyncContextFrame without a flag');
+    const server = await startServer({}, undefined, []);
+    try {
+      assert.match(server.output(), /runtime: Node [\d.]+; `node --experimental-async-context-frame bin\/start\.js`/);
+      await createScope(server, 'plain:run', 'Plain');
+      const key = generateTestKey('ES256');
+      const { clientId } = await createAgent(server, { grantTypes: ['client_credentials'], scope: 'plain:run', jwks: { keys: [key.publicJwk] } });
+      const assertion = () => ({
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: clientAssertion(key, clientId, server.issuer),
+      });
+      const post = (endpoint: string, params: Record<string, string>) =>
+        fetch(`${server.issuer}${endpoint}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ ...params, ...assertion() }),
+        });
+      const issued = await post('/token', { grant_type: 'client_credentials', scope: 'plain:run' });
+      assert.equal(issued.status, 200);
+      const { access_token } = (await issued.json()) as { access_token: string };
+      const introspected = (await (await post('/token/introspection', { token: access_token })).json()) as { active: boolean; client_id: string };
+      assert.deepEqual([introspected.active, introspected.client_id], [true, clientId]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('is not what the tests start: their servers run with the flag and say nothing of it', async () => {
+    const server = await startServer();
+    try {
+      assert.doesNotMatch(server.output(), /runtime: Node/);
+    } finally {
+      await server.stop();
+    }
+  });
+});

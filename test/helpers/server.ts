@@ -142,16 +142,18 @@ export function spawnServer(env: NodeJS.ProcessEnv, checkout = ROOT, nodeFlags =
  * @param extraEnv settings on top of the deployment's
  * @param serverEnv changes only the server's environment (the CLI keeps the deployment's), e.g.
  *   to reach PostgreSQL through a proxy a test can cut
+ * @param nodeFlags the server's Node flags: the Dockerfile's by default (src/node-flags.ts)
  */
 export async function startServer(
   extraEnv: NodeJS.ProcessEnv = {},
   serverEnv: (env: NodeJS.ProcessEnv) => NodeJS.ProcessEnv = (env) => env,
+  nodeFlags = serverNodeFlags(),
 ): Promise<TestServer> {
   const deployment = await newDeployment();
   const port = extraEnv.PORT ? Number(extraEnv.PORT) : await freePort();
   const baseUrl = `http://localhost:${port}`;
   const env = { ...deployment.env, PORT: String(port), ISSUER: baseUrl, ...extraEnv };
-  const { child, output } = await spawnServer(serverEnv(env));
+  const { child, output } = await spawnServer(serverEnv(env), ROOT, nodeFlags);
   const halt = (signal: NodeJS.Signals = 'SIGTERM') => stopProcess(child, signal);
   return {
     issuer: env.ISSUER!,

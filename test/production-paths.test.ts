@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { postToken } from './helpers/browserless.ts';
 import { createAgent, createScope } from './helpers/factories.ts';
 import { clientAssertion, generateTestKey, type TestKey } from './helpers/jwt.ts';
 import { Redis } from 'ioredis';
@@ -213,16 +214,16 @@ describe("a server started without the Dockerfile's Node flags (`npm start` on N
         client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
         client_assertion: clientAssertion(key, clientId, server.issuer),
       });
-      const post = (endpoint: string, params: Record<string, string>) =>
-        fetch(`${server.issuer}${endpoint}`, {
+      const introspect = (params: Record<string, string>) =>
+        fetch(`${server.issuer}/token/introspection`, {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded' },
           body: new URLSearchParams({ ...params, ...assertion() }),
         });
-      const issued = await post('/token', { grant_type: 'client_credentials', scope: 'plain:run' });
+      const issued = await postToken(server.issuer, { grant_type: 'client_credentials', scope: 'plain:run', ...assertion() });
       assert.equal(issued.status, 200);
       const { access_token } = (await issued.json()) as { access_token: string };
-      const introspected = (await (await post('/token/introspection', { token: access_token })).json()) as { active: boolean; client_id: string };
+      const introspected = (await (await introspect({ token: access_token })).json()) as { active: boolean; client_id: string };
       assert.deepEqual([introspected.active, introspected.client_id], [true, clientId]);
     } finally {
       await server.stop();

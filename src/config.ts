@@ -65,6 +65,9 @@ const envSchema = z.object({
     .optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   DATABASE_URL: urlWithProtocol(['postgres:', 'postgresql:']).optional(),
+  // Off behind a pooler that cannot keep a prepared statement across transactions (PgBouncer in
+  // transaction mode before 1.21, or without max_prepared_statements).
+  DATABASE_PREPARED_STATEMENTS: booleanString.default(true),
   REDIS_URL: urlWithProtocol(['redis:', 'rediss:']).optional(),
   REDIS_KEY_PREFIX: z
     .string()
@@ -134,6 +137,8 @@ export interface Config {
   issuer: string | undefined;
   dataDir: string;
   databaseUrl: string | undefined;
+  /** Whether the statements agentauth repeats are prepared once per connection (PostgreSQL). */
+  databasePreparedStatements: boolean;
   redisUrl: string | undefined;
   redisKeyPrefix: string;
   keyEncryptionKey: Buffer | undefined;
@@ -236,6 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     issuer: e.ISSUER?.replace(/\/$/, ''),
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
+    databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS,
     redisUrl: e.REDIS_URL,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
     keyEncryptionKey: e.KEY_ENCRYPTION_KEY ? Buffer.from(e.KEY_ENCRYPTION_KEY, 'base64url') : undefined,

@@ -34,7 +34,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   let db: Db;
   let secrets: { keyEncryptionKey: Buffer; cookieKeys: string[] };
   if (config.databaseUrl) {
-    db = createPostgresDb(config.databaseUrl, { observer: { error: metrics.postgresError } });
+    db = createPostgresDb(config.databaseUrl, { observer: { error: metrics.postgresError }, preparedStatements: config.databasePreparedStatements });
     secrets = { keyEncryptionKey: config.keyEncryptionKey!, cookieKeys: config.cookieKeys! };
   } else {
     lock = lockDataDir(config.dataDir);

@@ -4,8 +4,10 @@
  * not stored; /readyz says which one is down; everything works again once it is back.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
+import pg from 'pg';
 import { clientFor, createAgent, createScope, type TestAgent } from './helpers/factories.ts';
 import { REAL_SERVICES, startServer, type TestServer } from './helpers/server.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
@@ -99,6 +101,67 @@ describe('dependency outages', { skip }, () => {
       assert.ok((await client.clientCredentialsGrant(config, { scope: 'outage:test' })).access_token);
     } finally {
       redisProxy.restore();
+    }
+  });
+});
+
+/**
+ * A rolling upgrade: a newer instance's migration alters a table while this one holds prepared
+ * statements that read it (src/storage/db.ts prepares the statements it repeats). The connection
+ * whose plan went stale answers one request with 503 and is dropped; the next one prepares the
+ * statement afresh. Without that, every request the stale connection takes would fail.
+ */
+describe('a prepared statement whose table a newer instance altered', { skip }, () => {
+  const ADMIN_TOKEN = randomBytes(24).toString('base64url');
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ ADMIN_TOKENS: `ops:${ADMIN_TOKEN}` });
+  });
+  after(() => server?.stop());
+
+  /** What a newer instance's migration might do to a table this one reads with `SELECT *`. */
+  const alterEvents = async (target: TestServer) => {
+    const db = new pg.Client({ connectionString: target.env.DATABASE_URL });
+    await db.connect();
+    try {
+      await db.query('ALTER TABLE revocation_events ADD COLUMN added_by_a_newer_instance text');
+    } finally {
+      await db.end();
+    }
+  };
+  const listEvents = () => fetch(`${server.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+
+  it('costs one request a 503 at most, never a 500, and the rest are answered', async () => {
+    // One request prepares `SELECT * FROM revocation_events …` on one connection.
+    assert.equal((await listEvents()).status, 200);
+    await alterEvents(server);
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const res = await listEvents();
+      statuses.push(res.status);
+      const text = await res.text();
+      if (res.status === 503) {
+        assert.equal(res.headers.get('retry-after'), '1');
+        assert.doesNotMatch(text, /at [\w.<>]+ \(|node:internal|cached plan/, 'no stack, no driver message');
+      }
+    }
+    assert.ok(
+      statuses.every((s) => s === 200 || s === 503),
+      `statuses: ${statuses}`,
+    );
+    assert.ok(statuses.filter((s) => s === 503).length <= 1, `statuses: ${statuses}`);
+    assert.deepEqual(statuses.slice(1), Array(11).fill(200), `statuses: ${statuses}`);
+  });
+
+  it('with DATABASE_PREPARED_STATEMENTS=false (a pooler that cannot keep them) prepares none', async () => {
+    const unprepared = await startServer({ ADMIN_TOKENS: `ops:${ADMIN_TOKEN}`, DATABASE_PREPARED_STATEMENTS: 'false' });
+    try {
+      const list = () => fetch(`${unprepared.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      assert.equal((await list()).status, 200);
+      await alterEvents(unprepared);
+      assert.deepEqual(await Promise.all([list(), list()].map(async (r) => (await r).status)), [200, 200]);
+    } finally {
+      await unprepared.stop();
     }
   });
 });

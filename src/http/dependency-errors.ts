@@ -3,6 +3,8 @@
  * meets one answers 503 temporarily_unavailable with Retry-After: the client should retry, and
  * nothing was issued (the transaction rolled back).
  */
+import { isStalePreparedStatement } from '../storage/db.ts';
+
 const CONNECTION_MESSAGES = [
   'ECONNREFUSED',
   'ECONNRESET',
@@ -22,6 +24,8 @@ const CONNECTION_MESSAGES = [
 
 export function isDependencyError(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    // The connection is dropped (src/storage/db.ts); the next one prepares the statement afresh.
+    if (isStalePreparedStatement(e)) return true;
     const code = (e as { code?: unknown }).code;
     if (
       typeof code === 'string' &&

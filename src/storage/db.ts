@@ -373,8 +373,44 @@ function isConnectionError(err: unknown): boolean {
   return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57');
 }
 
-export function createPostgresDb(connectionString: string, options: { max?: number; observer?: StorageObserver } = {}): Db {
+/** At most this many statement texts are prepared: a text built with varying content cannot fill the server's memory. */
+const MAX_PREPARED_STATEMENTS = 500;
+
+/**
+ * Names for the statements this pool repeats, so each connection parses and plans one once (a
+ * prepared statement) and afterwards sends only its parameters. Parsing and planning are most of
+ * PostgreSQL's work for the short statements of a token request, and its CPU is the server's
+ * too on a small machine. Only statements with parameters are named: a statement without any
+ * carries its values as literals (Db.atCommit) and is a one-off. undefined: send it unnamed.
+ */
+function statementNames(enabled: boolean): (sql: string) => string | undefined {
+  const names = new Map<string, string>();
+  return (sql) => {
+    if (!enabled) return undefined;
+    let name = names.get(sql);
+    if (name === undefined && names.size < MAX_PREPARED_STATEMENTS) {
+      name = `agentauth_${names.size}`;
+      names.set(sql, name);
+    }
+    return name;
+  };
+}
+
+/**
+ * A prepared statement this connection can no longer use: its result type changed under it (a
+ * migration of a newer instance altered what it reads) or a pooler in between lost it. The
+ * connection is then dropped, so the next one prepares the statement afresh.
+ */
+export function isStalePreparedStatement(err: unknown): boolean {
+  const { code, message, error_detail: detail } = err as { code?: unknown; message?: unknown; error_detail?: unknown };
+  if (code === '26000') return true; // invalid_sql_statement_name: prepared statement "…" does not exist
+  const text = typeof detail === 'string' ? detail : typeof message === 'string' ? message : '';
+  return code === '0A000' && text.includes('cached plan must not change result type');
+}
+
+export function createPostgresDb(connectionString: string, options: { max?: number; observer?: StorageObserver; preparedStatements?: boolean } = {}): Db {
   const observer = options.observer ?? unobserved;
+  const nameOf = statementNames(options.preparedStatements ?? true);
   const sanitized = sanitizer(observer);
   const pool = new pg.Pool({
     connectionString,
@@ -410,6 +446,8 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
       }
       // BEGIN waits here until the first statement (or COMMIT) goes with it.
       let beginPending = false;
+      // Set when one of its prepared statements went stale: the connection is then not reused.
+      let stale = false;
       const stream = (client as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream;
       /**
        * Writes the statement (after BEGIN if one is pending) in one system call: pg writes each
@@ -421,7 +459,8 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
         try {
           const begun = beginPending ? client.query('BEGIN') : undefined;
           beginPending = false;
-          const sent = client.query(sql, params) as unknown as Promise<R>;
+          const name = params?.length ? nameOf(sql) : undefined;
+          const sent = (name ? client.query({ name, text: sql, values: params }) : client.query(sql, params)) as unknown as Promise<R>;
           if (!begun) return sent;
           // A failed BEGIN fails the statement behind it too (both ride on the same connection).
           return Promise.allSettled([begun, sent]).then(([b]) => (b.status === 'rejected' ? Promise.reject(b.reason) : sent));
@@ -434,8 +473,13 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
           beginPending = true;
         },
         async query<T>(sql: string, params?: unknown[]) {
-          const r = await sanitized(() => send<pg.QueryResult>(sql, params));
-          return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+          try {
+            const r = await sanitized(() => send<pg.QueryResult>(sql, params));
+            return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+          } catch (err) {
+            if (isStalePreparedStatement(err)) stale = true;
+            throw err;
+          }
         },
         async script(sql: string) {
           await sanitized(() => send(sql));
@@ -452,7 +496,7 @@ export function createPostgresDb(connectionString: string, options: { max?: numb
         },
         release: (broken) => {
           beginPending = false;
-          client.release(broken);
+          client.release(broken || stale);
         },
       };
     },

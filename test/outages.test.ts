@@ -145,12 +145,12 @@ describe('a prepared statement whose table a newer instance altered', { skip }, 
         assert.doesNotMatch(text, /at [\w.<>]+ \(|node:internal|cached plan/, 'no stack, no driver message');
       }
     }
-    assert.ok(
-      statuses.every((s) => s === 200 || s === 503),
-      `statuses: ${statuses}`,
-    );
-    assert.ok(statuses.filter((s) => s === 503).length <= 1, `statuses: ${statuses}`);
-    assert.deepEqual(statuses.slice(1), Array(11).fill(200), `statuses: ${statuses}`);
+    // Only one connection prepared the statement, so one request at most meets it (the pool hands
+    // out its last-released connection first: it is usually the first request, but a background
+    // task may hold that connection for a moment). Kept after the failure, it would fail again
+    // every time it came back.
+    const failed = statuses.filter((s) => s !== 200);
+    assert.ok(failed.length <= 1 && failed.every((s) => s === 503), `statuses: ${statuses}`);
   });
 
   it('with DATABASE_PREPARED_STATEMENTS=false (a pooler that cannot keep them) prepares none', async () => {

@@ -6,6 +6,7 @@
  * and is committed before the response is sent.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { AgentauthError, CommitFailed } from '../errors.ts';
@@ -338,12 +339,15 @@ function createDb(driver: Driver): Db {
 export class DbError extends AgentauthError {
   /** The SQLSTATE, by which a lost connection is told from a bug (src/http/dependency-errors.ts). */
   readonly code: string | undefined;
+  /** The PostgreSQL function that raised it (names an error whatever the server's language). */
+  readonly routine: string | undefined;
   constructor(err: unknown) {
-    const source = err as { message?: unknown; code?: unknown };
+    const source = err as { message?: unknown; code?: unknown; routine?: unknown };
     super(500, 'server_error', 'An unexpected error occurred.', { expose: false });
     this.name = 'DbError';
     this.error_detail = typeof source?.message === 'string' ? source.message : 'database error';
     this.code = typeof source?.code === 'string' ? source.code : undefined;
+    this.routine = typeof source?.routine === 'string' ? source.routine : undefined;
   }
 }
 
@@ -389,7 +393,9 @@ function statementNames(enabled: boolean): (sql: string) => string | undefined {
     if (!enabled) return undefined;
     let name = names.get(sql);
     if (name === undefined && names.size < MAX_PREPARED_STATEMENTS) {
-      name = `agentauth_${names.size}`;
+      // From the text, not the order of first use: one name means one text in every instance, so
+      // even a pooler that shares a server connection between instances cannot bind another's.
+      name = `agentauth_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
       names.set(sql, name);
     }
     return name;
@@ -402,10 +408,11 @@ function statementNames(enabled: boolean): (sql: string) => string | undefined {
  * connection is then dropped, so the next one prepares the statement afresh.
  */
 export function isStalePreparedStatement(err: unknown): boolean {
-  const { code, message, error_detail: detail } = err as { code?: unknown; message?: unknown; error_detail?: unknown };
+  const { code, routine } = err as { code?: unknown; routine?: unknown };
   if (code === '26000') return true; // invalid_sql_statement_name: prepared statement "…" does not exist
-  const text = typeof detail === 'string' ? detail : typeof message === 'string' ? message : '';
-  return code === '0A000' && text.includes('cached plan must not change result type');
+  // "cached plan must not change result type", told by the server function that raises it: the
+  // message itself is translated when the server's lc_messages is not English.
+  return code === '0A000' && routine === 'RevalidateCachedQuery';
 }
 
 export function createPostgresDb(connectionString: string, options: { max?: number; observer?: StorageObserver; preparedStatements?: boolean } = {}): Db {

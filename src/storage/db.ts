@@ -388,9 +388,9 @@ const MAX_PREPARED_STATEMENTS = 500;
  * carries its values as literals (Db.atCommit) and is a one-off. undefined: send it unnamed.
  */
 function statementNames(enabled: boolean): (sql: string) => string | undefined {
+  if (!enabled) return () => undefined;
   const names = new Map<string, string>();
   return (sql) => {
-    if (!enabled) return undefined;
     let name = names.get(sql);
     if (name === undefined && names.size < MAX_PREPARED_STATEMENTS) {
       // From the text, not the order of first use: one name means one text in every instance, so

@@ -68,6 +68,11 @@ const envSchema = z.object({
   // Off behind a pooler that cannot keep a prepared statement across transactions (PgBouncer in
   // transaction mode before 1.21, or without max_prepared_statements).
   DATABASE_PREPARED_STATEMENTS: booleanString.default(true),
+  // Connections per instance. Instances × this must fit PostgreSQL's max_connections (100 by
+  // default). At least 4: the audit sealer and the purge each hold two connections at a moment
+  // (a transaction, and the short one that settles which rows it may seal), and with fewer they
+  // could wait on each other until the 5 s connection timeout.
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(4).max(500).default(10),
   REDIS_URL: urlWithProtocol(['redis:', 'rediss:']).optional(),
   REDIS_KEY_PREFIX: z
     .string()
@@ -139,6 +144,7 @@ export interface Config {
   databaseUrl: string | undefined;
   /** Whether the statements agentauth repeats are prepared once per connection (PostgreSQL). */
   databasePreparedStatements: boolean;
+  databasePoolSize: number;
   redisUrl: string | undefined;
   redisKeyPrefix: string;
   keyEncryptionKey: Buffer | undefined;
@@ -242,6 +248,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
     databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
     redisUrl: e.REDIS_URL,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
     keyEncryptionKey: e.KEY_ENCRYPTION_KEY ? Buffer.from(e.KEY_ENCRYPTION_KEY, 'base64url') : undefined,

@@ -34,7 +34,11 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   let db: Db;
   let secrets: { keyEncryptionKey: Buffer; cookieKeys: string[] };
   if (config.databaseUrl) {
-    db = createPostgresDb(config.databaseUrl, { observer: { error: metrics.postgresError }, preparedStatements: config.databasePreparedStatements });
+    db = createPostgresDb(config.databaseUrl, {
+      observer: { error: metrics.postgresError },
+      preparedStatements: config.databasePreparedStatements,
+      max: config.databasePoolSize,
+    });
     secrets = { keyEncryptionKey: config.keyEncryptionKey!, cookieKeys: config.cookieKeys! };
   } else {
     lock = lockDataDir(config.dataDir);

@@ -372,6 +372,24 @@ describe('metrics during outages', { skip: REAL_SERVICES ? false : 'cuts the con
   });
 });
 
+describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the PostgreSQL pool (set DATABASE_URL and REDIS_URL)' }, () => {
+  it('opens as many PostgreSQL connections as it says under a burst that wants more, and answers every request', async () => {
+    const server = await startServer({ ADMIN_TOKEN, DATABASE_POOL_SIZE: '4' });
+    try {
+      // Forty requests at once, each wanting a connection: the default pool would open ten.
+      const statuses = await Promise.all(
+        Array.from({ length: 40 }, async () => (await fetch(`${server.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
+      );
+      assert.deepEqual(new Set(statuses), new Set([200]), `statuses: ${statuses}`);
+      const m = await scrape(`${server.issuer}/metrics`);
+      assert.equal(sampleOf(m, 'agentauth_postgres_pool_connections'), 4);
+      assert.equal(sampleOf(m, 'agentauth_postgres_pool_waiting_requests'), 0);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('metrics configuration', () => {
   it('has no /metrics without ADMIN_TOKEN or METRICS_PORT', async () => {
     const server = await startServer();

@@ -68,10 +68,10 @@ const envSchema = z.object({
   // Off behind a pooler that cannot keep a prepared statement across transactions (PgBouncer in
   // transaction mode before 1.21, or without max_prepared_statements).
   DATABASE_PREPARED_STATEMENTS: booleanString.default(true),
-  // Connections per instance. Instances × this must fit PostgreSQL's max_connections (100 by
-  // default). At least 4: the audit sealer and the purge each hold two connections at a moment
-  // (a transaction, and the short one that settles which rows it may seal), and with fewer they
-  // could wait on each other until the 5 s connection timeout.
+  // Connections per process (each instance, each CLI command). Instances × this must fit
+  // PostgreSQL's max_connections (100 by default). At least 4: the background work that may run
+  // at once (a purge's lock connection and its batch, the audit sealer, event delivery) would
+  // otherwise leave requests none.
   DATABASE_POOL_SIZE: z.coerce.number().int().min(4).max(500).default(10),
   REDIS_URL: urlWithProtocol(['redis:', 'rediss:']).optional(),
   REDIS_KEY_PREFIX: z

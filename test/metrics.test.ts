@@ -376,7 +376,7 @@ describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the Postgr
   it('opens as many PostgreSQL connections as it says under a burst that wants more, and answers every request', async () => {
     const server = await startServer({ ADMIN_TOKEN, DATABASE_POOL_SIZE: '4' });
     try {
-      // Forty requests at once, each wanting a connection: the default pool would open ten.
+      // Forty requests at once, each wanting a connection: the default pool opened more than four.
       const statuses = await Promise.all(
         Array.from({ length: 40 }, async () => (await fetch(`${server.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
       );
@@ -384,6 +384,21 @@ describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the Postgr
       const m = await scrape(`${server.issuer}/metrics`);
       assert.equal(sampleOf(m, 'agentauth_postgres_pool_connections'), 4);
       assert.equal(sampleOf(m, 'agentauth_postgres_pool_waiting_requests'), 0);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('serves concurrent audit reads on a pool of 4: no sealer holds a connection while it waits for another', async () => {
+    const server = await startServer({ ADMIN_TOKEN, DATABASE_POOL_SIZE: '4' });
+    try {
+      // Each first page seals what is pending first. A sealer that took a second connection while
+      // holding the seal lock found the other three held by readers queued on that lock: all
+      // waited until the 5 s connection timeout, and the sealer's reader got a 503.
+      const statuses = await Promise.all(
+        Array.from({ length: 12 }, async () => (await fetch(`${server.baseUrl}/admin/audit`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
+      );
+      assert.deepEqual(new Set(statuses), new Set([200]), `statuses: ${statuses}`);
     } finally {
       await server.stop();
     }

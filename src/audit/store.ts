@@ -174,12 +174,18 @@ async function settledMaxId(db: Db): Promise<number> {
   );
 }
 
-/** Seals the committed rows not yet sealed (up to a batch); returns how many rows it sealed. */
+/**
+ * Seals the committed rows not yet sealed (up to a batch); returns how many rows it sealed.
+ * Which rows are final is settled first, on a connection of its own that is given back before
+ * the sealing transaction takes one: a sealer holding the seal lock and waiting for a second
+ * connection would stall every other holder of the lock, and with them a small pool. Settling
+ * first is safe: a row final then stays final, and a purge removes only sealed rows.
+ */
 export async function sealPending(db: Db, key: Buffer): Promise<number> {
+  const maxId = await settledMaxId(db);
   return db.tx(async () => {
     await db.query(SEAL_LOCK);
     const previous = await lastSeal(db);
-    const maxId = await settledMaxId(db);
     if (maxId <= previous.lastId) return 0;
     const rows = await eventsInRange(db, previous.lastId, maxId, SEAL_BATCH);
     if (rows.length === 0) return 0;

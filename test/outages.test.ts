@@ -115,7 +115,9 @@ describe('a prepared statement whose table a newer instance altered', { skip }, 
   const ADMIN_TOKEN = randomBytes(24).toString('base64url');
   let server: TestServer;
   before(async () => {
-    server = await startServer({ ADMIN_TOKENS: `ops:${ADMIN_TOKEN}` });
+    // A pool of 4, so a burst queues for connections: one given back mid-burst goes to a waiting
+    // request, whichever connection it is.
+    server = await startServer({ ADMIN_TOKENS: `ops:${ADMIN_TOKEN}`, DATABASE_POOL_SIZE: '4' });
   });
   after(() => server?.stop());
 
@@ -135,10 +137,10 @@ describe('a prepared statement whose table a newer instance altered', { skip }, 
     // One request prepares `SELECT * FROM revocation_events …` on one connection.
     assert.equal((await listEvents()).status, 200);
     await alterEvents(server);
-    // A burst of three times the pool's size takes every pooled connection, so the one holding
-    // the stale plan answers one of them whatever a background task was doing with it. That one
-    // request fails (503) and its connection is dropped: kept, it would fail again every time it
-    // came back. None failing would mean the statement had not been prepared at all.
+    // A burst of many times the pool's size takes every pooled connection and queues for more,
+    // so the one holding the stale plan answers one of them even if a background task held it
+    // when the burst began. That one request fails (503) and its connection is dropped: kept, it
+    // would fail again every time it came back. None failing would mean nothing was prepared.
     const responses = await Promise.all(Array.from({ length: 30 }, () => listEvents()));
     const statuses = responses.map((res) => res.status);
     for (const res of responses) {

@@ -6,8 +6,10 @@
  * then having no /metrics); and that no label value carries a token, a user id or a client id.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import * as client from 'openid-client';
+import pg from 'pg';
 import { codeFlowTokens } from './helpers/browserless.ts';
 import { clientFor, createAgent, createScope, createUser, type TestUser } from './helpers/factories.ts';
 import { freePort, newDeployment, REAL_SERVICES, spawnServer, startServer, type TestServer } from './helpers/server.ts';
@@ -375,16 +377,34 @@ describe('metrics during outages', { skip: REAL_SERVICES ? false : 'cuts the con
 describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the PostgreSQL pool (set DATABASE_URL and REDIS_URL)' }, () => {
   it('opens as many PostgreSQL connections as it says under a burst that wants more, and answers every request', async () => {
     const server = await startServer({ ADMIN_TOKEN, DATABASE_POOL_SIZE: '4' });
+    const db = new pg.Client({ connectionString: server.env.DATABASE_URL });
+    // Its own connection: inside the locking transaction, pg_stat_activity would keep its first reading.
+    const observer = new pg.Client({ connectionString: server.env.DATABASE_URL });
+    await Promise.all([db.connect(), observer.connect()]);
     try {
-      // Forty requests at once, each wanting a connection: the default pool opened more than four.
-      const statuses = await Promise.all(
+      // Every request of the burst reads revocation_events; locked here, each one holds its
+      // connection in PostgreSQL until the lock goes, so the pool fills and the rest wait.
+      const lockHolder = (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      await db.query('BEGIN');
+      await db.query('LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE');
+      const burst = Promise.all(
         Array.from({ length: 40 }, async () => (await fetch(`${server.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
       );
-      assert.deepEqual(new Set(statuses), new Set([200]), `statuses: ${statuses}`);
-      const m = await scrape(`${server.issuer}/metrics`);
-      assert.equal(sampleOf(m, 'agentauth_postgres_pool_connections'), 4);
-      assert.equal(sampleOf(m, 'agentauth_postgres_pool_waiting_requests'), 0);
+      const serverConnections = async () =>
+        (
+          await observer.query<{ open: number; blocked: number }>(
+            `SELECT count(*)::int AS open, (count(*) FILTER (WHERE wait_event_type = 'Lock'))::int AS blocked
+             FROM pg_stat_activity WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)`,
+            [lockHolder],
+          )
+        ).rows[0]!;
+      await waitFor('the pool to fill', async () => ((await serverConnections()).blocked >= 4 ? true : undefined));
+      // Four open, all four waiting on the lock: the default pool would have opened ten.
+      assert.deepEqual(await serverConnections(), { open: 4, blocked: 4 });
+      await db.query('COMMIT');
+      assert.deepEqual(new Set(await burst), new Set([200]));
     } finally {
+      await Promise.all([db.end(), observer.end()]);
       await server.stop();
     }
   });
@@ -399,6 +419,19 @@ describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the Postgr
         Array.from({ length: 12 }, async () => (await fetch(`${server.baseUrl}/admin/audit`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
       );
       assert.deepEqual(new Set(statuses), new Set([200]), `statuses: ${statuses}`);
+      // A verification runs in an operation's transaction and seals first, batch after batch.
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      for (let i = 0; i < 20; i++) {
+        const body = JSON.stringify({ name: `pool:s${randomUUID().slice(0, 8)}`, description: 'An audit row to seal' });
+        assert.equal((await fetch(`${server.baseUrl}/admin/scopes`, { method: 'POST', headers: admin, body })).status, 200);
+      }
+      const verified = await Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const res = await fetch(`${server.baseUrl}/admin/audit/verify`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+          return res.status === 200 ? ((await res.json()) as { ok: boolean }).ok : res.status;
+        }),
+      );
+      assert.deepEqual(new Set(verified), new Set([true]), `verifications: ${verified}`);
     } finally {
       await server.stop();
     }

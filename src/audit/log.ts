@@ -165,9 +165,14 @@ export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: Request
     },
 
     async seal() {
-      let total = 0;
-      for (let sealed = await sealPending(db, chainKey); sealed > 0; sealed = await sealPending(db, chainKey)) total += sealed;
-      return total;
+      // Each batch in a transaction of its own, even when called inside one (an operation's):
+      // joined to it, the seal lock would be held to its end while the next batch waits for a
+      // connection to settle its rows on, and callers queued on the lock hold the rest.
+      return db.detached(async () => {
+        let total = 0;
+        for (let sealed = await sealPending(db, chainKey); sealed > 0; sealed = await sealPending(db, chainKey)) total += sealed;
+        return total;
+      });
     },
 
     async verify() {

@@ -387,6 +387,37 @@ describe('audit purge', () => {
   });
 });
 
+describe('audit: a verification while a purge commits', () => {
+  const ADMIN_TOKEN = randomBytes(24).toString('base64url');
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({ ADMIN_TOKEN });
+  });
+  after(() => server?.stop());
+
+  const admin = (path: string, body?: unknown) =>
+    fetch(`${server.baseUrl}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+
+  it('sees the chain before the purge or after it, never half of each', async () => {
+    // Many small seals, so one verification takes many statements.
+    for (let i = 0; i < 80; i++) {
+      assert.equal((await admin('/admin/scopes', { name: `purge:s${i}`, description: 'A row to purge' })).status, 200);
+      assert.equal((await admin('/admin/audit/verify')).status, 200);
+    }
+    const before = new Date().toISOString();
+    const verifications = Array.from({ length: 4 }, async () => (await (await admin('/admin/audit/verify')).json()) as { ok: boolean; problem?: unknown });
+    const purge = admin('/admin/audit/purge', { before });
+    const results = await Promise.all(verifications);
+    assert.equal((await purge).status, 200);
+    for (const result of results) assert.equal(result.ok, true, JSON.stringify(result));
+    assert.equal(((await (await admin('/admin/audit/verify')).json()) as { ok: boolean }).ok, true);
+  });
+});
+
 describe('admin audit endpoint', () => {
   let server: TestServer;
   const adminToken = randomBytes(32).toString('base64url');

@@ -11,8 +11,10 @@ import {
   countAfter,
   eventsInRange,
   findEvents,
+  holdSealLock,
   insertStatement,
   purgeBefore,
+  purgeRecordedAfter,
   readAnchor,
   readSeals,
   sealPending,
@@ -154,6 +156,42 @@ export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: Request
     } satisfies AuditEvent);
   }
 
+  /** Checks the chain from the anchor to the last seal, and that a purge explains what is gone. */
+  async function verifyChain() {
+    await holdSealLock(db);
+    const anchor = await readAnchor(db);
+    let previous = { seq: anchor.seq, lastId: anchor.lastId, hash: anchor.hash };
+    let checked = 0;
+    let purgeRecorded = anchor.seq === 0;
+    for (;;) {
+      const seals = await readSeals(db, previous.seq, 200);
+      if (seals.length === 0) break;
+      for (const seal of seals) {
+        const rows = await eventsInRange(db, seal.afterId, seal.lastId);
+        const problem = checkSeal(seal, previous) ?? checkRows(seal, rows);
+        if (problem) return { ok: false, checked, head: { seq: previous.seq, hash: previous.hash }, unsealed: 0, problem };
+        if (rows.some((row) => row.event_type === 'audit.purged' && row.details.through_seq === anchor.seq)) purgeRecorded = true;
+        checked += seal.rowIds.length;
+        previous = { seq: seal.seq, lastId: seal.lastId, hash: seal.hash };
+      }
+    }
+    const head = { seq: previous.seq, hash: previous.hash };
+    const unsealed = await countAfter(db, previous.lastId);
+    // A purge that committed after this verification sealed, before it took the lock, left its
+    // record unsealed: the next seal takes it in, as this verification's own seal would have.
+    purgeRecorded ||= await purgeRecordedAfter(db, previous.lastId, anchor.seq);
+    if (!purgeRecorded) {
+      return {
+        ok: false,
+        checked,
+        head,
+        unsealed,
+        problem: { seal: anchor.seq, reason: `events up to seal ${anchor.seq} are gone without a recorded purge` },
+      };
+    }
+    return { ok: true, checked, head, unsealed };
+  }
+
   const log: AuditLog = {
     async record(input) {
       const pending = pendingEvents();
@@ -177,34 +215,9 @@ export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: Request
 
     async verify() {
       await log.seal();
-      const anchor = await readAnchor(db);
-      let previous = { seq: anchor.seq, lastId: anchor.lastId, hash: anchor.hash };
-      let checked = 0;
-      let purgeRecorded = anchor.seq === 0;
-      for (;;) {
-        const seals = await readSeals(db, previous.seq, 200);
-        if (seals.length === 0) break;
-        for (const seal of seals) {
-          const rows = await eventsInRange(db, seal.afterId, seal.lastId);
-          const problem = checkSeal(seal, previous) ?? checkRows(seal, rows);
-          if (problem) return { ok: false, checked, head: { seq: previous.seq, hash: previous.hash }, unsealed: 0, problem };
-          if (rows.some((row) => row.event_type === 'audit.purged' && row.details.through_seq === anchor.seq)) purgeRecorded = true;
-          checked += seal.rowIds.length;
-          previous = { seq: seal.seq, lastId: seal.lastId, hash: seal.hash };
-        }
-      }
-      const head = { seq: previous.seq, hash: previous.hash };
-      const unsealed = await countAfter(db, previous.lastId);
-      if (!purgeRecorded) {
-        return {
-          ok: false,
-          checked,
-          head,
-          unsealed,
-          problem: { seal: anchor.seq, reason: `events up to seal ${anchor.seq} are gone without a recorded purge` },
-        };
-      }
-      return { ok: true, checked, head, unsealed };
+      // Sealed batches commit on their own (above); the reading is one transaction under the seal
+      // lock, or a purge committing between its statements would look like missing seals or rows.
+      return db.tx(() => verifyChain());
     },
 
     async find(filter, after, limit) {

@@ -130,6 +130,15 @@ export function insertStatement(events: AuditEvent[]): string | undefined {
     SELECT v.* FROM gate, (VALUES ${tuples.join(', ')}) AS v(${CONTENT_COLUMNS})`;
 }
 
+/**
+ * Holds the seal lock to the end of the current transaction: no seal or purge commits meanwhile,
+ * so a reader sees one consistent chain (anchor, seals and rows) across many statements. The
+ * holder must not wait for another connection while it holds it (sealPending settles first).
+ */
+export async function holdSealLock(db: Db): Promise<void> {
+  await db.query(SEAL_LOCK);
+}
+
 async function lastSeal(db: Db): Promise<{ seq: number; lastId: number; hash: string }> {
   // Order by the column, not a text alias: '9' sorts after '10'.
   const r = await db.query<{ seq: string; last_id: string; hash: string }>(
@@ -217,6 +226,15 @@ export async function eventsInRange(db: Db, afterId: number, lastId: number, lim
 export async function readSeals(db: Db, afterSeq: number, limit: number): Promise<Seal[]> {
   const r = await db.query<RawSeal>(`SELECT ${SEAL_COLUMNS} FROM audit_seals WHERE seq > $1 ORDER BY audit_seals.seq LIMIT $2`, [afterSeq, limit]);
   return r.rows.map(toSeal);
+}
+
+/** Whether a row after `id` (not sealed yet) records the purge through seal `throughSeq`. */
+export async function purgeRecordedAfter(db: Db, id: number, throughSeq: number): Promise<boolean> {
+  const r = await db.query("SELECT 1 FROM audit_events WHERE id > $1 AND event_type = 'audit.purged' AND details->>'through_seq' = $2 LIMIT 1", [
+    id,
+    String(throughSeq),
+  ]);
+  return r.rows.length > 0;
 }
 
 export async function countAfter(db: Db, id: number): Promise<number> {

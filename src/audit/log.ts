@@ -85,7 +85,7 @@ export interface VerifyResult {
   checked: number;
   /** The last seal that verified: keep its hash somewhere else to detect a truncated tail. */
   head: { seq: number; hash: string };
-  /** Rows committed after the last seal (none right after a verify, which seals first). */
+  /** Rows committed after the last seal (a verify seals first: only rows newer than its start). */
   unsealed: number;
   /** The first thing that does not fit: an event row by id, or a seal by seq. */
   problem?: { row?: number; seal?: number; reason: string };

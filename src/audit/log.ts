@@ -18,6 +18,7 @@ import {
   readAnchor,
   readSeals,
   sealPending,
+  settledMaxId,
   type ActorType,
   type AuditEvent,
   type AuditFilter,
@@ -207,8 +208,11 @@ export function createAuditLog(db: Db, chainKey: Buffer, currentRequest: Request
       // joined to it, the seal lock would be held to its end while the next batch waits for a
       // connection to settle its rows on, and callers queued on the lock hold the rest.
       return db.detached(async () => {
+        // Up to the rows final now, batch after batch: settling again on every batch would go on
+        // for as long as requests keep adding rows, and a verification or export would not end.
+        const settled = await settledMaxId(db);
         let total = 0;
-        for (let sealed = await sealPending(db, chainKey); sealed > 0; sealed = await sealPending(db, chainKey)) total += sealed;
+        for (let sealed = await sealPending(db, chainKey, settled); sealed > 0; sealed = await sealPending(db, chainKey, settled)) total += sealed;
         return total;
       });
     },

@@ -173,7 +173,7 @@ async function takeGateExclusively(db: Db): Promise<void> {
  * short transaction (so the gate is released at its end, even after an error); on PGlite there is
  * no other transaction to wait for.
  */
-async function settledMaxId(db: Db): Promise<number> {
+export async function settledMaxId(db: Db): Promise<number> {
   return db.detached(() =>
     db.tx(async () => {
       if (db.kind === 'postgres') await takeGateExclusively(db);
@@ -184,14 +184,13 @@ async function settledMaxId(db: Db): Promise<number> {
 }
 
 /**
- * Seals the committed rows not yet sealed (up to a batch); returns how many rows it sealed.
- * Which rows are final is settled first, on a connection of its own that is given back before
- * the sealing transaction takes one: a sealer holding the seal lock and waiting for a second
- * connection would stall every other holder of the lock, and with them a small pool. Settling
- * first is safe: a row final then stays final, and a purge removes only sealed rows.
+ * Seals the rows not yet sealed up to `maxId` (up to a batch); returns how many rows it sealed.
+ * `maxId` comes from settledMaxId, called before, on a connection of its own that is given back
+ * before the sealing transaction takes one: a sealer holding the seal lock and waiting for a
+ * second connection would stall every other holder of the lock, and with them a small pool.
+ * Settling first is safe: a row final then stays final, and a purge removes only sealed rows.
  */
-export async function sealPending(db: Db, key: Buffer): Promise<number> {
-  const maxId = await settledMaxId(db);
+export async function sealPending(db: Db, key: Buffer, maxId: number): Promise<number> {
   return db.tx(async () => {
     await db.query(SEAL_LOCK);
     const previous = await lastSeal(db);

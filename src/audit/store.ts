@@ -133,7 +133,8 @@ export function insertStatement(events: AuditEvent[]): string | undefined {
 /**
  * Holds the seal lock to the end of the current transaction: no seal or purge commits meanwhile,
  * so a reader sees one consistent chain (anchor, seals and rows) across many statements. The
- * holder must not wait for another connection while it holds it (sealPending settles first).
+ * holder must not wait for another connection while it holds it: whoever seals settles first,
+ * with settledMaxId, and only then takes the lock.
  */
 export async function holdSealLock(db: Db): Promise<void> {
   await db.query(SEAL_LOCK);

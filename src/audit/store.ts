@@ -193,7 +193,7 @@ export async function settledMaxId(db: Db): Promise<number> {
  */
 export async function sealPending(db: Db, key: Buffer, maxId: number): Promise<number> {
   return db.tx(async () => {
-    await db.query(SEAL_LOCK);
+    await holdSealLock(db);
     const previous = await lastSeal(db);
     if (maxId <= previous.lastId) return 0;
     const rows = await eventsInRange(db, previous.lastId, maxId, SEAL_BATCH);
@@ -329,7 +329,7 @@ export async function findEvents(db: Db, filter: AuditFilter, after: number, lim
  * undefined, it purges everything before the cutoff in short transactions.
  */
 export async function purgeBefore(db: Db, cutoff: Date, maxRows: number): Promise<{ purged: number; throughSeq: number } | undefined> {
-  await db.query(SEAL_LOCK);
+  await holdSealLock(db);
   const r = await db.query<RawSeal>(
     `SELECT ${SEAL_COLUMNS} FROM audit_seals
      WHERE sealed_at < $1 AND (last_id <= (SELECT min(after_id) FROM audit_seals) + $2 OR seq = (SELECT min(seq) FROM audit_seals))

@@ -192,7 +192,7 @@ describe('start-up refusals', () => {
         ['ACCESS_TOKEN_TTL', '-5'],
         ['ISSUER', 'ftp://x'],
         ['TRUST_PROXY', 'maybe'],
-        // Fewer than the audit sealer and the purge may hold at once.
+        // Fewer would leave requests none while the background work (purge, sealer, delivery) runs.
         ['DATABASE_POOL_SIZE', '3'],
       ] as const) {
         const error = await spawnServer({ ...deployment.env, [name]: value }).then(

@@ -374,6 +374,14 @@ describe('metrics during outages', { skip: REAL_SERVICES ? false : 'cuts the con
   });
 });
 
+/** An admin API call on `server` (JSON body when given). */
+const adminCall = (server: TestServer, path: string, init: { method?: string; body?: unknown } = {}) =>
+  fetch(`${server.baseUrl}${path}`, {
+    method: init.method ?? 'GET',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+
 describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the PostgreSQL pool (set DATABASE_URL and REDIS_URL)' }, () => {
   it('opens as many PostgreSQL connections as it says under a burst that wants more, and answers every request', async () => {
     const server = await startServer({ ADMIN_TOKEN, DATABASE_POOL_SIZE: '4' });
@@ -387,9 +395,7 @@ describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the Postgr
       const lockHolder = (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       await db.query('BEGIN');
       await db.query('LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE');
-      const burst = Promise.all(
-        Array.from({ length: 40 }, async () => (await fetch(`${server.baseUrl}/admin/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
-      );
+      const burst = Promise.all(Array.from({ length: 40 }, async () => (await adminCall(server, '/admin/events')).status));
       const serverConnections = async () =>
         (
           await observer.query<{ open: number; blocked: number }>(
@@ -415,19 +421,16 @@ describe('DATABASE_POOL_SIZE', { skip: REAL_SERVICES ? false : 'sizes the Postgr
       // Each first page seals what is pending first. A sealer that took a second connection while
       // holding the seal lock found the other three held by readers queued on that lock: all
       // waited until the 5 s connection timeout, and the sealer's reader got a 503.
-      const statuses = await Promise.all(
-        Array.from({ length: 12 }, async () => (await fetch(`${server.baseUrl}/admin/audit`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status),
-      );
+      const statuses = await Promise.all(Array.from({ length: 12 }, async () => (await adminCall(server, '/admin/audit')).status));
       assert.deepEqual(new Set(statuses), new Set([200]), `statuses: ${statuses}`);
       // A verification runs in an operation's transaction and seals first, batch after batch.
-      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
       for (let i = 0; i < 20; i++) {
-        const body = JSON.stringify({ name: `pool:s${randomUUID().slice(0, 8)}`, description: 'An audit row to seal' });
-        assert.equal((await fetch(`${server.baseUrl}/admin/scopes`, { method: 'POST', headers: admin, body })).status, 200);
+        const body = { name: `pool:s${randomUUID().slice(0, 8)}`, description: 'An audit row to seal' };
+        assert.equal((await adminCall(server, '/admin/scopes', { method: 'POST', body })).status, 200);
       }
       const verified = await Promise.all(
         Array.from({ length: 12 }, async () => {
-          const res = await fetch(`${server.baseUrl}/admin/audit/verify`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+          const res = await adminCall(server, '/admin/audit/verify', { method: 'POST' });
           return res.status === 200 ? ((await res.json()) as { ok: boolean }).ok : res.status;
         }),
       );

@@ -278,9 +278,14 @@ export function installTokenExchange(provider: Provider, deps: TokenExchangeDeps
       await checkDpopReplay(provider, ctx, dPoP, client.clientId, errors.InvalidGrant);
       token.setThumbprint('jkt', dPoP.thumbprint);
     }
-    // Never past what the subject token has left.
-    const expiresIn = Math.min(token.expiration, lifetimeLeft);
-    Object.assign(token, { expiresIn });
+    // Never past what the subject token has left, as an absolute exp: a lifetime counted from
+    // before the awaits above could carry the token one second past the subject's when a second
+    // turned over meanwhile (the provider counts it from the moment it saves).
+    const now = Math.floor(Date.now() / 1000);
+    const exp = Math.min(now + token.expiration, subject.expiresAt);
+    const expiresIn = exp - now;
+    if (expiresIn < 1) return refuse(ctx, 'invalid_request', 'the subject token is not active', subject);
+    Object.assign(token, { exp, expiresIn });
 
     ctx.oidc.entity('Account', account as never);
     ctx.oidc.entity('Grant', (await provider.Grant.find(grantId))!);
